@@ -1,0 +1,1 @@
+/* wizard.c - placeholder */
