@@ -1,1 +1,28 @@
-/* account.h */
+/*
+ * account.h - users, organisations and memberships: dev login, the
+ * caller's orgs, and the membership check every /orgs/{slug} route makes.
+ */
+#ifndef AM_ACCOUNT_H
+#define AM_ACCOUNT_H
+
+#include <json-c/json.h>
+#include "app.h"
+#include "error.h"
+
+enum account_role { ROLE_NONE = 0, ROLE_MEMBER, ROLE_ADMIN, ROLE_OWNER };
+
+/* POST /auth/dev/login: create the user and a personal org on first login,
+ * issue an access and a refresh token. *out is the answer object. */
+int account_dev_login(struct app *app, struct json_object *body,
+                      struct json_object **out, struct am_error *err);
+
+/* The caller's role in org (ROLE_NONE if not a member or no such org). */
+int account_role(struct app *app, const char *org, const char *email);
+
+/* GET /orgs/me (first org) and GET /orgs (all). */
+int account_org_me(struct app *app, const char *email, struct json_object **out,
+                   struct am_error *err);
+int account_org_list(struct app *app, const char *email, struct json_object **out,
+                     struct am_error *err);
+
+#endif

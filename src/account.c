@@ -1,1 +1,379 @@
-/* account.c - placeholder */
+/*
+ * account.c - users, organisations, memberships, and dev login.
+ *
+ * Owns the record formats of STORE_USERS (email -> {"email","name",
+ * "created_at","orgs":[slug…]}), STORE_ORGS (slug -> {"slug",
+ * "display_name","plan","created_at"}) and STORE_MEMBERS
+ * ("slug\0email" -> {"role","joined_at"}).
+ *
+ * Invariants:
+ *  1. A user's "orgs" list and the membership records name the same orgs;
+ *     both are written in the same transaction.
+ *  2. A slug is never reused: creating an org checks and writes in one
+ *     transaction, and a taken slug gets a numeric suffix.
+ *
+ * Must never: log; tell a caller whether an org it does not belong to
+ * exists (the role check answers ROLE_NONE for both).
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "account.h"
+#include "auth.h"
+#include "config.h"
+#include "store.h"
+#include "util.h"
+#include "wizard.h"
+
+static const char *const role_names[] = { "none", "member", "admin", "owner" };
+
+static int role_from_name(const char *s)
+{
+    int i;
+
+    for (i = ROLE_MEMBER; i <= ROLE_OWNER; i++)
+        if (s != NULL && strcmp(s, role_names[i]) == 0)
+            return i;
+    return ROLE_NONE;
+}
+
+static size_t member_key(char *buf, size_t cap, const char *org, const char *email)
+{
+    size_t lo = strlen(org), le = strlen(email);
+
+    if (lo + le + 2 > cap)
+        return 0;
+    memcpy(buf, org, lo + 1);
+    memcpy(buf + lo + 1, email, le);
+    return lo + 1 + le;
+}
+
+static struct json_object *load_json(struct store *s, struct store_txn *t, int db,
+                                     const char *key, size_t klen, int flags, int *rc)
+{
+    char *val = NULL;
+    struct json_object *o = NULL;
+
+    *rc = store_get(s, t, db, key, klen, flags, &val, NULL);
+    if (*rc == 0 && (o = json_tokener_parse(val)) == NULL)
+        *rc = AM_EIO;
+    free(val);
+    return o;
+}
+
+static int save_json(struct store *s, struct store_txn *t, int db, const char *key,
+                     size_t klen, struct json_object *o)
+{
+    size_t len;
+    const char *v = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
+    return store_put(s, t, db, key, klen, v, len);
+}
+
+int account_role(struct app *app, const char *org, const char *email)
+{
+    char key[320];
+    size_t klen = member_key(key, sizeof(key), org, email);
+    struct json_object *m, *r;
+    int rc, role = ROLE_NONE;
+
+    if (klen == 0)
+        return ROLE_NONE;
+    m = load_json(app->store, NULL, STORE_MEMBERS, key, klen, 0, &rc);
+    if (m != NULL && json_object_object_get_ex(m, "role", &r))
+        role = role_from_name(json_object_get_string(r));
+    json_object_put(m);
+    return role;
+}
+
+/* dev@example.com -> dev-example-com: lower-case, runs of anything not
+ * [a-z0-9] become one '-', no '-' at either end, at most max bytes. */
+static void slug_from_email(const char *email, char *out, size_t max)
+{
+    size_t n = 0;
+    const char *p;
+
+    for (p = email; *p && n < max; p++) {
+        int c = tolower((unsigned char)*p);
+        if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'))
+            out[n++] = (char)c;
+        else if (n > 0 && out[n - 1] != '-')
+            out[n++] = '-';
+    }
+    while (n > 0 && out[n - 1] == '-')
+        n--;
+    if (n == 0)
+        memcpy(out, "org", (n = 3));
+    out[n] = '\0';
+}
+
+/* ---- dev login ------------------------------------------------------------- */
+
+struct login_ctx {
+    const char *email;
+    const char *name;
+    char slug[WIZARD_SLUG_MAX + 1];   /* OUT: the user's first org */
+};
+
+/* Find a free slug for base (suffix -2, -3 … when taken) and claim it. */
+static int claim_slug(struct store *s, struct store_txn *t, const char *base,
+                      char *out, size_t cap)
+{
+    char *val = NULL;
+    int i, rc;
+
+    for (i = 1; i < 10000; i++) {
+        if (i == 1) {
+            util_strlcpy(out, base, cap);
+        } else {
+            char suffix[16];
+            int sl = snprintf(suffix, sizeof(suffix), "-%d", i);
+            size_t keep = strlen(base);
+            if (keep + (size_t)sl > WIZARD_SLUG_MAX)
+                keep = WIZARD_SLUG_MAX - (size_t)sl;
+            while (keep > 0 && base[keep - 1] == '-')
+                keep--;
+            snprintf(out, cap, "%.*s%s", (int)keep, base, suffix);
+        }
+        rc = store_get(s, t, STORE_ORGS, out, strlen(out), STORE_RMW, &val, NULL);
+        free(val);
+        val = NULL;
+        if (rc == AM_ENOENT)
+            return 0;
+        if (rc != 0)
+            return rc;
+    }
+    return AM_EUNAVAILABLE;
+}
+
+static int login_txn(struct store *s, struct store_txn *t, void *arg)
+{
+    struct login_ctx *c = arg;
+    struct json_object *user, *org = NULL, *member = NULL, *orgs, *first;
+    char base[WIZARD_SLUG_MAX + 1], key[320];
+    int64_t now = util_now();
+    int rc;
+
+    user = load_json(s, t, STORE_USERS, c->email, strlen(c->email), STORE_RMW, &rc);
+    if (rc == 0) {
+        if (json_object_object_get_ex(user, "orgs", &orgs) &&
+            (first = json_object_array_get_idx(orgs, 0)) != NULL)
+            util_strlcpy(c->slug, json_object_get_string(first), sizeof(c->slug));
+        json_object_put(user);
+        return 0;
+    }
+    if (rc != AM_ENOENT)
+        return rc;
+    slug_from_email(c->email, base, WIZARD_SLUG_MAX);
+    if ((rc = claim_slug(s, t, base, c->slug, sizeof(c->slug))) != 0)
+        goto out;
+    org = json_object_new_object();
+    json_object_object_add(org, "slug", json_object_new_string(c->slug));
+    json_object_object_add(org, "display_name", json_object_new_string(c->name));
+    json_object_object_add(org, "plan", json_object_new_string("free"));
+    json_object_object_add(org, "created_at", json_object_new_int64(now));
+    member = json_object_new_object();
+    json_object_object_add(member, "role", json_object_new_string("owner"));
+    json_object_object_add(member, "joined_at", json_object_new_int64(now));
+    user = json_object_new_object();
+    json_object_object_add(user, "email", json_object_new_string(c->email));
+    json_object_object_add(user, "name", json_object_new_string(c->name));
+    json_object_object_add(user, "created_at", json_object_new_int64(now));
+    orgs = json_object_new_array();
+    json_object_array_add(orgs, json_object_new_string(c->slug));
+    json_object_object_add(user, "orgs", orgs);
+    if ((rc = save_json(s, t, STORE_ORGS, c->slug, strlen(c->slug), org)) != 0 ||
+        (rc = save_json(s, t, STORE_MEMBERS, key,
+                        member_key(key, sizeof(key), c->slug, c->email), member)) != 0 ||
+        (rc = save_json(s, t, STORE_USERS, c->email, strlen(c->email), user)) != 0)
+        goto out;
+out:
+    json_object_put(user);
+    json_object_put(org);
+    json_object_put(member);
+    return rc;
+}
+
+/* A plausible e-mail address: local@domain, printable, no spaces. */
+static int email_valid(const char *e, size_t len)
+{
+    const char *at = memchr(e, '@', len);
+    size_t i;
+
+    if (len < 3 || len > 254 || at == NULL || at == e || at == e + len - 1 ||
+        memchr(at + 1, '@', len - (size_t)(at + 1 - e)) != NULL)
+        return 0;
+    for (i = 0; i < len; i++)
+        if ((unsigned char)e[i] <= ' ' || e[i] == 0x7f)
+            return 0;
+    return 1;
+}
+
+static int login_body(struct json_object *body, char *email, size_t cap,
+                      const char **name, struct am_error *err)
+{
+    struct json_object *v;
+    const char *e;
+    size_t i, len;
+
+    *name = NULL;
+    error_set(err, AM_EVALIDATION, "Invalid login request");
+    json_object_object_foreach(body, key, val) {
+        (void)val;
+        if (strcmp(key, "email") != 0 && strcmp(key, "name") != 0)
+            error_add_detail(err, key, "unknown field");
+    }
+    if (!json_object_object_get_ex(body, "email", &v))
+        error_add_detail(err, "email", "required");
+    else if (!json_object_is_type(v, json_type_string))
+        error_add_detail(err, "email", "must be a string");
+    else if (!email_valid((e = json_object_get_string(v)), (len = (size_t)json_object_get_string_len(v))) ||
+             len >= cap)
+        error_add_detail(err, "email", "must be an e-mail address");
+    else
+        for (i = 0; i <= len; i++)
+            email[i] = (char)tolower((unsigned char)e[i]);
+    if (json_object_object_get_ex(body, "name", &v)) {
+        if (!json_object_is_type(v, json_type_string) || json_object_get_string_len(v) < 1 ||
+            json_object_get_string_len(v) > 128)
+            error_add_detail(err, "name", "must be a string of 1 to 128 bytes");
+        else
+            *name = json_object_get_string(v);
+    }
+    if (err->ndetails > 0)
+        return AM_EVALIDATION;
+    error_clear(err);
+    return 0;
+}
+
+static int issue_tokens(struct app *app, const char *email, const char *slug,
+                        struct json_object **out, struct am_error *err)
+{
+    struct auth_claims c;
+    char access[AUTH_TOKEN_MAX], refresh[AUTH_TOKEN_MAX], fam[sizeof(c.fam)];
+    int64_t now = util_now();
+
+    auth_claims_new(&c, email, AUTH_ACCESS, now, app->cfg->access_ttl, NULL);
+    if (auth_jwt_sign(app->cfg->jwt_secret, &c, access, sizeof(access)) != 0)
+        return error_set(err, AM_EINTERNAL, "Could not sign token");
+    /* Both tokens share one family: logout ends them together. */
+    memcpy(fam, c.fam, sizeof(fam));
+    auth_claims_new(&c, email, AUTH_REFRESH, now, app->cfg->refresh_ttl, fam);
+    if (auth_jwt_sign(app->cfg->jwt_secret, &c, refresh, sizeof(refresh)) != 0)
+        return error_set(err, AM_EINTERNAL, "Could not sign token");
+    *out = json_object_new_object();
+    json_object_object_add(*out, "access_token", json_object_new_string(access));
+    json_object_object_add(*out, "refresh_token", json_object_new_string(refresh));
+    json_object_object_add(*out, "token_type", json_object_new_string("bearer"));
+    json_object_object_add(*out, "expires_in", json_object_new_int(app->cfg->access_ttl));
+    json_object_object_add(*out, "org_slug", json_object_new_string(slug));
+    return 0;
+}
+
+int account_dev_login(struct app *app, struct json_object *body,
+                      struct json_object **out, struct am_error *err)
+{
+    struct login_ctx c;
+    char email[256];
+    int rc;
+
+    *out = NULL;
+    memset(&c, 0, sizeof(c));
+    if ((rc = login_body(body, email, sizeof(email), &c.name, err)) != 0)
+        return rc;
+    c.email = email;
+    if (c.name == NULL)
+        c.name = email;
+    if ((rc = store_transact(app->store, login_txn, &c)) != 0)
+        return error_set(err, rc == AM_EDEADLOCK ? AM_EUNAVAILABLE : rc, "Storage unavailable");
+    return issue_tokens(app, email, c.slug, out, err);
+}
+
+/* ---- organisations --------------------------------------------------------- */
+
+static struct json_object *org_view(struct app *app, const char *slug, const char *email)
+{
+    struct json_object *org, *o, *limits, *v;
+    char when[32];
+    int rc, role;
+
+    org = load_json(app->store, NULL, STORE_ORGS, slug, strlen(slug), 0, &rc);
+    if (org == NULL)
+        return NULL;
+    role = account_role(app, slug, email);
+    o = json_object_new_object();
+    json_object_object_add(o, "slug", json_object_new_string(slug));
+    json_object_object_get_ex(org, "display_name", &v);
+    json_object_object_add(o, "display_name", json_object_get(v));
+    json_object_object_get_ex(org, "plan", &v);
+    json_object_object_add(o, "plan", json_object_get(v));
+    json_object_object_add(o, "role", json_object_new_string(role_names[role]));
+    limits = json_object_new_object();
+    json_object_object_add(limits, "max_agents", json_object_new_int(app->cfg->max_agents));
+    json_object_object_add(limits, "requests_per_day",
+                           json_object_new_int(app->cfg->requests_per_day));
+    json_object_object_add(limits, "max_members", json_object_new_int(app->cfg->max_members));
+    json_object_object_add(limits, "max_streams", json_object_new_int(app->cfg->max_streams));
+    json_object_object_add(o, "limits", limits);
+    json_object_object_get_ex(org, "created_at", &v);
+    util_rfc3339(json_object_get_int64(v), when, sizeof(when));
+    json_object_object_add(o, "created_at", json_object_new_string(when));
+    json_object_put(org);
+    return o;
+}
+
+/* The user's org slugs (owned array), or NULL with *rc set. */
+static struct json_object *user_orgs(struct app *app, const char *email, int *rc)
+{
+    struct json_object *user, *orgs = NULL;
+
+    user = load_json(app->store, NULL, STORE_USERS, email, strlen(email), 0, rc);
+    if (user != NULL && json_object_object_get_ex(user, "orgs", &orgs))
+        json_object_get(orgs);
+    json_object_put(user);
+    return orgs;
+}
+
+int account_org_list(struct app *app, const char *email, struct json_object **out,
+                     struct am_error *err)
+{
+    struct json_object *orgs, *arr;
+    size_t i;
+    int rc;
+
+    *out = NULL;
+    if ((orgs = user_orgs(app, email, &rc)) == NULL)
+        return rc == AM_ENOENT ? error_set(err, AM_EUNAUTH, "Unknown user")
+                               : error_set(err, AM_EIO, "Storage unavailable");
+    arr = json_object_new_array();
+    for (i = 0; i < json_object_array_length(orgs); i++) {
+        struct json_object *o = org_view(app, json_object_get_string(
+                                                  json_object_array_get_idx(orgs, i)), email);
+        if (o != NULL)
+            json_object_array_add(arr, o);
+    }
+    json_object_put(orgs);
+    *out = json_object_new_object();
+    json_object_object_add(*out, "orgs", arr);
+    return 0;
+}
+
+int account_org_me(struct app *app, const char *email, struct json_object **out,
+                   struct am_error *err)
+{
+    struct json_object *list, *orgs, *first;
+    int rc;
+
+    *out = NULL;
+    if ((rc = account_org_list(app, email, &list, err)) != 0)
+        return rc;
+    json_object_object_get_ex(list, "orgs", &orgs);
+    first = json_object_array_get_idx(orgs, 0);
+    if (first == NULL) {
+        json_object_put(list);
+        return error_set(err, AM_ENOTFOUND, "You belong to no organization");
+    }
+    *out = json_object_get(first);
+    json_object_put(list);
+    return 0;
+}

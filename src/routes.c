@@ -1,1 +1,457 @@
-/* routes.c - placeholder */
+/*
+ * routes.c - the route table, authentication of each request, body checks,
+ * and the handlers that turn a request into a module call and its answer.
+ *
+ * Order of checks for every request: route (404), method (405), bearer
+ * token (401), membership of {slug} (403), body size (413), media type
+ * (415), JSON syntax (400), validation (422, in the modules).
+ *
+ * Must never: talk to the database or the registry directly (agent and
+ * account do); answer anything but the SPEC envelope on an error.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include "account.h"
+#include "agent.h"
+#include "auth.h"
+#include "config.h"
+#include "registry.h"
+#include "routes.h"
+#include "store.h"
+#include "util.h"
+#include "wizard.h"
+
+#define JSON_MAX_DEPTH 64
+#define PATH_SEGMENTS_MAX 12
+
+enum route_auth {
+    AUTH_NONE = 0,   /* public */
+    AUTH_USER,       /* a valid access token */
+    AUTH_MEMBER,     /* a valid access token of a member of {slug} */
+};
+
+/* What a handler gets besides the request. */
+struct route_ctx {
+    struct app *app;
+    const struct http_request *req;
+    struct http_response *resp;
+    const char *slug;                  /* {slug} capture or NULL */
+    const char *name;                  /* {name} capture or NULL */
+    char email[256];                   /* authenticated user */
+    int role;                          /* enum account_role in {slug} */
+};
+
+typedef void (*route_fn)(struct route_ctx *c);
+
+struct route {
+    const char *method;
+    const char *pattern;               /* segments; "{slug}" and "{name}" capture */
+    route_fn fn;
+    int auth;                          /* enum route_auth */
+};
+
+/* Reply with err, or with a generic envelope if err carries no code. */
+static void reply_err(struct route_ctx *c, int rc, struct am_error *err)
+{
+    if (err->code == AM_OK)
+        error_set(err, rc, "Request failed");
+    http_reply_error(c->resp, err);
+}
+
+/* Parse the body as a JSON object. Returns NULL after replying on error. */
+static struct json_object *json_body(struct route_ctx *c)
+{
+    const struct http_request *req = c->req;
+    struct json_tokener *tok;
+    struct json_object *o;
+    const char *ct = req->content_type;
+
+    if (req->body_too_large) {
+        http_reply_errorf(c->resp, AM_ETOOLARGE, "Request body is larger than 1 MiB");
+        return NULL;
+    }
+    if (ct == NULL || strncasecmp(ct, "application/json", 16) != 0 ||
+        (ct[16] != '\0' && ct[16] != ';' && ct[16] != ' ')) {
+        http_reply_errorf(c->resp, AM_EMEDIATYPE, "Content-Type must be application/json");
+        return NULL;
+    }
+    if (req->body_len == 0) {
+        http_reply_errorf(c->resp, AM_EBADJSON, "Request body is empty; a JSON object is required");
+        return NULL;
+    }
+    tok = json_tokener_new_ex(JSON_MAX_DEPTH);
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+    o = json_tokener_parse_ex(tok, req->body, (int)req->body_len);
+    if (o == NULL || json_tokener_get_error(tok) != json_tokener_success ||
+        json_tokener_get_parse_end(tok) != req->body_len) {
+        enum json_tokener_error e = json_tokener_get_error(tok);
+        if (o != NULL)
+            http_reply_errorf(c->resp, AM_EBADJSON, "Malformed JSON: trailing data after the value");
+        else if (e == json_tokener_continue)
+            http_reply_errorf(c->resp, AM_EBADJSON, "Malformed JSON: unexpected end of input");
+        else
+            http_reply_errorf(c->resp, AM_EBADJSON, "Malformed JSON: %s",
+                              json_tokener_error_desc(e));
+        json_object_put(o);
+        json_tokener_free(tok);
+        return NULL;
+    }
+    json_tokener_free(tok);
+    if (!json_object_is_type(o, json_type_object)) {
+        struct am_error err;
+        error_set(&err, AM_EVALIDATION, "Request body must be a JSON object");
+        err.ndetails = 0;
+        error_add_detail(&err, "body", "must be an object");
+        http_reply_error(c->resp, &err);
+        json_object_put(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* ---- handlers -------------------------------------------------------------- */
+
+static void route_health(struct route_ctx *c)
+{
+    struct json_object *o = json_object_new_object(), *reg = json_object_new_object();
+    int db_ok = store_ping(c->app->store) == 0;
+
+    json_object_object_add(o, "status", json_object_new_string(db_ok ? "ok" : "unavailable"));
+    json_object_object_add(o, "version", json_object_new_string(PACKAGE_VERSION));
+    json_object_object_add(reg, "agents", json_object_new_int(registry_count(c->app->reg)));
+    json_object_object_add(o, "registry", reg);
+    json_object_object_add(o, "db", json_object_new_string(db_ok ? "ok" : "unavailable"));
+    http_reply_json(c->resp, db_ok ? 200 : 503, o);
+}
+
+static void route_auth_dev_login(struct route_ctx *c)
+{
+    struct json_object *body, *out;
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    if (!c->app->cfg->dev_login) {
+        http_reply_errorf(c->resp, AM_ENOTFOUND, "Dev login is disabled on this server");
+        return;
+    }
+    if ((body = json_body(c)) == NULL)
+        return;
+    rc = account_dev_login(c->app, body, &out, &err);
+    json_object_put(body);
+    if (rc != 0)
+        reply_err(c, rc, &err);
+    else
+        http_reply_json(c->resp, 200, out);
+}
+
+static void route_not_implemented(struct route_ctx *c)
+{
+    http_reply_errorf(c->resp, AM_ENOTIMPL, "This sign-in method is not implemented yet");
+}
+
+static void route_orgs_me(struct route_ctx *c)
+{
+    struct json_object *out;
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    if ((rc = account_org_me(c->app, c->email, &out, &err)) != 0)
+        reply_err(c, rc, &err);
+    else
+        http_reply_json(c->resp, 200, out);
+}
+
+static void route_orgs_list(struct route_ctx *c)
+{
+    struct json_object *out;
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    if ((rc = account_org_list(c->app, c->email, &out, &err)) != 0)
+        reply_err(c, rc, &err);
+    else
+        http_reply_json(c->resp, 200, out);
+}
+
+static void route_agents_list(struct route_ctx *c)
+{
+    struct json_object *out;
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    if ((rc = agent_list(c->app, c->slug, &out, &err)) != 0)
+        reply_err(c, rc, &err);
+    else
+        http_reply_json(c->resp, 200, out);
+}
+
+static void route_agents_create(struct route_ctx *c)
+{
+    struct json_object *body, *out;
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    if ((body = json_body(c)) == NULL)
+        return;
+    rc = agent_create(c->app, c->slug, body, &out, &err);
+    json_object_put(body);
+    if (rc != 0)
+        reply_err(c, rc, &err);
+    else
+        http_reply_json(c->resp, 201, out);
+}
+
+static void route_agent_get(struct route_ctx *c)
+{
+    struct json_object *out;
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    if ((rc = agent_get(c->app, c->slug, c->name, &out, &err)) != 0)
+        reply_err(c, rc, &err);
+    else
+        http_reply_json(c->resp, 200, out);
+}
+
+static void route_agent_put(struct route_ctx *c)
+{
+    struct json_object *body, *out;
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    if ((body = json_body(c)) == NULL)
+        return;
+    rc = agent_update(c->app, c->slug, c->name, body, &out, &err);
+    json_object_put(body);
+    if (rc != 0)
+        reply_err(c, rc, &err);
+    else
+        http_reply_json(c->resp, 200, out);
+}
+
+static void route_agent_delete(struct route_ctx *c)
+{
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    if ((rc = agent_delete(c->app, c->slug, c->name, &err)) != 0) {
+        reply_err(c, rc, &err);
+        return;
+    }
+    c->resp->status = 204;
+}
+
+static void route_agent_deploy(struct route_ctx *c)
+{
+    struct json_object *out;
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    if ((rc = agent_deploy(c->app, c->slug, c->name, &out, &err)) != 0)
+        reply_err(c, rc, &err);
+    else
+        http_reply_json(c->resp, 200, out);
+}
+
+static void route_agent_pause(struct route_ctx *c)
+{
+    struct json_object *out;
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    if ((rc = agent_pause(c->app, c->slug, c->name, &out, &err)) != 0)
+        reply_err(c, rc, &err);
+    else
+        http_reply_json(c->resp, 200, out);
+}
+
+static void route_agent_yaml(struct route_ctx *c)
+{
+    struct am_error err;
+    char *yaml;
+    size_t len;
+    int rc;
+
+    error_clear(&err);
+    if ((rc = agent_yaml(c->app, c->slug, c->name, &yaml, &len, &err)) != 0) {
+        reply_err(c, rc, &err);
+        return;
+    }
+    http_reply_raw(c->resp, 200, "application/yaml; charset=utf-8", yaml, len);
+    free(yaml);
+}
+
+#define ORG "/api/v1/orgs/{slug}"
+#define AGENT ORG "/agents/{name}"
+
+static const struct route routes[] = {
+    { "GET", "/api/v1/health", route_health, AUTH_NONE },
+    { "POST", "/api/v1/auth/dev/login", route_auth_dev_login, AUTH_NONE },
+    { "POST", "/api/v1/auth/google", route_not_implemented, AUTH_NONE },
+    { "POST", "/api/v1/auth/github", route_not_implemented, AUTH_NONE },
+    { "GET", "/api/v1/orgs/me", route_orgs_me, AUTH_USER },
+    { "GET", "/api/v1/orgs", route_orgs_list, AUTH_USER },
+    { "GET", ORG "/agents", route_agents_list, AUTH_MEMBER },
+    { "POST", ORG "/agents", route_agents_create, AUTH_MEMBER },
+    { "GET", AGENT, route_agent_get, AUTH_MEMBER },
+    { "PUT", AGENT, route_agent_put, AUTH_MEMBER },
+    { "DELETE", AGENT, route_agent_delete, AUTH_MEMBER },
+    { "POST", AGENT "/deploy", route_agent_deploy, AUTH_MEMBER },
+    { "POST", AGENT "/pause", route_agent_pause, AUTH_MEMBER },
+    { "GET", AGENT "/yaml", route_agent_yaml, AUTH_MEMBER },
+};
+
+/* ---- dispatch -------------------------------------------------------------- */
+
+/* Split path into at most PATH_SEGMENTS_MAX segments (in place, in buf).
+ * One trailing slash is ignored. Returns the count, or -1 if too many. */
+static int split_path(char *buf, char *seg[PATH_SEGMENTS_MAX])
+{
+    int n = 0;
+    char *p = buf, *slash;
+    size_t len = strlen(buf);
+
+    if (len > 1 && buf[len - 1] == '/')
+        buf[len - 1] = '\0';
+    if (*p == '/')
+        p++;
+    while (*p != '\0') {
+        if (n == PATH_SEGMENTS_MAX)
+            return -1;
+        seg[n++] = p;
+        if ((slash = strchr(p, '/')) == NULL)
+            break;
+        *slash = '\0';
+        p = slash + 1;
+    }
+    return n;
+}
+
+/* Does the route's pattern match seg[0..n)? Fills the captures of c. */
+static int pattern_match(const char *pattern, char *seg[], int n, struct route_ctx *c)
+{
+    char pbuf[128], *pseg[PATH_SEGMENTS_MAX];
+    int pn, i;
+
+    util_strlcpy(pbuf, pattern, sizeof(pbuf));
+    if ((pn = split_path(pbuf, pseg)) != n)
+        return 0;
+    for (i = 0; i < n; i++) {
+        if (strcmp(pseg[i], "{slug}") == 0)
+            c->slug = seg[i];
+        else if (strcmp(pseg[i], "{name}") == 0)
+            c->name = seg[i];
+        else if (strcmp(pseg[i], seg[i]) != 0)
+            return 0;
+    }
+    return 1;
+}
+
+/* Check the bearer token; fills c->email. Replies and returns -1 on failure. */
+static int authenticate(struct route_ctx *c)
+{
+    const char *h = c->req->authorization;
+    struct auth_claims claims;
+    struct am_error err;
+
+    error_clear(&err);
+    if (h == NULL || *h == '\0') {
+        http_reply_errorf(c->resp, AM_EUNAUTH, "Missing credentials: send Authorization: Bearer <token>");
+        return -1;
+    }
+    if (strncasecmp(h, "Bearer ", 7) != 0) {
+        http_reply_errorf(c->resp, AM_EUNAUTH, "Authorization must use the Bearer scheme");
+        return -1;
+    }
+    for (h += 7; *h == ' '; h++)
+        ;
+    if (auth_jwt_verify(c->app->cfg->jwt_secret, h, util_now(), &claims, &err) != 0) {
+        http_reply_error(c->resp, &err);
+        return -1;
+    }
+    if (claims.typ != AUTH_ACCESS) {
+        http_reply_errorf(c->resp, AM_EUNAUTH, "A refresh token cannot be used as an access token");
+        return -1;
+    }
+    util_strlcpy(c->email, claims.sub, sizeof(c->email));
+    return 0;
+}
+
+static void set_allow(struct http_response *resp, char *seg[], int n)
+{
+    struct route_ctx probe;
+    char allow[64] = "";
+    size_t i;
+
+    for (i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        memset(&probe, 0, sizeof(probe));
+        if (pattern_match(routes[i].pattern, seg, n, &probe)) {
+            if (allow[0] != '\0')
+                strncat(allow, ", ", sizeof(allow) - strlen(allow) - 1);
+            strncat(allow, routes[i].method, sizeof(allow) - strlen(allow) - 1);
+        }
+    }
+    http_add_header(resp, "Allow", allow);
+}
+
+void routes_handle(void *app, const struct http_request *req, struct http_response *resp)
+{
+    struct route_ctx c;
+    char buf[1024], *seg[PATH_SEGMENTS_MAX];
+    const struct route *r = NULL;
+    int n, path_known = 0;
+    size_t i;
+
+    memset(&c, 0, sizeof(c));
+    c.app = app;
+    c.req = req;
+    c.resp = resp;
+    if (util_strlcpy(buf, req->path, sizeof(buf)) >= sizeof(buf) ||
+        (n = split_path(buf, seg)) < 0) {
+        http_reply_errorf(resp, AM_ENOTFOUND, "No such route");
+        return;
+    }
+    for (i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        c.slug = c.name = NULL;
+        if (!pattern_match(routes[i].pattern, seg, n, &c))
+            continue;
+        path_known = 1;
+        if (strcmp(routes[i].method, req->method) == 0) {
+            r = &routes[i];
+            break;
+        }
+    }
+    if (r == NULL) {
+        if (path_known) {
+            set_allow(resp, seg, n);
+            http_reply_errorf(resp, AM_EMETHOD, "Method %s is not allowed here", req->method);
+        } else {
+            http_reply_errorf(resp, AM_ENOTFOUND, "No such route");
+        }
+        return;
+    }
+    if (r->auth != AUTH_NONE && authenticate(&c) != 0)
+        return;
+    if (r->auth == AUTH_MEMBER) {
+        if (!wizard_slug_valid(c.slug) ||
+            (c.role = account_role(c.app, c.slug, c.email)) == ROLE_NONE) {
+            http_reply_errorf(resp, AM_EFORBIDDEN,
+                              "You do not have access to this organization");
+            return;
+        }
+    }
+    r->fn(&c);
+}

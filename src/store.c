@@ -1,1 +1,333 @@
-/* store.c - placeholder */
+/*
+ * store.c - the Berkeley DB environment and its databases.
+ *
+ * Owns: the DB_ENV handle of this process and one DB handle per database
+ * in enum store_db. Every handle is opened with DB_THREAD, so a worker's
+ * threads share them.
+ *
+ * Must never: be included by anything but this file's callers through
+ * store.h (no other file includes db.h); log; keep a transaction open
+ * across a return to the caller except through store_transact.
+ *
+ * Invariants:
+ *  1. Only the process that opens with STORE_OPEN_CREATE runs recovery,
+ *     and it does so before any other process joins the environment.
+ *  2. Every commit is durable before store_transact returns 0 when
+ *     opt->sync is set (the default): a client is never told "done" for a
+ *     write that a crash could lose.
+ *  3. A deadlock victim is aborted and retried from the start; nothing a
+ *     failed attempt did is visible.
+ *  4. A dead process's locks and transactions are released by failchk,
+ *     which the supervisor runs after reaping it (is_alive below).
+ */
+#include <db.h>
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "store.h"
+#include "util.h"
+
+#define STORE_DEADLOCK_RETRIES 64
+
+struct store {
+    DB_ENV *env;
+    DB *db[STORE_DB_COUNT];
+};
+
+struct store_txn {
+    DB_TXN *txn;
+};
+
+static const char *const store_db_files[STORE_DB_COUNT] = {
+    [STORE_USERS] = "users.db",
+    [STORE_ORGS] = "orgs.db",
+    [STORE_MEMBERS] = "members.db",
+    [STORE_AGENTS] = "agents.db",
+    [STORE_TOKENS] = "tokens.db",
+};
+
+static int fail_write_countdown;    /* test hook; see store_test_fail_write_after */
+
+void store_test_fail_write_after(int n)
+{
+    __atomic_store_n(&fail_write_countdown, n, __ATOMIC_SEQ_CST);
+}
+
+static int injected_write_failure(void)
+{
+    int n = __atomic_load_n(&fail_write_countdown, __ATOMIC_SEQ_CST);
+
+    if (n <= 0)
+        return 0;
+    return __atomic_sub_fetch(&fail_write_countdown, 1, __ATOMIC_SEQ_CST) == 0;
+}
+
+/* Map a Berkeley DB return code to ours. */
+static int store_rc(int rc)
+{
+    switch (rc) {
+    case 0:
+        return AM_OK;
+    case DB_NOTFOUND:
+    case DB_KEYEMPTY:
+        return AM_ENOENT;
+    case DB_LOCK_DEADLOCK:
+    case DB_LOCK_NOTGRANTED:
+        return AM_EDEADLOCK;
+    default:
+        return AM_EIO;
+    }
+}
+
+/* failchk asks whether a pid still runs; a reaped child does not. */
+static int store_is_alive(DB_ENV *env, pid_t pid, db_threadid_t tid, u_int32_t flags)
+{
+    (void)env;
+    (void)tid;
+    (void)flags;
+    if (pid == getpid())
+        return 1;
+    return kill(pid, 0) == 0 || errno != ESRCH;
+}
+
+static int store_env_setup(DB_ENV *env, const struct store_options *opt,
+                           struct am_error *err)
+{
+    int rc;
+    u_int32_t threads = opt->max_threads > 0 ? (u_int32_t)opt->max_threads : 64;
+
+    if ((rc = env->set_cachesize(env, 0, (u_int32_t)opt->cache_mb * 1024u * 1024u, 1)) ||
+        (rc = env->set_lk_detect(env, DB_LOCK_DEFAULT)) ||
+        (rc = env->set_thread_count(env, threads)) ||
+        (rc = env->set_isalive(env, store_is_alive)) ||
+        (rc = env->set_lk_max_locks(env, 20000)) ||
+        (rc = env->set_lk_max_objects(env, 20000)) ||
+        (rc = env->set_lk_max_lockers(env, 4 * threads + 1000)) ||
+        (rc = env->set_tx_max(env, 2 * threads + 100)) ||
+        (rc = env->log_set_config(env, DB_LOG_AUTO_REMOVE, 1)))
+        return error_set(err, AM_EIO, "storage: configuring environment: %s",
+                         db_strerror(rc));
+    if (!opt->sync && (rc = env->set_flags(env, DB_TXN_WRITE_NOSYNC, 1)))
+        return error_set(err, AM_EIO, "storage: %s", db_strerror(rc));
+    return 0;
+}
+
+int store_open(struct store **out, const struct store_options *opt, int flags,
+               struct am_error *err)
+{
+    struct store *s = xcalloc(1, sizeof(*s));
+    u_int32_t env_flags = DB_CREATE | DB_INIT_LOCK | DB_INIT_LOG | DB_INIT_MPOOL |
+                          DB_INIT_TXN | DB_THREAD;
+    u_int32_t db_flags = DB_THREAD | DB_AUTO_COMMIT | DB_CREATE;
+    int rc, i;
+
+    *out = NULL;
+    if (flags & STORE_OPEN_CREATE)
+        env_flags |= DB_RECOVER;
+    if ((rc = db_env_create(&s->env, 0)) != 0) {
+        error_set(err, AM_EIO, "storage: db_env_create: %s", db_strerror(rc));
+        goto fail;
+    }
+    if (store_env_setup(s->env, opt, err) != 0)
+        goto fail;
+    if ((rc = s->env->open(s->env, opt->home, env_flags, 0600)) != 0) {
+        error_set(err, AM_EIO, "storage: opening environment %s: %s", opt->home,
+                  db_strerror(rc));
+        goto fail;
+    }
+    for (i = 0; i < STORE_DB_COUNT; i++) {
+        if ((rc = db_create(&s->db[i], s->env, 0)) != 0 ||
+            (rc = s->db[i]->open(s->db[i], NULL, store_db_files[i], NULL, DB_BTREE,
+                                 db_flags, 0600)) != 0) {
+            error_set(err, AM_EIO, "storage: opening %s: %s", store_db_files[i],
+                      db_strerror(rc));
+            goto fail;
+        }
+    }
+    *out = s;
+    return 0;
+fail:
+    store_close(s);
+    return AM_EIO;
+}
+
+void store_close(struct store *s)
+{
+    int i;
+
+    if (s == NULL)
+        return;
+    for (i = 0; i < STORE_DB_COUNT; i++)
+        if (s->db[i] != NULL)
+            s->db[i]->close(s->db[i], 0);
+    if (s->env != NULL)
+        s->env->close(s->env, 0);
+    free(s);
+}
+
+int store_failchk(struct store *s, struct am_error *err)
+{
+    int rc = s->env->failchk(s->env, 0);
+
+    if (rc != 0)
+        return error_set(err, AM_EIO, "storage: failchk: %s", db_strerror(rc));
+    return 0;
+}
+
+int store_checkpoint(struct store *s)
+{
+    return s->env->txn_checkpoint(s->env, 0, 0, 0) == 0 ? 0 : AM_EIO;
+}
+
+int store_ping(struct store *s)
+{
+    DBT k, v;
+    int rc;
+
+    memset(&k, 0, sizeof(k));
+    memset(&v, 0, sizeof(v));
+    k.data = (void *)"";
+    k.size = 1;
+    v.flags = DB_DBT_MALLOC;
+    rc = s->db[STORE_ORGS]->get(s->db[STORE_ORGS], NULL, &k, &v, 0);
+    if (rc == 0)
+        free(v.data);
+    rc = store_rc(rc);
+    return (rc == AM_OK || rc == AM_ENOENT || rc == AM_EDEADLOCK) ? 0 : AM_EIO;
+}
+
+int store_transact(struct store *s, store_txn_fn fn, void *arg)
+{
+    struct store_txn t;
+    int attempt, rc = AM_EDEADLOCK;
+
+    for (attempt = 0; attempt < STORE_DEADLOCK_RETRIES; attempt++) {
+        if (attempt > 0) {
+            /* Back off a little so the winner can finish. */
+            struct timespec ts = { 0, (long)(attempt < 10 ? attempt : 10) * 200000L };
+            nanosleep(&ts, NULL);
+        }
+        if (s->env->txn_begin(s->env, NULL, &t.txn, 0) != 0)
+            return AM_EIO;
+        rc = fn(s, &t, arg);
+        if (rc != 0) {
+            t.txn->abort(t.txn);
+            if (rc == AM_EDEADLOCK)
+                continue;
+            return rc;
+        }
+        rc = store_rc(t.txn->commit(t.txn, 0));
+        if (rc != AM_EDEADLOCK)
+            return rc;
+    }
+    return AM_EUNAVAILABLE;
+}
+
+static DB_TXN *txn_of(struct store_txn *t)
+{
+    return t != NULL ? t->txn : NULL;
+}
+
+static void dbt_init(DBT *d, const void *data, size_t len)
+{
+    memset(d, 0, sizeof(*d));
+    d->data = (void *)data;
+    d->size = (u_int32_t)len;
+}
+
+int store_get(struct store *s, struct store_txn *t, int db, const void *key,
+              size_t klen, int flags, char **val, size_t *vlen)
+{
+    DBT k, v;
+    int rc;
+
+    *val = NULL;
+    dbt_init(&k, key, klen);
+    dbt_init(&v, NULL, 0);
+    v.flags = DB_DBT_MALLOC;
+    rc = s->db[db]->get(s->db[db], txn_of(t), &k, &v,
+                        (t != NULL && (flags & STORE_RMW)) ? DB_RMW : 0);
+    if (rc != 0)
+        return store_rc(rc);
+    *val = xmalloc(v.size + 1);
+    memcpy(*val, v.data, v.size);
+    (*val)[v.size] = '\0';
+    if (vlen != NULL)
+        *vlen = v.size;
+    free(v.data);
+    return 0;
+}
+
+int store_put(struct store *s, struct store_txn *t, int db, const void *key,
+              size_t klen, const void *val, size_t vlen)
+{
+    DBT k, v;
+
+    if (injected_write_failure())
+        return AM_EIO;
+    dbt_init(&k, key, klen);
+    dbt_init(&v, val, vlen);
+    return store_rc(s->db[db]->put(s->db[db], txn_of(t), &k, &v, 0));
+}
+
+int store_del(struct store *s, struct store_txn *t, int db, const void *key,
+              size_t klen)
+{
+    DBT k;
+
+    if (injected_write_failure())
+        return AM_EIO;
+    dbt_init(&k, key, klen);
+    return store_rc(s->db[db]->del(s->db[db], txn_of(t), &k, 0));
+}
+
+int store_scan(struct store *s, struct store_txn *t, int db, const void *prefix,
+               size_t plen, store_scan_fn fn, void *arg)
+{
+    DBC *c = NULL;
+    DBT k, v;
+    char *copy = NULL;
+    int rc, step = DB_SET_RANGE;
+
+    if ((rc = s->db[db]->cursor(s->db[db], txn_of(t), &c, 0)) != 0)
+        return store_rc(rc);
+    dbt_init(&k, prefix, plen);
+    k.flags = DB_DBT_REALLOC;
+    /* DB_SET_RANGE writes the found key into k: start from a private copy. */
+    copy = xmalloc(plen + 1);
+    memcpy(copy, prefix, plen);
+    k.data = copy;
+    dbt_init(&v, NULL, 0);
+    v.flags = DB_DBT_REALLOC;
+    for (;;) {
+        rc = c->get(c, &k, &v, (u_int32_t)step);
+        step = DB_NEXT;
+        if (rc != 0) {
+            rc = store_rc(rc);
+            if (rc == AM_ENOENT)
+                rc = 0;
+            break;
+        }
+        if (k.size < plen || memcmp(k.data, prefix, plen) != 0)
+            break;
+        {
+            char *vz = xmalloc(v.size + 1);
+            memcpy(vz, v.data, v.size);
+            vz[v.size] = '\0';
+            rc = fn(k.data, k.size, vz, v.size, arg);
+            free(vz);
+        }
+        if (rc != 0) {
+            if (rc > 0)
+                rc = 0;
+            break;
+        }
+    }
+    c->close(c);
+    free(k.data);
+    free(v.data);
+    return rc;
+}

@@ -1,0 +1,20 @@
+/*
+ * app.h - what one process serves with: its configuration, its store
+ * handle and its registry mapping. Built by the worker (or a test), passed
+ * down to the route handlers and the modules they call. Holds no state of
+ * its own.
+ */
+#ifndef AM_APP_H
+#define AM_APP_H
+
+struct config;
+struct store;
+struct registry;
+
+struct app {
+    const struct config *cfg;   /* borrowed; lives as long as the process */
+    struct store *store;        /* this process's environment handle */
+    struct registry *reg;       /* this process's mapping of the registry */
+};
+
+#endif
