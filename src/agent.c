@@ -570,32 +570,29 @@ int agent_pause(struct app *app, const char *org, const char *name,
 int agent_yaml(struct app *app, const char *org, const char *name, char **yaml,
                size_t *len, struct am_error *err)
 {
-    struct tx_ctx c = { app, org, name, NULL, NULL, 0, err };
-    struct json_object *rec = NULL, *comp;
-    const char *y;
+    struct json_object *rec = NULL, *comp, *wc;
+    const char *refs[PROVIDER_COUNT], *y;
+    char bufs[PROVIDER_COUNT][64], joined[256];
     int rc;
 
     *yaml = NULL;
     if ((rc = record_load(app, NULL, org, name, &rec, err)) != 0)
         return rc == AM_EDEADLOCK ? error_set(err, AM_EUNAVAILABLE, "Busy, retry") : rc;
-    if ((rc = ensure_compiled(&c, rec, err)) == AM_EKEYMISSING) {
-        /* A draft may be looked at before its keys exist: compile without refs. */
-        const char *none[PROVIDER_COUNT] = { NULL };
-        struct json_object *wc;
-
-        error_clear(err);
-        json_object_object_get_ex(rec, "wizard", &wc);
-        if ((rc = wizard_validate_deploy(wc, err)) == 0)
-            rc = wizard_compile(wc, org, (uint64_t)int_field(rec, "version"), none,
-                                app->cfg, yaml, len, err);
+    /* Deployed and paused agents show what the runtime loads (or loaded). */
+    if (json_object_object_get_ex(rec, "compiled", &comp) &&
+        int_field(comp, "version") == int_field(rec, "version") &&
+        (y = str_field(comp, "yaml")) != NULL) {
+        *len = strlen(y);
+        *yaml = xstrndup(y, *len);
         goto out;
     }
-    if (rc != 0)
-        goto out;
-    json_object_object_get_ex(rec, "compiled", &comp);
-    y = str_field(comp, "yaml");
-    *len = strlen(y);
-    *yaml = xstrndup(y, *len);
+    /* A draft, or an edited paused agent: compile on the fly, even when
+     * incomplete or when a provider key does not exist yet. */
+    json_object_object_get_ex(rec, "wizard", &wc);
+    if (key_refs_for(app, wc, refs, bufs, joined, sizeof(joined), NULL) != 0)
+        memset(refs, 0, sizeof(refs));
+    rc = wizard_compile(wc, org, (uint64_t)int_field(rec, "version"), refs, app->cfg,
+                        yaml, len, err);
 out:
     json_object_put(rec);
     return rc;

@@ -577,6 +577,8 @@ static int join_path(const char *parent, const char *key, size_t len,
     int bad = memchr(key, '.', len) != NULL || memchr(key, '\0', len) != NULL;
     size_t n = len > CFG_SHOW_MAX ? CFG_SHOW_MAX : len;
 
+    while (n < len && n > 0 && ((unsigned char)key[n] & 0xC0) == 0x80)
+        n--;                /* cut on a UTF-8 character boundary */
     if (len == 0) {
         util_snprintf(out, cap, "%s%s\"\"", parent, *parent ? "." : "");
         return -1;
@@ -787,11 +789,12 @@ static int check_rules(struct cfg_parser *p)
 
     /* A refresh token that dies before its access token is a typo. */
     if (c->refresh_ttl < c->access_ttl) {
-        int i = key_find("auth.refresh_ttl");
-        yaml_mark_t m = p->mark[i];
+        int r = key_find("auth.refresh_ttl"), a = key_find("auth.access_ttl");
+        yaml_mark_t m;
 
-        if (!p->set[i])
-            m = p->mark[key_find("auth.access_ttl")];
+        if (r < 0 || a < 0)
+            abort();        /* the rule names rows that left the table */
+        m = p->set[r] ? p->mark[r] : p->mark[a];
         util_snprintf(problem, sizeof(problem),
                       "must be at least auth.access_ttl (%d)", c->access_ttl);
         util_snprintf(got, sizeof(got), "%d", c->refresh_ttl);

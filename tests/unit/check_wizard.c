@@ -21,30 +21,6 @@
 #include "wizard.h"
 #include "util.h"
 
-/* TEMPORARY: config.c does not define these yet. Weak, so the real ones in
- * libastromesh.a win as soon as config.o is linked; delete these two when
- * config.c lands. */
-__attribute__((weak)) int config_provider_from_name(const char *name);
-__attribute__((weak)) const char *config_provider_name(int provider);
-
-static const char *const test_provider_names[PROVIDER_COUNT] = {
-    "openai", "anthropic", "groq", "mistral", "cohere", "ollama", "echo" };
-
-__attribute__((weak)) int config_provider_from_name(const char *name)
-{
-    int i;
-
-    for (i = 0; name != NULL && i < PROVIDER_COUNT; i++)
-        if (strcmp(name, test_provider_names[i]) == 0)
-            return i;
-    return -1;
-}
-
-__attribute__((weak)) const char *config_provider_name(int provider)
-{
-    return provider >= 0 && provider < PROVIDER_COUNT ? test_provider_names[provider] : NULL;
-}
-
 /* ---- fixtures and helpers ------------------------------------------------ */
 
 #define GOOD_JSON \
