@@ -16,6 +16,18 @@ enum account_role { ROLE_NONE = 0, ROLE_MEMBER, ROLE_ADMIN, ROLE_OWNER };
 int account_dev_login(struct app *app, struct json_object *body,
                       struct json_object **out, struct am_error *err);
 
+/* POST /auth/refresh: rotate a refresh token. A refresh token that is not
+ * the family's current one revokes the family (401). */
+int account_refresh(struct app *app, struct json_object *body,
+                    struct json_object **out, struct am_error *err);
+
+/* POST /auth/logout: revoke the token family fam (access and refresh). */
+int account_logout(struct app *app, const char *email, const char *fam,
+                   struct am_error *err);
+
+/* 1 if tokens of family fam may still be used, 0 if revoked or unknown. */
+int account_token_live(struct app *app, const char *fam);
+
 /* The caller's role in org (ROLE_NONE if not a member or no such org). */
 int account_role(struct app *app, const char *org, const char *email);
 

@@ -246,21 +246,104 @@ static int login_body(struct json_object *body, char *email, size_t cap,
     return 0;
 }
 
+/* ---- token families ---------------------------------------------------------
+ *
+ * Every login starts a family: STORE_TOKENS "fam:<id>" -> {"sub","current",
+ * "revoked"}. "current" is the jti of the one live refresh token; refresh
+ * rotates it. Presenting any other refresh token of the family is a reuse
+ * (a stolen token, or a replay), and revokes the whole family. Access
+ * tokens carry the family id too, so logout ends them at once.
+ */
+
+struct family_ctx {
+    const char *email;
+    const char *fam;
+    const char *presented;      /* refresh: the jti presented; NULL otherwise */
+    const char *next;           /* the jti to make current; NULL = revoke */
+    int reused;                 /* OUT: presented was not current: family revoked */
+};
+
+static size_t family_key(char *buf, size_t cap, const char *fam)
+{
+    snprintf(buf, cap, "fam:%s", fam);
+    return strlen(buf);
+}
+
+static int family_txn(struct store *s, struct store_txn *t, void *arg)
+{
+    struct family_ctx *c = arg;
+    struct json_object *f = NULL, *v;
+    char key[64];
+    size_t klen = family_key(key, sizeof(key), c->fam);
+    int rc;
+
+    c->reused = 0;
+    if (c->presented != NULL) {
+        f = load_json(s, t, STORE_TOKENS, key, klen, STORE_RMW, &rc);
+        if (rc != 0)
+            return rc == AM_ENOENT ? AM_EUNAUTH : rc;
+        if (json_object_object_get_ex(f, "revoked", &v) && json_object_get_boolean(v)) {
+            json_object_put(f);
+            return AM_EUNAUTH;
+        }
+        json_object_object_get_ex(f, "current", &v);
+        if (strcmp(json_object_get_string(v), c->presented) != 0) {
+            c->reused = 1;
+            c->next = NULL;       /* commit the revocation, then refuse */
+        }
+        json_object_put(f);
+    }
+    f = json_object_new_object();
+    json_object_object_add(f, "sub", json_object_new_string(c->email));
+    json_object_object_add(f, "current", json_object_new_string(c->next ? c->next : ""));
+    json_object_object_add(f, "revoked", json_object_new_boolean(c->next == NULL));
+    rc = save_json(s, t, STORE_TOKENS, key, klen, f);
+    json_object_put(f);
+    return rc;
+}
+
+int account_token_live(struct app *app, const char *fam)
+{
+    struct json_object *f, *v;
+    char key[64];
+    int rc, live = 0;
+
+    if (fam[0] == '\0')
+        return 0;
+    f = load_json(app->store, NULL, STORE_TOKENS, key, family_key(key, sizeof(key), fam), 0, &rc);
+    if (f != NULL)
+        live = !(json_object_object_get_ex(f, "revoked", &v) && json_object_get_boolean(v));
+    json_object_put(f);
+    return live;
+}
+
+/* Sign a new access + refresh pair in family fam (a new family if NULL),
+ * record it, and build the answer. */
 static int issue_tokens(struct app *app, const char *email, const char *slug,
+                        const char *fam, const char *presented,
                         struct json_object **out, struct am_error *err)
 {
     struct auth_claims c;
-    char access[AUTH_TOKEN_MAX], refresh[AUTH_TOKEN_MAX], fam[sizeof(c.fam)];
+    char access[AUTH_TOKEN_MAX], refresh[AUTH_TOKEN_MAX], famid[sizeof(c.fam)];
+    struct family_ctx fc;
     int64_t now = util_now();
+    int rc;
 
-    auth_claims_new(&c, email, AUTH_ACCESS, now, app->cfg->access_ttl, NULL);
+    *out = NULL;
+    auth_claims_new(&c, email, AUTH_ACCESS, now, app->cfg->access_ttl, fam);
     if (auth_jwt_sign(app->cfg->jwt_secret, &c, access, sizeof(access)) != 0)
         return error_set(err, AM_EINTERNAL, "Could not sign token");
-    /* Both tokens share one family: logout ends them together. */
-    memcpy(fam, c.fam, sizeof(fam));
-    auth_claims_new(&c, email, AUTH_REFRESH, now, app->cfg->refresh_ttl, fam);
+    memcpy(famid, c.fam, sizeof(famid));
+    auth_claims_new(&c, email, AUTH_REFRESH, now, app->cfg->refresh_ttl, famid);
     if (auth_jwt_sign(app->cfg->jwt_secret, &c, refresh, sizeof(refresh)) != 0)
         return error_set(err, AM_EINTERNAL, "Could not sign token");
+    fc = (struct family_ctx){ email, famid, presented, c.jti, 0 };
+    if ((rc = store_transact(app->store, family_txn, &fc)) != 0)
+        return rc == AM_EUNAUTH ? error_set(err, rc, "Refresh token is no longer valid")
+                                : error_set(err, AM_EUNAVAILABLE, "Storage unavailable");
+    if (fc.reused)
+        return error_set(err, AM_EUNAUTH,
+                         "Refresh token was already used; every token of this session is revoked");
     *out = json_object_new_object();
     json_object_object_add(*out, "access_token", json_object_new_string(access));
     json_object_object_add(*out, "refresh_token", json_object_new_string(refresh));
@@ -286,7 +369,53 @@ int account_dev_login(struct app *app, struct json_object *body,
         c.name = email;
     if ((rc = store_transact(app->store, login_txn, &c)) != 0)
         return error_set(err, rc == AM_EDEADLOCK ? AM_EUNAVAILABLE : rc, "Storage unavailable");
-    return issue_tokens(app, email, c.slug, out, err);
+    return issue_tokens(app, email, c.slug, NULL, NULL, out, err);
+}
+
+static int first_org(struct app *app, const char *email, char *slug, size_t cap);
+
+int account_refresh(struct app *app, struct json_object *body,
+                    struct json_object **out, struct am_error *err)
+{
+    struct auth_claims claims;
+    struct json_object *v;
+    char slug[WIZARD_SLUG_MAX + 1];
+    int n = 0;
+
+    *out = NULL;
+    json_object_object_foreach(body, key, val) {
+        (void)val;
+        n++;
+        if (strcmp(key, "refresh_token") != 0) {
+            error_set(err, AM_EVALIDATION, "Invalid refresh request");
+            error_add_detail(err, key, "unknown field");
+            return AM_EVALIDATION;
+        }
+    }
+    if (n == 0 || !json_object_object_get_ex(body, "refresh_token", &v) ||
+        !json_object_is_type(v, json_type_string)) {
+        error_set(err, AM_EVALIDATION, "Invalid refresh request");
+        error_add_detail(err, "refresh_token", n ? "must be a string" : "required");
+        return AM_EVALIDATION;
+    }
+    if (auth_jwt_verify(app->cfg->jwt_secret, json_object_get_string(v), util_now(),
+                        &claims, err) != 0)
+        return AM_EUNAUTH;
+    if (claims.typ != AUTH_REFRESH)
+        return error_set(err, AM_EUNAUTH, "Not a refresh token");
+    if (first_org(app, claims.sub, slug, sizeof(slug)) != 0)
+        return error_set(err, AM_EUNAUTH, "Unknown user");
+    return issue_tokens(app, claims.sub, slug, claims.fam, claims.jti, out, err);
+}
+
+int account_logout(struct app *app, const char *email, const char *fam,
+                   struct am_error *err)
+{
+    struct family_ctx fc = { email, fam, NULL, NULL, 0 };
+
+    if (store_transact(app->store, family_txn, &fc) != 0)
+        return error_set(err, AM_EUNAVAILABLE, "Storage unavailable");
+    return 0;
 }
 
 /* ---- organisations --------------------------------------------------------- */
@@ -356,6 +485,21 @@ int account_org_list(struct app *app, const char *email, struct json_object **ou
     *out = json_object_new_object();
     json_object_object_add(*out, "orgs", arr);
     return 0;
+}
+
+static int first_org(struct app *app, const char *email, char *slug, size_t cap)
+{
+    struct json_object *orgs, *first;
+    int rc;
+
+    if ((orgs = user_orgs(app, email, &rc)) == NULL)
+        return rc;
+    first = json_object_array_get_idx(orgs, 0);
+    rc = first != NULL ? 0 : AM_ENOENT;
+    if (first != NULL)
+        util_strlcpy(slug, json_object_get_string(first), cap);
+    json_object_put(orgs);
+    return rc;
 }
 
 int account_org_me(struct app *app, const char *email, struct json_object **out,

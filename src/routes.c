@@ -41,6 +41,7 @@ struct route_ctx {
     const char *slug;                  /* {slug} capture or NULL */
     const char *name;                  /* {name} capture or NULL */
     char email[256];                   /* authenticated user */
+    char fam[48];                      /* the token's family (logout) */
     int role;                          /* enum account_role in {slug} */
 };
 
@@ -146,6 +147,35 @@ static void route_auth_dev_login(struct route_ctx *c)
         reply_err(c, rc, &err);
     else
         http_reply_json(c->resp, 200, out);
+}
+
+static void route_auth_refresh(struct route_ctx *c)
+{
+    struct json_object *body, *out;
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    if ((body = json_body(c)) == NULL)
+        return;
+    rc = account_refresh(c->app, body, &out, &err);
+    json_object_put(body);
+    if (rc != 0)
+        reply_err(c, rc, &err);
+    else
+        http_reply_json(c->resp, 200, out);
+}
+
+static void route_auth_logout(struct route_ctx *c)
+{
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    if ((rc = account_logout(c->app, c->email, c->fam, &err)) != 0)
+        reply_err(c, rc, &err);
+    else
+        c->resp->status = 204;
 }
 
 static void route_not_implemented(struct route_ctx *c)
@@ -300,6 +330,8 @@ static void route_agent_yaml(struct route_ctx *c)
 static const struct route routes[] = {
     { "GET", "/api/v1/health", route_health, AUTH_NONE },
     { "POST", "/api/v1/auth/dev/login", route_auth_dev_login, AUTH_NONE },
+    { "POST", "/api/v1/auth/refresh", route_auth_refresh, AUTH_NONE },
+    { "POST", "/api/v1/auth/logout", route_auth_logout, AUTH_USER },
     { "POST", "/api/v1/auth/google", route_not_implemented, AUTH_NONE },
     { "POST", "/api/v1/auth/github", route_not_implemented, AUTH_NONE },
     { "GET", "/api/v1/orgs/me", route_orgs_me, AUTH_USER },
@@ -386,7 +418,12 @@ static int authenticate(struct route_ctx *c)
         http_reply_errorf(c->resp, AM_EUNAUTH, "A refresh token cannot be used as an access token");
         return -1;
     }
+    if (!account_token_live(c->app, claims.fam)) {
+        http_reply_errorf(c->resp, AM_EUNAUTH, "Token has been revoked");
+        return -1;
+    }
     util_strlcpy(c->email, claims.sub, sizeof(c->email));
+    util_strlcpy(c->fam, claims.fam, sizeof(c->fam));
     return 0;
 }
 
