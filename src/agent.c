@@ -622,6 +622,7 @@ static int reconcile_txn(struct store *s, struct store_txn *t, void *arg)
     rc = record_load(c->app, t, c->org, c->name, &rec, NULL);
     if (rc != 0 && rc != AM_EAGENTNOTFOUND)
         return rc;
+    rc = 0;   /* no record: the entry, if any, is stale */
     loaded = registry_contains(c->app->reg, rkey, &have);
     if (rec != NULL && status_of(rec) == AGENT_DEPLOYED &&
         json_object_object_get_ex(rec, "compiled", &comp) &&

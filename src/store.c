@@ -49,6 +49,23 @@ static const char *const store_db_files[STORE_DB_COUNT] = {
     [STORE_TOKENS] = "tokens.db",
 };
 
+/* Berkeley DB's own diagnostics go here instead of stderr: the store
+ * never logs; callers get the text in their error message. */
+static __thread char store_last_message[256];
+
+static void store_errcall(const DB_ENV *env, const char *prefix, const char *msg)
+{
+    (void)env;
+    (void)prefix;
+    util_strlcpy(store_last_message, msg, sizeof(store_last_message));
+}
+
+static void store_msgcall(const DB_ENV *env, const char *msg)
+{
+    (void)env;
+    (void)msg;
+}
+
 static int fail_write_countdown;    /* test hook; see store_test_fail_write_after */
 
 void store_test_fail_write_after(int n)
@@ -99,6 +116,8 @@ static int store_env_setup(DB_ENV *env, const struct store_options *opt,
     int rc;
     u_int32_t threads = opt->max_threads > 0 ? (u_int32_t)opt->max_threads : 64;
 
+    env->set_errcall(env, store_errcall);
+    env->set_msgcall(env, store_msgcall);
     if ((rc = env->set_cachesize(env, 0, (u_int32_t)opt->cache_mb * 1024u * 1024u, 1)) ||
         (rc = env->set_lk_detect(env, DB_LOCK_DEFAULT)) ||
         (rc = env->set_thread_count(env, threads)) ||
@@ -134,8 +153,8 @@ int store_open(struct store **out, const struct store_options *opt, int flags,
     if (store_env_setup(s->env, opt, err) != 0)
         goto fail;
     if ((rc = s->env->open(s->env, opt->home, env_flags, 0600)) != 0) {
-        error_set(err, AM_EIO, "storage: opening environment %s: %s", opt->home,
-                  db_strerror(rc));
+        error_set(err, AM_EIO, "storage: opening environment %s: %s (%s)", opt->home,
+                  db_strerror(rc), store_last_message);
         goto fail;
     }
     for (i = 0; i < STORE_DB_COUNT; i++) {
@@ -170,10 +189,21 @@ void store_close(struct store *s)
 
 int store_failchk(struct store *s, struct am_error *err)
 {
-    int rc = s->env->failchk(s->env, 0);
+    int rc, attempt;
 
+    /* Berkeley DB 5.3 can answer EBUSY after it did abort the dead
+     * process's transaction (it destroys a mutex it still holds while
+     * cleaning up the dead process's file registrations) and stops before
+     * clearing the rest; a second pass finishes the job. DB_RUNRECOVERY is
+     * final. */
+    for (attempt = 0; attempt < 4; attempt++) {
+        rc = s->env->failchk(s->env, 0);
+        if (rc != EBUSY)
+            break;
+    }
     if (rc != 0)
-        return error_set(err, AM_EIO, "storage: failchk: %s", db_strerror(rc));
+        return error_set(err, AM_EIO, "storage: failchk: %s (%s)", db_strerror(rc),
+                         store_last_message);
     return 0;
 }
 
