@@ -79,7 +79,7 @@ static size_t record_key(char *buf, size_t cap, const char *org, const char *nam
     return lo + 1 + ln;
 }
 
-static void registry_key(char *buf, size_t cap, const char *org, const char *name)
+static void agent_registry_key(char *buf, size_t cap, const char *org, const char *name)
 {
     snprintf(buf, cap, "%s__%s", org, name);
 }
@@ -155,7 +155,7 @@ static struct json_object *agent_view(const char *org, struct json_object *rec, 
                                ? json_object_get(dn) : json_object_new_string(name ? name : ""));
     json_object_object_add(o, "status", json_object_new_string(status_names[status_of(rec)]));
     if (full) {
-        registry_key(id, sizeof(id), org, name ? name : "");
+        agent_registry_key(id, sizeof(id), org, name ? name : "");
         json_object_object_add(o, "agent_id", json_object_new_string(id));
     }
     json_object_object_add(o, "model", model_of(wc));
@@ -359,7 +359,7 @@ static int delete_txn(struct store *s, struct store_txn *t, void *arg)
     if ((rc = store_del(s, t, STORE_AGENTS, key, klen)) != 0)
         goto out;
     if (status_of(rec) == AGENT_DEPLOYED) {
-        registry_key(rkey, sizeof(rkey), c->org, c->name);
+        agent_registry_key(rkey, sizeof(rkey), c->org, c->name);
         registry_unload(c->app->reg, rkey);
         c->registry_touched = 1;
     }
@@ -453,7 +453,7 @@ static int deploy_txn(struct store *s, struct store_txn *t, void *arg)
         goto out;
     json_object_object_get_ex(rec, "compiled", &comp);
     yaml = str_field(comp, "yaml");
-    registry_key(rkey, sizeof(rkey), c->org, c->name);
+    agent_registry_key(rkey, sizeof(rkey), c->org, c->name);
     rc = registry_load(c->app->reg, rkey, (uint64_t)int_field(rec, "version"), now, yaml,
                        strlen(yaml), c->err);
     if (rc != 0) {
@@ -498,7 +498,7 @@ static int pause_txn(struct store *s, struct store_txn *t, void *arg)
     json_object_object_add(rec, "paused_at", json_object_new_int64(now));
     if ((rc = record_save(c->app, t, c->org, c->name, rec, c->err)) != 0)
         goto out;
-    registry_key(rkey, sizeof(rkey), c->org, c->name);
+    agent_registry_key(rkey, sizeof(rkey), c->org, c->name);
     registry_unload(c->app->reg, rkey);
     c->registry_touched = 1;
     c->out = json_object_new_object();
@@ -618,7 +618,7 @@ static int reconcile_txn(struct store *s, struct store_txn *t, void *arg)
 
     (void)s;
     c->changed = 0;
-    registry_key(rkey, sizeof(rkey), c->org, c->name);
+    agent_registry_key(rkey, sizeof(rkey), c->org, c->name);
     rc = record_load(c->app, t, c->org, c->name, &rec, NULL);
     if (rc != 0 && rc != AM_EAGENTNOTFOUND)
         return rc;

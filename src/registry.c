@@ -726,7 +726,9 @@ out:
 }
 
 /* Unmap and free the handle (r may be NULL); shm_unlink the name too when
- * unlink_segment is set. Other processes' mappings stay valid. */
+ * unlink_segment is set. Other processes' mappings stay valid. No thread of
+ * this process may be inside another registry_* call on r: the kernel marks
+ * a dead owner's robust mutex only while it is still mapped. */
 void registry_close(struct registry *r, int unlink_segment)
 {
     if (r == NULL)
@@ -953,16 +955,25 @@ int registry_count(struct registry *r)
 void registry_foreach(struct registry *r, void (*fn)(const char *key, void *arg), void *arg)
 {
     struct registry_reader rd = { 0, 0, 0 };
-    char (*keys)[REGISTRY_KEY_MAX] = xmalloc((size_t)r->capacity * REGISTRY_KEY_MAX);
-    size_t n = 0;
+    char (*keys)[REGISTRY_KEY_MAX] = NULL;
+    size_t n = 0, cap = 0;
+    int more;
 
     do {
         if (reader_begin(r, &rd) != 0) {
             n = 0;
             break;
         }
+        if (cap == 0) {
+            /* Room for the current count and some slack; grown on demand. */
+            cap = (size_t)__atomic_load_n(&r->hdr->count, __ATOMIC_RELAXED) + 16;
+            if (cap > r->capacity)
+                cap = (size_t)r->capacity;
+            keys = xrealloc(keys, cap * REGISTRY_KEY_MAX);
+        }
         n = 0;
-        for (uint64_t i = 0; i < r->nslots && n < r->capacity; i++) {
+        more = 0;
+        for (uint64_t i = 0; i < r->nslots; i++) {
             struct registry_shm_entry *e = slot_at(r, i);
             uint32_t klen;
 
@@ -971,11 +982,21 @@ void registry_foreach(struct registry *r, void (*fn)(const char *key, void *arg)
             klen = __atomic_load_n(&e->key_len, __ATOMIC_RELAXED);
             if (klen < 1 || klen >= REGISTRY_KEY_MAX)
                 continue;   /* torn; reader_end decides */
+            if (n == cap) {
+                more = 1;
+                break;
+            }
             memcpy(keys[n], e->key, klen);
             keys[n][klen] = '\0';
             n++;
         }
-    } while (!reader_end(r, &rd));
+        if (reader_end(r, &rd) && (!more || cap == r->capacity))
+            break;   /* consistent, and complete (torn views may overflow) */
+        if (more && cap < r->capacity) {
+            cap = cap * 2 < r->capacity ? cap * 2 : (size_t)r->capacity;
+            keys = xrealloc(keys, cap * REGISTRY_KEY_MAX);
+        }
+    } while (1);
     for (size_t i = 0; i < n; i++)
         fn(keys[i], arg);
     free(keys);

@@ -16,6 +16,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include "../../src/registry.c"
 
@@ -111,6 +112,15 @@ static int child_ok(pid_t pid)
     if (waitpid(pid, &st, 0) != pid)
         return 0;
     return WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
+/* In a child that loops until told to stop: die with the test process, so
+ * a failed assertion in the parent cannot leave it spinning. */
+static void child_dies_with_parent(pid_t parent)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+        _exit(1);
 }
 
 /* A page shared with forked children: stop flags and progress counters. */
@@ -581,7 +591,7 @@ START_TEST(concurrent_readers_never_see_torn_entry)
     static char body_a[TORN_BODY_A], body_b[TORN_BODY_B];
     struct torn_reader t[2];
     pthread_t th[2];
-    pid_t writer, reader;
+    pid_t writer, reader, parent = getpid();
 
     body_make(body_a, sizeof body_a, "alpha");
     body_make(body_b, sizeof body_b, "bravo");
@@ -592,6 +602,7 @@ START_TEST(concurrent_readers_never_see_torn_entry)
     writer = fork();
     ck_assert_int_ge(writer, 0);
     if (writer == 0) {
+        child_dies_with_parent(parent);
         for (uint64_t v = 2; !__atomic_load_n(&ctl->stop, __ATOMIC_ACQUIRE); v++) {
             int rc = v % 2 ? registry_load(r, "o__hot", v, 0, body_a, sizeof body_a, NULL)
                            : registry_load(r, "o__hot", v, 0, body_b, sizeof body_b, NULL);
@@ -764,10 +775,12 @@ END_TEST
 #define KILL_KEYS 40
 
 /* Child of killed_writer_leaves_table_consistent: churn until killed. */
-static void churn_until_killed(struct registry *r, struct shared_ctl *ctl, uint64_t seed)
+static void churn_until_killed(struct registry *r, struct shared_ctl *ctl, uint64_t seed,
+                               pid_t parent)
 {
     char key[32], body[400];
 
+    child_dies_with_parent(parent);
     for (uint64_t op = 1;; op++) {
         int k = (int)(rng_next(&seed) % KILL_KEYS);
 
@@ -789,6 +802,7 @@ START_TEST(killed_writer_leaves_table_consistent)
     struct registry *r = must_create("kill9", 16, 400);
     struct shared_ctl *ctl = ctl_new();
     uint64_t seed = 12345;
+    pid_t parent = getpid();
 
     for (int round = 0; round < 25; round++) {
         struct keyset ks;
@@ -800,7 +814,7 @@ START_TEST(killed_writer_leaves_table_consistent)
         pid = fork();
         ck_assert_int_ge(pid, 0);
         if (pid == 0)
-            churn_until_killed(r, ctl, seed + (uint64_t)round);
+            churn_until_killed(r, ctl, seed + (uint64_t)round, parent);
         ck_assert(ctl_wait_progress(ctl, target));
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
