@@ -31,6 +31,9 @@ int account_token_live(struct app *app, const char *fam);
 /* The caller's role in org (ROLE_NONE if not a member or no such org). */
 int account_role(struct app *app, const char *org, const char *email);
 
+/* 1 if a user with this e-mail exists (or the store cannot tell). */
+int account_user_exists(struct app *app, const char *email);
+
 /* GET /orgs/me (first org) and GET /orgs (all). */
 int account_org_me(struct app *app, const char *email, struct json_object **out,
                    struct am_error *err);

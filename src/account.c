@@ -86,6 +86,15 @@ int account_role(struct app *app, const char *org, const char *email)
     return role;
 }
 
+int account_user_exists(struct app *app, const char *email)
+{
+    char *val = NULL;
+    int rc = store_get(app->store, NULL, STORE_USERS, email, strlen(email), 0, &val, NULL);
+
+    free(val);
+    return rc != AM_ENOENT;
+}
+
 /* dev@example.com -> dev-example-com: lower-case, runs of anything not
  * [a-z0-9] become one '-', no '-' at either end, at most max bytes. */
 static void slug_from_email(const char *email, char *out, size_t max)

@@ -11,9 +11,11 @@
  * Shutdown: the listening socket is non-blocking (the supervisor sets it),
  * so each thread waits in poll() on both the socket and a wake-up fd, and
  * only calls FCGX_Accept_r when a connection is pending. A stop makes the
- * wake-up fd readable; a thread notices it after finishing its request.
- * accept() may lose the race to another process and fail with EAGAIN,
- * which is simply another turn of the loop.
+ * wake-up fd readable; a thread notices it after finishing its request and
+ * then drains: it keeps accepting until nothing is queued, so a request
+ * the front server already handed over is answered, never cut. accept()
+ * may lose the race to another process and fail with EAGAIN, which is
+ * simply another turn of the loop.
  */
 #include <fcgiapp.h>
 #include <errno.h>
@@ -263,6 +265,7 @@ void http_serve_loop(int listen_fd, int wake_fd, http_handler handler, void *app
 {
     FCGX_Request fr;
     struct pollfd pfd[2];
+    int draining = 0, n;
 
     if (FCGX_InitRequest(&fr, listen_fd, FCGI_FAIL_ACCEPT_ON_INTR) != 0)
         return;
@@ -272,15 +275,23 @@ void http_serve_loop(int listen_fd, int wake_fd, http_handler handler, void *app
     pfd[1].events = POLLIN;
     for (;;) {
         pfd[0].revents = pfd[1].revents = 0;
-        if (poll(pfd, 2, -1) < 0) {
+        /* Draining: the supervisor has unlinked the socket, so nothing new
+         * can arrive; serve what is already queued, then leave. */
+        n = poll(pfd, draining ? 1 : 2, draining ? 0 : -1);
+        if (n < 0) {
             if (errno == EINTR)
                 continue;
             break;
         }
-        if (pfd[1].revents != 0)
-            break;
-        if (!(pfd[0].revents & POLLIN))
+        if (!draining && (pfd[1].revents & POLLIN)) {
+            draining = 1;
             continue;
+        }
+        if (!(pfd[0].revents & POLLIN)) {
+            if (draining)
+                break;
+            continue;
+        }
         if (FCGX_Accept_r(&fr) < 0)
             continue;    /* another process took it (EAGAIN), or a reset */
         serve_one(&fr, handler, app);

@@ -68,7 +68,9 @@ static struct json_object *json_body(struct route_ctx *c)
     const struct http_request *req = c->req;
     struct json_tokener *tok;
     struct json_object *o;
+    enum json_tokener_error e;
     const char *ct = req->content_type;
+    int complete;
 
     if (req->body_too_large) {
         http_reply_errorf(c->resp, AM_ETOOLARGE, "Request body is larger than 1 MiB");
@@ -86,10 +88,16 @@ static struct json_object *json_body(struct route_ctx *c)
     tok = json_tokener_new_ex(JSON_MAX_DEPTH);
     json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
     o = json_tokener_parse_ex(tok, req->body, (int)req->body_len);
-    if (o == NULL || json_tokener_get_error(tok) != json_tokener_success ||
-        json_tokener_get_parse_end(tok) != req->body_len) {
-        enum json_tokener_error e = json_tokener_get_error(tok);
-        if (o != NULL)
+    e = json_tokener_get_error(tok);
+    complete = json_tokener_get_parse_end(tok) == req->body_len;
+    /* A bare number is only complete at end of input: say so explicitly. */
+    if (o == NULL && e == json_tokener_continue && complete) {
+        o = json_tokener_parse_ex(tok, "", 1);
+        e = json_tokener_get_error(tok);
+    }
+    json_tokener_free(tok);
+    if (e != json_tokener_success || !complete) {
+        if (e == json_tokener_success)
             http_reply_errorf(c->resp, AM_EBADJSON, "Malformed JSON: trailing data after the value");
         else if (e == json_tokener_continue)
             http_reply_errorf(c->resp, AM_EBADJSON, "Malformed JSON: unexpected end of input");
@@ -97,14 +105,12 @@ static struct json_object *json_body(struct route_ctx *c)
             http_reply_errorf(c->resp, AM_EBADJSON, "Malformed JSON: %s",
                               json_tokener_error_desc(e));
         json_object_put(o);
-        json_tokener_free(tok);
         return NULL;
     }
-    json_tokener_free(tok);
-    if (!json_object_is_type(o, json_type_object)) {
+    if (o == NULL || !json_object_is_type(o, json_type_object)) {   /* NULL: JSON null */
         struct am_error err;
+        error_clear(&err);
         error_set(&err, AM_EVALIDATION, "Request body must be a JSON object");
-        err.ndetails = 0;
         error_add_detail(&err, "body", "must be an object");
         http_reply_error(c->resp, &err);
         json_object_put(o);
@@ -485,8 +491,11 @@ void routes_handle(void *app, const struct http_request *req, struct http_respon
     if (r->auth == AUTH_MEMBER) {
         if (!wizard_slug_valid(c.slug) ||
             (c.role = account_role(c.app, c.slug, c.email)) == ROLE_NONE) {
-            http_reply_errorf(resp, AM_EFORBIDDEN,
-                              "You do not have access to this organization");
+            if (!account_user_exists(c.app, c.email))
+                http_reply_errorf(resp, AM_EUNAUTH, "Unknown user");
+            else
+                http_reply_errorf(resp, AM_EFORBIDDEN,
+                                  "You do not have access to this organization");
             return;
         }
     }

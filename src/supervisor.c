@@ -371,6 +371,10 @@ static void drain(struct supervisor *sv)
     int killed = 0;
 
     notify_systemd("STOPPING=1");
+    /* New connections now fail at connect() (the front server answers 503)
+     * while the workers drain what is already queued. */
+    if (sv->socket_owned && unlink(sv->cfg.socket_path) == 0)
+        sv->socket_owned = 0;
     kill_all(sv, SIGTERM);
     while (workers_alive(sv) > 0) {
         if (!killed && util_monotonic_ms() >= deadline) {
