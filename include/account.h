@@ -11,6 +11,26 @@
 
 enum account_role { ROLE_NONE = 0, ROLE_MEMBER, ROLE_ADMIN, ROLE_OWNER };
 
+/* Who a request comes from, once its bearer token is verified. */
+struct account_principal {
+    char email[256];        /* the user */
+    char fam[48];           /* the token's family (logout revokes it) */
+    int memo;               /* internal: this thread's memo slot, or -1 */
+};
+
+/* Verify an access token (signature, expiry, type) and that its family is
+ * not revoked. Each thread remembers a few recent tokens and the role
+ * looked up with them until the registry's auth epoch moves, so a client
+ * that reuses its token costs no database read. Returns 0 or AM_EUNAUTH. */
+int account_authenticate(struct app *app, const char *token,
+                         struct account_principal *who, struct am_error *err);
+
+/* The principal's role in org (ROLE_NONE if not a member, or no such org),
+ * memoised with the token. Anything that changes a membership or revokes
+ * a token family must call registry_auth_epoch_bump(). */
+int account_member_role(struct app *app, struct account_principal *who,
+                        const char *org);
+
 /* POST /auth/dev/login: create the user and a personal org on first login,
  * issue an access and a refresh token. *out is the answer object. */
 int account_dev_login(struct app *app, struct json_object *body,

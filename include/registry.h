@@ -66,6 +66,13 @@ int registry_count(struct registry *r);
  * registry_unload). */
 void registry_foreach(struct registry *r, void (*fn)(const char *key, void *arg), void *arg);
 
+/* A counter shared by every process: bumped whenever something a worker
+ * may have cached about authorisation changes (a token family revoked, a
+ * membership changed). Readers compare it with the value they cached at;
+ * neither call takes a lock. */
+uint64_t registry_auth_epoch(struct registry *r);
+void registry_auth_epoch_bump(struct registry *r);
+
 /* Free what registry_get put in *a. */
 void registry_agent_clear(struct registry_agent *a);
 

@@ -22,6 +22,7 @@ enum store_db {
     STORE_ORGS,        /* slug -> org JSON */
     STORE_MEMBERS,     /* slug \0 email -> membership JSON */
     STORE_AGENTS,      /* slug \0 name -> agent record JSON */
+    STORE_COMPILED,    /* slug \0 name -> compiled runtime YAML and what it was built from */
     STORE_TOKENS,      /* token id -> revocation / refresh family JSON */
     STORE_DB_COUNT
 };

@@ -22,6 +22,7 @@
 #include "account.h"
 #include "auth.h"
 #include "config.h"
+#include "registry.h"
 #include "store.h"
 #include "util.h"
 #include "wizard.h"
@@ -350,9 +351,11 @@ static int issue_tokens(struct app *app, const char *email, const char *slug,
     if ((rc = store_transact(app->store, family_txn, &fc)) != 0)
         return rc == AM_EUNAUTH ? error_set(err, rc, "Refresh token is no longer valid")
                                 : error_set(err, AM_EUNAVAILABLE, "Storage unavailable");
-    if (fc.reused)
+    if (fc.reused) {
+        registry_auth_epoch_bump(app->reg);
         return error_set(err, AM_EUNAUTH,
                          "Refresh token was already used; every token of this session is revoked");
+    }
     *out = json_object_new_object();
     json_object_object_add(*out, "access_token", json_object_new_string(access));
     json_object_object_add(*out, "refresh_token", json_object_new_string(refresh));
@@ -424,7 +427,89 @@ int account_logout(struct app *app, const char *email, const char *fam,
 
     if (store_transact(app->store, family_txn, &fc) != 0)
         return error_set(err, AM_EUNAVAILABLE, "Storage unavailable");
+    registry_auth_epoch_bump(app->reg);
     return 0;
+}
+
+/* ---- per-thread memo of verified tokens ---------------------------------------
+ *
+ * Verifying a token costs an HMAC, a JSON parse and a database read (is
+ * the family revoked?), and the membership check another read. Clients
+ * reuse one token for many requests, so each thread keeps the last few it
+ * verified. An entry is trusted only while its token has not expired and
+ * the registry's auth epoch is the one it was filled at: every revocation
+ * and membership change bumps that epoch in shared memory, so no process
+ * serves a stale answer.
+ */
+#define MEMO_SLOTS 4
+
+struct auth_memo {
+    char token[AUTH_TOKEN_MAX];  /* the exact token string; "" = empty slot */
+    uint64_t epoch;              /* registry_auth_epoch when filled */
+    int64_t exp;                 /* the token's expiry, epoch seconds */
+    char email[256];
+    char fam[48];
+    char org[WIZARD_SLUG_MAX + 1];  /* last org looked up with this token, "" = none */
+    int role;                    /* its enum account_role */
+};
+
+static __thread struct auth_memo memo[MEMO_SLOTS];
+static __thread unsigned memo_next;
+
+int account_authenticate(struct app *app, const char *token,
+                         struct account_principal *who, struct am_error *err)
+{
+    uint64_t epoch = registry_auth_epoch(app->reg);
+    int64_t now = util_now();
+    struct auth_claims claims;
+    struct auth_memo *m;
+    int i;
+
+    for (i = 0; i < MEMO_SLOTS; i++) {
+        m = &memo[i];
+        if (m->epoch == epoch && m->exp > now && strcmp(m->token, token) == 0) {
+            util_strlcpy(who->email, m->email, sizeof(who->email));
+            util_strlcpy(who->fam, m->fam, sizeof(who->fam));
+            who->memo = i;
+            return 0;
+        }
+    }
+    who->memo = -1;
+    if (auth_jwt_verify(app->cfg->jwt_secret, token, now, &claims, err) != 0)
+        return AM_EUNAUTH;
+    if (claims.typ != AUTH_ACCESS)
+        return error_set(err, AM_EUNAUTH, "A refresh token cannot be used as an access token");
+    if (!account_token_live(app, claims.fam))
+        return error_set(err, AM_EUNAUTH, "Token has been revoked");
+    util_strlcpy(who->email, claims.sub, sizeof(who->email));
+    util_strlcpy(who->fam, claims.fam, sizeof(who->fam));
+    if (strlen(token) < sizeof(m->token)) {
+        i = (int)(memo_next++ % MEMO_SLOTS);
+        m = &memo[i];
+        util_strlcpy(m->token, token, sizeof(m->token));
+        m->epoch = epoch;
+        m->exp = claims.exp;
+        util_strlcpy(m->email, claims.sub, sizeof(m->email));
+        util_strlcpy(m->fam, claims.fam, sizeof(m->fam));
+        m->org[0] = '\0';
+        who->memo = i;
+    }
+    return 0;
+}
+
+int account_member_role(struct app *app, struct account_principal *who, const char *org)
+{
+    struct auth_memo *m = who->memo >= 0 ? &memo[who->memo] : NULL;
+    int role;
+
+    if (m != NULL && strcmp(m->org, org) == 0)
+        return m->role;
+    role = account_role(app, org, who->email);
+    if (m != NULL && util_strlcpy(m->org, org, sizeof(m->org)) < sizeof(m->org))
+        m->role = role;
+    else if (m != NULL)
+        m->org[0] = '\0';
+    return role;
 }
 
 /* ---- organisations --------------------------------------------------------- */

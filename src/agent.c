@@ -4,8 +4,10 @@
  * Owns: the agent record format in STORE_AGENTS (key "org\0name"):
  *   {"wizard":{…WizardConfig…}, "status":"draft|deployed|paused",
  *    "version":N,                 bumped by every config change
- *    "created_at":t, "updated_at":t, "deployed_at":t|null, "paused_at":t|null,
- *    "compiled":{"version":N, "key_refs":"…", "yaml":"…"}}   after a deploy
+ *    "created_at":t, "updated_at":t, "deployed_at":t|null, "paused_at":t|null}
+ * and, under the same key in STORE_COMPILED, written by the first deploy:
+ *   {"version":N, "key_refs":"…", "yaml":"…"}
+ * The compilation lives apart so that GET and list never parse the YAML.
  *
  * Invariants:
  *  1. A record's status is "deployed" exactly when the registry holds
@@ -13,8 +15,9 @@
  *     changed either has committed. Each transition changes the registry
  *     last, while it still holds the record's write lock, and repairs it
  *     from the committed record if the commit then fails.
- *  2. "compiled" is what the runtime serves: a deployed record always has
- *     one whose version equals the record's version.
+ *  2. The compilation is what the runtime serves: a deployed agent always
+ *     has one whose version equals the record's version. It is only ever
+ *     written or read while the agent record's write lock is held.
  *  3. Pause and redeploy never touch "wizard": every byte of the config
  *     survives them.
  *
@@ -358,6 +361,10 @@ static int delete_txn(struct store *s, struct store_txn *t, void *arg)
         goto out;
     if ((rc = store_del(s, t, STORE_AGENTS, key, klen)) != 0)
         goto out;
+    rc = store_del(s, t, STORE_COMPILED, key, klen);
+    if (rc != 0 && rc != AM_ENOENT)
+        goto out;
+    rc = 0;
     if (status_of(rec) == AGENT_DEPLOYED) {
         agent_registry_key(rkey, sizeof(rkey), c->org, c->name);
         registry_unload(c->app->reg, rkey);
@@ -396,45 +403,86 @@ static int key_refs_for(struct app *app, struct json_object *wc,
     return 0;
 }
 
-/* Compile the record's config into rec.compiled unless the stored
- * compilation is for this version and these key refs (redeploy fast path). */
-static int ensure_compiled(struct tx_ctx *c, struct json_object *rec, struct am_error *err)
+/* The stored compilation of org/name, or NULL with *rc set (AM_ENOENT). */
+static struct json_object *compiled_load(struct app *app, struct store_txn *t,
+                                         const char *org, const char *name, int *rc)
+{
+    char key[128], *val = NULL;
+    size_t klen = record_key(key, sizeof(key), org, name);
+    struct json_object *comp = NULL;
+
+    *rc = store_get(app->store, t, STORE_COMPILED, key, klen, 0, &val, NULL);
+    if (*rc == 0 && (comp = json_tokener_parse(val)) == NULL)
+        *rc = AM_EIO;
+    free(val);
+    return comp;
+}
+
+/* The YAML of a compilation if it was built from `version`, else NULL. */
+static const char *compiled_yaml(struct json_object *comp, int64_t version)
+{
+    if (comp == NULL || int_field(comp, "version") != version)
+        return NULL;
+    return str_field(comp, "yaml");
+}
+
+/* Make sure STORE_COMPILED holds a compilation of rec for its version and
+ * the current key refs, compiling only when it does not (the redeploy fast
+ * path). On 0, *yaml is a malloc'd copy for the registry. */
+static int ensure_compiled(struct tx_ctx *c, struct store_txn *t, struct json_object *rec,
+                           char **yaml, size_t *len, struct am_error *err)
 {
     struct json_object *wc, *comp;
-    const char *refs[PROVIDER_COUNT];
-    char bufs[PROVIDER_COUNT][64], joined[256], *yaml = NULL;
+    const char *refs[PROVIDER_COUNT], *have;
+    char bufs[PROVIDER_COUNT][64], joined[256], key[128];
     int64_t version = int_field(rec, "version");
-    size_t len;
+    size_t vlen;
     int rc;
 
+    *yaml = NULL;
     json_object_object_get_ex(rec, "wizard", &wc);
     if ((rc = key_refs_for(c->app, wc, refs, bufs, joined, sizeof(joined), err)) != 0)
         return rc;
-    if (json_object_object_get_ex(rec, "compiled", &comp) &&
-        int_field(comp, "version") == version && str_field(comp, "key_refs") != NULL &&
-        strcmp(str_field(comp, "key_refs"), joined) == 0 && str_field(comp, "yaml") != NULL)
+    comp = compiled_load(c->app, t, c->org, c->name, &rc);
+    if (rc != 0 && rc != AM_ENOENT)
+        return rc;
+    if ((have = compiled_yaml(comp, version)) != NULL && str_field(comp, "key_refs") != NULL &&
+        strcmp(str_field(comp, "key_refs"), joined) == 0) {
+        *len = strlen(have);
+        *yaml = xstrndup(have, *len);
+        json_object_put(comp);
         return 0;
+    }
+    json_object_put(comp);
     if ((rc = wizard_validate_deploy(wc, err)) != 0)
         return rc;
-    if ((rc = wizard_compile(wc, c->org, (uint64_t)version, refs, c->app->cfg, &yaml, &len, err)) != 0)
+    if ((rc = wizard_compile(wc, c->org, (uint64_t)version, refs, c->app->cfg, yaml, len, err)) != 0)
         return rc;
     __atomic_add_fetch(&compile_count, 1, __ATOMIC_RELAXED);
     comp = json_object_new_object();
     json_object_object_add(comp, "version", json_object_new_int64(version));
     json_object_object_add(comp, "key_refs", json_object_new_string(joined));
-    json_object_object_add(comp, "yaml", json_object_new_string_len(yaml, (int)len));
-    json_object_object_add(rec, "compiled", comp);
-    free(yaml);
-    return 0;
+    json_object_object_add(comp, "yaml", json_object_new_string_len(*yaml, (int)*len));
+    {
+        const char *v = json_object_to_json_string_length(comp, JSON_C_TO_STRING_PLAIN, &vlen);
+        rc = store_put(c->app->store, t, STORE_COMPILED, key,
+                       record_key(key, sizeof(key), c->org, c->name), v, vlen);
+    }
+    json_object_put(comp);
+    if (rc != 0) {
+        free(*yaml);
+        *yaml = NULL;
+    }
+    return rc;
 }
 
 static int deploy_txn(struct store *s, struct store_txn *t, void *arg)
 {
     struct tx_ctx *c = arg;
-    struct json_object *rec = NULL, *comp;
-    char rkey[REGISTRY_KEY_MAX], when[32];
-    const char *yaml;
+    struct json_object *rec = NULL;
+    char rkey[REGISTRY_KEY_MAX], when[32], *yaml = NULL;
     int64_t now = util_now();
+    size_t len = 0;
     int rc;
 
     (void)s;
@@ -445,17 +493,15 @@ static int deploy_txn(struct store *s, struct store_txn *t, void *arg)
         rc = error_set(c->err, AM_EALREADYDEPLOYED, "Agent '%s' is already deployed", c->name);
         goto out;
     }
-    if ((rc = ensure_compiled(c, rec, c->err)) != 0)
+    if ((rc = ensure_compiled(c, t, rec, &yaml, &len, c->err)) != 0)
         goto out;
     json_object_object_add(rec, "status", json_object_new_string("deployed"));
     json_object_object_add(rec, "deployed_at", json_object_new_int64(now));
     if ((rc = record_save(c->app, t, c->org, c->name, rec, c->err)) != 0)
         goto out;
-    json_object_object_get_ex(rec, "compiled", &comp);
-    yaml = str_field(comp, "yaml");
     agent_registry_key(rkey, sizeof(rkey), c->org, c->name);
     rc = registry_load(c->app->reg, rkey, (uint64_t)int_field(rec, "version"), now, yaml,
-                       strlen(yaml), c->err);
+                       len, c->err);
     if (rc != 0) {
         if (rc == AM_ETOOLARGE)
             rc = error_set(c->err, AM_EINVALIDCONFIG, "Compiled agent is larger than the "
@@ -469,6 +515,7 @@ static int deploy_txn(struct store *s, struct store_txn *t, void *arg)
     util_rfc3339(now, when, sizeof(when));
     json_object_object_add(c->out, "deployed_at", json_object_new_string(when));
 out:
+    free(yaml);
     json_object_put(rec);
     return rc;
 }
@@ -570,7 +617,7 @@ int agent_pause(struct app *app, const char *org, const char *name,
 int agent_yaml(struct app *app, const char *org, const char *name, char **yaml,
                size_t *len, struct am_error *err)
 {
-    struct json_object *rec = NULL, *comp, *wc;
+    struct json_object *rec = NULL, *comp = NULL, *wc;
     const char *refs[PROVIDER_COUNT], *y;
     char bufs[PROVIDER_COUNT][64], joined[256];
     int rc;
@@ -579,9 +626,9 @@ int agent_yaml(struct app *app, const char *org, const char *name, char **yaml,
     if ((rc = record_load(app, NULL, org, name, &rec, err)) != 0)
         return rc == AM_EDEADLOCK ? error_set(err, AM_EUNAVAILABLE, "Busy, retry") : rc;
     /* Deployed and paused agents show what the runtime loads (or loaded). */
-    if (json_object_object_get_ex(rec, "compiled", &comp) &&
-        int_field(comp, "version") == int_field(rec, "version") &&
-        (y = str_field(comp, "yaml")) != NULL) {
+    comp = compiled_load(app, NULL, org, name, &rc);
+    rc = 0;
+    if ((y = compiled_yaml(comp, int_field(rec, "version"))) != NULL) {
         *len = strlen(y);
         *yaml = xstrndup(y, *len);
         goto out;
@@ -594,6 +641,7 @@ int agent_yaml(struct app *app, const char *org, const char *name, char **yaml,
     rc = wizard_compile(wc, org, (uint64_t)int_field(rec, "version"), refs, app->cfg,
                         yaml, len, err);
 out:
+    json_object_put(comp);
     json_object_put(rec);
     return rc;
 }
@@ -610,7 +658,7 @@ struct reconcile_ctx {
 static int reconcile_txn(struct store *s, struct store_txn *t, void *arg)
 {
     struct reconcile_ctx *c = arg;
-    struct json_object *rec = NULL, *comp;
+    struct json_object *rec = NULL, *comp = NULL;
     char rkey[REGISTRY_KEY_MAX];
     const char *yaml;
     uint64_t have;
@@ -624,9 +672,12 @@ static int reconcile_txn(struct store *s, struct store_txn *t, void *arg)
         return rc;
     rc = 0;   /* no record: the entry, if any, is stale */
     loaded = registry_contains(c->app->reg, rkey, &have);
-    if (rec != NULL && status_of(rec) == AGENT_DEPLOYED &&
-        json_object_object_get_ex(rec, "compiled", &comp) &&
-        (yaml = str_field(comp, "yaml")) != NULL) {
+    if (rec != NULL && status_of(rec) == AGENT_DEPLOYED)
+        comp = compiled_load(c->app, t, c->org, c->name, &rc);
+    if (rc != 0 && rc != AM_ENOENT)
+        goto out;
+    rc = 0;
+    if ((yaml = compiled_yaml(comp, int_field(rec, "version"))) != NULL) {
         uint64_t version = (uint64_t)int_field(rec, "version");
         if (!loaded || have != version) {
             rc = registry_load(c->app->reg, rkey, version, int_field(rec, "deployed_at"),
@@ -637,6 +688,8 @@ static int reconcile_txn(struct store *s, struct store_txn *t, void *arg)
         registry_unload(c->app->reg, rkey);
         c->changed = 1;
     }
+out:
+    json_object_put(comp);
     json_object_put(rec);
     return rc;
 }

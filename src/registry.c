@@ -3,9 +3,10 @@
  * the deployed agents, kept in one POSIX shared-memory segment.
  *
  * Owns: the segment (created and unlinked by the supervisor, mapped by every
- * worker, inherited across fork or attached by name), its layout, the
- * writers' process-shared robust mutex inside it, and the seqlock that lets
- * readers copy entries without taking that mutex.
+ * worker, inherited across fork or attached by name), its layout (a compact
+ * index and a separate payload area), the writers' process-shared robust
+ * mutex inside it, the seqlock that lets readers copy entries without taking
+ * that mutex, and the lock-free authorisation epoch counter.
  *
  * Must never: log (callers get a code, and an am_error where the signature
  * has one); touch the database (store.c is the source of truth and the
@@ -15,12 +16,29 @@
  *
  * DESIGN
  *
- * Layout. A header (struct registry_shm_header) at offset 0, then `nslots`
- * entries of `entry_bytes` each. An entry is a fixed header
- * (struct registry_shm_entry) followed inline by up to `slot_bytes` of YAML.
+ * Layout. A header (struct registry_shm_header) at offset 0; then the index,
+ * `nslots` entries of struct registry_shm_entry (state, key, hash,
+ * generation, version, deployed_at, yaml_len: everything a probe, contains,
+ * count or foreach reads); then, page aligned, the payload area: `nslots`
+ * payload slots of `payload_stride` bytes (slot_bytes rounded up to
+ * REGISTRY_PAGE), payload slot i holding the YAML of index entry i.
  * nslots is a power of two at least twice the capacity, so the table is at
  * most half full of live entries and linear probes stay short. The segment is
- * sized with ftruncate, so tmpfs only backs the pages that entries touch.
+ * sized with ftruncate, so tmpfs only backs the pages that are touched: the
+ * index (160 bytes a slot, 1.25 MiB at the default 8192 slots) and each
+ * loaded agent's YAML. Scans never touch the payload area, so an empty or
+ * sparse registry costs its index, not slots * slot_bytes.
+ *
+ * Payload pages go back to the kernel. Whenever a slot stops being USED
+ * (unload, a compaction move, a recovery drop) its whole payload slot, and
+ * after every load the payload pages past the new yaml_len, are released
+ * with madvise(MADV_REMOVE), which punches a hole in the tmpfs object for
+ * every process at once; a later read sees zeros. The release is a change
+ * to the entry like any other: it happens under the mutex with `seq` odd,
+ * so a reader that copied zeros mid-release fails its `seq` re-check and
+ * retries. (tmpfs allocates a page on a read fault, so such a reader can
+ * fault a released page back in; that costs memory, never correctness, and
+ * the slot's next release or load trims it again.)
  *
  * Lookup is open addressing with linear probing from the home slot
  * (FNV-1a(key) & mask). Unload leaves a tombstone unless the next slot is
@@ -30,7 +48,8 @@
  * towards their home slot until every one is reachable again.
  *
  * Writers (load, unload) take the mutex, make `seq` odd, mutate, make `seq`
- * even, unlock. The mutex is held only for that memcpy-sized mutation.
+ * even, unlock. The mutex is held only for that memcpy-sized mutation (and
+ * the madvise that releases payload pages).
  *
  * Readers (get, contains, count, foreach) never take the mutex on the fast
  * path: they load `seq` (acquire); if it is odd they retry; otherwise they
@@ -53,8 +72,9 @@
  * runs registry_recover(): if `seq` is odd it drops the entry named by
  * `write_slot` (the one being changed); it drops any entry whose fields are
  * out of range, turns tombstones into empty slots, moves entries until all
- * are reachable, removes duplicate keys, recounts, makes `seq` even, and the
- * locker then marks the mutex consistent.
+ * are reachable, removes duplicate keys, recounts, releases the payload
+ * pages no entry uses, makes `seq` even, and the locker then marks the mutex
+ * consistent.
  * Dropping is deliberate: the registry never serves a half-written agent.
  * After a worker dies the supervisor reconciles the registry against the
  * database, which re-loads whatever was dropped.
@@ -63,8 +83,9 @@
  * by the unit tests after every operation)
  *
  *  1. The segment holds no pointers. Its geometry (capacity, nslots,
- *     slot_bytes, entry_bytes, total_bytes) is fixed at create; each handle
- *     keeps its own validated copy and never re-reads it from the segment.
+ *     slot_bytes, entry_bytes, payload_off, payload_stride, total_bytes) is
+ *     fixed at create; each handle keeps its own validated copy and never
+ *     re-reads it from the segment.
  *  2. `seq` is even exactly when no write is in progress. It changes only
  *     while the mutex is held, and every change to an entry or to the
  *     header's counters happens between its odd and even increments.
@@ -85,6 +106,14 @@
  *  8. The mutex is robust and process-shared; whoever gets EOWNERDEAD repairs
  *     invariants 2-7 before calling pthread_mutex_consistent, so it never
  *     becomes ENOTRECOVERABLE.
+ *  9. A payload slot has no resident pages past what its entry uses: past
+ *     yaml_len for a USED slot, none at all otherwise. Releases happen with
+ *     the mutex held and `seq` odd (invariant 2). This one is best effort,
+ *     not checked: a reader racing a release may fault pages back in (see
+ *     above), and a writer that dies mid-compaction leaves pages behind
+ *     until recovery trims every slot.
+ * 10. `auth_epoch` only grows, by atomic adds of 1 from any process, outside
+ *     the mutex and the seqlock; no writer, compaction or recovery stores it.
  *
  * Thread safety: a struct registry handle is read-only after create/attach
  * and may be shared by all threads of a process.
@@ -105,8 +134,9 @@
 #include "util.h"
 
 #define REGISTRY_MAGIC          UINT64_C(0x414d52454753484d) /* "AMREGSHM" */
-#define REGISTRY_LAYOUT_VERSION 1u
-#define REGISTRY_ALIGN          64u        /* bytes: header size and entry stride multiple */
+#define REGISTRY_LAYOUT_VERSION 2u        /* 2: index and payload areas split */
+#define REGISTRY_ALIGN          64u        /* bytes: index offset multiple; auth_epoch's own line */
+#define REGISTRY_PAGE           4096u      /* bytes: payload area offset and stride multiple */
 #define REGISTRY_MIN_SLOTS      8u         /* slots: smallest probe table */
 #define REGISTRY_CAPACITY_MAX   (1 << 20)  /* agents */
 #define REGISTRY_SLOT_BYTES_MAX ((size_t)64 << 20) /* bytes of YAML per entry */
@@ -123,7 +153,7 @@ enum registry_slot_state {
 };
 
 /* Segment header, at offset 0. Fields after `total_bytes` change only under
- * the mutex with `seq` odd (except `seq` itself). */
+ * the mutex with `seq` odd (except `seq` itself and `auth_epoch`). */
 struct registry_shm_header {
     uint64_t magic;           /* REGISTRY_MAGIC, stored last by create (release) */
     uint32_t layout_version;  /* REGISTRY_LAYOUT_VERSION */
@@ -131,7 +161,9 @@ struct registry_shm_header {
     uint64_t capacity;        /* agents: most USED entries allowed */
     uint64_t nslots;          /* slots: probe table length, power of two >= 2 * capacity */
     uint64_t slot_bytes;      /* bytes: largest YAML one entry holds */
-    uint64_t entry_bytes;     /* bytes: stride of one entry (entry header + slot_bytes, aligned) */
+    uint64_t entry_bytes;     /* bytes: sizeof(struct registry_shm_entry), one index entry */
+    uint64_t payload_off;     /* bytes: offset of the payload area, multiple of REGISTRY_PAGE */
+    uint64_t payload_stride;  /* bytes: one payload slot, slot_bytes rounded up to REGISTRY_PAGE */
     uint64_t total_bytes;     /* bytes: size of the whole segment */
     uint64_t seq;             /* counter: seqlock, odd while a write is in progress (atomic) */
     uint64_t count;           /* agents: USED entries (atomic loads by readers) */
@@ -139,31 +171,41 @@ struct registry_shm_header {
     uint64_t last_generation; /* counter: generation handed to the latest load */
     uint64_t write_slot;      /* slot index: entry the in-flight write changes, or REGISTRY_NO_SLOT */
     uint64_t recoveries;      /* counter: repairs after a writer died holding the mutex */
-    pthread_mutex_t lock;     /* opaque: process-shared robust mutex taken by writers */
+    /* counter: authorisation epoch (invariant 10; atomic, lock-free). On a
+     * cache line of its own, so bumping it does not disturb readers of seq. */
+    _Alignas(REGISTRY_ALIGN) uint64_t auth_epoch;
+    _Alignas(REGISTRY_ALIGN) pthread_mutex_t lock; /* opaque: process-shared robust mutex taken by writers */
 };
 
-/* One slot. The YAML follows inline; the stride is the header's entry_bytes. */
+/* One index entry: everything about a slot except its YAML, which lives in
+ * payload slot i (slot_payload). Probe fields first, so a lookup of a short
+ * key reads one cache line. */
 struct registry_shm_entry {
     uint32_t state;             /* enum registry_slot_state (atomic) */
     uint32_t key_len;           /* bytes: strlen(key), 1 .. REGISTRY_KEY_MAX - 1 */
     uint64_t hash;              /* FNV-1a 64 of key (unitless); home slot is hash & (nslots - 1) */
+    char key[REGISTRY_KEY_MAX]; /* "org__name", NUL-padded */
     uint64_t generation;        /* counter: last_generation at this load */
     uint64_t version;           /* counter: agent config version the YAML was compiled from */
     int64_t deployed_at;        /* epoch seconds */
-    uint64_t yaml_len;          /* bytes of yaml[] in use, <= slot_bytes */
-    char key[REGISTRY_KEY_MAX]; /* "org__name", NUL-padded */
-    unsigned char yaml[];       /* slot_bytes bytes: compiled YAML, not NUL-terminated */
+    uint64_t yaml_len;          /* bytes of the payload slot in use, <= slot_bytes */
 };
+
+_Static_assert(sizeof(struct registry_shm_entry) % 8 == 0,
+               "index entries must keep their 64-bit fields aligned");
 
 struct registry {
     struct registry_shm_header *hdr; /* start of the MAP_SHARED mapping */
-    unsigned char *table;            /* first entry, inside the mapping */
+    struct registry_shm_entry *index;/* first index entry, inside the mapping */
+    unsigned char *payload;          /* first payload slot, inside the mapping */
     size_t map_bytes;                /* bytes mapped */
+    size_t page_bytes;               /* bytes: this system's page size, for madvise */
     uint64_t capacity;               /* agents (validated copy of the header's) */
     uint64_t nslots;                 /* slots (validated copy) */
     uint64_t mask;                   /* nslots - 1 */
     uint64_t slot_bytes;             /* bytes (validated copy) */
-    uint64_t entry_bytes;            /* bytes (validated copy) */
+    uint64_t payload_off;            /* bytes (validated copy) */
+    uint64_t payload_stride;         /* bytes (validated copy) */
     char name[REGISTRY_NAME_MAX + 1];/* shm name, for unlink at close */
 };
 
@@ -175,10 +217,11 @@ struct registry_reader {
 };
 
 struct registry_geometry {
-    uint64_t nslots;      /* slots */
-    uint64_t entry_bytes; /* bytes */
-    uint64_t table_off;   /* bytes: offset of the first entry */
-    uint64_t total_bytes; /* bytes */
+    uint64_t nslots;         /* slots */
+    uint64_t index_off;      /* bytes: offset of the first index entry */
+    uint64_t payload_off;    /* bytes: offset of the first payload slot */
+    uint64_t payload_stride; /* bytes: one payload slot */
+    uint64_t total_bytes;    /* bytes */
 };
 
 /* ---- small helpers ------------------------------------------------------- */
@@ -225,10 +268,11 @@ static int geometry_for(uint64_t capacity, uint64_t slot_bytes,
     while (n < 2 * capacity)
         n <<= 1;
     g->nslots = n;
-    g->entry_bytes = round_up(sizeof(struct registry_shm_entry) + slot_bytes,
-                              REGISTRY_ALIGN);
-    g->table_off = round_up(sizeof(struct registry_shm_header), REGISTRY_ALIGN);
-    g->total_bytes = g->table_off + n * g->entry_bytes; /* < 2^48 by the bounds */
+    g->index_off = round_up(sizeof(struct registry_shm_header), REGISTRY_ALIGN);
+    g->payload_off = round_up(g->index_off + n * sizeof(struct registry_shm_entry),
+                              REGISTRY_PAGE);
+    g->payload_stride = round_up(slot_bytes, REGISTRY_PAGE);
+    g->total_bytes = g->payload_off + n * g->payload_stride; /* < 2^48 by the bounds */
     if ((uint64_t)(size_t)g->total_bytes != g->total_bytes ||
         (uint64_t)(off_t)g->total_bytes != g->total_bytes)
         return -1;
@@ -237,7 +281,13 @@ static int geometry_for(uint64_t capacity, uint64_t slot_bytes,
 
 static struct registry_shm_entry *slot_at(const struct registry *r, uint64_t i)
 {
-    return (struct registry_shm_entry *)(void *)(r->table + i * r->entry_bytes);
+    return &r->index[i];
+}
+
+/* Payload slot i: the YAML of index entry i, payload_stride bytes. */
+static unsigned char *slot_payload(const struct registry *r, uint64_t i)
+{
+    return r->payload + i * r->payload_stride;
 }
 
 static uint32_t slot_state(const struct registry *r, uint64_t i)
@@ -312,17 +362,61 @@ static void write_end(struct registry *r)
     __atomic_store_n(&h->seq, s + 1, __ATOMIC_RELEASE);
 }
 
-/* Copy entry `from` into the EMPTY slot `to`, publish it, then empty `from`.
- * A death in between leaves a duplicate, never a loss; recovery dedupes. */
+/*
+ * Give back the whole pages of the segment between byte offsets `from` and
+ * `to`: tmpfs frees them for every process and later reads see zeros. Best
+ * effort: where hole punching is unsupported this only costs memory.
+ * Mutex held, seq odd (invariant 9).
+ */
+static void payload_release(const struct registry *r, uint64_t from, uint64_t to)
+{
+    uint64_t a = round_up(from, r->page_bytes), b = to / r->page_bytes * r->page_bytes;
+
+    if (a < b)
+        (void)madvise((unsigned char *)r->hdr + a, (size_t)(b - a), MADV_REMOVE);
+}
+
+/* Release slot i's payload pages past its first `keep` bytes (all of them
+ * when keep is 0). Mutex held, seq odd. */
+static void payload_trim(const struct registry *r, uint64_t i, uint64_t keep)
+{
+    uint64_t base = r->payload_off + i * r->payload_stride;
+
+    payload_release(r, base + keep, base + r->payload_stride);
+}
+
+/* Trim every payload slot to what its entry uses, in as few madvise calls
+ * as there are USED slots (runs of unused space are released together).
+ * Only recovery needs this; entries must already be valid. */
+static void payload_trim_all(const struct registry *r)
+{
+    uint64_t run = r->payload_off;   /* start of the unused run being built */
+
+    for (uint64_t i = 0; i < r->nslots; i++) {
+        uint64_t base = r->payload_off + i * r->payload_stride;
+
+        if (slot_state(r, i) != SLOT_USED || slot_at(r, i)->yaml_len == 0)
+            continue;
+        payload_release(r, run, base);
+        run = base + slot_at(r, i)->yaml_len;
+    }
+    payload_release(r, run, r->payload_off + r->nslots * r->payload_stride);
+}
+
+/* Copy entry `from` into the EMPTY slot `to`, publish it, then empty `from`
+ * and release its payload. A death in between leaves a duplicate, never a
+ * loss; recovery dedupes. */
 static void slot_move(struct registry *r, uint64_t from, uint64_t to)
 {
     struct registry_shm_entry *src = slot_at(r, from), *dst = slot_at(r, to);
     size_t off = offsetof(struct registry_shm_entry, key_len);
-    size_t len = sizeof(struct registry_shm_entry) - off + (size_t)src->yaml_len;
 
-    memcpy((unsigned char *)dst + off, (const unsigned char *)src + off, len);
+    memcpy((unsigned char *)dst + off, (const unsigned char *)src + off,
+           sizeof *dst - off);
+    memcpy(slot_payload(r, to), slot_payload(r, from), (size_t)src->yaml_len);
     slot_set_state(r, to, SLOT_USED);
     slot_set_state(r, from, SLOT_EMPTY);
+    payload_trim(r, from, 0);
 }
 
 /* Move entries back towards their home slot until none has an EMPTY slot
@@ -457,6 +551,7 @@ static void registry_recover(struct registry *r)
         if (slot_state(r, i) == SLOT_TOMB)
             h->tombstones++;
     table_maybe_compact(r);
+    payload_trim_all(r);   /* the dropped entries' pages, and any a dead mover left */
     h->recoveries++;
     rc = registry_check_invariants(r);
     assert(rc == 0);
@@ -569,14 +664,19 @@ static struct registry *handle_new(struct registry_shm_header *h, size_t bytes,
 {
     struct registry *r = xcalloc(1, sizeof *r);
 
+    long pg = sysconf(_SC_PAGESIZE);
+
     r->hdr = h;
     r->map_bytes = bytes;
-    r->table = (unsigned char *)h + g->table_off;
+    r->page_bytes = pg > 0 ? (size_t)pg : REGISTRY_PAGE;
+    r->index = (struct registry_shm_entry *)(void *)((unsigned char *)h + g->index_off);
+    r->payload = (unsigned char *)h + g->payload_off;
     r->capacity = h->capacity;
     r->nslots = g->nslots;
     r->mask = g->nslots - 1;
     r->slot_bytes = h->slot_bytes;
-    r->entry_bytes = g->entry_bytes;
+    r->payload_off = g->payload_off;
+    r->payload_stride = g->payload_stride;
     util_strlcpy(r->name, name, sizeof r->name);
     return r;
 }
@@ -642,7 +742,9 @@ int registry_create(struct registry **out, const char *name, int capacity,
     h->capacity = (uint64_t)capacity;
     h->nslots = g.nslots;
     h->slot_bytes = slot_bytes;
-    h->entry_bytes = g.entry_bytes;
+    h->entry_bytes = sizeof(struct registry_shm_entry);
+    h->payload_off = g.payload_off;
+    h->payload_stride = g.payload_stride;
     h->total_bytes = g.total_bytes;
     h->write_slot = REGISTRY_NO_SLOT;
     if (init_mutex(&h->lock) != 0) {
@@ -673,7 +775,8 @@ static int header_valid(const struct registry_shm_header *h, size_t bytes,
         return -1;
     if (geometry_for(h->capacity, h->slot_bytes, g) != 0)
         return -1;
-    if (g->nslots != h->nslots || g->entry_bytes != h->entry_bytes ||
+    if (g->nslots != h->nslots || h->entry_bytes != sizeof(struct registry_shm_entry) ||
+        g->payload_off != h->payload_off || g->payload_stride != h->payload_stride ||
         g->total_bytes != h->total_bytes || g->total_bytes != bytes)
         return -1;
     return 0;
@@ -797,7 +900,8 @@ int registry_load(struct registry *r, const char *key, uint64_t version,
     e->deployed_at = deployed_at;
     e->yaml_len = yaml_len;
     if (yaml_len > 0)
-        memcpy(e->yaml, yaml, yaml_len);
+        memcpy(slot_payload(r, slot), yaml, yaml_len);
+    payload_trim(r, slot, yaml_len);   /* a smaller body than the last one */
     slot_set_state(r, slot, SLOT_USED);
     table_maybe_compact(r);
     write_end(r);
@@ -838,6 +942,9 @@ int registry_unload(struct registry *r, const char *key)
         slot_set_state(r, slot, SLOT_TOMB);
         h->tombstones++;
     }
+    /* Still inside the odd section: a reader copying this payload while
+     * it turns to zeros fails its seq re-check. */
+    payload_trim(r, slot, 0);
     __atomic_store_n(&h->count, h->count - 1, __ATOMIC_RELAXED);
     table_maybe_compact(r);
     write_end(r);
@@ -886,7 +993,7 @@ int registry_get(struct registry *r, const char *key, struct registry_agent *out
             cap = (size_t)len + 1;
             buf = xrealloc(buf, cap);
         }
-        memcpy(buf, e->yaml, (size_t)len);
+        memcpy(buf, slot_payload(r, slot), (size_t)len);
         snap.generation = __atomic_load_n(&e->generation, __ATOMIC_RELAXED);
         snap.version = __atomic_load_n(&e->version, __ATOMIC_RELAXED);
         snap.deployed_at = __atomic_load_n(&e->deployed_at, __ATOMIC_RELAXED);
@@ -1000,6 +1107,21 @@ void registry_foreach(struct registry *r, void (*fn)(const char *key, void *arg)
     for (size_t i = 0; i < n; i++)
         fn(keys[i], arg);
     free(keys);
+}
+
+/* The authorisation epoch, as last bumped by any process. Lock-free; the
+ * acquire pairs with the bump's release, so whatever the bumping process
+ * wrote before bumping is visible once the new value is seen. */
+uint64_t registry_auth_epoch(struct registry *r)
+{
+    return __atomic_load_n(&r->hdr->auth_epoch, __ATOMIC_ACQUIRE);
+}
+
+/* Add 1 to the authorisation epoch (atomic, so concurrent bumps from any
+ * processes all count). Takes no lock and never touches seq. */
+void registry_auth_epoch_bump(struct registry *r)
+{
+    __atomic_add_fetch(&r->hdr->auth_epoch, 1, __ATOMIC_ACQ_REL);
 }
 
 /* Free what registry_get put in *a and zero it; a may be NULL. */

@@ -40,8 +40,7 @@ struct route_ctx {
     struct http_response *resp;
     const char *slug;                  /* {slug} capture or NULL */
     const char *name;                  /* {name} capture or NULL */
-    char email[256];                   /* authenticated user */
-    char fam[48];                      /* the token's family (logout) */
+    struct account_principal who;      /* authenticated user */
     int role;                          /* enum account_role in {slug} */
 };
 
@@ -178,7 +177,7 @@ static void route_auth_logout(struct route_ctx *c)
     int rc;
 
     error_clear(&err);
-    if ((rc = account_logout(c->app, c->email, c->fam, &err)) != 0)
+    if ((rc = account_logout(c->app, c->who.email, c->who.fam, &err)) != 0)
         reply_err(c, rc, &err);
     else
         c->resp->status = 204;
@@ -196,7 +195,7 @@ static void route_orgs_me(struct route_ctx *c)
     int rc;
 
     error_clear(&err);
-    if ((rc = account_org_me(c->app, c->email, &out, &err)) != 0)
+    if ((rc = account_org_me(c->app, c->who.email, &out, &err)) != 0)
         reply_err(c, rc, &err);
     else
         http_reply_json(c->resp, 200, out);
@@ -209,7 +208,7 @@ static void route_orgs_list(struct route_ctx *c)
     int rc;
 
     error_clear(&err);
-    if ((rc = account_org_list(c->app, c->email, &out, &err)) != 0)
+    if ((rc = account_org_list(c->app, c->who.email, &out, &err)) != 0)
         reply_err(c, rc, &err);
     else
         http_reply_json(c->resp, 200, out);
@@ -398,11 +397,10 @@ static int pattern_match(const char *pattern, char *seg[], int n, struct route_c
     return 1;
 }
 
-/* Check the bearer token; fills c->email. Replies and returns -1 on failure. */
+/* Check the bearer token; fills c->who. Replies and returns -1 on failure. */
 static int authenticate(struct route_ctx *c)
 {
     const char *h = c->req->authorization;
-    struct auth_claims claims;
     struct am_error err;
 
     error_clear(&err);
@@ -416,20 +414,10 @@ static int authenticate(struct route_ctx *c)
     }
     for (h += 7; *h == ' '; h++)
         ;
-    if (auth_jwt_verify(c->app->cfg->jwt_secret, h, util_now(), &claims, &err) != 0) {
+    if (account_authenticate(c->app, h, &c->who, &err) != 0) {
         http_reply_error(c->resp, &err);
         return -1;
     }
-    if (claims.typ != AUTH_ACCESS) {
-        http_reply_errorf(c->resp, AM_EUNAUTH, "A refresh token cannot be used as an access token");
-        return -1;
-    }
-    if (!account_token_live(c->app, claims.fam)) {
-        http_reply_errorf(c->resp, AM_EUNAUTH, "Token has been revoked");
-        return -1;
-    }
-    util_strlcpy(c->email, claims.sub, sizeof(c->email));
-    util_strlcpy(c->fam, claims.fam, sizeof(c->fam));
     return 0;
 }
 
@@ -490,8 +478,8 @@ void routes_handle(void *app, const struct http_request *req, struct http_respon
         return;
     if (r->auth == AUTH_MEMBER) {
         if (!wizard_slug_valid(c.slug) ||
-            (c.role = account_role(c.app, c.slug, c.email)) == ROLE_NONE) {
-            if (!account_user_exists(c.app, c.email))
+            (c.role = account_member_role(c.app, &c.who, c.slug)) == ROLE_NONE) {
+            if (!account_user_exists(c.app, c.who.email))
                 http_reply_errorf(resp, AM_EUNAUTH, "Unknown user");
             else
                 http_reply_errorf(resp, AM_EFORBIDDEN,

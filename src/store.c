@@ -46,6 +46,7 @@ static const char *const store_db_files[STORE_DB_COUNT] = {
     [STORE_ORGS] = "orgs.db",
     [STORE_MEMBERS] = "members.db",
     [STORE_AGENTS] = "agents.db",
+    [STORE_COMPILED] = "compiled.db",
     [STORE_TOKENS] = "tokens.db",
 };
 

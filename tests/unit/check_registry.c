@@ -152,6 +152,62 @@ static int ctl_wait_progress(struct shared_ctl *c, uint64_t n)
     return 0;
 }
 
+/* Pages of the mapping in [p, p + len) that are resident (page cache of the
+ * tmpfs object, whichever process touched them), or -1 if mincore failed. */
+static long resident_pages(const struct registry *r, const unsigned char *p, size_t len)
+{
+    uintptr_t pg = r->page_bytes, a = (uintptr_t)p / pg * pg;
+    size_t n = ((uintptr_t)p + len - a + pg - 1) / pg;
+    unsigned char *vec;
+    long count = 0;
+
+    if (len == 0)
+        return 0;
+    vec = xmalloc(n);
+    if (mincore((void *)a, n * pg, vec) != 0)
+        count = -1;
+    for (size_t i = 0; count >= 0 && i < n; i++)
+        count += vec[i] & 1;
+    free(vec);
+    return count;
+}
+
+/* Invariant 9, checked where no reader races the writers: a USED slot has
+ * no resident page past its yaml_len, any other slot none at all. */
+static int payload_pages_only_where_used(const struct registry *r)
+{
+    for (uint64_t i = 0; i < r->nslots; i++) {
+        uint64_t keep = 0;
+
+        if (slot_state(r, i) == SLOT_USED)
+            keep = round_up(slot_at(r, i)->yaml_len, r->page_bytes);
+        if (keep < r->payload_stride &&
+            resident_pages(r, slot_payload(r, i) + keep, r->payload_stride - keep) != 0)
+            return 0;
+    }
+    return 1;
+}
+
+static uint64_t slot_of(struct registry *r, const char *key)
+{
+    return table_find(r, key, strlen(key), key_hash(key, strlen(key)), NULL);
+}
+
+/* Resident set of this process, in KiB, or -1. */
+static long rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kib = -1;
+
+    while (f != NULL && fgets(line, sizeof line, f) != NULL)
+        if (sscanf(line, "VmRSS: %ld", &kib) == 1)
+            break;
+    if (f != NULL)
+        fclose(f);
+    return kib;
+}
+
 /* ---- basic behaviour ------------------------------------------------------ */
 
 START_TEST(load_then_get_returns_copy)
@@ -404,6 +460,7 @@ START_TEST(tombstones_do_not_break_lookup)
             loaded[k] = 0;
         }
         ck_assert_int_eq(registry_check_invariants(r), 0);
+        ck_assert(payload_pages_only_where_used(r));
         ck_assert_int_eq(registry_count(r), nloaded);
         for (int j = 0; j < 40; j++) {
             struct registry_agent a;
@@ -462,6 +519,98 @@ START_TEST(foreach_visits_each_key_once_and_allows_unload)
     registry_foreach(r, keyset_add, &ks);
     ck_assert_int_eq(ks.n, 8);
     ck_assert_int_eq(registry_count(r), 0);
+    registry_close(r, 1);
+}
+END_TEST
+
+/* ---- memory ---------------------------------------------------------------- */
+
+#define SCAN_CAPACITY 4096
+#define SCAN_SLOT     (64 * 1024)
+
+static void count_key(const char *key, void *arg)
+{
+    (void)key;
+    ++*(int *)arg;
+}
+
+START_TEST(empty_registry_scan_touches_only_the_index)
+{
+    struct registry *r;
+    struct registry_agent a;
+    static char yaml[4096];
+    long rss0, rss1;
+    int n = 0;
+
+    rss0 = rss_kib();
+    r = must_create("scan", SCAN_CAPACITY, SCAN_SLOT);
+    ck_assert_uint_eq(r->nslots, 8192);
+    registry_foreach(r, count_key, &n);
+    ck_assert_int_eq(n, 0);
+    ck_assert_int_eq(registry_count(r), 0);
+    ck_assert_int_eq(registry_contains(r, "acme__support", NULL), 0);
+    ck_assert_int_eq(registry_contains(r, "o__missing", NULL), 0);
+    ck_assert_int_eq(registry_get(r, "o__missing", &a), AM_ENOENT);
+    rss1 = rss_kib();
+    ck_assert_int_ge(rss0, 0);
+    /* The whole index is 1.25 MiB; the payload area is 512 MiB. */
+    ck_assert_msg(rss1 - rss0 < 4096, "an empty scan made %ld KiB resident", rss1 - rss0);
+    ck_assert_int_eq(resident_pages(r, r->payload, r->nslots * r->payload_stride), 0);
+
+    /* One 4 KiB agent makes exactly one payload page resident. */
+    memset(yaml, 'y', sizeof yaml);
+    ck_assert_int_eq(registry_load(r, "o__one", 1, 0, yaml, sizeof yaml, NULL), 0);
+    registry_foreach(r, count_key, &n);
+    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(resident_pages(r, r->payload, r->nslots * r->payload_stride), 1);
+    registry_close(r, 1);
+}
+END_TEST
+
+#define BIG_BODY   (60 * 1024)
+#define SMALL_BODY 5000
+
+START_TEST(unload_returns_payload_pages)
+{
+    struct registry *r = must_create("release", 4, SCAN_SLOT);
+    static char body[BIG_BODY];
+    uint64_t slot;
+    unsigned char *p;
+
+    body_make(body, sizeof body, "release");
+    ck_assert_int_eq(registry_load(r, "o__big", 1, 0, body, sizeof body, NULL), 0);
+    slot = slot_of(r, "o__big");
+    p = slot_payload(r, slot);
+    ck_assert_int_eq(resident_pages(r, p, r->payload_stride), BIG_BODY / 4096);
+
+    ck_assert_int_eq(registry_unload(r, "o__big"), 0);
+    ck_assert_int_eq(resident_pages(r, p, r->payload_stride), 0);
+    ck_assert(payload_pages_only_where_used(r));
+    /* The hole reads as zeros (and reading faults it back in: tmpfs). */
+    for (size_t i = 0; i < BIG_BODY; i += 512)
+        ck_assert_int_eq(p[i], 0);
+    registry_close(r, 1);
+}
+END_TEST
+
+START_TEST(smaller_reload_returns_tail_pages)
+{
+    struct registry *r = must_create("shrink", 4, SCAN_SLOT);
+    static char big[BIG_BODY], small[SMALL_BODY];
+    struct registry_agent a;
+    unsigned char *p;
+
+    body_make(big, sizeof big, "big");
+    body_make(small, sizeof small, "small");
+    ck_assert_int_eq(registry_load(r, "o__x", 1, 0, big, sizeof big, NULL), 0);
+    p = slot_payload(r, slot_of(r, "o__x"));
+    ck_assert_int_eq(resident_pages(r, p, r->payload_stride), BIG_BODY / 4096);
+    ck_assert_int_eq(registry_load(r, "o__x", 2, 0, small, sizeof small, NULL), 0);
+    ck_assert_int_eq(resident_pages(r, p, r->payload_stride), 2);   /* 5000 bytes */
+    ck_assert(payload_pages_only_where_used(r));
+    ck_assert_int_eq(registry_get(r, "o__x", &a), 0);
+    ck_assert(body_valid(a.yaml, a.yaml_len, "small"));
+    registry_agent_clear(&a);
     registry_close(r, 1);
 }
 END_TEST
@@ -644,12 +793,148 @@ START_TEST(concurrent_readers_never_see_torn_entry)
 }
 END_TEST
 
-/* ---- writer death --------------------------------------------------------- */
+#define EPOCH_BUMPS 1000
 
-static uint64_t slot_of(struct registry *r, const char *key)
+/* In a child: bump the epoch EPOCH_BUMPS times through r, or through a
+ * handle attached by name when name is not NULL. */
+static void bump_epoch_and_exit(struct registry *r, const char *name)
 {
-    return table_find(r, key, strlen(key), key_hash(key, strlen(key)), NULL);
+    struct registry *w = r;
+
+    if (name != NULL && registry_attach(&w, name, NULL) != 0)
+        _exit(1);
+    for (int i = 0; i < EPOCH_BUMPS; i++)
+        registry_auth_epoch_bump(w);
+    if (w != r)
+        registry_close(w, 0);
+    _exit(0);
 }
+
+START_TEST(auth_epoch_bumps_are_seen_by_other_processes)
+{
+    struct registry *r = must_create("epoch", 4, 256);
+    uint64_t e0 = registry_auth_epoch(r);
+    char name[96];
+    pid_t a, b;
+
+    seg_name(name, sizeof name, "epoch");
+    a = fork();
+    ck_assert_int_ge(a, 0);
+    if (a == 0)
+        bump_epoch_and_exit(r, NULL);
+    ck_assert(child_ok(a));
+    ck_assert_uint_eq(registry_auth_epoch(r), e0 + EPOCH_BUMPS);
+
+    /* Concurrent bumps from an inherited and an attached mapping and from
+     * this process: none is lost. */
+    a = fork();
+    ck_assert_int_ge(a, 0);
+    if (a == 0)
+        bump_epoch_and_exit(r, NULL);
+    b = fork();
+    ck_assert_int_ge(b, 0);
+    if (b == 0)
+        bump_epoch_and_exit(r, name);
+    for (int i = 0; i < EPOCH_BUMPS; i++)
+        registry_auth_epoch_bump(r);
+    ck_assert(child_ok(a));
+    ck_assert(child_ok(b));
+    ck_assert_uint_eq(registry_auth_epoch(r), e0 + 4 * EPOCH_BUMPS);
+
+    /* Registry writes neither take nor move it. */
+    ck_assert_int_eq(load_str(r, "o__a", 1, "a"), 0);
+    ck_assert_int_eq(registry_unload(r, "o__a"), 0);
+    ck_assert_uint_eq(registry_auth_epoch(r), e0 + 4 * EPOCH_BUMPS);
+    ck_assert_uint_eq(r->hdr->seq & 1, 0);
+    registry_close(r, 1);
+}
+END_TEST
+
+#define RACE_GETS 20000
+
+struct release_reader {
+    struct registry *r;
+    long bad, found, missing;   /* OUT */
+};
+
+/* Every get is a whole body of one of the two sizes, or ENOENT: never the
+ * zeros an overlapping release leaves behind. */
+static void *release_reader_run(void *arg)
+{
+    struct release_reader *t = arg;
+
+    for (int i = 0; i < RACE_GETS; i++) {
+        struct registry_agent a;
+        int rc = registry_get(t->r, "o__hot", &a);
+
+        if (rc == AM_ENOENT) {
+            t->missing++;
+        } else if (rc == 0 && (a.yaml_len == BIG_BODY || a.yaml_len == SMALL_BODY) &&
+                   body_valid(a.yaml, a.yaml_len, NULL)) {
+            t->found++;
+        } else {
+            t->bad++;
+        }
+        registry_agent_clear(&a);
+    }
+    return NULL;
+}
+
+START_TEST(reader_racing_unload_never_sees_released_pages)
+{
+    struct registry *r = must_create("racerel", 4, SCAN_SLOT);
+    struct shared_ctl *ctl = ctl_new();
+    static char big[BIG_BODY], small[SMALL_BODY];
+    struct release_reader t[2];
+    pthread_t th[2];
+    pid_t writer, parent = getpid();
+
+    body_make(big, sizeof big, "big");
+    body_make(small, sizeof small, "small");
+    writer = fork();
+    ck_assert_int_ge(writer, 0);
+    if (writer == 0) {
+        /* Load big, shrink to small, unload: both kinds of release. The
+         * naps leave readers room to finish a 60 KiB copy now and then. */
+        struct timespec nap = { 0, 20000 };
+
+        child_dies_with_parent(parent);
+        for (uint64_t v = 1; !__atomic_load_n(&ctl->stop, __ATOMIC_ACQUIRE); v++) {
+            if (registry_load(r, "o__hot", v, 0, big, sizeof big, NULL) != 0)
+                _exit(1);
+            nanosleep(&nap, NULL);
+            if (registry_load(r, "o__hot", v, 0, small, sizeof small, NULL) != 0)
+                _exit(1);
+            nanosleep(&nap, NULL);
+            if (registry_unload(r, "o__hot") != 0)
+                _exit(1);
+            __atomic_store_n(&ctl->progress, v, __ATOMIC_RELEASE);
+        }
+        _exit(0);
+    }
+    ck_assert(ctl_wait_progress(ctl, 10));
+    for (int i = 0; i < 2; i++) {
+        t[i] = (struct release_reader){ r, 0, 0, 0 };
+        ck_assert_int_eq(pthread_create(&th[i], NULL, release_reader_run, &t[i]), 0);
+    }
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    __atomic_store_n(&ctl->stop, 1, __ATOMIC_RELEASE);
+    ck_assert(child_ok(writer));
+
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(t[i].bad, 0);
+        ck_assert_int_eq(t[i].found + t[i].missing, RACE_GETS);
+    }
+    ck_assert_int_gt(t[0].found + t[1].found, 0);
+    ck_assert_int_eq(registry_check_invariants(r), 0);
+    ck_assert_int_eq(registry_count(r), 0);
+    munmap(ctl, sizeof *ctl);
+    registry_close(r, 1);
+}
+END_TEST
+
+/* ---- writer death --------------------------------------------------------- */
 
 START_TEST(dead_writer_does_not_block_readers)
 {
@@ -670,10 +955,10 @@ START_TEST(dead_writer_does_not_block_readers)
 
         if (lock_acquire(r, 0) != 0)
             _exit(1);
-        write_begin(r, slot_b);          /* seq odd, write_slot = o__b */
-        memset(e->yaml, '#', 4);         /* half a new body ... */
-        e->yaml_len = 1u << 30;          /* ... and a length past the slot */
-        _exit(0);                        /* die holding the mutex */
+        write_begin(r, slot_b);               /* seq odd, write_slot = o__b */
+        memset(slot_payload(r, slot_b), '#', 4); /* half a new body ... */
+        e->yaml_len = 1u << 30;               /* ... and a length past the slot */
+        _exit(0);                             /* die holding the mutex */
     }
     ck_assert(child_ok(pid));
     ck_assert_uint_eq(r->hdr->seq & 1, 1);
@@ -754,7 +1039,8 @@ START_TEST(dead_writer_mid_compaction_leaves_no_duplicates)
             _exit(1);
         write_begin(r, REGISTRY_NO_SLOT);
         slot_set_state(r, to, SLOT_EMPTY);
-        memcpy(slot_at(r, to), slot_at(r, from), r->entry_bytes);
+        *slot_at(r, to) = *slot_at(r, from);
+        memcpy(slot_payload(r, to), slot_payload(r, from), r->payload_stride);
         slot_at(r, junk)->state = 7;
         _exit(0);
     }
@@ -837,6 +1123,7 @@ START_TEST(killed_writer_leaves_table_consistent)
         ck_assert(rc == 0 || rc == AM_EREGISTRYFULL);
         ck_assert_int_eq(registry_unload(r, "o__sentinel"), rc == 0 ? 0 : AM_ENOENT);
         ck_assert_int_eq(registry_check_invariants(r), 0);
+        ck_assert_msg(payload_pages_only_where_used(r), "round %d: stray payload pages", round);
         ck_assert_int_eq(registry_count(r), found);
         memset(&ks, 0, sizeof ks);
         registry_foreach(r, keyset_add, &ks);
@@ -883,12 +1170,17 @@ static Suite *registry_suite(void)
     tcase_add_test(basic, bad_keys_and_geometry_rejected);
     tcase_add_test(basic, tombstones_do_not_break_lookup);
     tcase_add_test(basic, foreach_visits_each_key_once_and_allows_unload);
+    tcase_add_test(basic, empty_registry_scan_touches_only_the_index);
+    tcase_add_test(basic, unload_returns_payload_pages);
+    tcase_add_test(basic, smaller_reload_returns_tail_pages);
     tcase_set_timeout(basic, 120);
     suite_add_tcase(s, basic);
 
     tcase_add_test(shared, attach_sees_writes_from_creator);
     tcase_add_test(shared, forked_child_writes_visible_to_parent);
     tcase_add_test(shared, concurrent_readers_never_see_torn_entry);
+    tcase_add_test(shared, auth_epoch_bumps_are_seen_by_other_processes);
+    tcase_add_test(shared, reader_racing_unload_never_sees_released_pages);
     tcase_set_timeout(shared, 300);
     suite_add_tcase(s, shared);
 
