@@ -64,6 +64,18 @@ struct config {
     /* providers */
     struct config_provider_conf providers[PROVIDER_COUNT];
 
+    /* tools (server-side settings; agents choose tools, operators choose where they reach) */
+    char web_search_url[256];   /* SearxNG-style JSON endpoint; "" = web_search disabled */
+    char smtp_url[256];         /* "smtp://host:port"; "" = email_sender disabled */
+    char smtp_from[256];        /* default sender address */
+    char file_root[256];        /* file_reader's directory; "" = file_reader disabled */
+    int tool_http_timeout_ms;   /* default cap for http_request and web_search */
+    int tool_http_max_bytes;    /* default response cap */
+
+    /* runtime */
+    int breaker_failures;       /* consecutive failures that open a provider's circuit */
+    int breaker_cooldown_ms;    /* how long an open circuit skips the provider */
+
     /* log */
     int log_level;          /* enum log_level */
 };

@@ -126,7 +126,7 @@ static const struct cfg_key config_keys[] = {
             "/run/astromesh-cloud/fcgi.sock", 0, NULL),
     KEY_MODE("server.socket_mode", socket_mode, "0660"),
     KEY_INT("server.workers", workers, 1, 64, "2"),
-    KEY_INT("server.threads", threads, 1, 1024, "16"),
+    KEY_INT("server.threads", threads, 1, 1024, "128"),
     KEY_STR("server.pid_file", pid_file, 0, STR_MAX(pid_file), "", 0, NULL),
     KEY_INT("server.shutdown_timeout_ms", shutdown_timeout_ms, 100, 600000,
             "10000"),
@@ -153,6 +153,17 @@ static const struct cfg_key config_keys[] = {
     KEY_INT("registry.slot_kb", registry_slot_kb, 4, 1024, "64"),
 
     CFG_PROVIDERS(PROVIDER_KEYS)
+
+    KEY_STR("tools.web_search_url", web_search_url, 0, STR_MAX(web_search_url), "", 0, NULL),
+    KEY_STR("tools.smtp_url", smtp_url, 0, STR_MAX(smtp_url), "", 0, NULL),
+    KEY_STR("tools.smtp_from", smtp_from, 0, STR_MAX(smtp_from),
+            "astromesh@localhost", 0, NULL),
+    KEY_STR("tools.file_root", file_root, 0, STR_MAX(file_root), "", 0, NULL),
+    KEY_INT("tools.http_timeout_ms", tool_http_timeout_ms, 100, 600000, "10000"),
+    KEY_INT("tools.http_max_bytes", tool_http_max_bytes, 1024, 67108864, "1048576"),
+
+    KEY_INT("runtime.breaker_failures", breaker_failures, 1, 1000, "3"),
+    KEY_INT("runtime.breaker_cooldown_ms", breaker_cooldown_ms, 0, 3600000, "60000"),
 
     KEY_LEVEL("log.level", log_level, "info"),
 };

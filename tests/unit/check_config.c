@@ -112,7 +112,7 @@ static const struct reject_case rejects[] = {
     {"unknown_section_lists_sections",
      "serverz:\n  workers: 4\n",
      "1:1: serverz: unknown key (valid here: server, storage, auth, limits, "
-     "registry, providers, log)"},
+     "registry, providers, tools, runtime, log)"},
     {"unknown_provider_lists_providers",
      "providers:\n  azure:\n    api_key: x\n",
      "2:3: providers.azure: unknown key (valid here: openai, anthropic, groq, "
@@ -345,7 +345,7 @@ START_TEST(defaults_when_file_sets_only_secret)
     ck_assert_str_eq(cfg.socket_path, "/run/astromesh-cloud/fcgi.sock");
     ck_assert_int_eq(cfg.socket_mode, 0660);
     ck_assert_int_eq(cfg.workers, 2);
-    ck_assert_int_eq(cfg.threads, 16);
+    ck_assert_int_eq(cfg.threads, 128);
     ck_assert_str_eq(cfg.pid_file, "");
     ck_assert_int_eq(cfg.shutdown_timeout_ms, 10000);
     ck_assert_str_eq(cfg.data_dir, "/var/lib/astromesh-cloud");

@@ -1,0 +1,45 @@
+/*
+ * guardrails.h - the input and output guardrails of the agent pipeline:
+ * PII redaction, content safety, and length caps.
+ *
+ * Pure functions over UTF-8 text: no I/O, no logging, no allocation that
+ * the caller does not free.
+ */
+#ifndef AM_GUARDRAILS_H
+#define AM_GUARDRAILS_H
+
+#include <stddef.h>
+
+/* What guardrails_redact_pii found, by kind. */
+struct guardrails_pii_counts {
+    int email;      /* replaced by [REDACTED_EMAIL] */
+    int phone;      /* replaced by [REDACTED_PHONE] */
+    int card;       /* payment card numbers passing the Luhn check: [REDACTED_CC] */
+    int national_id;/* national id numbers (US SSN form ddd-dd-dddd and the like): [REDACTED_SSN] */
+};
+
+/* Return a malloc'd copy of text with every e-mail address, phone number,
+ * Luhn-valid card number and national id number replaced by its
+ * placeholder; counts (may be NULL) says what was replaced. Never fails
+ * (allocation failure aborts). */
+char *guardrails_redact_pii(const char *text, struct guardrails_pii_counts *counts);
+
+/* Content safety: 1 if text must be blocked, 0 if not. *category (may be
+ * NULL) gets a static name of the rule that matched ("violence",
+ * "self_harm", "weapons", "hate", "sexual_minors", "malware"). Matching is
+ * case-insensitive, on word boundaries, and resists simple obfuscation
+ * (repeated letters, inserted punctuation or spaces between letters). */
+int guardrails_unsafe(const char *text, const char **category);
+
+/* Cut text to at most max_chars Unicode code points (not bytes), never
+ * splitting a UTF-8 sequence. Returns a malloc'd copy; *cut (may be NULL)
+ * is 1 if anything was removed. */
+char *guardrails_truncate_chars(const char *text, size_t max_chars, int *cut);
+
+/* Number of Unicode code points in text (invalid bytes count one each). */
+size_t guardrails_char_count(const char *text);
+
+/* The refusal text an output blocked by content safety is replaced with. */
+#define GUARDRAILS_REFUSAL "I can't help with that request."
+
+#endif
