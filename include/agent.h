@@ -35,6 +35,12 @@ int agent_create(struct app *app, const char *org, struct json_object *wc,
 int agent_get(struct app *app, const char *org, const char *name,
               struct json_object **out, struct am_error *err);
 
+/* The agent's state (enum agent_status), or AM_EAGENTNOTFOUND. */
+int agent_status(struct app *app, const char *org, const char *name);
+
+/* The name of a state: "draft", "deployed", "paused". */
+const char *agent_status_name(int status);
+
 /* {"agents":[…]} for the org. */
 int agent_list(struct app *app, const char *org, struct json_object **out,
                struct am_error *err);

@@ -24,6 +24,9 @@ enum store_db {
     STORE_AGENTS,      /* slug \0 name -> agent record JSON */
     STORE_COMPILED,    /* slug \0 name -> compiled runtime YAML and what it was built from */
     STORE_TOKENS,      /* token id -> revocation / refresh family JSON */
+    STORE_SESSIONS,    /* org__agent \0 r|t \0 session -> conversation JSON */
+    STORE_USAGE,       /* org \0 date [\0 agent] -> {"r":requests,"t":tokens} */
+    STORE_RUNLOG,      /* trace id -> run record JSON */
     STORE_DB_COUNT
 };
 

@@ -263,6 +263,23 @@ int agent_get(struct app *app, const char *org, const char *name,
     return 0;
 }
 
+int agent_status(struct app *app, const char *org, const char *name)
+{
+    struct json_object *rec;
+    int rc = record_load(app, NULL, org, name, &rec, NULL);
+
+    if (rc != 0)
+        return rc == AM_EAGENTNOTFOUND ? rc : AM_EUNAVAILABLE;
+    rc = status_of(rec);
+    json_object_put(rec);
+    return rc;
+}
+
+const char *agent_status_name(int status)
+{
+    return status >= AGENT_DRAFT && status <= AGENT_PAUSED ? status_names[status] : "unknown";
+}
+
 struct list_ctx {
     const char *org;
     struct json_object *arr;

@@ -18,9 +18,12 @@
 #include "agent.h"
 #include "auth.h"
 #include "config.h"
+#include "memory.h"
 #include "registry.h"
 #include "routes.h"
+#include "runtime.h"
 #include "store.h"
+#include "usage.h"
 #include "util.h"
 #include "wizard.h"
 
@@ -329,6 +332,198 @@ static void route_agent_yaml(struct route_ctx *c)
     free(yaml);
 }
 
+/* ---- execution ------------------------------------------------------------------ */
+
+/* Check a run/test body; fills req. Returns 0 or replies 422 and returns -1. */
+static int execution_body(struct route_ctx *c, struct json_object *body,
+                          struct runtime_request *req)
+{
+    struct am_error err;
+    struct json_object *v;
+
+    error_clear(&err);
+    error_set(&err, AM_EVALIDATION, "Invalid run request");
+    json_object_object_foreach(body, key, val) {
+        (void)val;
+        if (strcmp(key, "query") != 0 && strcmp(key, "session_id") != 0 &&
+            strcmp(key, "context") != 0)
+            error_add_detail(&err, key, "unknown field");
+    }
+    if (!json_object_object_get_ex(body, "query", &v))
+        error_add_detail(&err, "query", "required");
+    else if (!json_object_is_type(v, json_type_string))
+        error_add_detail(&err, "query", "must be a string");
+    else if (json_object_get_string_len(v) < 1 ||
+             json_object_get_string_len(v) > RUNTIME_QUERY_MAX)
+        error_add_detail(&err, "query", "must be between 1 and 32768 bytes");
+    else
+        req->query = json_object_get_string(v);
+    if (json_object_object_get_ex(body, "session_id", &v) && !json_object_is_type(v, json_type_null)) {
+        if (!json_object_is_type(v, json_type_string) || !memory_session_valid(json_object_get_string(v)))
+            error_add_detail(&err, "session_id",
+                             "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -");
+        else
+            req->session_id = json_object_get_string(v);
+    }
+    if (json_object_object_get_ex(body, "context", &v) && !json_object_is_type(v, json_type_null)) {
+        if (!json_object_is_type(v, json_type_object))
+            error_add_detail(&err, "context", "must be an object");
+        else
+            req->context = v;
+    }
+    if (err.ndetails > 0) {
+        http_reply_error(c->resp, &err);
+        return -1;
+    }
+    return 0;
+}
+
+static void rate_headers(struct route_ctx *c, int remaining)
+{
+    char buf[32];
+
+    snprintf(buf, sizeof(buf), "%d", c->app->cfg->requests_per_day);
+    http_add_header(c->resp, "X-RateLimit-Limit", buf);
+    snprintf(buf, sizeof(buf), "%d", remaining < 0 ? 0 : remaining);
+    http_add_header(c->resp, "X-RateLimit-Remaining", buf);
+    snprintf(buf, sizeof(buf), "%lld", (long long)usage_next_reset());
+    http_add_header(c->resp, "X-RateLimit-Reset", buf);
+}
+
+/* 400 agent_not_deployed naming the state, or 404. */
+static void reply_not_deployed(struct route_ctx *c)
+{
+    int st = agent_status(c->app, c->slug, c->name);
+
+    if (st == AM_EAGENTNOTFOUND)
+        http_reply_errorf(c->resp, AM_EAGENTNOTFOUND, "Agent '%s' not found", c->name);
+    else if (st < 0)
+        http_reply_errorf(c->resp, AM_EUNAVAILABLE, "Storage unavailable, retry");
+    else
+        http_reply_errorf(c->resp, AM_ENOTDEPLOYED, "Agent '%s' is in %s state. Deploy it first.",
+                          c->name, agent_status_name(st));
+}
+
+static void route_agent_execute(struct route_ctx *c, int mode)
+{
+    struct runtime_request req;
+    struct runtime_result res;
+    struct json_object *body, *o;
+    struct am_error err;
+    char key[REGISTRY_KEY_MAX];
+    int limit = c->app->cfg->requests_per_day, remaining, rc;
+    const char *agent = c->name;
+
+    memset(&req, 0, sizeof(req));
+    memset(&res, 0, sizeof(res));
+    error_clear(&err);
+    if ((body = json_body(c)) == NULL)
+        return;
+    if (execution_body(c, body, &req) != 0)
+        goto out;
+    req.org = c->slug;
+    req.name = c->name;
+    req.mode = mode;
+    snprintf(key, sizeof(key), "%s__%s", c->slug, c->name);
+    if (!wizard_name_valid(c->name) || !registry_contains(c->app->reg, key, NULL)) {
+        rate_headers(c, usage_remaining(c->app, c->slug, limit));
+        reply_not_deployed(c);
+        goto out;
+    }
+    if (mode == RUNTIME_RUN) {
+        if ((rc = usage_acquire(c->app, c->slug, agent, limit, &remaining, &err)) != 0) {
+            rate_headers(c, 0);
+            reply_err(c, rc, &err);
+            goto out;
+        }
+    } else {
+        remaining = usage_remaining(c->app, c->slug, limit);
+    }
+    rc = runtime_execute(c->app, &req, &res, &err);
+    if (mode == RUNTIME_RUN) {
+        if (!res.provider_called) {
+            /* blocked before any provider: the run does not count */
+            usage_release(c->app, c->slug, agent);
+            remaining++;
+        } else {
+            usage_add_tokens(c->app, c->slug, agent, res.tokens_used);
+        }
+    }
+    usage_log_run(c->app, res.trace_id, c->slug, agent, mode == RUNTIME_RUN ? "run" : "test",
+                  res.model, res.tokens_used, res.latency_ms,
+                  rc == 0 ? (res.blocked ? "blocked_output" : "ok") : http_error_name(rc));
+    rate_headers(c, remaining);
+    if (rc == AM_ENOTDEPLOYED) {
+        reply_not_deployed(c);
+        goto out;
+    }
+    if (rc != 0) {
+        reply_err(c, rc, &err);
+        goto out;
+    }
+    o = json_object_new_object();
+    json_object_object_add(o, "answer", json_object_new_string(res.answer));
+    json_object_object_add(o, "session_id", json_object_new_string(res.session_id));
+    json_object_object_add(o, "tokens_used", json_object_new_int(res.tokens_used));
+    json_object_object_add(o, "model", json_object_new_string(res.model));
+    json_object_object_add(o, "latency_ms", json_object_new_int64(res.latency_ms));
+    json_object_object_add(o, "trace_id", json_object_new_string(res.trace_id));
+    if (res.blocked)
+        json_object_object_add(o, "blocked", json_object_new_boolean(1));
+    http_reply_json(c->resp, 200, o);
+out:
+    runtime_result_free(&res);
+    json_object_put(body);
+}
+
+static void route_agent_run(struct route_ctx *c)
+{
+    route_agent_execute(c, RUNTIME_RUN);
+}
+
+static void route_agent_test(struct route_ctx *c)
+{
+    route_agent_execute(c, RUNTIME_TEST);
+}
+
+/* ?days=N, 1..90, default 30. Returns N or -1 after replying 422. */
+static int query_days(struct route_ctx *c)
+{
+    const char *q = c->req->query, *p;
+    struct am_error err;
+    char *end;
+    long v;
+
+    for (p = q; p != NULL && *p != '\0'; p = strchr(p, '&') ? strchr(p, '&') + 1 : NULL) {
+        if (strncmp(p, "days=", 5) != 0)
+            continue;
+        v = strtol(p + 5, &end, 10);
+        if (end != p + 5 && (*end == '\0' || *end == '&') && v >= 1 && v <= 90)
+            return (int)v;
+        error_clear(&err);
+        error_set(&err, AM_EVALIDATION, "Invalid usage query");
+        error_add_detail(&err, "days", "must be an integer between 1 and 90");
+        http_reply_error(c->resp, &err);
+        return -1;
+    }
+    return 30;
+}
+
+static void route_usage(struct route_ctx *c)
+{
+    struct json_object *out;
+    struct am_error err;
+    int days = query_days(c), rc;
+
+    if (days < 0)
+        return;
+    error_clear(&err);
+    if ((rc = usage_report(c->app, c->slug, days, c->app->cfg->requests_per_day, &out, &err)) != 0)
+        reply_err(c, rc, &err);
+    else
+        http_reply_json(c->resp, 200, out);
+}
+
 #define ORG "/api/v1/orgs/{slug}"
 #define AGENT ORG "/agents/{name}"
 
@@ -349,6 +544,9 @@ static const struct route routes[] = {
     { "POST", AGENT "/deploy", route_agent_deploy, AUTH_MEMBER },
     { "POST", AGENT "/pause", route_agent_pause, AUTH_MEMBER },
     { "GET", AGENT "/yaml", route_agent_yaml, AUTH_MEMBER },
+    { "POST", AGENT "/run", route_agent_run, AUTH_MEMBER },
+    { "POST", AGENT "/test", route_agent_test, AUTH_MEMBER },
+    { "GET", ORG "/usage", route_usage, AUTH_MEMBER },
 };
 
 /* ---- dispatch -------------------------------------------------------------- */

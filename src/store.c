@@ -48,6 +48,9 @@ static const char *const store_db_files[STORE_DB_COUNT] = {
     [STORE_AGENTS] = "agents.db",
     [STORE_COMPILED] = "compiled.db",
     [STORE_TOKENS] = "tokens.db",
+    [STORE_SESSIONS] = "sessions.db",
+    [STORE_USAGE] = "usage.db",
+    [STORE_RUNLOG] = "runlog.db",
 };
 
 /* Berkeley DB's own diagnostics go here instead of stderr: the store
