@@ -2,13 +2,15 @@
  * supervisor.c - astromesh-cloudd's parent process: start-up, the worker
  * pool, crash clean-up, reload and shutdown.
  *
- * Owns: the loaded configuration, the lock file, the Berkeley DB
- * environment's creation and recovery, the registry segment, the FastCGI
- * listening socket, the pid file, and the worker pids.
+ * Owns: the loaded configuration, the lock file, the registry segment, the
+ * FastCGI listening socket, the pid file, the worker pids, and the
+ * short-lived children that do its Berkeley DB work (recovery, failchk,
+ * reconcile, checkpoints; see run_store_task).
  *
- * Must never: serve a request; block in a signal handler (there are none:
- * signals are blocked and taken synchronously with sigtimedwait in the
- * main loop).
+ * Must never: serve a request; open the Berkeley DB environment itself (a
+ * dead worker can leave a mutex that blocks any call into it for ever);
+ * block in a signal handler (there are none: signals are blocked and taken
+ * synchronously with sigtimedwait in the main loop).
  *
  * Worker lifecycle, and the function that performs each transition:
  *
@@ -20,7 +22,9 @@
  *  1. Recovery (STORE_OPEN_CREATE) runs only while no worker is alive: at
  *     start, holding the lock file, and after every worker was killed.
  *  2. After any worker dies, failchk runs before a replacement is forked,
- *     and the registry is reconciled with the database.
+ *     and the registry is reconciled with the database. If failchk asks
+ *     for recovery or stalls, every worker is killed and the environment
+ *     recovered before any is forked again.
  *  3. Workers hold the lock file's descriptor too, so a new supervisor
  *     cannot recover the environment while an old worker still runs.
  */
@@ -31,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -165,19 +170,21 @@ static int open_listener(struct supervisor *sv)
     return 0;
 }
 
-static int open_store(struct supervisor *sv)
-{
-    struct store_options so = { sv->cfg.data_dir, sv->cfg.db_cache_mb, sv->cfg.db_sync,
-                                sv->cfg.workers * sv->cfg.threads * 2 + 64 };
-    struct am_error err;
+/* ---- Berkeley DB work, always in a child ---------------------------------------
+ *
+ * A process killed inside Berkeley DB can leave a mutex held for ever:
+ * failchk then answers DB_RUNRECOVERY, and closing or even failchk-ing a
+ * handle can block on that mutex. So the supervisor never opens the
+ * environment itself. Every database job (recovery at start, failchk and
+ * registry reconcile after a worker died, checkpoints) runs in a short-lived
+ * child with a deadline; a child that overruns is killed and the
+ * environment recovered (invariant 1).
+ */
+enum store_task { TASK_RECOVER, TASK_AFTER_DEATH, TASK_CHECKPOINT };
+enum task_result { TASK_OK = 0, TASK_FAILED = 1, TASK_NEEDS_RECOVERY = 2 };
 
-    error_clear(&err);
-    if (store_open(&sv->app.store, &so, STORE_OPEN_CREATE, &err) != 0) {
-        log_error("%s", err.message);
-        return -1;
-    }
-    return 0;
-}
+#define TASK_TIMEOUT_MS 60000     /* a whole task: recovery, reconcile, checkpoint */
+#define FAILCHK_TIMEOUT_MS 1000   /* failchk alone takes milliseconds, or hangs */
 
 static void reconcile(struct supervisor *sv, const char *why)
 {
@@ -190,6 +197,89 @@ static void reconcile(struct supervisor *sv, const char *why)
         log_error("%s: %s", why, err.message);
     else if (n > 0)
         log_info("%s: registry repaired (%d entries)", why, n);
+}
+
+/* Body of the child: returns its exit status (enum task_result). After
+ * failchk it writes one byte to progress_fd, so the parent can tell a
+ * hung failchk (seconds of silence) from a long reconcile. */
+static int store_task_child(struct supervisor *sv, int task, int progress_fd)
+{
+    struct store_options so = { sv->cfg.data_dir, sv->cfg.db_cache_mb, sv->cfg.db_sync,
+                                sv->cfg.workers * sv->cfg.threads * 2 + 64 };
+    struct am_error err;
+
+    error_clear(&err);
+    if (store_open(&sv->app.store, &so, task == TASK_RECOVER ? STORE_OPEN_CREATE : 0,
+                   &err) != 0) {
+        log_error("%s", err.message);
+        return task == TASK_RECOVER ? TASK_FAILED : TASK_NEEDS_RECOVERY;
+    }
+    if (task == TASK_AFTER_DEATH && store_failchk(sv->app.store, &err) != 0) {
+        log_error("%s", err.message);
+        return TASK_NEEDS_RECOVERY;      /* no close: it could block */
+    }
+    if (write(progress_fd, "f", 1) != 1)
+        log_warn("progress write failed");
+    if (task == TASK_RECOVER)
+        reconcile(sv, "start-up");
+    else if (task == TASK_AFTER_DEATH)
+        reconcile(sv, "after worker death");
+    if (store_checkpoint(sv->app.store) != 0)
+        log_warn("checkpoint failed");
+    store_close(sv->app.store);
+    return TASK_OK;
+}
+
+/* Run a store task in a child and wait for it, at most TASK_TIMEOUT_MS. */
+static int run_store_task(struct supervisor *sv, int task)
+{
+    uint64_t start = util_monotonic_ms();
+    int status, progress[2], opened = 0;
+    char byte;
+    pid_t pid, got;
+
+    if (pipe2(progress, O_CLOEXEC | O_NONBLOCK) != 0 || (pid = fork()) < 0) {
+        log_error("starting a storage task: %s", strerror(errno));
+        return TASK_FAILED;
+    }
+    if (pid == 0) {
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        prctl(PR_SET_NAME, "am-store-task");
+        log_set_ident("astromesh-cloudd/store");
+        close(progress[0]);
+        _exit(store_task_child(sv, task, progress[1]));
+    }
+    close(progress[1]);
+    for (;;) {
+        uint64_t waited = util_monotonic_ms() - start;
+
+        got = waitpid(pid, &status, WNOHANG);
+        if (got == pid || (got < 0 && errno != EINTR))
+            break;
+        if (!opened && read(progress[0], &byte, 1) == 1)
+            opened = 1;
+        if (waited >= TASK_TIMEOUT_MS || (!opened && waited >= FAILCHK_TIMEOUT_MS &&
+                                          task == TASK_AFTER_DEATH)) {
+            log_error("storage task %d stalled after %llu ms: the environment is wedged",
+                      task, (unsigned long long)waited);
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            close(progress[0]);
+            return TASK_NEEDS_RECOVERY;
+        }
+        usleep(2000);
+    }
+    close(progress[0]);
+    if (got != pid)
+        return TASK_FAILED;
+    if (WIFEXITED(status) && WEXITSTATUS(status) <= TASK_NEEDS_RECOVERY)
+        return WEXITSTATUS(status);
+    log_error("storage task %d ended by signal %d", task,
+              WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    return task == TASK_RECOVER ? TASK_FAILED : TASK_NEEDS_RECOVERY;
 }
 
 static void spawn_worker(struct supervisor *sv, struct worker_slot *w)
@@ -265,15 +355,23 @@ static int recover_environment(struct supervisor *sv)
 
     log_error("storage needs recovery: restarting every worker");
     kill_all(sv, SIGKILL);
-    while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
-        ;
-    for (i = 0; i < MAX_WORKERS; i++)
+    for (i = 0; i < MAX_WORKERS; i++) {
+        if (sv->slots[i].state != W_EMPTY)
+            waitpid(sv->slots[i].pid, NULL, 0);
+        if (sv->retiring[i].state != W_EMPTY)
+            waitpid(sv->retiring[i].pid, NULL, 0);
         sv->slots[i].state = sv->retiring[i].state = W_EMPTY;
-    store_close(sv->app.store);
-    sv->app.store = NULL;
-    if (open_store(sv) != 0)
-        return -1;
-    reconcile(sv, "after recovery");
+        sv->slots[i].restart_at_ms = 0;
+    }
+    {
+        uint64_t t0 = util_monotonic_ms();
+        if (run_store_task(sv, TASK_RECOVER) != TASK_OK) {
+            log_error("storage recovery failed");
+            return -1;
+        }
+        log_info("recovery took %llu ms", (unsigned long long)(util_monotonic_ms() - t0));
+    }
+    log_info("storage recovered: %d deployed agents", registry_count(sv->app.reg));
     return 0;
 }
 
@@ -282,7 +380,6 @@ static int recover_environment(struct supervisor *sv)
 static int on_worker_exit(struct supervisor *sv, pid_t pid, int status)
 {
     struct worker_slot *w = slot_of(sv, pid);
-    struct am_error err;
     uint64_t now = util_monotonic_ms();
     int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
 
@@ -294,13 +391,10 @@ static int on_worker_exit(struct supervisor *sv, pid_t pid, int status)
         else
             log_warn("worker %d exited with status %d", (int)pid, WEXITSTATUS(status));
     }
-    error_clear(&err);
-    if (!clean && store_failchk(sv->app.store, &err) != 0) {
-        log_error("%s", err.message);
+    if (!clean && run_store_task(sv, TASK_AFTER_DEATH) != TASK_OK) {
+        w->state = W_EMPTY;
         return recover_environment(sv);
     }
-    if (!clean)
-        reconcile(sv, "after worker death");
     if (w->state == W_RUNNING) {
         w->backoff_ms = (now - w->started_ms < DIED_YOUNG_MS)
                             ? (w->backoff_ms ? w->backoff_ms * 2 : 100) : 0;
@@ -419,8 +513,9 @@ static int serve(struct supervisor *sv)
             return 1;
         spawn_missing(sv);
         if (util_monotonic_ms() - sv->last_checkpoint_ms >= CHECKPOINT_EVERY_MS) {
-            if (store_checkpoint(sv->app.store) != 0)
-                log_warn("checkpoint failed");
+            if (run_store_task(sv, TASK_CHECKPOINT) != TASK_OK &&
+                recover_environment(sv) != 0)
+                return 1;
             sv->last_checkpoint_ms = util_monotonic_ms();
             notify_systemd("WATCHDOG=1");
         }
@@ -448,14 +543,16 @@ static int start(struct supervisor *sv)
         log_error("cannot create storage.data_dir %s: %s", sv->cfg.data_dir, strerror(errno));
         return -1;
     }
-    if (take_lock(sv) != 0 || open_store(sv) != 0)
+    if (take_lock(sv) != 0)
         return -1;
     shm_name_for(sv->cfg.data_dir, sv->shm_name, sizeof(sv->shm_name));
     if (registry_create(&sv->app.reg, sv->shm_name, sv->cfg.registry_capacity, slot, &err) != 0) {
         log_error("%s", err.message);
         return -1;
     }
-    reconcile(sv, "start-up");
+    /* Recover the environment and rebuild the registry from it. */
+    if (run_store_task(sv, TASK_RECOVER) != TASK_OK)
+        return -1;
     log_info("registry rebuilt: %d deployed agents", registry_count(sv->app.reg));
     if (open_listener(sv) != 0)
         return -1;
@@ -469,12 +566,10 @@ static void finish(struct supervisor *sv)
         close(sv->listen_fd);
     if (sv->socket_owned)
         unlink(sv->cfg.socket_path);
+    if (sv->app.reg != NULL && workers_alive(sv) == 0)
+        run_store_task(sv, TASK_CHECKPOINT);
     if (sv->app.reg != NULL)
         registry_close(sv->app.reg, 1);
-    if (sv->app.store != NULL) {
-        store_checkpoint(sv->app.store);
-        store_close(sv->app.store);
-    }
     if (sv->cfg.pid_file[0] != '\0')
         unlink(sv->cfg.pid_file);
     if (sv->lock_fd >= 0)

@@ -87,11 +87,10 @@
 #include "util.h"
 
 #define TOOLS_ZONEINFO "/usr/share/zoneinfo"
-#define TOOLS_USER_AGENT "astromesh-cloud/" PACKAGE_VERSION_STR " (tool)"
 #ifdef PACKAGE_VERSION
-#define PACKAGE_VERSION_STR PACKAGE_VERSION
+#define TOOLS_USER_AGENT "astromesh-cloud/" PACKAGE_VERSION " (tool)"
 #else
-#define PACKAGE_VERSION_STR "0"
+#define TOOLS_USER_AGENT "astromesh-cloud (tool)"
 #endif
 
 #define ARGS_MAX_BYTES (2u * 1024 * 1024)  /* whole arguments text */
@@ -1298,8 +1297,8 @@ static struct json_object *tool_datetime(struct json_object *args, const struct 
     fmt = arg_str(args, "format", false, 128, NULL, &err);
     if (err)
         return err;
-    if (zone == NULL || *zone == '\0')
-        zone = "UTC";
+    if (zone == NULL || *zone == '\0' || strcasecmp(zone, "UTC") == 0 || strcmp(zone, "Z") == 0)
+        zone = "UTC";                          /* models write "utc" too */
     if (fmt && (bad = tz_format_check(fmt)) != 0)
         return bad < 0 ? reply_error("format ends with an incomplete '%%' directive")
                        : bad >= 0x80 || !isprint(bad)

@@ -80,6 +80,7 @@ void worker_run(const struct config *cfg, int listen_fd, struct registry *reg)
     /* Die with the supervisor: never serve from an environment that a new
      * supervisor is about to recover. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
+    prctl(PR_SET_NAME, "am-worker");
     if (getppid() != parent)
         _exit(1);
     if (auth_init() != 0 || http_init() != 0 || runtime_init() != 0 || pipe(wake) != 0) {

@@ -1,0 +1,814 @@
+"""harness - run the real astromesh-cloudd behind the real lighttpd for the
+integration tests, and talk HTTP to it.
+
+Standard library only. An Instance owns, for one test (or one test class):
+a fresh data directory under $ASTROMESH_BUILDDIR/tests/tmp/, a free loopback
+port, a YAML config, the daemon process and the lighttpd process
+(etc/lighttpd/astromesh-dev.conf from the source tree, used as it is). Every
+wait is a bounded poll. stop() ends both processes; the TestCase helpers
+register it as a cleanup so it runs whatever the test did, print the logs
+when a test failed, and fail the test if a sanitizer reported anything.
+
+Environment (set by `make check`; defaults make `python3 test_x.py` work from
+an in-tree build):
+  ASTROMESH_BUILDDIR  where astromesh-cloudd was built
+  ASTROMESH_SRCDIR    the source tree (for etc/lighttpd/astromesh-dev.conf)
+  LIGHTTPD            the lighttpd binary
+  ASTROMESH_KEEP_TMP  if set, keep data directories even after a pass
+"""
+
+import base64
+import contextlib
+import ctypes
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRCDIR = os.environ.get("ASTROMESH_SRCDIR") or os.path.dirname(os.path.dirname(HERE))
+BUILDDIR = os.environ.get("ASTROMESH_BUILDDIR") or SRCDIR
+LIGHTTPD = (os.environ.get("LIGHTTPD") or shutil.which("lighttpd")
+            or "/usr/sbin/lighttpd")
+DAEMON = os.path.join(BUILDDIR, "astromesh-cloudd")
+DEV_CONF = os.path.join(SRCDIR, "etc", "lighttpd", "astromesh-dev.conf")
+
+# Sanitizer builds are slower; every bound below is generous on purpose.
+START_TIMEOUT = 60.0
+HTTP_TIMEOUT = 60.0
+STOP_TIMEOUT = 30.0
+
+SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
+TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z$")
+ERROR_CODE_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                   "runtime error:", "WARNING: ThreadSanitizer")
+
+PR_SET_PDEATHSIG = 1
+
+
+class HarnessError(AssertionError):
+    """Raised when the instance cannot be set up; fails the test."""
+
+
+def poll(predicate, timeout, interval=0.05, what="condition"):
+    """Call predicate until it returns a true value; return that value.
+    Raise HarnessError after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise HarnessError("timed out after %.1fs waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+def free_port():
+    """A loopback TCP port nobody listens on right now (bind to port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent(sig=signal.SIGTERM):
+    """preexec_fn: the child gets sig if the test process dies, so a
+    crashed test run leaves no daemon or lighttpd behind."""
+    def fn():
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        except OSError:
+            pass
+    return fn
+
+
+# --- YAML config -------------------------------------------------------------
+
+def _yaml_scalar(v):
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if v is None:
+        return "null"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    return json.dumps(str(v))      # a JSON string is a YAML double-quoted scalar
+
+
+def to_yaml(doc, indent=0):
+    """Block-style YAML for a dict of dicts/lists/scalars."""
+    pad = "  " * indent
+    out = []
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            out.append("%s%s:\n%s" % (pad, key, to_yaml(value, indent + 1)))
+        elif isinstance(value, list):
+            out.append("%s%s: [%s]\n" % (pad, key, ", ".join(_yaml_scalar(x) for x in value)))
+        else:
+            out.append("%s%s: %s\n" % (pad, key, _yaml_scalar(value)))
+    return "".join(out)
+
+
+def merge_config(base, override):
+    """Deep-merge override into a copy of base; a None value removes the key."""
+    result = dict(base)
+    for key, value in (override or {}).items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merge_config(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
+# --- JWT helpers (tests craft and tamper tokens) -----------------------------
+
+def b64url_encode(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text):
+    if isinstance(text, str):
+        text = text.encode("ascii")
+    return base64.urlsafe_b64decode(text + b"=" * (-len(text) % 4))
+
+
+def jwt_decode(token):
+    """(header dict, payload dict, signature bytes) without verifying."""
+    h, p, s = token.split(".")
+    return json.loads(b64url_decode(h)), json.loads(b64url_decode(p)), b64url_decode(s)
+
+
+def jwt_sign(secret, header, payload):
+    """An HS256 JWT of header and payload signed with secret (str or bytes)."""
+    if isinstance(secret, str):
+        secret = secret.encode("utf-8")
+    signing_input = (b64url_encode(json.dumps(header, separators=(",", ":")).encode())
+                     + "." + b64url_encode(json.dumps(payload, separators=(",", ":")).encode()))
+    sig = hmac.new(secret, signing_input.encode("ascii"), hashlib.sha256).digest()
+    return signing_input + "." + b64url_encode(sig)
+
+
+# --- processes ----------------------------------------------------------------
+
+def proc_children(pid, comm=None):
+    """Live (non-zombie) child pids of pid, from /proc; with comm, only the
+    children with that process name (workers are "am-worker"; the
+    supervisor's short-lived storage tasks are "am-store-task")."""
+    kids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        name = stat[stat.find("(") + 1:stat.rfind(")")]
+        if len(fields) >= 2 and fields[1] == str(pid) and fields[0] != "Z" and \
+                (comm is None or name == comm):
+            kids.append(int(entry))
+    return sorted(kids)
+
+
+def pid_alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2:].split()[0] != "Z"
+
+
+def socket_fd_count(pid):
+    """Number of socket fds pid has open (0 if it is gone)."""
+    n = 0
+    try:
+        for fd in os.listdir("/proc/%d/fd" % pid):
+            try:
+                if os.readlink("/proc/%d/fd/%s" % (pid, fd)).startswith("socket:"):
+                    n += 1
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return n
+
+
+def listens_on(pid, port):
+    """True if process pid holds the socket listening on 127.0.0.1:port
+    (and not some other process that took the port)."""
+    inodes = set()
+    try:
+        with open("/proc/net/tcp") as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[1] == "0100007F:%04X" % port and fields[3] == "0A":
+                    inodes.add(fields[9])
+    except OSError:
+        return False
+    try:
+        fds = os.listdir("/proc/%d/fd" % pid)
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:[") and link[8:-1] in inodes:
+            return True
+    return False
+
+
+def shm_names(pid):
+    """Names of the /dev/shm segments pid has mapped."""
+    names = set()
+    try:
+        with open("/proc/%d/maps" % pid) as f:
+            for line in f:
+                m = re.search(r"(/dev/shm/\S+)", line)
+                if m:
+                    names.add(m.group(1))
+    except OSError:
+        pass
+    return names
+
+
+# --- FastCGI client (talks to the daemon's socket directly, no lighttpd) ------
+
+FCGI_BEGIN_REQUEST, FCGI_END_REQUEST, FCGI_PARAMS, FCGI_STDIN, FCGI_STDOUT, FCGI_STDERR = 1, 3, 4, 5, 6, 7
+
+
+def _fcgi_record(rtype, content, request_id=1):
+    pad = -len(content) % 8
+    return struct.pack("!BBHHBx", 1, rtype, request_id, len(content), pad) + content + b"\0" * pad
+
+
+def _fcgi_nv(name, value):
+    out = b""
+    for item in (name, value):
+        n = len(item)
+        out += struct.pack("!B", n) if n < 128 else struct.pack("!I", n | 0x80000000)
+    return out + name + value
+
+
+class FcgiConnection:
+    """One FastCGI request over the unix socket, sent in pieces on purpose."""
+
+    def __init__(self, path, timeout=HTTP_TIMEOUT):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+
+    def begin(self, method, path, headers=None, content_length=0, query=""):
+        """Send BEGIN_REQUEST and every PARAMS record lighttpd would send."""
+        params = {
+            "GATEWAY_INTERFACE": "CGI/1.1", "SERVER_PROTOCOL": "HTTP/1.1",
+            "SERVER_SOFTWARE": "lighttpd", "REQUEST_SCHEME": "http",
+            "SERVER_NAME": "127.0.0.1", "SERVER_ADDR": "127.0.0.1", "SERVER_PORT": "80",
+            "REMOTE_ADDR": "127.0.0.1", "REMOTE_PORT": "40000",
+            "REQUEST_METHOD": method,
+            "REQUEST_URI": path + ("?" + query if query else ""),
+            "QUERY_STRING": query,
+            "SCRIPT_NAME": "/api/v1",
+            "PATH_INFO": path[len("/api/v1"):] if path.startswith("/api/v1") else path,
+            "CONTENT_LENGTH": str(content_length),
+            "HTTP_HOST": "127.0.0.1",
+        }
+        for k, v in (headers or {}).items():
+            if k.lower() == "content-type":
+                params["CONTENT_TYPE"] = v
+            else:
+                params["HTTP_" + k.upper().replace("-", "_")] = v
+        body = b"".join(_fcgi_nv(k.encode(), v.encode()) for k, v in params.items())
+        self.sock.sendall(_fcgi_record(FCGI_BEGIN_REQUEST, struct.pack("!HB5x", 1, 0))
+                          + _fcgi_record(FCGI_PARAMS, body) + _fcgi_record(FCGI_PARAMS, b""))
+
+    def send_body(self, data, last=False):
+        if data:
+            self.sock.sendall(_fcgi_record(FCGI_STDIN, data))
+        if last:
+            self.sock.sendall(_fcgi_record(FCGI_STDIN, b""))
+
+    def response(self):
+        """Read until END_REQUEST; return (status, headers dict, body bytes)."""
+        buf, out, done = b"", b"", False
+        while not done:
+            while len(buf) < 8 or len(buf) < 8 + struct.unpack("!H", buf[4:6])[0] + buf[6]:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise HarnessError("FastCGI connection closed before END_REQUEST "
+                                       "(got %r)" % out[:200])
+                buf += chunk
+            _, rtype, _, clen, plen = struct.unpack("!BBHHBx", buf[:8])
+            content, buf = buf[8:8 + clen], buf[8 + clen + plen:]
+            if rtype == FCGI_STDOUT:
+                out += content
+            elif rtype == FCGI_END_REQUEST:
+                done = True
+        head, _, body = out.partition(b"\r\n\r\n")
+        headers = {}
+        for line in head.split(b"\r\n"):
+            k, _, v = line.partition(b":")
+            headers[k.strip().decode().lower()] = v.strip().decode()
+        status = int(headers.get("status", "200").split()[0])
+        return status, headers, body
+
+    def close(self):
+        self.sock.close()
+
+
+# --- the instance ----------------------------------------------------------------
+
+class Instance:
+    """One astromesh-cloudd + one lighttpd on a fresh data dir and port.
+
+    config: dict merged over the default config (a None value removes a key).
+    """
+
+    def __init__(self, config=None, name="inst"):
+        if not LIGHTTPD or not os.access(LIGHTTPD, os.X_OK):
+            raise HarnessError("lighttpd not found (LIGHTTPD=%r): apt-get install lighttpd" % LIGHTTPD)
+        if not os.access(DAEMON, os.X_OK):
+            raise HarnessError("daemon not built: %s" % DAEMON)
+        tmproot = os.path.join(BUILDDIR, "tests", "tmp")
+        os.makedirs(tmproot, exist_ok=True)
+        self.dir = tempfile.mkdtemp(prefix=name + "-", dir=tmproot)
+        self.sockdir = self.dir
+        if len(os.path.join(self.dir, "fcgi.sock")) > 100:     # sun_path is 108 bytes
+            self.sockdir = tempfile.mkdtemp(prefix="am-")
+        self.socket = os.path.join(self.sockdir, "fcgi.sock")
+        self.data_dir = os.path.join(self.dir, "db")
+        os.makedirs(self.data_dir)
+        self.port = free_port()
+        self.jwt_secret = secrets.token_hex(24)           # 48 chars
+        self.config_path = os.path.join(self.dir, "astromesh-cloud.yaml")
+        self.config = merge_config({
+            "server": {"socket": self.socket, "workers": 2, "threads": 8,
+                       "shutdown_timeout_ms": 5000},
+            "storage": {"data_dir": self.data_dir},
+            "auth": {"jwt_secret": self.jwt_secret, "dev_login": True},
+            "log": {"level": "info"},
+        }, config)
+        self.write_config()
+        self.daemon = None
+        self.lighttpd = None
+        self.daemon_log = os.path.join(self.dir, "daemon.log")
+        self.lighttpd_errorlog = os.path.join(self.dir, "lighttpd.error.log")
+        self.lighttpd_stderr = os.path.join(self.dir, "lighttpd.stderr")
+        self.lighttpd_accesslog = os.path.join(self.dir, "lighttpd.access.log")
+        self.lighttpd_pidfile = os.path.join(self.dir, "lighttpd.pid")
+        self.exit_codes = []          # of every daemon process that ended
+        self.shm_seen = set()         # shared memory the daemons mapped
+        self._logs_printed = False
+
+    # -- config ------------------------------------------------------------------
+    def write_config(self, text=None):
+        """Write self.config (or the given raw text) to the config file."""
+        with open(self.config_path, "w") as f:
+            f.write(text if text is not None else to_yaml(self.config))
+
+    @property
+    def base_url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    # -- processes ---------------------------------------------------------------
+    def start(self):
+        try:
+            self.start_daemon()
+            self.start_lighttpd()
+            self.wait_healthy()
+        except BaseException:
+            self.print_logs("start failed")
+            raise
+        return self
+
+    def start_daemon(self, extra_args=()):
+        log = open(self.daemon_log, "ab")
+        try:
+            self.daemon = subprocess.Popen(
+                [DAEMON, "-c", self.config_path] + list(extra_args),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                preexec_fn=_die_with_parent(signal.SIGTERM))
+        finally:
+            log.close()
+        return self.daemon
+
+    def run_daemon_check(self, config_path=None, timeout=STOP_TIMEOUT):
+        """`astromesh-cloudd -t -c FILE`: (exit code, stdout+stderr text)."""
+        p = subprocess.run([DAEMON, "-t", "-c", config_path or self.config_path],
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+        return p.returncode, (p.stdout + p.stderr).decode("utf-8", "replace")
+
+    def lighttpd_env(self):
+        env = dict(os.environ)
+        env.update({
+            "ASTROMESH_PORT": str(self.port),
+            "ASTROMESH_SOCKET": self.socket,
+            "ASTROMESH_RUNDIR": self.dir,
+            "ASTROMESH_ERRORLOG": self.lighttpd_errorlog,
+            "ASTROMESH_ACCESSLOG": self.lighttpd_accesslog,
+            "ASTROMESH_PIDFILE": self.lighttpd_pidfile,
+        })
+        return env
+
+    def start_lighttpd(self, attempts=3):
+        """Start lighttpd on self.port; if another process took that port
+        since free_port() picked it, pick another and try again."""
+        for attempt in range(attempts):
+            err = open(self.lighttpd_stderr, "ab")
+            try:
+                self.lighttpd = subprocess.Popen(
+                    [LIGHTTPD, "-D", "-f", DEV_CONF], env=self.lighttpd_env(),
+                    stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                    preexec_fn=_die_with_parent(signal.SIGTERM))
+            finally:
+                err.close()
+
+            def listening():
+                if self.lighttpd.poll() is not None:
+                    return "exited"
+                return "up" if listens_on(self.lighttpd.pid, self.port) else None
+            state = poll(listening, START_TIMEOUT, what="lighttpd to listen on %d" % self.port)
+            if state == "up":
+                return
+            logs = self.read_log(self.lighttpd_stderr) + self.read_log(self.lighttpd_errorlog)
+            if "in use" not in logs or attempt == attempts - 1:
+                raise HarnessError("lighttpd exited with %s" % self.lighttpd.returncode)
+            self.port = free_port()
+
+    def wait_healthy(self, timeout=START_TIMEOUT):
+        """Poll GET /api/v1/health until it answers 200; return its body."""
+        def healthy():
+            if self.daemon is not None and self.daemon.poll() is not None:
+                raise HarnessError("daemon exited with %s while starting" % self.daemon.returncode)
+            try:
+                status, _, body = self.request("GET", "/api/v1/health", timeout=5)
+            except (OSError, http.client.HTTPException):
+                return None
+            return body if status == 200 else None
+        return poll(healthy, timeout, what="GET /api/v1/health == 200")
+
+    @property
+    def daemon_pid(self):
+        return self.daemon.pid if self.daemon else None
+
+    def worker_pids(self):
+        """Live worker pids (the supervisor's worker children)."""
+        return proc_children(self.daemon.pid, "am-worker") if self.daemon else []
+
+    def wait_workers(self, n=None, timeout=START_TIMEOUT, exclude=()):
+        """Poll until the supervisor has n live workers, none in exclude."""
+        n = n or int(self.config["server"]["workers"])
+        return poll(lambda: (lambda w: w if len(w) == n and not set(w) & set(exclude) else None)(
+            self.worker_pids()), timeout, what="%d workers (not %s)" % (n, list(exclude)))
+
+    def wait_daemon_exit(self, timeout=STOP_TIMEOUT):
+        """Wait for the daemon to exit; return its exit code (negative: signal)."""
+        try:
+            rc = self.daemon.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise HarnessError("daemon %d did not exit within %.0fs" % (self.daemon.pid, timeout))
+        self.exit_codes.append(rc)
+        return rc
+
+    def kill_daemon(self, sig=signal.SIGTERM, wait=True):
+        """Signal the supervisor. For SIGKILL/SIGTERM/SIGINT with wait, also
+        wait until it and every worker are gone; return its exit code."""
+        pid = self.daemon.pid
+        workers = self.worker_pids()
+        self.shm_seen |= shm_names(pid)
+        os.kill(pid, sig)
+        if not wait or sig not in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
+            return None
+        rc = self.wait_daemon_exit()
+        poll(lambda: not any(pid_alive(w) for w in workers), STOP_TIMEOUT,
+             what="workers %s to exit after the supervisor" % workers)
+        return rc
+
+    def restart_daemon(self, wait=True):
+        """Stop the daemon if it runs (SIGTERM) and start a new one on the
+        same config and data dir, behind the same lighttpd."""
+        if self.daemon is not None and self.daemon.poll() is None:
+            self.kill_daemon(signal.SIGTERM)
+        self.start_daemon()
+        if wait:
+            try:
+                self.wait_healthy()
+            except BaseException:
+                self.print_logs("restart failed")
+                raise
+        return self.daemon
+
+    def _stop_proc(self, proc, sig=signal.SIGTERM):
+        if proc is None or proc.poll() is not None:
+            return None
+        try:
+            proc.send_signal(sig)
+            return proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=STOP_TIMEOUT)
+            return "killed"
+
+    def stop(self, failed=False):
+        """Stop lighttpd and the daemon (every worker too). Print the logs if
+        failed; remove the data dir unless failed. Raise if a sanitizer
+        reported anything in the daemon log."""
+        try:
+            self._stop_proc(self.lighttpd)
+            if self.daemon is not None:
+                workers = self.worker_pids()
+                self.shm_seen |= shm_names(self.daemon.pid)
+                if self.daemon.poll() is None:
+                    rc = self._stop_proc(self.daemon)
+                    self.exit_codes.append(rc)
+                for w in workers:        # never leave one behind
+                    with contextlib.suppress(OSError):
+                        if pid_alive(w):
+                            os.kill(w, signal.SIGKILL)
+            # a daemon killed with SIGKILL cannot unlink its segment
+            for name in self.shm_seen:
+                with contextlib.suppress(OSError):
+                    os.unlink(name)
+        finally:
+            sanitizer = self.sanitizer_report()
+            if failed or sanitizer:
+                self.print_logs("test failed" if failed else "sanitizer report")
+            elif not os.environ.get("ASTROMESH_KEEP_TMP"):
+                shutil.rmtree(self.dir, ignore_errors=True)
+                if self.sockdir != self.dir:
+                    shutil.rmtree(self.sockdir, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    os.rmdir(os.path.dirname(self.dir))      # tests/tmp, if empty
+        if sanitizer:
+            raise AssertionError("sanitizer report in the daemon log:\n" + sanitizer)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, exc_type, exc, tb):
+        self.stop(failed=exc_type is not None)
+        return False
+
+    # -- logs --------------------------------------------------------------------
+    def read_log(self, path, limit=200000):
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError:
+            return ""
+        return data[-limit:].decode("utf-8", "replace")
+
+    def sanitizer_report(self):
+        log = self.read_log(self.daemon_log, limit=10 ** 7)
+        hits = [line for line in log.splitlines() if any(m in line for m in SANITIZER_MARKS)]
+        if not hits:
+            return ""
+        first = min(log.find(h) for h in hits)
+        return log[first:first + 8000]
+
+    def print_logs(self, why):
+        if self._logs_printed:
+            return
+        self._logs_printed = True
+        out = sys.stderr
+        out.write("\n==== %s: instance in %s (port %d) ====\n" % (why, self.dir, self.port))
+        for title, path in (("daemon log", self.daemon_log),
+                            ("lighttpd error log", self.lighttpd_errorlog),
+                            ("lighttpd stderr", self.lighttpd_stderr),
+                            ("lighttpd access log (tail)", self.lighttpd_accesslog),
+                            ("config", self.config_path)):
+            text = self.read_log(path, limit=20000 if "access" not in title else 4000)
+            out.write("---- %s (%s) ----\n%s\n" % (title, path, text.rstrip()))
+        out.write("==== end of logs ====\n")
+        out.flush()
+
+    # -- HTTP --------------------------------------------------------------------
+    def request(self, method, path, body=None, headers=None, token=None, raw=None,
+                timeout=HTTP_TIMEOUT):
+        """One HTTP request through lighttpd on a fresh connection.
+
+        body: an object sent as JSON (Content-Type application/json unless
+        headers say otherwise); raw: bytes sent as they are (Content-Type
+        application/json unless headers say otherwise; pass
+        {"Content-Type": None} to send none). Returns (status, headers with
+        lower-case names, parsed JSON if the answer is JSON else text; None
+        for an empty body)."""
+        hdrs = {}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode("utf-8")
+            hdrs["Content-Type"] = "application/json"
+        if raw is not None:
+            data = raw if isinstance(raw, bytes) else raw.encode("utf-8")
+            hdrs["Content-Type"] = "application/json"
+        if token is not None:
+            hdrs["Authorization"] = "Bearer " + token
+        for k, v in (headers or {}).items():
+            for existing in [h for h in hdrs if h.lower() == k.lower()]:
+                del hdrs[existing]
+            if v is not None:
+                hdrs[k] = v
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request(method, path, body=data, headers=hdrs)
+            resp = conn.getresponse()
+            payload = resp.read()
+            rheaders = {k.lower(): v for k, v in resp.getheaders()}
+            status = resp.status
+        finally:
+            conn.close()
+        return status, rheaders, parse_body(rheaders, payload)
+
+    def login(self, email, name=None):
+        """POST /auth/dev/login; assert 200; return the answer
+        (access_token, refresh_token, token_type, expires_in, org_slug)."""
+        status, _, body = self.request("POST", "/api/v1/auth/dev/login",
+                                       {"email": email, "name": name or email.split("@")[0]})
+        if status != 200 or not isinstance(body, dict) or "access_token" not in body:
+            raise AssertionError("dev login of %s: %s %r" % (email, status, body))
+        return body
+
+    def user(self, email, name=None):
+        """(token, slug) of a logged-in user."""
+        b = self.login(email, name)
+        return b["access_token"], b["org_slug"]
+
+    def health(self):
+        status, _, body = self.request("GET", "/api/v1/health")
+        if status != 200:
+            raise AssertionError("GET /api/v1/health: %s %r" % (status, body))
+        return body
+
+    def registry_count(self):
+        return self.health()["registry"]["agents"]
+
+
+def parse_body(headers, payload):
+    if not payload:
+        return None
+    text = payload.decode("utf-8", "replace")
+    if headers.get("content-type", "").startswith("application/json"):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    return text
+
+
+# --- assertions ---------------------------------------------------------------------
+
+def assert_error(tc, resp, status, code=None, fields=None):
+    """Assert resp (status, headers, body) is exactly the SPEC error envelope:
+    {"error","message","status"} (+ "details" on 422, and only there), the
+    JSON status equal to the HTTP status, Content-Type application/json.
+    code: the expected error code (or a tuple of allowed codes). fields: field
+    names that must each appear in details. Returns the body."""
+    got_status, headers, body = resp
+    ctx = "answer %s %r" % (got_status, body)
+    if isinstance(status, (tuple, list, set)):
+        tc.assertIn(got_status, status, ctx)
+    else:
+        tc.assertEqual(got_status, status, ctx)
+    tc.assertTrue(headers.get("content-type", "").startswith("application/json"),
+                  "Content-Type %r, %s" % (headers.get("content-type"), ctx))
+    tc.assertIsInstance(body, dict, ctx)
+    keys = set(body)
+    allowed = {"error", "message", "status"} | ({"details"} if got_status == 422 else set())
+    tc.assertTrue({"error", "message", "status"} <= keys <= allowed,
+                  "envelope keys %s, %s" % (sorted(keys), ctx))
+    tc.assertIsInstance(body["error"], str, ctx)
+    tc.assertRegex(body["error"], ERROR_CODE_RE, ctx)
+    tc.assertIsInstance(body["message"], str, ctx)
+    tc.assertTrue(body["message"], "empty message, " + ctx)
+    tc.assertIs(type(body["status"]), int, ctx)
+    tc.assertEqual(body["status"], got_status, ctx)
+    if code is not None:
+        if isinstance(code, (tuple, list, set)):
+            tc.assertIn(body["error"], code, ctx)
+        else:
+            tc.assertEqual(body["error"], code, ctx)
+    if body["error"] in ("validation_error", "invalid_config"):
+        tc.assertIn("details", body, "no details on a validation error, " + ctx)
+    if "details" in body:
+        tc.assertIsInstance(body["details"], list, ctx)
+        for d in body["details"]:
+            tc.assertIsInstance(d, dict, ctx)
+            tc.assertEqual(set(d), {"field", "problem"}, ctx)
+            tc.assertIsInstance(d["field"], str, ctx)
+            tc.assertIsInstance(d["problem"], str, ctx)
+            tc.assertTrue(d["problem"], ctx)
+    for f in fields or ():
+        tc.assertIn(f, [d["field"] for d in body.get("details", [])],
+                    "field %r not in details, %s" % (f, ctx))
+    return body
+
+
+def assert_json(tc, resp, status):
+    """Assert a JSON answer with the given status; return the body."""
+    got_status, headers, body = resp
+    tc.assertEqual(got_status, status, "answer %s %r" % (got_status, body))
+    tc.assertTrue(headers.get("content-type", "").startswith("application/json"),
+                  "Content-Type %r" % headers.get("content-type"))
+    return body
+
+
+def outcome_failed(tc):
+    """True if the running test has failed so far (usable from tearDown
+    and cleanups, where unittest's own success flag is reset)."""
+    outcome = getattr(tc, "_outcome", None)
+    if outcome is None:
+        return False
+    result = getattr(outcome, "result", None)        # Python >= 3.11
+    if result is not None:
+        for test, _ in list(result.failures) + list(result.errors):
+            if test is tc or getattr(test, "test_case", None) is tc:
+                return True
+    errors = getattr(outcome, "errors", None)        # Python < 3.11
+    return bool(errors and any(exc for _, exc in errors))
+
+
+class InstanceTestCase(unittest.TestCase):
+    """A TestCase with one Instance shared by the class (cls.inst), started
+    in setUpClass and stopped by a class cleanup whatever happens.
+    Subclasses set `config` to override the default config, or
+    `shared_instance = False` to have none (tests call new_instance)."""
+
+    config = None
+    shared_instance = True
+    _failed = False
+
+    @classmethod
+    def setUpClass(cls):
+        cls._failed = False
+        if not cls.shared_instance:
+            return
+        cls.inst = Instance(cls.config, name=cls.__name__)
+        cls.addClassCleanup(lambda: cls.inst.stop(failed=cls._failed))
+        cls.inst.start()
+
+    def tearDown(self):
+        if outcome_failed(self):
+            type(self)._failed = True
+
+    def new_instance(self, config=None, start=True):
+        """A private instance for this test, stopped by a cleanup."""
+        inst = Instance(config, name=self.id().split(".")[-1])
+        self.addCleanup(lambda: inst.stop(failed=outcome_failed(self)))
+        if start:
+            inst.start()
+        return inst
+
+    def unique_email(self, tag="user"):
+        return "%s-%s@example.com" % (tag, secrets.token_hex(4))
+
+
+def run_concurrently(fns, timeout=300.0):
+    """Run each callable in its own thread, all released together; return
+    their results in order. An exception in a thread is re-raised."""
+    barrier = threading.Barrier(len(fns))
+    results = [None] * len(fns)
+    errors = []
+
+    def runner(i, fn):
+        try:
+            barrier.wait(timeout=30)
+            results[i] = fn()
+        except BaseException as e:          # reported by the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=runner, args=(i, fn), daemon=True) for i, fn in enumerate(fns)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    if any(t.is_alive() for t in threads):
+        raise HarnessError("concurrent calls still running after %.0fs" % timeout)
+    if errors:
+        raise errors[0]
+    return results
+
+
+def main():
+    """Entry point of every test file: unittest, exit 0 or 1 (never 77)."""
+    unittest.main(verbosity=2)
