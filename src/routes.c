@@ -64,6 +64,17 @@ static void reply_err(struct route_ctx *c, int rc, struct am_error *err)
     http_reply_error(c->resp, err);
 }
 
+/* The usual ending of a handler: out with status on success, else the
+ * error envelope. Takes out. */
+static void reply_with(struct route_ctx *c, int rc, struct json_object *out,
+                       struct am_error *err, int status)
+{
+    if (rc != 0)
+        reply_err(c, rc, err);
+    else
+        http_reply_json(c->resp, status, out);
+}
+
 /* Parse the body as a JSON object. Returns NULL after replying on error. */
 static struct json_object *json_body(struct route_ctx *c)
 {
@@ -151,10 +162,7 @@ static void route_auth_dev_login(struct route_ctx *c)
         return;
     rc = account_dev_login(c->app, body, &out, &err);
     json_object_put(body);
-    if (rc != 0)
-        reply_err(c, rc, &err);
-    else
-        http_reply_json(c->resp, 200, out);
+    reply_with(c, rc, out, &err, 200);
 }
 
 static void route_auth_refresh(struct route_ctx *c)
@@ -168,10 +176,7 @@ static void route_auth_refresh(struct route_ctx *c)
         return;
     rc = account_refresh(c->app, body, &out, &err);
     json_object_put(body);
-    if (rc != 0)
-        reply_err(c, rc, &err);
-    else
-        http_reply_json(c->resp, 200, out);
+    reply_with(c, rc, out, &err, 200);
 }
 
 static void route_auth_logout(struct route_ctx *c)
@@ -198,10 +203,8 @@ static void route_orgs_me(struct route_ctx *c)
     int rc;
 
     error_clear(&err);
-    if ((rc = account_org_me(c->app, c->who.email, &out, &err)) != 0)
-        reply_err(c, rc, &err);
-    else
-        http_reply_json(c->resp, 200, out);
+    rc = account_org_me(c->app, c->who.email, &out, &err);
+    reply_with(c, rc, out, &err, 200);
 }
 
 static void route_orgs_list(struct route_ctx *c)
@@ -211,10 +214,8 @@ static void route_orgs_list(struct route_ctx *c)
     int rc;
 
     error_clear(&err);
-    if ((rc = account_org_list(c->app, c->who.email, &out, &err)) != 0)
-        reply_err(c, rc, &err);
-    else
-        http_reply_json(c->resp, 200, out);
+    rc = account_org_list(c->app, c->who.email, &out, &err);
+    reply_with(c, rc, out, &err, 200);
 }
 
 static void route_agents_list(struct route_ctx *c)
@@ -224,10 +225,8 @@ static void route_agents_list(struct route_ctx *c)
     int rc;
 
     error_clear(&err);
-    if ((rc = agent_list(c->app, c->slug, &out, &err)) != 0)
-        reply_err(c, rc, &err);
-    else
-        http_reply_json(c->resp, 200, out);
+    rc = agent_list(c->app, c->slug, &out, &err);
+    reply_with(c, rc, out, &err, 200);
 }
 
 static void route_agents_create(struct route_ctx *c)
@@ -241,10 +240,7 @@ static void route_agents_create(struct route_ctx *c)
         return;
     rc = agent_create(c->app, c->slug, body, &out, &err);
     json_object_put(body);
-    if (rc != 0)
-        reply_err(c, rc, &err);
-    else
-        http_reply_json(c->resp, 201, out);
+    reply_with(c, rc, out, &err, 201);
 }
 
 static void route_agent_get(struct route_ctx *c)
@@ -254,10 +250,8 @@ static void route_agent_get(struct route_ctx *c)
     int rc;
 
     error_clear(&err);
-    if ((rc = agent_get(c->app, c->slug, c->name, &out, &err)) != 0)
-        reply_err(c, rc, &err);
-    else
-        http_reply_json(c->resp, 200, out);
+    rc = agent_get(c->app, c->slug, c->name, &out, &err);
+    reply_with(c, rc, out, &err, 200);
 }
 
 static void route_agent_put(struct route_ctx *c)
@@ -271,10 +265,7 @@ static void route_agent_put(struct route_ctx *c)
         return;
     rc = agent_update(c->app, c->slug, c->name, body, &out, &err);
     json_object_put(body);
-    if (rc != 0)
-        reply_err(c, rc, &err);
-    else
-        http_reply_json(c->resp, 200, out);
+    reply_with(c, rc, out, &err, 200);
 }
 
 static void route_agent_delete(struct route_ctx *c)
@@ -297,10 +288,8 @@ static void route_agent_deploy(struct route_ctx *c)
     int rc;
 
     error_clear(&err);
-    if ((rc = agent_deploy(c->app, c->slug, c->name, &out, &err)) != 0)
-        reply_err(c, rc, &err);
-    else
-        http_reply_json(c->resp, 200, out);
+    rc = agent_deploy(c->app, c->slug, c->name, &out, &err);
+    reply_with(c, rc, out, &err, 200);
 }
 
 static void route_agent_pause(struct route_ctx *c)
@@ -310,10 +299,8 @@ static void route_agent_pause(struct route_ctx *c)
     int rc;
 
     error_clear(&err);
-    if ((rc = agent_pause(c->app, c->slug, c->name, &out, &err)) != 0)
-        reply_err(c, rc, &err);
-    else
-        http_reply_json(c->resp, 200, out);
+    rc = agent_pause(c->app, c->slug, c->name, &out, &err);
+    reply_with(c, rc, out, &err, 200);
 }
 
 static void route_agent_yaml(struct route_ctx *c)
@@ -518,10 +505,8 @@ static void route_usage(struct route_ctx *c)
     if (days < 0)
         return;
     error_clear(&err);
-    if ((rc = usage_report(c->app, c->slug, days, c->app->cfg->requests_per_day, &out, &err)) != 0)
-        reply_err(c, rc, &err);
-    else
-        http_reply_json(c->resp, 200, out);
+    rc = usage_report(c->app, c->slug, days, c->app->cfg->requests_per_day, &out, &err);
+    reply_with(c, rc, out, &err, 200);
 }
 
 #define ORG "/api/v1/orgs/{slug}"
