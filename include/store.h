@@ -91,6 +91,11 @@ int store_put(struct store *s, struct store_txn *t, int db, const void *key,
 int store_del(struct store *s, struct store_txn *t, int db, const void *key,
               size_t klen);
 
+/* Delete every record whose key starts with prefix. Returns 0,
+ * AM_EDEADLOCK or AM_EIO. */
+int store_del_prefix(struct store *s, struct store_txn *t, int db, const void *prefix,
+                     size_t plen);
+
 /* Call fn for every record whose key starts with prefix, in key order.
  * fn returns 0 to go on, 1 to stop, negative to stop with that error.
  * Returns 0 or the error. */

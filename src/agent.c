@@ -381,7 +381,11 @@ static int delete_txn(struct store *s, struct store_txn *t, void *arg)
     rc = store_del(s, t, STORE_COMPILED, key, klen);
     if (rc != 0 && rc != AM_ENOENT)
         goto out;
-    rc = 0;
+    /* Its conversations go with it: a new agent of the same name starts
+     * with no memory ("org__name\0…" in STORE_SESSIONS). */
+    agent_registry_key(rkey, sizeof(rkey), c->org, c->name);
+    if ((rc = store_del_prefix(s, t, STORE_SESSIONS, rkey, strlen(rkey) + 1)) != 0)
+        goto out;
     if (status_of(rec) == AGENT_DEPLOYED) {
         agent_registry_key(rkey, sizeof(rkey), c->org, c->name);
         registry_unload(c->app->reg, rkey);

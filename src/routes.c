@@ -343,6 +343,8 @@ static int execution_body(struct route_ctx *c, struct json_object *body,
     else if (json_object_get_string_len(v) < 1 ||
              json_object_get_string_len(v) > RUNTIME_QUERY_MAX)
         error_add_detail(&err, "query", "must be between 1 and 32768 bytes");
+    else if (strlen(json_object_get_string(v)) != (size_t)json_object_get_string_len(v))
+        error_add_detail(&err, "query", "must not contain NUL characters");
     else
         req->query = json_object_get_string(v);
     if (json_object_object_get_ex(body, "session_id", &v) && !json_object_is_type(v, json_type_null)) {
@@ -404,10 +406,10 @@ static void route_agent_execute(struct route_ctx *c, int mode)
     memset(&req, 0, sizeof(req));
     memset(&res, 0, sizeof(res));
     error_clear(&err);
-    if ((body = json_body(c)) == NULL)
-        return;
-    if (execution_body(c, body, &req) != 0)
+    if ((body = json_body(c)) == NULL || execution_body(c, body, &req) != 0) {
+        rate_headers(c, usage_remaining(c->app, c->slug, limit));
         goto out;
+    }
     req.org = c->slug;
     req.name = c->name;
     req.mode = mode;

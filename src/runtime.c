@@ -309,7 +309,7 @@ static struct agent_rt *agent_parse(const char *key, uint64_t generation, const 
                                  ? MEMORY_TOKEN_BUDGET : MEMORY_SLIDING_WINDOW;
         a->memory_limit = a->memory_strategy == MEMORY_TOKEN_BUDGET
                               ? int_at(spec, "memory.conversational.max_tokens", 4000)
-                              : int_at(spec, "memory.conversational.max_turns", 20);
+                              : int_at(spec, "memory.conversational.max_turns", 40);
     }
     guardrails_from(at(spec, "guardrails.input"), &a->in_pii, &a->in_content, &a->in_max_chars,
                     "max_length", "max_chars");
@@ -702,15 +702,16 @@ static int orchestrate(struct run *r, char **answer, struct am_error *err)
 
 /* ---- the pipeline -------------------------------------------------------------- */
 
-/* The system message: prompt, persona, pattern note, tools, context. */
-static char *system_prompt(const struct agent_rt *a, struct json_object *context)
+/* The system message: prompt, persona, pattern note, tools, context (the
+ * request's JSON, already through the input guardrails). */
+static char *system_prompt(const struct agent_rt *a, const char *context)
 {
     size_t cap = strlen(a->system) + 4096, n;
     char *s;
     int i;
 
     if (context != NULL)
-        cap += strlen(json_object_to_json_string_ext(context, JSON_C_TO_STRING_PLAIN));
+        cap += strlen(context);
     if (a->persona != NULL)
         cap += strlen(a->persona);
     s = xmalloc(cap);
@@ -726,8 +727,7 @@ static char *system_prompt(const struct agent_rt *a, struct json_object *context
                                   tools_description(a->tools[i]));
     }
     if (context != NULL && n < cap)
-        snprintf(s + n, cap - n, "\n\nContext (JSON): %s",
-                 json_object_to_json_string_ext(context, JSON_C_TO_STRING_PLAIN));
+        snprintf(s + n, cap - n, "\n\nContext (JSON): %s", context);
     return s;
 }
 
@@ -811,7 +811,7 @@ int runtime_execute(struct app *app, const struct runtime_request *req,
                     struct runtime_result *res, struct am_error *err)
 {
     uint64_t t0 = util_monotonic_ms();
-    char key[REGISTRY_KEY_MAX], *query = NULL, *system = NULL, *answer = NULL;
+    char key[REGISTRY_KEY_MAX], *query = NULL, *system = NULL, *answer = NULL, *context = NULL;
     struct json_object *hist = NULL;
     struct run r;
     struct agent_rt *a;
@@ -849,7 +849,12 @@ int runtime_execute(struct app *app, const struct runtime_request *req,
         rc = error_set(err, AM_EUNAVAILABLE, "Conversation memory unavailable, retry");
         goto out;
     }
-    system = system_prompt(a, req->context);
+    if (req->context != NULL) {
+        /* The context goes to the provider too: it passes the same PII filter. */
+        const char *ctext = json_object_to_json_string_ext(req->context, JSON_C_TO_STRING_PLAIN);
+        context = a->in_pii ? guardrails_redact_pii(ctext, NULL) : xstrdup(ctext);
+    }
+    system = system_prompt(a, context);
     run_push(&r, "system", system);
     load_history(&r, hist);
     run_push(&r, "user", query);
@@ -866,6 +871,7 @@ out:
     res->latency_ms = (int64_t)(util_monotonic_ms() - t0);
     free(answer);
     free(system);
+    free(context);
     free(query);
     json_object_put(hist);
     run_free(&r);

@@ -365,3 +365,38 @@ int store_scan(struct store *s, struct store_txn *t, int db, const void *prefix,
     free(v.data);
     return rc;
 }
+
+int store_del_prefix(struct store *s, struct store_txn *t, int db, const void *prefix,
+                     size_t plen)
+{
+    DBC *c = NULL;
+    DBT k, v;
+    int rc, step = DB_SET_RANGE;
+
+    if (injected_write_failure())
+        return AM_EIO;
+    if ((rc = s->db[db]->cursor(s->db[db], txn_of(t), &c, 0)) != 0)
+        return store_rc(rc);
+    dbt_init(&k, NULL, 0);
+    k.flags = DB_DBT_REALLOC;
+    k.data = xmalloc(plen + 1);
+    memcpy(k.data, prefix, plen);
+    k.size = (u_int32_t)plen;
+    dbt_init(&v, NULL, 0);
+    v.flags = DB_DBT_REALLOC | DB_DBT_PARTIAL;   /* keys only: read no value bytes */
+    for (;;) {
+        rc = c->get(c, &k, &v, (u_int32_t)step | DB_RMW);
+        step = DB_NEXT;
+        if (rc != 0)
+            break;
+        if (k.size < plen || memcmp(k.data, prefix, plen) != 0)
+            break;
+        if ((rc = c->del(c, 0)) != 0)
+            break;
+    }
+    rc = (rc == DB_NOTFOUND || rc == 0) ? 0 : store_rc(rc);
+    c->close(c);
+    free(k.data);
+    free(v.data);
+    return rc;
+}

@@ -1173,8 +1173,8 @@ static void wz_emit_memory(struct wz_em *e, const struct wz_src *src)
         wz_kv_str(e, "strategy", strategy);
         if (strcmp(strategy, "token_budget") == 0)
             wz_kv_int(e, "max_tokens", wz_get_int(step4, "token_budget", 4000));
-        else
-            wz_kv_int(e, "max_turns", wz_get_int(step4, "window_size", 20));
+        else    /* the runtime schema counts messages; a turn is two of them */
+            wz_kv_int(e, "max_turns", 2 * wz_get_int(step4, "window_size", 20));
         wz_map_end(e);
     }
     wz_map_end(e);

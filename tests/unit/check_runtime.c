@@ -120,7 +120,7 @@ START_TEST(compiled_yaml_loads_every_setting)
     ck_assert_int_eq(a->tools[0], TOOL_CALCULATOR);
     ck_assert(a->memory_on);
     ck_assert_int_eq(a->memory_strategy, MEMORY_SLIDING_WINDOW);
-    ck_assert_int_eq(a->memory_limit, 6);
+    ck_assert_int_eq(a->memory_limit, 12);   /* 6 turns are 12 messages */
     ck_assert(a->in_pii);
     ck_assert_int_eq(a->in_max_chars, 50);
     ck_assert(!a->in_content);

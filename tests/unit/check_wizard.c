@@ -772,7 +772,7 @@ START_TEST(compile_full_shape)
     ck_assert_pstr_eq(yq_str(&doc, "spec.tools[1].config.timeout_ms"), "5000");
     ck_assert_pstr_eq(yq_str(&doc, "spec.memory.conversational.backend"), "berkeleydb");
     ck_assert_pstr_eq(yq_str(&doc, "spec.memory.conversational.strategy"), "sliding_window");
-    ck_assert_pstr_eq(yq_str(&doc, "spec.memory.conversational.max_turns"), "20");
+    ck_assert_pstr_eq(yq_str(&doc, "spec.memory.conversational.max_turns"), "40");
     ck_assert_int_eq(yq_len(&doc, "spec.guardrails.input"), 2);
     ck_assert_pstr_eq(yq_str(&doc, "spec.guardrails.input[0].type"), "pii_detection");
     ck_assert_pstr_eq(yq_str(&doc, "spec.guardrails.input[0].action"), "redact");
