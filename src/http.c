@@ -292,8 +292,13 @@ void http_serve_loop(int listen_fd, int wake_fd, http_handler handler, void *app
                 break;
             continue;
         }
-        if (FCGX_Accept_r(&fr) < 0)
-            continue;    /* another process took it (EAGAIN), or a reset */
+        if ((n = FCGX_Accept_r(&fr)) < 0) {
+            /* Another process took it (EAGAIN) or the peer reset: go on.
+             * Anything else (out of descriptors, say) would spin: pause. */
+            if (n != -EAGAIN && n != -EWOULDBLOCK && n != -EINTR && n != -ECONNABORTED)
+                poll(NULL, 0, 10);
+            continue;
+        }
         serve_one(&fr, handler, app);
         FCGX_Finish_r(&fr);
     }

@@ -673,4 +673,8 @@ void routes_handle(void *app, const struct http_request *req, struct http_respon
         }
     }
     r->fn(&c);
+    /* Log what went wrong on our side, once; provider failures (502/504)
+     * are the provider's and are in the run log. */
+    if (resp->status >= 500 && resp->status != 502 && resp->status != 504)
+        log_warn("%s %s answered %d", req->method, req->path, resp->status);
 }
