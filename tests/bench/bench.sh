@@ -6,6 +6,8 @@
 #
 # It starts, in a fresh temporary directory, on a free loopback port:
 #   - astromesh-cloudd (BENCH_WORKERS workers x BENCH_THREADS threads),
+#     with providers.openai pointed at
+#   - tests/fake_provider.py, the scriptable fake model provider,
 #   - tests/bench/fcgi_hello with the same number of processes and threads,
 #   - ONE lighttpd serving /api/v1/ (the daemon, through the shared
 #     etc/lighttpd files, unchanged) and /hello (fcgi_hello), see
@@ -19,11 +21,30 @@
 #      fresh agent and redeploy of a paused one, p50/p90/p99;
 #   3. memory of the daemon's processes (VmRSS and Pss) at start, idle after
 #      the wrk runs and idle after the deploys, next to fcgi_hello's and
-#      lighttpd's, and the supervisor's and one worker's by mapping.
+#      lighttpd's, and the supervisor's and one worker's by mapping;
+#   4. execution (POST .../run), with the fake provider answering at once:
+#      a. wrk requests/s of runs on an `echo/echo-1` agent (no network) and
+#         on an `openai/gpt-4o-mini` agent (the fake), next to /hello sent
+#         the same POST in the same run, with the CPU of each process, the
+#         fake's included;
+#      b. the pipeline's own overhead: BENCH_RUNS sequential runs of the
+#         echo agent over one keep-alive connection, interleaved with GET
+#         /hello on the same connection (the HTTP + lighttpd + FastCGI
+#         floor): p50/p90 of both and the difference, and the daemon's own
+#         latency_ms;
+#      then, after a SIGHUP reload into the default server.workers and
+#      server.threads, with the fake answering after 1 s:
+#      c. BENCH_CONCURRENCY concurrent runs, each from its own thread and
+#         connection, released together by a barrier: how many answered 200
+#         with their own expected answer, the wall time, how many reached
+#         the fake at once, and the daemon's peak RSS and Pss while they
+#         wait.
 # Targets from issue 2: agent GET >= 70% of /hello, deploy p50 < 5 ms, one
-# idle worker < 8 MiB. It is a benchmark: it reports, it never fails on a
-# figure. It exits non-zero only when it could not measure (a tool is
-# missing, a process did not start, a request did not answer as expected).
+# idle worker < 8 MiB. From issue 3: run >= 40% of /hello, pipeline
+# overhead p50 < 1 ms, >= 200 runs in flight with every answer correct.
+# It is a benchmark: it reports, it never fails on a figure. It exits
+# non-zero only when it could not measure (a tool is missing, a process did
+# not start, a request did not answer as expected).
 #
 # Environment (all optional):
 #   BENCH_DURATION     wrk duration per target and round (default 10s)
@@ -37,6 +58,10 @@
 #   BENCH_THREADS      server.threads, and fcgi_hello threads (default 8)
 #   BENCH_DEPLOYS      agents created for the deploy timing (default 200)
 #   BENCH_DB_SYNC      storage.sync (default true, the shipped default)
+#   BENCH_RUNS         sequential runs timed for the pipeline overhead
+#                      (default 2000)
+#   BENCH_CONCURRENCY  the concurrent-run counts tried against the slow
+#                      fake provider, space-separated (default "200 256")
 #   BENCH_DIAG         if 1, also measure two cheaper daemon requests that
 #                      split the cost of a GET: an unknown route (404 before
 #                      any auth or database work) and a missing agent (404
@@ -59,11 +84,14 @@ BENCH_WORKERS=${BENCH_WORKERS:-2}
 BENCH_THREADS=${BENCH_THREADS:-8}
 BENCH_DEPLOYS=${BENCH_DEPLOYS:-200}
 BENCH_DB_SYNC=${BENCH_DB_SYNC:-true}
+BENCH_RUNS=${BENCH_RUNS:-2000}
+BENCH_CONCURRENCY=${BENCH_CONCURRENCY:-200 256}
 
 DAEMON=$BUILDDIR/astromesh-cloudd
 HELLO=$BUILDDIR/tests/bench/fcgi_hello
 LIGHTTPD_DIR=$SRCDIR/etc/lighttpd
 BENCH_CONF=$SRCDIR/tests/bench/lighttpd-bench.conf
+FAKE=$SRCDIR/tests/fake_provider.py
 
 die() {
     echo "bench.sh: $*" >&2
@@ -82,12 +110,18 @@ fi
 [ -x "$DAEMON" ] || die "$DAEMON not built: run make first"
 [ -x "$HELLO" ] || die "$HELLO not built: run make tests/bench/fcgi_hello"
 for f in "$LIGHTTPD_DIR/astromesh-dev.conf" "$LIGHTTPD_DIR/astromesh-cloud-fastcgi.conf" \
-         "$BENCH_CONF"; do
+         "$BENCH_CONF" "$FAKE"; do
     [ -r "$f" ] || die "missing $f"
 done
-case $BENCH_WORKERS$BENCH_THREADS$BENCH_CONNECTIONS$BENCH_WRK_THREADS$BENCH_ROUNDS$BENCH_DEPLOYS in
-    *[!0-9]*) die "BENCH_WORKERS, _THREADS, _CONNECTIONS, _WRK_THREADS, _ROUNDS, _DEPLOYS must be integers" ;;
+case $BENCH_WORKERS$BENCH_THREADS$BENCH_CONNECTIONS$BENCH_WRK_THREADS$BENCH_ROUNDS$BENCH_DEPLOYS$BENCH_RUNS in
+    *[!0-9]*) die "BENCH_WORKERS, _THREADS, _CONNECTIONS, _WRK_THREADS, _ROUNDS, _DEPLOYS, _RUNS must be integers" ;;
 esac
+[ -n "$(echo $BENCH_CONCURRENCY)" ] || die "BENCH_CONCURRENCY is empty"
+for c in $BENCH_CONCURRENCY; do
+    case $c in
+        *[!0-9]*) die "BENCH_CONCURRENCY must be space-separated integers" ;;
+    esac
+done
 
 # --- processes and cleanup -----------------------------------------------------------
 
@@ -146,8 +180,27 @@ PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
 mkdir "$TMP/db" "$TMP/run"
 
+# The fake model provider first: the daemon's config needs its port, the
+# first line it prints. It exits by itself if this shell goes away.
+python3 "$FAKE" --port 0 >"$TMP/fake.port" 2>"$TMP/fake.log" &
+FAKE_PID=$!
+PIDS="$FAKE_PID $PIDS"
+FAKE_PORT=
+n=0
+while :; do
+    FAKE_PORT=$(head -n 1 "$TMP/fake.port" 2>/dev/null || true)
+    [ -z "$FAKE_PORT" ] || break
+    kill -0 "$FAKE_PID" 2>/dev/null || { show_logs; die "tests/fake_provider.py exited at start"; }
+    [ $n -lt 100 ] || { show_logs; die "tests/fake_provider.py printed no port in 10 s"; }
+    sleep 0.1
+    n=$((n + 1))
+done
+
 # The daemon's config. max_agents is raised so the deploy timing can create
-# its agents in one org; access_ttl so a long run keeps its token.
+# its agents in one org; access_ttl so a long run keeps its token;
+# requests_per_day so the daily limit never interferes with the run figures.
+# Part 4c rewrites this file without the workers and threads lines and
+# reloads the daemon (SIGHUP), so that it runs with the defaults.
 cat >"$TMP/bench.yaml" <<EOF
 server:
   socket: $TMP/fcgi.sock
@@ -158,12 +211,17 @@ storage:
   sync: $BENCH_DB_SYNC
 limits:
   max_agents: 100000
+  requests_per_day: 100000000
 auth:
   jwt_secret: "$SECRET"
   dev_login: true
   access_ttl: 86400
 log:
   level: warn
+providers:
+  openai:
+    base_url: http://127.0.0.1:$FAKE_PORT/v1
+    api_key: sk-bench
 EOF
 
 # lighttpd resolves relative includes against the directory of the -f file,
@@ -200,22 +258,27 @@ PIDS="$LIGHTTPD_PID $PIDS"
 
 cat >"$TMP/bench.py" <<'PYEOF'
 """The measuring half of bench.sh: HTTP set-up, wrk runs with CPU
-accounting from /proc, the deploy timing and the memory table."""
+accounting from /proc, the deploy timing, the memory table and the
+execution figures."""
 import http.client
 import json
 import os
 import platform
 import re
 import resource
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 E = os.environ
 PORT = int(E["PORT"])
 PIDS = {"daemon": int(E["DAEMON_PID"]), "hello": int(E["HELLO_PID"]),
         "lighttpd": int(E["LIGHTTPD_PID"])}
+FAKE_PID = int(E["FAKE_PID"])
+FAKE_PORT = int(E["FAKE_PORT"])
 HZ = os.sysconf("SC_CLK_TCK")
 HELLO_BODY = {"hello": "world"}
 LIST_SIZE = 5          # agents in the listed org: the default plan's max_agents
@@ -267,6 +330,26 @@ def system_ticks():
     idle = v[3] + v[4]
     total = sum(v[:8])             # guest time is already in user
     return total - idle, total
+
+
+def disk_flushes():
+    """Flush requests completed by the machine's disks since boot (from
+    /proc/diskstats; whole physical disks only: partitions, device-mapper,
+    md, loop and RAM disks would count the same flush twice or never reach
+    a disk). None when the kernel does not report flushes."""
+    try:
+        disks = set(d for d in os.listdir("/sys/block")
+                    if not d.startswith(("loop", "ram", "zram", "dm-", "md")))
+        n, seen = 0, False
+        with open("/proc/diskstats") as f:
+            for line in f:
+                v = line.split()
+                if len(v) >= 19 and v[2] in disks:
+                    n += int(v[18])
+                    seen = True
+        return n if seen else None
+    except OSError:
+        return None
 
 
 def kib_fields(path, names):
@@ -409,18 +492,23 @@ def to_ms(text):
     return float(m.group(1)) * UNIT_MS[m.group(2)] if m else float("nan")
 
 
-def wrk(url, token, duration, backend_pid):
-    """Run wrk once; return its figures and the CPU each side used."""
-    cmd = ["wrk", "-t", E["WRK_THREADS"], "-c", E["CONNECTIONS"], "-d", duration,
-           "--latency", "-H", "Authorization: Bearer " + token, url]
-    watched = {"lighttpd": [PIDS["lighttpd"]], "backend": children(backend_pid)}
+def wrk(url, token, duration, backend_pid, script=None):
+    """Run wrk once; return its figures and the CPU each side used. With a
+    Lua script, the script sets the method, the body and the headers."""
+    cmd = ["wrk", "-t", E["WRK_THREADS"], "-c", E["CONNECTIONS"], "-d", duration, "--latency"]
+    cmd += ["-s", script] if script else ["-H", "Authorization: Bearer " + token]
+    cmd.append(url)
+    watched = {"lighttpd": [PIDS["lighttpd"]], "backend": children(backend_pid),
+               "fake": [FAKE_PID]}
     before = {k: sum(cpu_ticks(p) for p in v) for k, v in watched.items()}
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     busy0, total0 = system_ticks()
+    fl0 = disk_flushes()
     t0 = time.monotonic()
     out = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.monotonic() - t0
     busy1, total1 = system_ticks()
+    fl1 = disk_flushes()
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     after = {k: sum(cpu_ticks(p) for p in v) for k, v in watched.items()}
     if out.returncode != 0:
@@ -446,8 +534,11 @@ def wrk(url, token, duration, backend_pid):
     r["cpu"] = {k: 100.0 * (after[k] - before[k]) / secs for k in watched}
     r["cpu"]["wrk"] = 100.0 * ((ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)) / wall
     r["cpu"]["all"] = 100.0 * (busy1 - busy0) / secs
+    r["cpu"]["idle"] = 100.0 * ((total1 - busy1) - (total0 - busy0)) / secs
+    r["flushes"] = (None if fl0 is None or fl1 is None
+                    else (fl1 - fl0) / float(max(r["requests"], 1)))
     r["cpu"]["rest"] = (r["cpu"]["all"] - r["cpu"]["lighttpd"] - r["cpu"]["backend"]
-                        - r["cpu"]["wrk"])
+                        - r["cpu"]["fake"] - r["cpu"]["wrk"])
     n = max(r["requests"], 1)
     r["us_per_req"] = {k: 1e6 * (after[k] - before[k]) / HZ / n for k in watched}
     return r
@@ -483,25 +574,38 @@ def throughput(token, slug):
         if got != status or (path == "/hello" and doc != HELLO_BODY):
             raise BenchError("%s: GET %s answered %d %r, expected %d" % (name, path, got, doc, status))
     c.close()
-    targets = [(name, base + path, pid, status) for name, path, pid, status in targets]
-    for _, url, pid, _ in targets:
-        wrk(url, token, E["WARMUP"], pid)
+    targets = [(name, base + path, pid, status, None) for name, path, pid, status in targets]
+    return targets, measure(targets, token)
+
+
+def measure(targets, token):
+    """Warm up every target, then wrk each ROUNDS times, interleaved. A
+    target is (label, url, backend pid, expected status, wrk script or
+    None). Returns {label: [wrk figures per round]}."""
+    for _, url, pid, _, script in targets:
+        wrk(url, token, E["WARMUP"], pid, script)
     runs = {t[0]: [] for t in targets}
     for _ in range(int(E["ROUNDS"])):
-        for name, url, pid, _ in targets:
-            runs[name].append(wrk(url, token, E["DURATION"], pid))
-    return targets, runs
+        for name, url, pid, _, script in targets:
+            runs[name].append(wrk(url, token, E["DURATION"], pid, script))
+    return runs
 
 
-def print_throughput(targets, runs):
+def print_throughput(targets, runs, title="1. Throughput through one lighttpd", fake=False):
     rounds = int(E["ROUNDS"])
-    print("1. Throughput through one lighttpd (wrk -t%s -c%s -d%s, after a %s warm-up per target%s)"
-          % (E["WRK_THREADS"], E["CONNECTIONS"], E["DURATION"], E["WARMUP"],
+    print("%s (wrk -t%s -c%s -d%s, after a %s warm-up per target%s)"
+          % (title, E["WRK_THREADS"], E["CONNECTIONS"], E["DURATION"], E["WARMUP"],
              "" if rounds == 1 else "; median of %d interleaved rounds" % rounds))
     print()
-    hdr = ("%-24s %10s %8s %8s %8s %8s   %7s %7s %7s %7s   %9s %9s"
-           % ("target", "req/s", "vs hello", "avg ms", "p50 ms", "p99 ms",
-              "%lighty", "%backnd", "%wrk", "%rest", "us/req lt", "us/req be"))
+    cols = ["lighttpd", "backend"] + (["fake"] if fake else []) + ["wrk", "rest"]
+    cols += ["idle"] if fake else []
+    names = {"lighttpd": "%lighty", "backend": "%backnd", "fake": "%fake",
+             "wrk": "%wrk", "rest": "%rest", "idle": "%idle"}
+    hdr = ("%-24s %10s %8s %8s %8s %8s   " % ("target", "req/s", "vs hello", "avg ms",
+                                              "p50 ms", "p99 ms")
+           + " ".join("%7s" % names[k] for k in cols)
+           + "   %9s %9s" % ("us/req lt", "us/req be")
+           + (" %8s" % "flush/rq" if fake else ""))
     print(hdr)
     print("-" * len(hdr))
     # The ratio of each round is taken side by side (same round), and the
@@ -509,19 +613,23 @@ def print_throughput(targets, runs):
     # with the median req/s.
     hello_runs = runs[targets[0][0]]
     med, ratio = {}, {}
-    for name, _, _, _ in targets:
+    for t in targets:
+        name = t[0]
         rs = sorted(runs[name], key=lambda r: r["rps"])
         med[name] = rs[len(rs) // 2]
         ratio[name] = statistics.median(x["rps"] / (h["rps"] or 1.0)
                                         for x, h in zip(runs[name], hello_runs))
     invalid = []
-    for name, _, _, status in targets:
+    for t in targets:
+        name, status = t[0], t[3]
         r = med[name]
-        print("%-24s %10.0f %7.1f%% %8.2f %8.2f %8.2f   %7.0f %7.0f %7.0f %7.0f   %9.1f %9.1f"
+        print("%-24s %10.0f %7.1f%% %8.2f %8.2f %8.2f   "
               % (name, statistics.median(x["rps"] for x in runs[name]), 100.0 * ratio[name],
-                 r["lat_avg"], r["p50"], r["p99"],
-                 r["cpu"]["lighttpd"], r["cpu"]["backend"], r["cpu"]["wrk"], r["cpu"]["rest"],
-                 r["us_per_req"]["lighttpd"], r["us_per_req"]["backend"]))
+                 r["lat_avg"], r["p50"], r["p99"])
+              + " ".join("%7.0f" % r["cpu"][k] for k in cols)
+              + "   %9.1f %9.1f" % (r["us_per_req"]["lighttpd"], r["us_per_req"]["backend"])
+              + ((" %8.2f" % r["flushes"] if r["flushes"] is not None else " %8s" % "?")
+                 if fake else ""))
         for x in runs[name]:
             # wrk counts every 404 of a diagnostic row as non-2xx
             wrong = x["non2xx"] if status < 300 else x["requests"] - x["non2xx"]
@@ -534,13 +642,21 @@ def print_throughput(targets, runs):
         for i in range(rounds):
             h = runs[targets[0][0]][i]["rps"] or 1.0
             print("  round %d: " % (i + 1) + "; ".join(
-                "%s %.0f (%.1f%%)" % (name, runs[name][i]["rps"], 100.0 * runs[name][i]["rps"] / h)
-                for name, _, _, _ in targets))
+                "%s %.0f (%.1f%%)" % (t[0], runs[t[0]][i]["rps"], 100.0 * runs[t[0]][i]["rps"] / h)
+                for t in targets))
     print()
-    print("  %lighty/%backnd/%wrk: CPU of lighttpd / of all backend processes / of wrk, in % of")
-    print("  one core; %rest: the rest of the machine's busy time (interrupts, and anything else")
-    print("  running: a high %rest means the figures were disturbed). us/req: CPU microseconds")
-    print("  per request in lighttpd and in the backend.")
+    if fake:
+        print("  %lighty/%backnd/%fake/%wrk: CPU of lighttpd / of all backend processes / of the")
+        print("  fake provider / of wrk, in % of one core; %rest: the rest of the machine's busy")
+        print("  time (interrupts, kernel threads, anything else running); %idle: CPU time nobody")
+        print("  used (idle and iowait), in % of one core. us/req: CPU microseconds per request in")
+        print("  lighttpd and in the backend. flush/rq: disk flush requests completed per request")
+        print("  (/proc/diskstats, the whole machine).")
+    else:
+        print("  %lighty/%backnd/%wrk: CPU of lighttpd / of all backend processes / of wrk, in % of")
+        print("  one core; %rest: the rest of the machine's busy time (interrupts, and anything else")
+        print("  running: a high %rest means the figures were disturbed). us/req: CPU microseconds")
+        print("  per request in lighttpd and in the backend.")
     print("  wrk shares the %d CPUs with lighttpd and the backends: absolute figures are low;"
           % os.cpu_count())
     print("  every target is measured the same way, so compare the ratios, which are from this run.")
@@ -626,6 +742,450 @@ def print_mappings(label_maps):
                                         for _, m in label_maps))
 
 
+# --- execution (issue 3) ----------------------------------------------------------------
+
+RUN_QUERY = "hello"
+# (label, agent name, model, expected answer to RUN_QUERY)
+EXEC_AGENTS = [
+    ("run, echo/echo-1", "run-echo", "echo/echo-1", "echo: " + RUN_QUERY),
+    ("run, openai via fake", "run-openai", "openai/gpt-4o-mini", "fake answer to: " + RUN_QUERY),
+]
+DEFAULT_WORKERS = 2       # server.workers when the config does not set it
+SLOW_MS = 1000            # the fake's answer delay in 4c
+
+
+def fake(method, path, body=None):
+    """A call to the fake provider's control API."""
+    conn = http.client.HTTPConnection("127.0.0.1", FAKE_PORT, timeout=30)
+    try:
+        conn.request(method, path, body=None if body is None else json.dumps(body),
+                     headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        raw = resp.read()
+    finally:
+        conn.close()
+    if resp.status != 200:
+        raise BenchError("fake provider: %s %s answered %d: %r" % (method, path, resp.status, raw))
+    return json.loads(raw) if raw else None
+
+
+def exec_setup():
+    """An org of its own with the two run agents, deployed."""
+    token, slug = dev_login("run-bench@example.com")
+    c = Client(token)
+    base = "/api/v1/orgs/%s/agents" % slug
+    for _, name, model, _ in EXEC_AGENTS:
+        body = agent_body(name)
+        body["step1"]["model"] = model
+        c.expect(201, "POST", base, body)
+        doc, _ = c.expect(200, "POST", "%s/%s/deploy" % (base, name))
+        if doc.get("status") != "deployed":
+            raise BenchError("deploy of %s answered %r" % (name, doc))
+    c.close()
+    return token, slug
+
+
+def run_path(slug, name):
+    return "/api/v1/orgs/%s/agents/%s/run" % (slug, name)
+
+
+def check_run(doc, name, model, answer):
+    if not isinstance(doc, dict) or doc.get("answer") != answer or doc.get("model") != model:
+        raise BenchError("run of %s answered %r, expected answer %r from %s"
+                         % (name, doc, answer, model))
+
+
+def exec_throughput(token, slug):
+    """4a: wrk POST .../run of both agents and POST /hello, one Lua script."""
+    script = os.path.join(os.path.dirname(E["CONFIG"]), "run.lua")
+    body = json.dumps({"query": RUN_QUERY}, separators=(",", ":"))
+    with open(script, "w") as f:
+        f.write("-- POST {\"query\":...} with the bench token (written by bench.sh)\n"
+                "wrk.method = \"POST\"\n"
+                "wrk.body = '%s'\n"
+                "wrk.headers[\"Content-Type\"] = \"application/json\"\n"
+                "wrk.headers[\"Authorization\"] = \"Bearer %s\"\n" % (body, token))
+    fake("POST", "/_control", {})
+    c = Client(token)
+    got, doc, _ = c.request("POST", "/hello", {"query": RUN_QUERY})
+    if got != 200 or doc != HELLO_BODY:
+        raise BenchError("POST /hello answered %d %r" % (got, doc))
+    for _, name, model, answer in EXEC_AGENTS:
+        doc, _ = c.expect(200, "POST", run_path(slug, name), {"query": RUN_QUERY})
+        check_run(doc, name, model, answer)
+    c.close()
+    base = "http://127.0.0.1:%d" % PORT
+    targets = [("hello-world POST /hello", base + "/hello", PIDS["hello"], 200, script)]
+    targets += [(label, base + run_path(slug, name), PIDS["daemon"], 200, script)
+                for label, name, _, _ in EXEC_AGENTS]
+    runs = measure(targets, token)
+    fake("DELETE", "/_requests")       # the fake keeps every request: let it go
+    return targets, runs
+
+
+def print_exec_throughput(targets, runs):
+    ratio = print_throughput(targets, runs, fake=True,
+                             title="4a. Runs with the fake provider answering at once, "
+                                   "through one lighttpd")
+    print("  Every target is sent the same POST with the body {\"query\":\"%s\"} by one wrk Lua"
+          % RUN_QUERY)
+    print("  script (fcgi_hello ignores the body); each run starts a new session, so each one")
+    print("  also writes memory, usage and the run log (storage.sync: %s)." % E["DB_SYNC"])
+    def median_run(label):
+        rs = sorted(runs[label], key=lambda r: r["rps"])
+        return rs[len(rs) // 2]
+    echo, hello = median_run(EXEC_AGENTS[0][0]), median_run(targets[0][0])
+    if echo["cpu"]["idle"] - hello["cpu"]["idle"] >= 40.0:
+        print("  '%s' left %.0f%% of a core idle (hello-world: %.0f%%): the runs wait for"
+              % (EXEC_AGENTS[0][0], echo["cpu"]["idle"], hello["cpu"]["idle"]))
+        if echo["flushes"] is not None and echo["flushes"] >= 0.5:
+            print("  something other than the CPU: %.1f disk flushes per run (storage.sync: %s;"
+                  % (echo["flushes"], E["DB_SYNC"]))
+            print("  with true, every commit waits for the disk).")
+        else:
+            print("  something other than the CPU.")
+    label = EXEC_AGENTS[1][0]
+    f = median_run(label)["cpu"]["fake"]
+    print("  The fake provider (Python, one GIL: about one core at most) used %.0f%% of a core in"
+          % f)
+    if f >= 70.0:
+        print("  '%s': near its ceiling, so that row measures the fake as much as" % label)
+        print("  the daemon.")
+    else:
+        print("  '%s': below its one-core ceiling, so it is not what limits that row." % label)
+    return ratio
+
+
+def overhead(token, slug, n):
+    """4b: n runs of the echo agent over one keep-alive connection, each
+    followed by GET /hello on the same connection. Returns the client
+    times of both (seconds), the daemon's latency_ms, and the CPU seconds
+    of the daemon and of fcgi_hello over the loop."""
+    _, name, model, answer = EXEC_AGENTS[0]
+    path = run_path(slug, name)
+    c = Client(token)
+    for _ in range(min(100, n)):                  # warm-up, not counted
+        doc, _ = c.expect(200, "POST", path, {"query": RUN_QUERY})
+        c.expect(200, "GET", "/hello")
+    check_run(doc, name, model, answer)
+    run, hello, lat = [], [], []
+    d_kids, h_kids = children(PIDS["daemon"]), children(PIDS["hello"])
+    d0, h0 = sum(cpu_ticks(p) for p in d_kids), sum(cpu_ticks(p) for p in h_kids)
+    fl0 = disk_flushes()
+    for _ in range(n):
+        doc, dt = c.expect(200, "POST", path, {"query": RUN_QUERY})
+        if doc.get("answer") != answer:
+            check_run(doc, name, model, answer)
+        run.append(dt)
+        lat.append(doc.get("latency_ms"))
+        doc, dt = c.expect(200, "GET", "/hello")
+        hello.append(dt)
+    d1, h1 = sum(cpu_ticks(p) for p in d_kids), sum(cpu_ticks(p) for p in h_kids)
+    fl1 = disk_flushes()
+    c.close()
+    flushes = None if fl0 is None or fl1 is None else (fl1 - fl0) / float(n)
+    return run, hello, lat, (d1 - d0) / HZ, (h1 - h0) / HZ, flushes
+
+
+def print_overhead(run, hello, lat, d_cpu, h_cpu, flushes):
+    n = len(run)
+    print("4b. Pipeline overhead per run (one keep-alive client; %d runs of the echo agent, each"
+          % n)
+    print("    followed by GET /hello on the same connection; storage.sync: %s)" % E["DB_SYNC"])
+    print()
+    hdr = "%-36s %8s %8s %8s %8s %8s" % ("measure", "n", "p50 ms", "p90 ms", "p99 ms", "max ms")
+    print(hdr)
+    print("-" * len(hdr))
+    rm = [x * 1000.0 for x in run]
+    hm = [x * 1000.0 for x in hello]
+    for label, ms in (("POST run, echo agent (client)", rm), ("GET /hello (client)", hm)):
+        print("%-36s %8d %8.3f %8.3f %8.3f %8.3f"
+              % (label, len(ms), pct(ms, 50), pct(ms, 90), pct(ms, 99), max(ms)))
+    print("%-36s %8s %8.3f %8.3f %8s %8s"
+          % ("difference: the pipeline's overhead", "", pct(rm, 50) - pct(hm, 50),
+             pct(rm, 90) - pct(hm, 90), "", ""))
+    good = [x for x in lat if isinstance(x, (int, float))]
+    if good:
+        print("%-36s %8d %8d %8d %8d %8d"
+              % ("daemon latency_ms (1 ms resolution)", len(good), pct(good, 50), pct(good, 90),
+                 pct(good, 99), max(good)))
+    print()
+    print("  The difference of the p50s is the daemon's own work per run beyond a FastCGI")
+    print("  hello-world answer (the run body, a bigger answer, the whole pipeline and its")
+    print("  database writes); the client's own time cancels out.")
+    print("  CPU (user+sys, all threads) over the loop: daemon workers %.0f us per run,"
+          % (1e6 * d_cpu / n))
+    print("  fcgi_hello %.0f us per GET /hello (clock-tick resolution: %.0f us over %d requests)."
+          % (1e6 * h_cpu / n, 1e6 / HZ / n, n))
+    if flushes is not None:
+        print("  Disk flush requests completed per run (the whole machine): %.2f." % flushes)
+    return pct(rm, 50) - pct(hm, 50)
+
+
+def status_int(path, key):
+    return kib_fields(path, (key,))[key]
+
+
+def reload_default():
+    """Rewrite the config without server.workers and server.threads and
+    reload the daemon (SIGHUP): the supervisor replaces every worker with
+    one started from the defaults. Returns the new workers' pids."""
+    with open(E["CONFIG"]) as f:
+        lines = f.readlines()
+    with open(E["CONFIG"], "w") as f:
+        f.writelines(l for l in lines if not re.match(r"\s+(workers|threads):", l))
+    old = set(children(PIDS["daemon"]))
+    os.kill(PIDS["daemon"], signal.SIGHUP)
+    deadline = time.monotonic() + 30.0
+    last = None
+    while time.monotonic() < deadline:
+        if not alive(PIDS["daemon"]):
+            raise BenchError("the daemon exited on SIGHUP")
+        kids = children(PIDS["daemon"])
+        if len(kids) == DEFAULT_WORKERS and not old & set(kids):
+            threads = [status_int("/proc/%d/status" % p, "Threads") for p in kids]
+            if threads == last:
+                c = Client()
+                got, _, _ = c.request("GET", "/api/v1/health")
+                c.close()
+                if got == 200:
+                    return kids, threads
+            last = threads
+        time.sleep(0.1)
+    raise BenchError("the workers were not replaced within 30 s of SIGHUP")
+
+
+def tcp_counts(port):
+    """(server-side ESTABLISHED, client-side ESTABLISHED, client-side
+    SYN_SENT) IPv4 sockets of the fake's port."""
+    srv = cli = syn = 0
+    try:
+        with open("/proc/net/tcp") as f:
+            next(f)
+            for line in f:
+                parts = line.split()
+                lport = int(parts[1].rsplit(":", 1)[1], 16)
+                rport = int(parts[2].rsplit(":", 1)[1], 16)
+                st = parts[3]
+                if lport == port and st == "01":
+                    srv += 1
+                elif rport == port and st == "01":
+                    cli += 1
+                elif rport == port and st == "02":
+                    syn += 1
+    except OSError:
+        pass
+    return srv, cli, syn
+
+
+def listen_drops():
+    """TcpExt ListenOverflows + ListenDrops of the whole machine."""
+    try:
+        with open("/proc/net/netstat") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return 0
+    for head, vals in zip(lines[::2], lines[1::2]):
+        if head.startswith("TcpExt:"):
+            d = dict(zip(head.split()[1:], vals.split()[1:]))
+            return int(d.get("ListenOverflows", 0)) + int(d.get("ListenDrops", 0))
+    return 0
+
+
+def daemon_memory(pids):
+    """(VmRSS, Pss) in KiB summed over pids."""
+    rss = pss = 0
+    for p in pids:
+        rss += status_int("/proc/%d/status" % p, "VmRSS")
+        pss += kib_fields("/proc/%d/smaps_rollup" % p, ("Pss",))["Pss"]
+    return rss, pss
+
+
+def burst(token, slug, nconc, dpids):
+    """4c: nconc runs, one per thread and connection, released together by a
+    barrier while the fake answers after SLOW_MS. Samples memory, the fake's
+    threads and the TCP connections to it every 50 ms."""
+    _, name, model, _ = EXEC_AGENTS[1]
+    path = run_path(slug, name)
+    barrier = threading.Barrier(nconc + 1)
+    results = [None] * nconc
+    sent = [0.0] * nconc
+
+    def one(i):
+        conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=60)
+        body = json.dumps({"query": "%s %d" % (RUN_QUERY, i)})
+        hdrs = {"Content-Type": "application/json", "Authorization": "Bearer " + token}
+        try:
+            conn.connect()
+        except OSError as e:
+            results[i] = (0, ("connect: %s" % e).encode(), 0.0)
+            barrier.abort()
+            return
+        try:
+            barrier.wait(timeout=60)
+            conn.request("POST", path, body=body, headers=hdrs)
+            sent[i] = time.perf_counter()
+            resp = conn.getresponse()
+            results[i] = (resp.status, resp.read(), time.perf_counter())
+        except Exception as e:           # recorded as a wrong answer
+            results[i] = (0, repr(e).encode(), time.perf_counter())
+        finally:
+            conn.close()
+
+    peak = {"rss": 0, "pss": 0, "fake_threads": 0, "srv": 0, "cli": 0, "syn": 0}
+    stop = threading.Event()
+    fake_threads0 = status_int("/proc/%d/status" % FAKE_PID, "Threads")
+
+    def sample():
+        while not stop.is_set():
+            rss, pss = daemon_memory(dpids)
+            srv, cli, syn = tcp_counts(FAKE_PORT)
+            ft = status_int("/proc/%d/status" % FAKE_PID, "Threads") - fake_threads0
+            for k, v in (("rss", rss), ("pss", pss), ("fake_threads", ft), ("srv", srv),
+                         ("cli", cli), ("syn", syn)):
+                peak[k] = max(peak[k], v)
+            stop.wait(0.05)
+
+    old_stack = threading.stack_size(256 * 1024)
+    workers = [threading.Thread(target=one, args=(i,)) for i in range(nconc)]
+    for t in workers:
+        t.start()
+    threading.stack_size(old_stack)
+    sampler = threading.Thread(target=sample)
+    cpu_pids = {"daemon": [PIDS["daemon"]] + dpids, "fake": [FAKE_PID],
+                "lighttpd": [PIDS["lighttpd"]]}
+    try:
+        barrier.wait(timeout=60)
+    except threading.BrokenBarrierError:
+        for t in workers:
+            t.join()
+        bad = [r for r in results if r and r[0] == 0]
+        raise BenchError("could not open %d client connections: %s"
+                         % (nconc, bad[0][1].decode() if bad else "barrier broken"))
+    t0 = time.perf_counter()
+    drops0 = listen_drops()
+    cpu0 = {k: sum(cpu_ticks(p) for p in v) for k, v in cpu_pids.items()}
+    sampler.start()
+    for t in workers:
+        t.join()
+    wall = time.perf_counter() - t0
+    cpu1 = {k: sum(cpu_ticks(p) for p in v) for k, v in cpu_pids.items()}
+    drops = listen_drops() - drops0
+    stop.set()
+    sampler.join()
+    ok, wrong, times, lat = 0, [], [], []
+    for i, (status, raw, t1) in enumerate(results):
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            doc = None
+        if isinstance(doc, dict) and isinstance(doc.get("latency_ms"), (int, float)):
+            lat.append(doc["latency_ms"])
+        want = "fake answer to: %s %d" % (RUN_QUERY, i)
+        if status == 200 and isinstance(doc, dict) and doc.get("answer") == want \
+           and doc.get("model") == model:
+            ok += 1
+        else:
+            wrong.append("%d %s" % (status, raw[:160].decode("utf-8", "replace")))
+        if t1:
+            times.append(t1 - t0)
+    cpu = {k: 100.0 * (cpu1[k] - cpu0[k]) / HZ / wall for k in cpu_pids}
+    return {"n": nconc, "ok": ok, "wrong": wrong, "wall": wall, "times": times,
+            "sent": max(sent) - t0, "peak": peak, "cpu": cpu, "drops": drops, "lat": lat}
+
+
+def concurrency(token, slug):
+    kids, threads = reload_default()
+    time.sleep(0.5)
+    dpids = [PIDS["daemon"]] + kids
+    idle = daemon_memory(dpids)
+    fake("POST", "/_control", {"mode": "slow", "delay_ms": SLOW_MS})
+    out = []
+    try:
+        for nconc in [int(x) for x in E["CONCURRENCY"].split()]:
+            out.append(burst(token, slug, nconc, kids))
+            time.sleep(0.5)
+    finally:
+        fake("POST", "/_control", {})
+    fake("DELETE", "/_requests")
+    return kids, threads, idle, out
+
+
+def print_concurrency(kids, threads, idle, out):
+    print("4c. Concurrent runs with the fake provider answering after %d ms (server.workers and"
+          % SLOW_MS)
+    print("    server.threads not set: the defaults; reloaded by SIGHUP: %d workers with %s threads"
+          % (len(kids), "/".join(str(t) for t in threads)))
+    print("    each, all threads of the process counted)")
+    print()
+    hdr = ("%6s %6s %6s %7s %7s %7s %7s %7s %7s %7s   %7s %7s %7s %6s   %6s %7s %7s"
+           % ("runs", "ok", "wrong", "sent s", "wall s", "p50 s", "max s", ">1.5 s",
+              "d p50 s", "d max s",
+              "fakethr", "estab", "synsent", "lstdrp", "%fake", "%daemon", "%lighty"))
+    print(hdr)
+    print("-" * len(hdr))
+    for r in out:
+        ts = r["times"] or [0.0]
+        p = r["peak"]
+        lat = r["lat"] or [float("nan")]
+        print("%6d %6d %6d %7.2f %7.2f %7.2f %7.2f %7d %7.2f %7.2f   %7d %7d %7d %6d   "
+              "%6.0f %7.0f %7.0f"
+              % (r["n"], r["ok"], len(r["wrong"]), r["sent"], r["wall"], pct(ts, 50), max(ts),
+                 sum(1 for t in ts if t > 1.5 * SLOW_MS / 1000.0),
+                 pct(lat, 50) / 1000.0, max(lat) / 1000.0,
+                 p["fake_threads"], p["srv"], p["syn"], r["drops"],
+                 r["cpu"]["fake"], r["cpu"]["daemon"], r["cpu"]["lighttpd"]))
+    print()
+    print("  ok: 200 with this thread's own answer (\"fake answer to: %s <i>\") and the model;"
+          % RUN_QUERY)
+    print("  sent: barrier release to the last request written by this client (its threads")
+    print("  share the CPUs with everything else); wall: barrier release to the last answer:")
+    print("  about %.1f s if all were in flight at once, about %.1f s if some queued behind a"
+          % (SLOW_MS / 1000.0, 2 * SLOW_MS / 1000.0))
+    print("  full set of threads; p50/max/>1.5 s: each request's time, seen by this client;")
+    print("  d p50/d max: the daemon's own latency_ms of the answers. Peaks sampled every 50 ms:")
+    print("  fakethr = threads the fake had beyond idle (one per connection it serves); estab =")
+    print("  connections to the fake it has accepted or holds in its listen queue; synsent =")
+    print("  connects waiting for a SYN-ACK. lstdrp: the machine's TcpExt ListenOverflows +")
+    print("  ListenDrops during the burst (the fake's listen queue is 128 long). %fake/%daemon/")
+    print("  %lighty: CPU in % of one core over the wall time.")
+    for r in out:
+        for w in r["wrong"][:3]:
+            print("  WRONG (%d runs): %s" % (r["n"], w))
+    print()
+    hdr = "%-40s %10s %10s %14s" % ("daemon memory (supervisor + workers)", "VmRSS MiB",
+                                     "Pss MiB", "Pss KiB/run")
+    print(hdr)
+    print("-" * len(hdr))
+    print("%-40s %10.2f %10.2f %14s" % ("idle, after the reload", idle[0] / 1024.0,
+                                         idle[1] / 1024.0, "-"))
+    for r in out:
+        p = r["peak"]
+        print("%-40s %10.2f %10.2f %14.1f"
+              % ("peak, %d runs waiting" % r["n"], p["rss"] / 1024.0, p["pss"] / 1024.0,
+                 (p["pss"] - idle[1]) / float(r["n"])))
+    print()
+    print("  Pss KiB/run: (peak Pss - idle Pss) / runs: what one waiting run costs the daemon.")
+    for r in out:
+        p = r["peak"]
+        if r["cpu"]["fake"] >= 70.0:
+            print("  %d runs: the fake provider used %.0f%% of a core: near its one-core (GIL)"
+                  " ceiling." % (r["n"], r["cpu"]["fake"]))
+        limited = []
+        if r["drops"]:
+            limited.append("%d listen-queue drops (SYN retried after 1 s)" % r["drops"])
+        if p["fake_threads"] < r["n"] and max(r["times"] or [0]) > 1.5 * SLOW_MS / 1000.0:
+            limited.append("at most %d requests served at once" % p["fake_threads"])
+        if limited:
+            print("  %d runs: THE FAKE PROVIDER LIMITED CONCURRENCY, not the daemon:" % r["n"])
+            for x in limited:
+                print("    %s;" % x)
+            print("    the slow answers' own latency_ms (d max) includes that wait.")
+        elif p["fake_threads"] >= r["n"] or p["srv"] >= r["n"]:
+            print("  %d runs: all %d reached the fake at once; it did not limit concurrency."
+                  % (r["n"], r["n"]))
+
+
 def main():
     wait_ready()
     daemon_kids = children(PIDS["daemon"])
@@ -676,12 +1236,26 @@ def main():
     print_mappings([("supervisor", memory_by_mapping(PIDS["daemon"])),
                     ("idle worker %d" % idle_worker, memory_by_mapping(idle_worker))])
     print()
+    sys.stdout.flush()
+
+    rtoken, rslug = exec_setup()
+    etargets, eruns = exec_throughput(rtoken, rslug)
+    eratio = print_exec_throughput(etargets, eruns)
+    print()
+    sys.stdout.flush()
+    ov = overhead(rtoken, rslug, int(E["RUNS"]))
+    overhead_p50 = print_overhead(*ov)
+    print()
+    sys.stdout.flush()
+    conc = concurrency(rtoken, rslug)
+    print_concurrency(*conc)
+    print()
 
     def worst(tag, key):
         return max(m[key] for label, m in rows if tag in label) / 1024.0
     get = ratio[targets[1][0]]
     lst = ratio[targets[2][0]]
-    print("Summary (issue 2 targets; figures from this run)")
+    print("Summary (issue 2 and issue 3 targets; figures from this run)")
     print()
     hdr = "%-40s %16s %12s" % ("figure", "measured", "target")
     print(hdr)
@@ -693,11 +1267,24 @@ def main():
     for tag, what in (("after wrk", "after the wrk runs"), ("after deploys", "after the deploys")):
         print("%-40s %12.2f MiB %12s" % ("idle worker VmRSS, %s" % what, worst(tag, "VmRSS"), "< 8 MiB"))
         print("%-40s %12.2f MiB %12s" % ("idle worker Pss, %s" % what, worst(tag, "Pss"), "-"))
+    for label, _, _, _ in EXEC_AGENTS:
+        print("%-40s %15.1f%% %12s" % ("%s req/s vs hello" % label, 100.0 * eratio[label],
+                                       ">= 40%"))
+    print("%-40s %13.3f ms %12s" % ("pipeline overhead per run, p50", overhead_p50, "< 1 ms"))
+    for r in conc[3]:
+        print("%-40s %16s %12s" % ("runs in flight, fake answering in %.0f s" % (SLOW_MS / 1000.0),
+                                   "%d/%d ok %.2fs" % (r["ok"], r["n"], r["wall"]),
+                                   ">= 200 ok"))
+        print("%-40s %12.2f MiB %12s" % ("  daemon VmRSS at peak, %d runs" % r["n"],
+                                         r["peak"]["rss"] / 1024.0, "-"))
+        print("%-40s %12.2f MiB %12s" % ("  daemon Pss at peak, %d runs" % r["n"],
+                                         r["peak"]["pss"] / 1024.0, "-"))
     print()
-    print("  The largest of the %s workers is shown. A deploy writes the agent's YAML into a"
+    print("  Idle worker rows: the largest of the %s workers is shown. A deploy writes the"
           % E["WORKERS"])
-    print("  registry slot; the worker that wrote it keeps those shm pages mapped (RssShm),")
-    print("  which is why VmRSS grows with deploys while Pss, which shares them out, grows less.")
+    print("  agent's YAML into a registry slot; the worker that wrote it keeps those shm pages")
+    print("  mapped (RssShm), which is why VmRSS grows with deploys while Pss, which shares")
+    print("  them out, grows less. Run rows: see 4a, 4b and 4c.")
 
 
 def cpu_model():
@@ -724,6 +1311,8 @@ if ! PORT=$PORT DAEMON_PID=$DAEMON_PID HELLO_PID=$HELLO_PID LIGHTTPD_PID=$LIGHTT
      WORKERS=$BENCH_WORKERS THREADS=$BENCH_THREADS DURATION=$BENCH_DURATION \
      WARMUP=$BENCH_WARMUP CONNECTIONS=$BENCH_CONNECTIONS WRK_THREADS=$BENCH_WRK_THREADS \
      ROUNDS=$BENCH_ROUNDS DIAG=${BENCH_DIAG:-} DEPLOYS=$BENCH_DEPLOYS DB_SYNC=$BENCH_DB_SYNC \
+     FAKE_PID=$FAKE_PID FAKE_PORT=$FAKE_PORT RUNS=$BENCH_RUNS CONCURRENCY="$BENCH_CONCURRENCY" \
+     CONFIG=$TMP/bench.yaml \
      LIGHTTPD_VERSION=$LIGHTTPD_VERSION python3 "$TMP/bench.py"; then
     show_logs
     exit 1
