@@ -36,7 +36,9 @@ struct runtime_result {
     int provider_called;            /* a provider was reached (the run counts) */
 };
 
-/* Process set-up (providers); once, before threads. */
+/* Set up the provider clients now rather than at the first model call
+ * (they set themselves up on first use; workers leave it to that, so an
+ * idle worker never loads the TLS library's state). */
 int runtime_init(void);
 
 /* Run the agent org/name, which must be in the registry. Fills *res (free

@@ -76,6 +76,13 @@ int store_ping(struct store *s);
 typedef int (*store_txn_fn)(struct store *s, struct store_txn *t, void *arg);
 int store_transact(struct store *s, store_txn_fn fn, void *arg);
 
+/* store_transact, but the commit does not wait for the disk. Only for a
+ * change that a later, synced commit made for the same request makes
+ * durable before the client is answered (the log is written in order, so
+ * that commit's flush covers this one); never for anything a client is
+ * told has succeeded on its own. */
+int store_transact_nosync(struct store *s, store_txn_fn fn, void *arg);
+
 /* Read key from db. With t == NULL the read is outside any transaction
  * (read-committed). On 0, *val is a malloc'd copy with a NUL appended
  * (caller frees) and *vlen its length without the NUL; vlen may be NULL.

@@ -16,15 +16,10 @@
 
 /* Accept one run of agent for org today if fewer than limit were accepted:
  * counts it and sets *remaining to what is left. AM_ERATELIMIT (with
- * *remaining = 0) when the limit is reached. */
+ * *remaining = 0) when the limit is reached. The count is committed
+ * without waiting for the disk; usage_settle makes it durable. */
 int usage_acquire(struct app *app, const char *org, const char *agent, int limit,
                   int *remaining, struct am_error *err);
-
-/* Undo an accepted run that never reached a provider (blocked input). */
-void usage_release(struct app *app, const char *org, const char *agent);
-
-/* Add the tokens a counted run used. */
-void usage_add_tokens(struct app *app, const char *org, const char *agent, int tokens);
 
 /* Runs left today (limit - accepted, at least 0). */
 int usage_remaining(struct app *app, const char *org, int limit);
@@ -36,9 +31,23 @@ int64_t usage_next_reset(void);
 int usage_report(struct app *app, const char *org, int days, int limit,
                  struct json_object **out, struct am_error *err);
 
-/* Append one run to the run log (best effort: a failure is not the run's). */
-void usage_log_run(struct app *app, const char *trace_id, const char *org,
-                   const char *agent, const char *mode, const char *model, int tokens,
-                   int64_t latency_ms, const char *outcome);
+/* What a finished run or test leaves behind. */
+struct usage_run {
+    const char *trace_id;
+    const char *org;
+    const char *agent;
+    const char *mode;           /* "run" or "test" */
+    const char *model;          /* "provider/model" used, "" if none */
+    const char *outcome;        /* "ok", "blocked_output", or the error code */
+    int refund;                 /* run: accepted but never reached a provider */
+    int tokens;                 /* run: tokens to count */
+    int64_t latency_ms;
+};
+
+/* Settle a finished run in one durable transaction: give back a refunded
+ * run, count its tokens (runs only) and append the run log line. This
+ * commit also makes usage_acquire's (unsynced) count durable, before the
+ * client gets its answer. */
+void usage_settle(struct app *app, const struct usage_run *run);
 
 #endif

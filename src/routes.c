@@ -429,18 +429,19 @@ static void route_agent_execute(struct route_ctx *c, int mode)
         remaining = usage_remaining(c->app, c->slug, limit);
     }
     rc = runtime_execute(c->app, &req, &res, &err);
-    if (mode == RUNTIME_RUN) {
-        if (!res.provider_called) {
+    {
+        struct usage_run ur = {
+            .trace_id = res.trace_id, .org = c->slug, .agent = agent,
+            .mode = mode == RUNTIME_RUN ? "run" : "test", .model = res.model,
+            .outcome = rc == 0 ? (res.blocked ? "blocked_output" : "ok") : http_error_name(rc),
             /* blocked before any provider: the run does not count */
-            usage_release(c->app, c->slug, agent);
+            .refund = mode == RUNTIME_RUN && !res.provider_called,
+            .tokens = res.tokens_used, .latency_ms = res.latency_ms,
+        };
+        usage_settle(c->app, &ur);
+        if (ur.refund)
             remaining++;
-        } else {
-            usage_add_tokens(c->app, c->slug, agent, res.tokens_used);
-        }
     }
-    usage_log_run(c->app, res.trace_id, c->slug, agent, mode == RUNTIME_RUN ? "run" : "test",
-                  res.model, res.tokens_used, res.latency_ms,
-                  rc == 0 ? (res.blocked ? "blocked_output" : "ok") : http_error_name(rc));
     rate_headers(c, remaining);
     if (rc == AM_ENOTDEPLOYED) {
         reply_not_deployed(c);

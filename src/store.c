@@ -233,7 +233,7 @@ int store_ping(struct store *s)
     return (rc == AM_OK || rc == AM_ENOENT || rc == AM_EDEADLOCK) ? 0 : AM_EIO;
 }
 
-int store_transact(struct store *s, store_txn_fn fn, void *arg)
+static int transact(struct store *s, store_txn_fn fn, void *arg, u_int32_t commit_flags)
 {
     struct store_txn t;
     int attempt, rc = AM_EDEADLOCK;
@@ -253,11 +253,21 @@ int store_transact(struct store *s, store_txn_fn fn, void *arg)
                 continue;
             return rc;
         }
-        rc = store_rc(t.txn->commit(t.txn, 0));
+        rc = store_rc(t.txn->commit(t.txn, commit_flags));
         if (rc != AM_EDEADLOCK)
             return rc;
     }
     return AM_EUNAVAILABLE;
+}
+
+int store_transact(struct store *s, store_txn_fn fn, void *arg)
+{
+    return transact(s, fn, arg, 0);
+}
+
+int store_transact_nosync(struct store *s, store_txn_fn fn, void *arg)
+{
+    return transact(s, fn, arg, DB_TXN_NOSYNC);
 }
 
 static DB_TXN *txn_of(struct store_txn *t)

@@ -120,18 +120,14 @@ static int bump_txn(struct store *s, struct store_txn *t, void *arg)
     return 0;
 }
 
-static int bump(struct app *app, struct bump_ctx *c)
-{
-    day_of(util_now(), c->day, sizeof(c->day));
-    return store_transact(app->store, bump_txn, c);
-}
-
 int usage_acquire(struct app *app, const char *org, const char *agent, int limit,
                   int *remaining, struct am_error *err)
 {
     struct bump_ctx c = { org, agent, "", limit, 1, 0, 0, 0 };
-    int rc = bump(app, &c);
+    int rc;
 
+    day_of(util_now(), c.day, sizeof(c.day));
+    rc = store_transact_nosync(app->store, bump_txn, &c);
     *remaining = 0;
     if (rc != 0)
         return error_set(err, AM_EUNAVAILABLE, "Usage accounting unavailable, retry");
@@ -142,18 +138,66 @@ int usage_acquire(struct app *app, const char *org, const char *agent, int limit
     return 0;
 }
 
-void usage_release(struct app *app, const char *org, const char *agent)
+struct settle_ctx {
+    const struct usage_run *run;
+    struct bump_ctx bump;       /* run: the counter change, if any */
+    int counts;                 /* 1 if the counters change */
+    char *line;                 /* the run log record (JSON) */
+    size_t len;
+};
+
+static int settle_txn(struct store *s, struct store_txn *t, void *arg)
 {
-    struct bump_ctx c = { org, agent, "", 0, -1, 0, 0, 0 };
-    bump(app, &c);
+    struct settle_ctx *c = arg;
+    int rc;
+
+    if (c->counts && (rc = bump_txn(s, t, &c->bump)) != 0)
+        return rc;
+    return store_put(s, t, STORE_RUNLOG, c->run->trace_id, strlen(c->run->trace_id),
+                     c->line, c->len);
 }
 
-void usage_add_tokens(struct app *app, const char *org, const char *agent, int tokens)
+static char *run_line(const struct usage_run *run, size_t *len)
 {
-    struct bump_ctx c = { org, agent, "", 0, 0, tokens, 0, 0 };
+    struct json_object *o = json_object_new_object();
+    char *line;
+    size_t n;
+    const char *v;
 
-    if (tokens > 0)
-        bump(app, &c);
+    json_object_object_add(o, "org", json_object_new_string(run->org));
+    json_object_object_add(o, "agent", json_object_new_string(run->agent));
+    json_object_object_add(o, "mode", json_object_new_string(run->mode));
+    json_object_object_add(o, "model", json_object_new_string(run->model ? run->model : ""));
+    json_object_object_add(o, "tokens", json_object_new_int(run->tokens));
+    json_object_object_add(o, "latency_ms", json_object_new_int64(run->latency_ms));
+    json_object_object_add(o, "outcome", json_object_new_string(run->outcome));
+    json_object_object_add(o, "at", json_object_new_int64(util_now()));
+    v = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &n);
+    line = xstrndup(v, n);
+    *len = n;
+    json_object_put(o);
+    return line;
+}
+
+void usage_settle(struct app *app, const struct usage_run *run)
+{
+    struct settle_ctx c;
+
+    memset(&c, 0, sizeof(c));
+    c.run = run;
+    if (strcmp(run->mode, "run") == 0 && (run->refund || run->tokens > 0)) {
+        c.counts = 1;
+        c.bump.org = run->org;
+        c.bump.agent = run->agent;
+        c.bump.dr = run->refund ? -1 : 0;
+        c.bump.dt = run->tokens;
+        day_of(util_now(), c.bump.day, sizeof(c.bump.day));
+    }
+    c.line = run_line(run, &c.len);
+    /* Best effort for the log line, but this commit is also what makes the
+     * acquired count durable: it is synced. */
+    store_transact(app->store, settle_txn, &c);
+    free(c.line);
 }
 
 int usage_remaining(struct app *app, const char *org, int limit)
@@ -292,25 +336,4 @@ int usage_report(struct app *app, const char *org, int days, int limit,
     json_object_put(c.days);
     json_object_put(c.agents);
     return 0;
-}
-
-void usage_log_run(struct app *app, const char *trace_id, const char *org,
-                   const char *agent, const char *mode, const char *model, int tokens,
-                   int64_t latency_ms, const char *outcome)
-{
-    struct json_object *o = json_object_new_object();
-    const char *v;
-    size_t len;
-
-    json_object_object_add(o, "org", json_object_new_string(org));
-    json_object_object_add(o, "agent", json_object_new_string(agent));
-    json_object_object_add(o, "mode", json_object_new_string(mode));
-    json_object_object_add(o, "model", json_object_new_string(model ? model : ""));
-    json_object_object_add(o, "tokens", json_object_new_int(tokens));
-    json_object_object_add(o, "latency_ms", json_object_new_int64(latency_ms));
-    json_object_object_add(o, "outcome", json_object_new_string(outcome));
-    json_object_object_add(o, "at", json_object_new_int64(util_now()));
-    v = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
-    store_put(app->store, NULL, STORE_RUNLOG, trace_id, strlen(trace_id), v, len);
-    json_object_put(o);
 }

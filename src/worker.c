@@ -22,7 +22,6 @@
 #include "config.h"
 #include "http.h"
 #include "routes.h"
-#include "runtime.h"
 #include "store.h"
 #include "util.h"
 #include "worker.h"
@@ -83,7 +82,7 @@ void worker_run(const struct config *cfg, int listen_fd, struct registry *reg)
     prctl(PR_SET_NAME, "am-worker");
     if (getppid() != parent)
         _exit(1);
-    if (auth_init() != 0 || http_init() != 0 || runtime_init() != 0 || pipe(wake) != 0) {
+    if (auth_init() != 0 || http_init() != 0 || pipe(wake) != 0) {
         log_error("worker start-up failed");
         _exit(1);
     }
