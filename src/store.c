@@ -14,7 +14,8 @@
  *     and it does so before any other process joins the environment.
  *  2. Every commit is durable before store_transact returns 0 when
  *     opt->sync is set (the default): a client is never told "done" for a
- *     write that a crash could lose.
+ *     write that a crash could lose. Commits of concurrent threads share
+ *     one log flush (group_flush), which is how that stays affordable.
  *  3. A deadlock victim is aborted and retried from the start; nothing a
  *     failed attempt did is visible.
  *  4. A dead process's locks and transactions are released by failchk,
@@ -22,6 +23,7 @@
  */
 #include <db.h>
 #include <errno.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -35,6 +37,14 @@
 struct store {
     DB_ENV *env;
     DB *db[STORE_DB_COUNT];
+    int sync;                   /* opt->sync: commits wait for the disk */
+    /* Group commit (see group_flush): the threads of this process that
+     * commit at about the same time share one log flush. */
+    pthread_mutex_t gc_lock;
+    pthread_cond_t gc_cond;
+    uint64_t gc_next;           /* tickets handed out, one per commit */
+    uint64_t gc_done;           /* every ticket up to this one is on disk */
+    int gc_flushing;            /* a thread is in log_flush now */
 };
 
 struct store_txn {
@@ -148,6 +158,9 @@ int store_open(struct store **out, const struct store_options *opt, int flags,
     int rc, i;
 
     *out = NULL;
+    s->sync = opt->sync;
+    pthread_mutex_init(&s->gc_lock, NULL);
+    pthread_cond_init(&s->gc_cond, NULL);
     if (flags & STORE_OPEN_CREATE)
         env_flags |= DB_RECOVER;
     if ((rc = db_env_create(&s->env, 0)) != 0) {
@@ -188,6 +201,8 @@ void store_close(struct store *s)
             s->db[i]->close(s->db[i], 0);
     if (s->env != NULL)
         s->env->close(s->env, 0);
+    pthread_cond_destroy(&s->gc_cond);
+    pthread_mutex_destroy(&s->gc_lock);
     free(s);
 }
 
@@ -233,7 +248,41 @@ int store_ping(struct store *s)
     return (rc == AM_OK || rc == AM_ENOENT || rc == AM_EDEADLOCK) ? 0 : AM_EIO;
 }
 
-static int transact(struct store *s, store_txn_fn fn, void *arg, u_int32_t commit_flags)
+/* Make every commit this thread has made durable. Commits are written with
+ * DB_TXN_NOSYNC; each then takes a ticket here. A log flush started after a
+ * ticket was taken covers that commit (log_flush(NULL) writes and syncs all
+ * of the log there is), so one thread flushes for every ticket handed out
+ * when it starts, and the others wait for it instead of queueing fsyncs of
+ * their own on the log mutex. Returns 0 or AM_EIO. */
+static int group_flush(struct store *s)
+{
+    uint64_t mine, upto;
+    int rc = 0;
+
+    pthread_mutex_lock(&s->gc_lock);
+    mine = ++s->gc_next;
+    while (s->gc_done < mine) {
+        if (s->gc_flushing) {
+            pthread_cond_wait(&s->gc_cond, &s->gc_lock);
+            continue;
+        }
+        s->gc_flushing = 1;
+        upto = s->gc_next;
+        pthread_mutex_unlock(&s->gc_lock);
+        rc = s->env->log_flush(s->env, NULL);
+        pthread_mutex_lock(&s->gc_lock);
+        s->gc_flushing = 0;
+        if (rc == 0 && upto > s->gc_done)
+            s->gc_done = upto;
+        pthread_cond_broadcast(&s->gc_cond);
+        if (rc != 0)
+            break;
+    }
+    pthread_mutex_unlock(&s->gc_lock);
+    return rc == 0 ? 0 : AM_EIO;
+}
+
+static int transact(struct store *s, store_txn_fn fn, void *arg, int durable)
 {
     struct store_txn t;
     int attempt, rc = AM_EDEADLOCK;
@@ -253,7 +302,11 @@ static int transact(struct store *s, store_txn_fn fn, void *arg, u_int32_t commi
                 continue;
             return rc;
         }
-        rc = store_rc(t.txn->commit(t.txn, commit_flags));
+        /* sync: write nothing at commit, then flush in a group; sync off:
+         * the environment's DB_TXN_WRITE_NOSYNC (to the OS, no fsync). */
+        rc = store_rc(t.txn->commit(t.txn, !durable || s->sync ? DB_TXN_NOSYNC : 0));
+        if (rc == 0 && durable && s->sync)
+            rc = group_flush(s);
         if (rc != AM_EDEADLOCK)
             return rc;
     }
@@ -262,12 +315,12 @@ static int transact(struct store *s, store_txn_fn fn, void *arg, u_int32_t commi
 
 int store_transact(struct store *s, store_txn_fn fn, void *arg)
 {
-    return transact(s, fn, arg, 0);
+    return transact(s, fn, arg, 1);
 }
 
 int store_transact_nosync(struct store *s, store_txn_fn fn, void *arg)
 {
-    return transact(s, fn, arg, DB_TXN_NOSYNC);
+    return transact(s, fn, arg, 0);
 }
 
 static DB_TXN *txn_of(struct store_txn *t)

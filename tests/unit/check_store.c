@@ -620,6 +620,92 @@ START_TEST(committed_write_survives_sigkill_and_recovery)
 }
 END_TEST
 
+/* Group commit: threads of one process share log flushes, and still no
+ * commit is acknowledged before it is on disk. The child's eight threads
+ * report each acknowledged key on a pipe; the child is killed mid-stream
+ * and every reported key must survive recovery (a broken group flush would
+ * leave acknowledged commits only in the log buffer, which recovery
+ * ignores). */
+struct gc_arg {
+    struct store *s;
+    int fd;                  /* pipe to the parent */
+    int thread;
+};
+
+struct gc_put {
+    char key[32];
+};
+
+static int gc_put_fn(struct store *s, struct store_txn *t, void *arg)
+{
+    struct gc_put *p = arg;
+    return store_put(s, t, STORE_USERS, p->key, strlen(p->key), "ack", 3);
+}
+
+static void *gc_writer(void *v)
+{
+    struct gc_arg *a = v;
+    struct gc_put p;
+    int i;
+
+    for (i = 0;; i++) {
+        snprintf(p.key, sizeof(p.key), "k-%d-%d", a->thread, i);
+        if (store_transact(a->s, gc_put_fn, &p) != 0)
+            _exit(5);
+        if (write(a->fd, p.key, sizeof(p.key)) != (ssize_t)sizeof(p.key))
+            _exit(6);
+    }
+    return NULL;
+}
+
+START_TEST(group_commit_acknowledges_only_what_is_on_disk)
+{
+    struct gc_put got;
+    int fds[2], status = 0, n = 0, missing = 0;
+    char (*keys)[32] = xcalloc(200000, 32);
+    pid_t pid;
+
+    store_close(st);
+    st = NULL;
+    ck_assert_int_eq(pipe(fds), 0);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        struct store_options o = opts();
+        struct gc_arg args[8];
+        pthread_t th[8];
+        int i;
+
+        close(fds[0]);
+        if (store_open(&args[0].s, &o, 0, NULL) != 0)
+            _exit(1);
+        for (i = 0; i < 8; i++) {
+            args[i].s = args[0].s;
+            args[i].fd = fds[1];
+            args[i].thread = i;
+            pthread_create(&th[i], NULL, gc_writer, &args[i]);
+        }
+        for (;;)
+            pause();
+    }
+    close(fds[1]);
+    /* Let a few hundred commits through, then kill the writer. */
+    while (n < 300 && read(fds[0], &got, sizeof(got)) == (ssize_t)sizeof(got))
+        memcpy(keys[n++], got.key, 32);
+    kill(pid, SIGKILL);
+    while (n < 200000 && read(fds[0], &got, sizeof(got)) == (ssize_t)sizeof(got))
+        memcpy(keys[n++], got.key, 32);
+    close(fds[0]);
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    st = open_store(STORE_OPEN_CREATE);        /* runs recovery */
+    for (int i = 0; i < n; i++)
+        missing += !has(STORE_USERS, keys[i], strlen(keys[i]), "ack");
+    free(keys);
+    ck_assert_int_ge(n, 300);
+    ck_assert_msg(missing == 0, "%d of %d acknowledged commits lost", missing, n);
+}
+END_TEST
+
 /* ---- a writer killed mid-transaction, and failchk ----------------------------- */
 
 struct hold_arg {
@@ -910,6 +996,7 @@ static Suite *store_suite(void)
     tcase_add_checked_fixture(crash, setup, teardown);
     tcase_add_test(crash, data_survives_close_and_reopen);
     tcase_add_test(crash, committed_write_survives_sigkill_and_recovery);
+    tcase_add_test(crash, group_commit_acknowledges_only_what_is_on_disk);
     tcase_add_test(crash, failchk_releases_locks_of_killed_writer);
     tcase_add_test(crash, failchk_after_idle_writer_killed_returns_zero);
     tcase_add_test(crash, failchk_with_no_dead_process_is_harmless);
