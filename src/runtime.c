@@ -414,7 +414,10 @@ static void breaker_record(const struct config *cfg, const struct model_ref *m, 
         if (ok) {
             b->fails = 0;
             b->open_until_ms = 0;
-            b->ewma_ms = b->ewma_ms ? (b->ewma_ms * 7 + ms) / 8 : (ms ? ms : 1);
+            /* never 0: 0 means "no sample yet" to route_order */
+            b->ewma_ms = b->ewma_ms ? (b->ewma_ms * 7 + ms) / 8 : ms;
+            if (b->ewma_ms == 0)
+                b->ewma_ms = 1;
         } else if (++b->fails >= cfg->breaker_failures) {
             b->open_until_ms = util_monotonic_ms() + (uint64_t)cfg->breaker_cooldown_ms;
             b->fails = 0;
@@ -562,6 +565,7 @@ static int route_chat(struct run *r, const struct providers_message *msgs, size_
         req.ntools = with_tools ? (size_t)a->ntools : 0;
         resp = run_new_response(r);
         error_clear(err);
+        providers_init();    /* once per process; not part of any model's latency */
         t0 = util_monotonic_ms();
         r->res->provider_called = 1;
         rc = providers_chat(&req, resp, err);

@@ -254,6 +254,21 @@ START_TEST(success_closes_the_breaker_count)
 }
 END_TEST
 
+START_TEST(fast_answers_never_look_unmeasured)
+{
+    struct model_ref m = { 1, PROVIDER_ECHO, "quick", "", 0 };
+    uint64_t ewma = 0;
+    int i;
+
+    /* Sub-millisecond answers: the average must stay a sample (>= 1), or
+     * latency_optimized would forget the model was ever measured. */
+    for (i = 0; i < 50; i++)
+        breaker_record(&cfg, &m, 1, i == 0 ? 3 : 0);
+    breaker_is_open(&m, &ewma);
+    ck_assert_uint_ge(ewma, 1);
+}
+END_TEST
+
 START_TEST(round_robin_alternates_models)
 {
     struct runtime_result res;
@@ -303,6 +318,7 @@ int main(void)
     tcase_add_test(tc, hanging_primary_times_out);
     tcase_add_test(tc, failing_model_is_skipped_after_breaker_opens);
     tcase_add_test(tc, success_closes_the_breaker_count);
+    tcase_add_test(tc, fast_answers_never_look_unmeasured);
     tcase_add_test(tc, round_robin_alternates_models);
     tcase_add_test(tc, cost_optimized_keeps_primary_first);
     suite_add_tcase(s, tc);
