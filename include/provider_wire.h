@@ -117,6 +117,15 @@ struct json_object *provider_wire_args_object(const char *args);
 int provider_wire_function_tools(const struct providers_request *req, struct json_object **out,
                                  struct am_error *err);
 
+/* The chat body the OpenAI-shaped protocols share (OpenAI, Cohere,
+ * Ollama): {"model", "messages": [message(m) for each message], "tools"?}.
+ * Each protocol adds its own fields (max_tokens, stream, options) after.
+ * Returns 0 and a new object in *out, or AM_EINTERNAL (a bad tool schema). */
+typedef struct json_object *(*provider_wire_message_fn)(const struct providers_message *m);
+int provider_wire_chat_body(const struct providers_request *req,
+                            provider_wire_message_fn message, struct json_object **out,
+                            struct am_error *err);
+
 /* One tool's parameters schema as a new object ({"type":"object",
  * "properties":{}} when the tool has none). Returns 0 or AM_EINTERNAL. */
 int provider_wire_tool_schema(const struct providers_tool *tool, struct json_object **out,

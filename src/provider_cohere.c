@@ -64,24 +64,12 @@ static struct json_object *cohere_message(const struct providers_message *m)
 static int cohere_build_body(const struct providers_request *req, struct json_object **out,
                              struct am_error *err)
 {
-    struct json_object *body, *msgs, *tools = NULL;
-    size_t i;
-    int rc;
+    int rc = provider_wire_chat_body(req, cohere_message, out, err);
 
-    *out = NULL;
-    if ((rc = provider_wire_function_tools(req, &tools, err)) != 0)
+    if (rc != 0)
         return rc;
-    body = json_object_new_object();
-    json_object_object_add(body, "model", json_object_new_string(req->model));
-    msgs = json_object_new_array();
-    for (i = 0; i < req->nmessages; i++)
-        json_object_array_add(msgs, cohere_message(&req->messages[i]));
-    json_object_object_add(body, "messages", msgs);
     if (req->max_tokens > 0)
-        json_object_object_add(body, "max_tokens", json_object_new_int(req->max_tokens));
-    if (tools)
-        json_object_object_add(body, "tools", tools);
-    *out = body;
+        json_object_object_add(*out, "max_tokens", json_object_new_int(req->max_tokens));
     return 0;
 }
 

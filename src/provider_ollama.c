@@ -51,28 +51,16 @@ static struct json_object *ollama_message(const struct providers_message *m)
 static int ollama_build_body(const struct providers_request *req, struct json_object **out,
                              struct am_error *err)
 {
-    struct json_object *body, *msgs, *opts, *tools = NULL;
-    size_t i;
-    int rc;
+    int rc = provider_wire_chat_body(req, ollama_message, out, err);
 
-    *out = NULL;
-    if ((rc = provider_wire_function_tools(req, &tools, err)) != 0)
+    if (rc != 0)
         return rc;
-    body = json_object_new_object();
-    json_object_object_add(body, "model", json_object_new_string(req->model));
-    msgs = json_object_new_array();
-    for (i = 0; i < req->nmessages; i++)
-        json_object_array_add(msgs, ollama_message(&req->messages[i]));
-    json_object_object_add(body, "messages", msgs);
-    json_object_object_add(body, "stream", json_object_new_boolean(0));
-    if (tools)
-        json_object_object_add(body, "tools", tools);
+    json_object_object_add(*out, "stream", json_object_new_boolean(0));
     if (req->max_tokens > 0) {
-        opts = json_object_new_object();
+        struct json_object *opts = json_object_new_object();
         json_object_object_add(opts, "num_predict", json_object_new_int(req->max_tokens));
-        json_object_object_add(body, "options", opts);
+        json_object_object_add(*out, "options", opts);
     }
-    *out = body;
     return 0;
 }
 

@@ -312,6 +312,29 @@ int provider_wire_tool_schema(const struct providers_tool *tool, struct json_obj
     return 0;
 }
 
+int provider_wire_chat_body(const struct providers_request *req,
+                            provider_wire_message_fn message, struct json_object **out,
+                            struct am_error *err)
+{
+    struct json_object *body, *msgs, *tools = NULL;
+    size_t i;
+    int rc;
+
+    *out = NULL;
+    if ((rc = provider_wire_function_tools(req, &tools, err)) != 0)
+        return rc;
+    body = json_object_new_object();
+    json_object_object_add(body, "model", json_object_new_string(req->model));
+    msgs = json_object_new_array();
+    for (i = 0; i < req->nmessages; i++)
+        json_object_array_add(msgs, message(&req->messages[i]));
+    json_object_object_add(body, "messages", msgs);
+    if (tools != NULL)
+        json_object_object_add(body, "tools", tools);
+    *out = body;
+    return 0;
+}
+
 int provider_wire_function_tools(const struct providers_request *req, struct json_object **out,
                                  struct am_error *err)
 {
