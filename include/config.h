@@ -44,6 +44,7 @@ struct config {
     char data_dir[256];     /* Berkeley DB environment home */
     int db_cache_mb;        /* BDB cache size in MiB */
     int db_sync;            /* 1 = fsync on every commit (default), 0 = write-no-sync */
+    int db_run_flush_ms;    /* what runs write is fsynced within this (0: before the answer) */
 
     /* auth */
     char jwt_secret[256];   /* HS256 secret, >= 32 bytes, required */

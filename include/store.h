@@ -16,6 +16,11 @@
 #include <stddef.h>
 #include "error.h"
 
+/* The usage counters are spread over this many databases (usage.db,
+ * usage-1.db, ...): Berkeley DB locks B-tree pages, so counters that every
+ * run updates would otherwise queue on one page. */
+#define STORE_USAGE_SHARDS 16
+
 /* The databases of the environment; each is one B-tree file. */
 enum store_db {
     STORE_USERS = 0,   /* email -> user JSON */
@@ -25,8 +30,9 @@ enum store_db {
     STORE_COMPILED,    /* slug \0 name -> compiled runtime YAML and what it was built from */
     STORE_TOKENS,      /* token id -> revocation / refresh family JSON */
     STORE_SESSIONS,    /* org__agent \0 r|t \0 session -> conversation JSON */
-    STORE_USAGE,       /* org \0 date [\0 agent] -> {"r":requests,"t":tokens} */
-    STORE_RUNLOG,      /* trace id -> run record JSON */
+    STORE_USAGE,       /* the first of STORE_USAGE_SHARDS databases, each
+                          org \0 date \0 agent -> {"r":requests,"t":tokens} */
+    STORE_RUNLOG = STORE_USAGE + STORE_USAGE_SHARDS,  /* trace id -> run record JSON */
     STORE_DB_COUNT
 };
 
@@ -46,6 +52,8 @@ struct store_options {
     int cache_mb;            /* cache size */
     int sync;                /* 1 = fsync at commit; 0 = write, no fsync */
     int max_threads;         /* threads of control that may use the env at once */
+    int flush_ms;            /* > 0 (with sync): a thread puts deferred commits on
+                                disk at most this long after they were written */
 };
 
 /* Open the environment and every database. With STORE_OPEN_CREATE the
@@ -76,12 +84,13 @@ int store_ping(struct store *s);
 typedef int (*store_txn_fn)(struct store *s, struct store_txn *t, void *arg);
 int store_transact(struct store *s, store_txn_fn fn, void *arg);
 
-/* store_transact, but the commit does not wait for the disk. Only for a
- * change that a later, synced commit made for the same request makes
- * durable before the client is answered (the log is written in order, so
- * that commit's flush covers this one); never for anything a client is
- * told has succeeded on its own. */
-int store_transact_nosync(struct store *s, store_txn_fn fn, void *arg);
+/* store_transact for what a run leaves behind (its memory turn, its count,
+ * its log line), which the client does not wait to be on disk: with
+ * opt->flush_ms > 0 the commit is written to the log file (so it outlives
+ * the death of any process) and the flusher thread fsyncs it within
+ * flush_ms; a power failure can lose that last interval, never corrupt.
+ * With flush_ms == 0 it is store_transact. */
+int store_transact_deferred(struct store *s, store_txn_fn fn, void *arg);
 
 /* Read key from db. With t == NULL the read is outside any transaction
  * (read-committed). On 0, *val is a malloc'd copy with a NUL appended

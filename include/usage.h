@@ -2,9 +2,10 @@
  * usage.h - daily request and token counters per org and agent, the daily
  * limit, and the run log.
  *
- * Counters are per UTC day. Accepting a run and counting it is one
- * transaction on the org's day record, so under any concurrency no more
- * than the limit are accepted.
+ * Counters are per UTC day. The limit is held by quota.c's shared counters
+ * (one compare-and-swap per accepted run, exact across every worker); the
+ * database gets each run when it settles, so under any concurrency no
+ * more than the limit are accepted and every acknowledged run is on disk.
  */
 #ifndef AM_USAGE_H
 #define AM_USAGE_H
@@ -14,12 +15,13 @@
 #include "app.h"
 #include "error.h"
 
-/* Accept one run of agent for org today if fewer than limit were accepted:
- * counts it and sets *remaining to what is left. AM_ERATELIMIT (with
- * *remaining = 0) when the limit is reached. The count is committed
- * without waiting for the disk; usage_settle makes it durable. */
-int usage_acquire(struct app *app, const char *org, const char *agent, int limit,
-                  int *remaining, struct am_error *err);
+/* Accept one run for org today if fewer than limit were accepted: counts
+ * it, sets *day to the day it counts on (days since the epoch; pass it to
+ * usage_settle) and *remaining to what is left. AM_ERATELIMIT (with
+ * *remaining = 0) when the limit is reached, AM_EUNAVAILABLE when the
+ * count cannot be had. */
+int usage_acquire(struct app *app, const char *org, int limit, int *day, int *remaining,
+                  struct am_error *err);
 
 /* Runs left today (limit - accepted, at least 0). */
 int usage_remaining(struct app *app, const char *org, int limit);
@@ -39,15 +41,16 @@ struct usage_run {
     const char *mode;           /* "run" or "test" */
     const char *model;          /* "provider/model" used, "" if none */
     const char *outcome;        /* "ok", "blocked_output", or the error code */
+    int day;                    /* run: the day usage_acquire counted it on */
     int refund;                 /* run: accepted but never reached a provider */
     int tokens;                 /* run: tokens to count */
     int64_t latency_ms;
 };
 
-/* Settle a finished run in one durable transaction: give back a refunded
- * run, count its tokens (runs only) and append the run log line. This
- * commit also makes usage_acquire's (unsynced) count durable, before the
- * client gets its answer. */
+/* Settle a finished run in one durable transaction: count it (a run that
+ * never reached a provider is given back instead) with its tokens, on the
+ * day it was accepted, and append the run log line; a test only gets its
+ * log line. The commit is synced before the client gets its answer. */
 void usage_settle(struct app *app, const struct usage_run *run);
 
 #endif

@@ -135,6 +135,7 @@ static const struct cfg_key config_keys[] = {
             "/var/lib/astromesh-cloud", 0, NULL),
     KEY_INT("storage.cache_mb", db_cache_mb, 1, 4096, "16"),
     KEY_BOOL("storage.sync", db_sync, "true"),
+    KEY_INT("storage.run_flush_ms", db_run_flush_ms, 0, 10000, "100"),
 
     /* No default secret, ever: an empty one fails the length rule. */
     KEY_STR("auth.jwt_secret", jwt_secret, 32, STR_MAX(jwt_secret), "",

@@ -9,8 +9,10 @@
  * SPEC envelope; read a body larger than HTTP_BODY_MAX into memory.
  *
  * Shutdown: the listening socket is non-blocking (the supervisor sets it),
- * so each thread waits in poll() on both the socket and a wake-up fd, and
- * only calls FCGX_Accept_r when a connection is pending. A stop makes the
+ * so each thread waits in its own epoll set on both the socket (added
+ * with EPOLLEXCLUSIVE, so a connection wakes one thread, not all of them)
+ * and a wake-up fd, and only calls FCGX_Accept_r when a connection is
+ * pending. A stop makes the
  * wake-up fd readable; a thread notices it after finishing its request and
  * then drains: it keeps accepting until nothing is queued, so a request
  * the front server already handed over is answered, never cut. accept()
@@ -20,6 +22,8 @@
 #include <fcgiapp.h>
 #include <errno.h>
 #include <poll.h>
+#include <sys/epoll.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -264,36 +268,46 @@ static void serve_one(FCGX_Request *fr, http_handler handler, void *app)
 void http_serve_loop(int listen_fd, int wake_fd, http_handler handler, void *app)
 {
     FCGX_Request fr;
-    struct pollfd pfd[2];
-    int draining = 0, n;
+    struct epoll_event ev[2];
+    int ep, draining = 0, n, i, listen_ready;
 
-    if (FCGX_InitRequest(&fr, listen_fd, FCGI_FAIL_ACCEPT_ON_INTR) != 0)
+    if ((ep = epoll_create1(EPOLL_CLOEXEC)) < 0)
         return;
-    pfd[0].fd = listen_fd;
-    pfd[0].events = POLLIN;
-    pfd[1].fd = wake_fd;
-    pfd[1].events = POLLIN;
+    /* EPOLLEXCLUSIVE: a new connection wakes one waiting thread (of any
+     * worker), not every thread blocked on the socket. */
+    ev[0].events = EPOLLIN | EPOLLEXCLUSIVE;
+    ev[0].data.fd = listen_fd;
+    ev[1].events = EPOLLIN;
+    ev[1].data.fd = wake_fd;
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, listen_fd, &ev[0]) != 0 ||
+        epoll_ctl(ep, EPOLL_CTL_ADD, wake_fd, &ev[1]) != 0 ||
+        FCGX_InitRequest(&fr, listen_fd, FCGI_FAIL_ACCEPT_ON_INTR) != 0) {
+        close(ep);
+        return;
+    }
     for (;;) {
-        pfd[0].revents = pfd[1].revents = 0;
         /* Draining: the supervisor has unlinked the socket, so nothing new
          * can arrive; serve what is already queued, then leave. */
-        n = poll(pfd, draining ? 1 : 2, draining ? 0 : -1);
+        n = epoll_wait(ep, ev, 2, draining ? 0 : -1);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
             break;
         }
-        if (!draining && (pfd[1].revents & POLLIN)) {
-            draining = 1;
-            continue;
+        listen_ready = 0;
+        for (i = 0; i < n; i++) {
+            if (ev[i].data.fd == wake_fd)
+                draining = 1;
+            else if (ev[i].events & EPOLLIN)
+                listen_ready = 1;
         }
-        if (!(pfd[0].revents & POLLIN)) {
-            if (draining)
+        if (!listen_ready) {
+            if (draining && n <= 1)
                 break;
             continue;
         }
         if ((n = FCGX_Accept_r(&fr)) < 0) {
-            /* Another process took it (EAGAIN) or the peer reset: go on.
+            /* Another thread took it (EAGAIN) or the peer reset: go on.
              * Anything else (out of descriptors, say) would spin: pause. */
             if (n != -EAGAIN && n != -EWOULDBLOCK && n != -EINTR && n != -ECONNABORTED)
                 poll(NULL, 0, 10);
@@ -303,4 +317,5 @@ void http_serve_loop(int listen_fd, int wake_fd, http_handler handler, void *app
         FCGX_Finish_r(&fr);
     }
     FCGX_Free(&fr, 1);
+    close(ep);
 }

@@ -157,7 +157,7 @@ int memory_append(struct app *app, const char *agent_id, int mode, const char *s
 
     if (c.klen == 0)
         return AM_EBADREQ;
-    return store_transact(app->store, append_txn, &c) == 0 ? 0 : AM_EUNAVAILABLE;
+    return store_transact_deferred(app->store, append_txn, &c) == 0 ? 0 : AM_EUNAVAILABLE;
 }
 
 void memory_delete(struct app *app, const char *agent_id, int mode, const char *session)

@@ -400,7 +400,7 @@ static void route_agent_execute(struct route_ctx *c, int mode)
     struct json_object *body, *o;
     struct am_error err;
     char key[REGISTRY_KEY_MAX];
-    int limit = c->app->cfg->requests_per_day, remaining, rc;
+    int limit = c->app->cfg->requests_per_day, remaining, day = 0, rc;
     const char *agent = c->name;
 
     memset(&req, 0, sizeof(req));
@@ -420,7 +420,7 @@ static void route_agent_execute(struct route_ctx *c, int mode)
         goto out;
     }
     if (mode == RUNTIME_RUN) {
-        if ((rc = usage_acquire(c->app, c->slug, agent, limit, &remaining, &err)) != 0) {
+        if ((rc = usage_acquire(c->app, c->slug, limit, &day, &remaining, &err)) != 0) {
             rate_headers(c, 0);
             reply_err(c, rc, &err);
             goto out;
@@ -435,7 +435,7 @@ static void route_agent_execute(struct route_ctx *c, int mode)
             .mode = mode == RUNTIME_RUN ? "run" : "test", .model = res.model,
             .outcome = rc == 0 ? (res.blocked ? "blocked_output" : "ok") : http_error_name(rc),
             /* blocked before any provider: the run does not count */
-            .refund = mode == RUNTIME_RUN && !res.provider_called,
+            .day = day, .refund = mode == RUNTIME_RUN && !res.provider_called,
             .tokens = res.tokens_used, .latency_ms = res.latency_ms,
         };
         usage_settle(c->app, &ur);

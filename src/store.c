@@ -28,6 +28,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include "store.h"
 #include "util.h"
@@ -45,6 +46,23 @@ struct store {
     uint64_t gc_next;           /* tickets handed out, one per commit */
     uint64_t gc_done;           /* every ticket up to this one is on disk */
     int gc_flushing;            /* a thread is in log_flush now */
+    /* Deferred commits (store_transact_deferred): the flusher thread puts
+     * them on disk at most flush_ms after they were written. */
+    int flush_ms;               /* 0: deferred commits are synced like any other */
+    pthread_t flusher;
+    int flusher_running;
+    pthread_mutex_t fl_lock;
+    pthread_cond_t fl_cond;     /* wakes the flusher to stop */
+    int fl_stop;
+    uint64_t fl_pending;        /* deferred commits since the last flush; atomic */
+};
+
+static int flusher_start(struct store *s);
+static void flusher_stop(struct store *s);
+
+enum commit_mode {
+    COMMIT_SYNC,                /* on disk before store_transact returns */
+    COMMIT_DEFERRED,            /* written now, on disk within flush_ms */
 };
 
 struct store_txn {
@@ -175,11 +193,22 @@ int store_open(struct store **out, const struct store_options *opt, int flags,
         goto fail;
     }
     for (i = 0; i < STORE_DB_COUNT; i++) {
+        char name[32];
+
+        if (store_db_files[i] != NULL)
+            snprintf(name, sizeof(name), "%s", store_db_files[i]);
+        else    /* a usage shard past the first */
+            snprintf(name, sizeof(name), "usage-%d.db", i - STORE_USAGE);
         if ((rc = db_create(&s->db[i], s->env, 0)) != 0 ||
-            (rc = s->db[i]->open(s->db[i], NULL, store_db_files[i], NULL, DB_BTREE,
-                                 db_flags, 0600)) != 0) {
-            error_set(err, AM_EIO, "storage: opening %s: %s", store_db_files[i],
-                      db_strerror(rc));
+            (rc = s->db[i]->open(s->db[i], NULL, name, NULL, DB_BTREE, db_flags, 0600)) != 0) {
+            error_set(err, AM_EIO, "storage: opening %s: %s", name, db_strerror(rc));
+            goto fail;
+        }
+    }
+    if (s->sync && opt->flush_ms > 0) {
+        s->flush_ms = opt->flush_ms;
+        if ((rc = flusher_start(s)) != 0) {
+            error_set(err, AM_EIO, "storage: starting the log flusher: %s", strerror(rc));
             goto fail;
         }
     }
@@ -196,6 +225,7 @@ void store_close(struct store *s)
 
     if (s == NULL)
         return;
+    flusher_stop(s);
     for (i = 0; i < STORE_DB_COUNT; i++)
         if (s->db[i] != NULL)
             s->db[i]->close(s->db[i], 0);
@@ -282,8 +312,10 @@ static int group_flush(struct store *s)
     return rc == 0 ? 0 : AM_EIO;
 }
 
-static int transact(struct store *s, store_txn_fn fn, void *arg, int durable)
+static int transact(struct store *s, store_txn_fn fn, void *arg, enum commit_mode mode)
 {
+    u_int32_t flags;
+
     struct store_txn t;
     int attempt, rc = AM_EDEADLOCK;
 
@@ -302,11 +334,18 @@ static int transact(struct store *s, store_txn_fn fn, void *arg, int durable)
                 continue;
             return rc;
         }
-        /* sync: write nothing at commit, then flush in a group; sync off:
-         * the environment's DB_TXN_WRITE_NOSYNC (to the OS, no fsync). */
-        rc = store_rc(t.txn->commit(t.txn, !durable || s->sync ? DB_TXN_NOSYNC : 0));
-        if (rc == 0 && durable && s->sync)
+        /* sync: write nothing at commit, then flush in a group; deferred:
+         * write the log to the OS (it outlives this process) and leave
+         * the fsync to the flusher; sync off: the environment's
+         * DB_TXN_WRITE_NOSYNC (to the OS, no fsync). */
+        if (mode == COMMIT_DEFERRED && s->sync && s->flush_ms == 0)
+            mode = COMMIT_SYNC;
+        flags = !s->sync ? 0 : mode == COMMIT_DEFERRED ? DB_TXN_WRITE_NOSYNC : DB_TXN_NOSYNC;
+        rc = store_rc(t.txn->commit(t.txn, flags));
+        if (rc == 0 && mode == COMMIT_SYNC && s->sync)
             rc = group_flush(s);
+        if (rc == 0 && mode == COMMIT_DEFERRED && s->sync)
+            __atomic_add_fetch(&s->fl_pending, 1, __ATOMIC_RELAXED);
         if (rc != AM_EDEADLOCK)
             return rc;
     }
@@ -315,12 +354,67 @@ static int transact(struct store *s, store_txn_fn fn, void *arg, int durable)
 
 int store_transact(struct store *s, store_txn_fn fn, void *arg)
 {
-    return transact(s, fn, arg, 1);
+    return transact(s, fn, arg, COMMIT_SYNC);
 }
 
-int store_transact_nosync(struct store *s, store_txn_fn fn, void *arg)
+int store_transact_deferred(struct store *s, store_txn_fn fn, void *arg)
 {
-    return transact(s, fn, arg, 0);
+    return transact(s, fn, arg, COMMIT_DEFERRED);
+}
+
+/* The flusher: every flush_ms, put the deferred commits on disk (through
+ * group_flush, so a synced commit waiting at the same time shares it). */
+static void *flusher_main(void *arg)
+{
+    struct store *s = arg;
+    struct timespec at;
+    int stop = 0;
+
+    while (!stop) {
+        pthread_mutex_lock(&s->fl_lock);
+        clock_gettime(CLOCK_MONOTONIC, &at);
+        at.tv_nsec += (long)(s->flush_ms % 1000) * 1000000L;
+        at.tv_sec += s->flush_ms / 1000 + at.tv_nsec / 1000000000L;
+        at.tv_nsec %= 1000000000L;
+        while (!s->fl_stop && pthread_cond_timedwait(&s->fl_cond, &s->fl_lock, &at) == 0)
+            ;
+        stop = s->fl_stop;
+        pthread_mutex_unlock(&s->fl_lock);
+        if (__atomic_exchange_n(&s->fl_pending, 0, __ATOMIC_RELAXED) != 0 && group_flush(s) != 0)
+            __atomic_add_fetch(&s->fl_pending, 1, __ATOMIC_RELAXED);   /* try again */
+    }
+    return NULL;
+}
+
+static int flusher_start(struct store *s)
+{
+    pthread_condattr_t ca;
+    int e;
+
+    pthread_mutex_init(&s->fl_lock, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->fl_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    if ((e = pthread_create(&s->flusher, NULL, flusher_main, s)) != 0)
+        return e;
+    s->flusher_running = 1;
+    return 0;
+}
+
+/* Stop the flusher after one last flush of what is pending. */
+static void flusher_stop(struct store *s)
+{
+    if (!s->flusher_running)
+        return;
+    pthread_mutex_lock(&s->fl_lock);
+    s->fl_stop = 1;
+    pthread_cond_signal(&s->fl_cond);
+    pthread_mutex_unlock(&s->fl_lock);
+    pthread_join(s->flusher, NULL);
+    s->flusher_running = 0;
+    pthread_cond_destroy(&s->fl_cond);
+    pthread_mutex_destroy(&s->fl_lock);
 }
 
 static DB_TXN *txn_of(struct store_txn *t)

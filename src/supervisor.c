@@ -45,6 +45,7 @@
 #include "app.h"
 #include "auth.h"
 #include "config.h"
+#include "quota.h"
 #include "registry.h"
 #include "store.h"
 #include "supervisor.h"
@@ -205,7 +206,7 @@ static void reconcile(struct supervisor *sv, const char *why)
 static int store_task_child(struct supervisor *sv, int task, int progress_fd)
 {
     struct store_options so = { sv->cfg.data_dir, sv->cfg.db_cache_mb, sv->cfg.db_sync,
-                                sv->cfg.workers * sv->cfg.threads * 2 + 64 };
+                                sv->cfg.workers * sv->cfg.threads * 2 + 64, 0 };
     struct am_error err;
 
     error_clear(&err);
@@ -296,7 +297,7 @@ static void spawn_worker(struct supervisor *sv, struct worker_slot *w)
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         /* The child keeps the lock fd (invariant 3) and the listener. */
-        worker_run(&sv->cfg, sv->listen_fd, sv->app.reg);
+        worker_run(&sv->cfg, sv->listen_fd, sv->app.reg, sv->app.quota);
     }
     w->pid = pid;
     w->state = W_RUNNING;
@@ -550,6 +551,12 @@ static int start(struct supervisor *sv)
         log_error("%s", err.message);
         return -1;
     }
+    /* An org can run only with a deployed agent: room for four times the
+     * registry's capacity leaves space for the orgs that ran earlier today. */
+    if (quota_create(&sv->app.quota, sv->cfg.registry_capacity * 4, &err) != 0) {
+        log_error("%s", err.message);
+        return -1;
+    }
     /* Recover the environment and rebuild the registry from it. */
     if (run_store_task(sv, TASK_RECOVER) != TASK_OK)
         return -1;
@@ -570,6 +577,7 @@ static void finish(struct supervisor *sv)
         run_store_task(sv, TASK_CHECKPOINT);
     if (sv->app.reg != NULL)
         registry_close(sv->app.reg, 1);
+    quota_close(sv->app.quota);
     if (sv->cfg.pid_file[0] != '\0')
         unlink(sv->cfg.pid_file);
     if (sv->lock_fd >= 0)

@@ -1,16 +1,23 @@
 /*
  * usage.c - daily counters, the daily limit, and the run log.
  *
- * Owns the record formats of STORE_USAGE:
- *   "org\0YYYY-MM-DD"           -> {"r":requests,"t":tokens}   the org's day
- *   "org\0YYYY-MM-DD\0agent"    -> {"r":requests,"t":tokens}   one agent's day
- * and of STORE_RUNLOG (trace id -> {"org","agent","mode","model","tokens",
- * "latency_ms","outcome","at"}).
+ * Owns the record formats of the usage shards (STORE_USAGE + i, i <
+ * STORE_USAGE_SHARDS):
+ *   "org\0YYYY-MM-DD\0agent" -> {"r":requests,"t":tokens}
+ * the runs of one agent on one UTC day that threads using that shard
+ * settled; an org's or an agent's figure for a day is the sum over the
+ * shards. Each thread writes one shard, so concurrent runs do not queue on
+ * one B-tree page. (Records "org\0YYYY-MM-DD" of earlier versions only
+ * repeated the sum of the agents' and are ignored.) Also owns the format of
+ * STORE_RUNLOG: trace id -> {"org","agent","mode","model","tokens",
+ * "latency_ms","outcome","at"}.
  *
- * Invariant: the org's day record is read with its write lock before it
- * is compared with the limit, and the increment commits in the same
- * transaction, so accepted runs never exceed the limit under any
- * concurrency. Only `run` (and stream queries) come here; `test` never.
+ * The limit is enforced in quota.c's shared counters: accepting a run is
+ * one compare-and-swap there, exact under any concurrency across the
+ * workers; a counter starts from the sum of the shards (quota_load). The
+ * run is written here when it settles, in one synced transaction with its
+ * run log line, before the client is answered, on the day it was
+ * accepted. Only `run` counts; `test` never.
  *
  * Must never: log.
  */
@@ -18,6 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#include "quota.h"
 #include "store.h"
 #include "usage.h"
 #include "util.h"
@@ -27,121 +36,126 @@ struct counter {
     int64_t t;   /* tokens */
 };
 
-static void day_of(int64_t t, char *buf, size_t cap)
+static int today(void)
+{
+    return (int)(util_now() / 86400);
+}
+
+/* "YYYY-MM-DD" of day (days since the epoch). */
+static void day_name(int day, char *buf, size_t cap)
 {
     struct tm tm;
-    time_t tt = (time_t)t;
+    time_t tt = (time_t)day * 86400;
 
     gmtime_r(&tt, &tm);
     strftime(buf, cap, "%Y-%m-%d", &tm);
 }
 
-/* "org\0day" or "org\0day\0agent" into buf; returns the length. */
-static size_t usage_key(char *buf, size_t cap, const char *org, const char *day,
-                        const char *agent)
+/* "org\0day\0agent" (agent may be "") into buf; returns the length, 0 if
+ * it does not fit. */
+static size_t usage_key(char *buf, size_t cap, const char *org, int day, const char *agent)
 {
-    int n = snprintf(buf, cap, "%s%c%s%c%s", org, 0, day, 0, agent ? agent : "");
+    char d[16];
+    int n;
 
-    if (n < 0 || (size_t)n >= cap)
-        return 0;
-    return agent ? (size_t)n : strlen(org) + 1 + strlen(day);
+    day_name(day, d, sizeof(d));
+    n = snprintf(buf, cap, "%s%c%s%c%s", org, 0, d, 0, agent);
+    return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
 }
 
-static int counter_read(struct store *s, struct store_txn *t, const char *key, size_t klen,
-                        int flags, struct counter *c)
+static int counter_parse(const char *val, struct counter *c)
 {
-    char *val = NULL;
-    int rc = store_get(s, t, STORE_USAGE, key, klen, flags, &val, NULL);
+    long long r = 0, t = 0;
 
     c->r = c->t = 0;
-    if (rc == 0) {
-        long long r = 0, tk = 0;
-        if (sscanf(val, "{\"r\":%lld,\"t\":%lld}", &r, &tk) == 2) {
-            c->r = r;
-            c->t = tk;
-        }
-    }
-    free(val);
-    return rc == AM_ENOENT ? 0 : rc;
+    if (sscanf(val, "{\"r\":%lld,\"t\":%lld}", &r, &t) != 2)
+        return -1;
+    c->r = r;
+    c->t = t;
+    return 0;
 }
 
-static int counter_write(struct store *s, struct store_txn *t, const char *key, size_t klen,
-                         const struct counter *c)
+/* This thread's usage shard: threads take them in turn, starting from a
+ * point that differs between processes. */
+static int my_shard(void)
 {
-    char val[64];
-    int n = snprintf(val, sizeof(val), "{\"r\":%lld,\"t\":%lld}", (long long)c->r,
-                     (long long)c->t);
-    return store_put(s, t, STORE_USAGE, key, klen, val, (size_t)n);
+    static unsigned next;
+    static _Thread_local int shard = -1;
+
+    if (shard < 0)
+        shard = (int)((__atomic_fetch_add(&next, 1u, __ATOMIC_RELAXED) + (unsigned)getpid() * 7u)
+                      % STORE_USAGE_SHARDS);
+    return shard;
 }
 
-struct bump_ctx {
-    const char *org;
-    const char *agent;
-    char day[16];
-    int limit;          /* 0 = no check */
-    int64_t dr, dt;     /* deltas */
-    int64_t after;      /* OUT: org's requests today after the change */
-    int refused;        /* OUT: limit reached, nothing changed */
+/* ---- the org's count for a day, summed over the shards ---------------------- */
+
+struct sum_ctx {
+    size_t plen;        /* "org\0day\0" */
+    int64_t r;
 };
 
-static int bump_txn(struct store *s, struct store_txn *t, void *arg)
+static int sum_one(const char *k, size_t kl, const char *v, size_t vl, void *arg)
 {
-    struct bump_ctx *c = arg;
-    struct counter org, agent;
-    char ko[160], ka[240];
-    size_t lo = usage_key(ko, sizeof(ko), c->org, c->day, NULL);
-    size_t la = usage_key(ka, sizeof(ka), c->org, c->day, c->agent);
-    int rc;
+    struct sum_ctx *c = arg;
+    struct counter cnt;
 
-    c->refused = 0;
-    if (lo == 0 || la == 0)
-        return AM_EINTERNAL;
-    if ((rc = counter_read(s, t, ko, lo, STORE_RMW, &org)) != 0)
-        return rc;
-    if (c->limit > 0 && c->dr > 0 && org.r >= c->limit) {
-        c->refused = 1;
-        c->after = org.r;
-        return 0;
-    }
-    if ((rc = counter_read(s, t, ka, la, STORE_RMW, &agent)) != 0)
-        return rc;
-    org.r += c->dr;
-    org.t += c->dt;
-    agent.r += c->dr;
-    agent.t += c->dt;
-    if (org.r < 0)
-        org.r = 0;
-    if (agent.r < 0)
-        agent.r = 0;
-    c->after = org.r;
-    if ((rc = counter_write(s, t, ko, lo, &org)) != 0 ||
-        (rc = counter_write(s, t, ka, la, &agent)) != 0)
-        return rc;
+    (void)k;
+    (void)vl;
+    if (kl > c->plen && counter_parse(v, &cnt) == 0)
+        c->r += cnt.r;
     return 0;
 }
 
-int usage_acquire(struct app *app, const char *org, const char *agent, int limit,
-                  int *remaining, struct am_error *err)
+static int quota_load(const char *org, int day, int64_t *count, void *arg)
 {
-    struct bump_ctx c = { org, agent, "", limit, 1, 0, 0, 0 };
+    struct app *app = arg;
+    struct sum_ctx c = { 0, 0 };
+    char prefix[160];
+    int i, rc;
+
+    *count = 0;
+    if ((c.plen = usage_key(prefix, sizeof(prefix), org, day, "")) == 0)
+        return AM_EINTERNAL;
+    for (i = 0; i < STORE_USAGE_SHARDS; i++)
+        if ((rc = store_scan(app->store, NULL, STORE_USAGE + i, prefix, c.plen, sum_one, &c)) != 0)
+            return AM_EUNAVAILABLE;
+    *count = c.r;
+    return 0;
+}
+
+int usage_acquire(struct app *app, const char *org, int limit, int *day, int *remaining,
+                  struct am_error *err)
+{
+    int64_t count;
     int rc;
 
-    day_of(util_now(), c.day, sizeof(c.day));
-    rc = store_transact_nosync(app->store, bump_txn, &c);
-    *remaining = 0;
-    if (rc != 0)
-        return error_set(err, AM_EUNAVAILABLE, "Usage accounting unavailable, retry");
-    if (c.refused)
+    *day = today();
+    rc = quota_take(app->quota, org, day, limit, quota_load, app, &count);
+    *remaining = count >= limit ? 0 : (int)(limit - count);
+    if (rc == AM_ERATELIMIT)
         return error_set(err, AM_ERATELIMIT,
                          "Daily limit of %d requests reached; it resets at 00:00 UTC", limit);
-    *remaining = c.after >= limit ? 0 : (int)(limit - c.after);
+    if (rc != 0)
+        return error_set(err, AM_EUNAVAILABLE, "Usage accounting unavailable, retry");
     return 0;
 }
+
+int usage_remaining(struct app *app, const char *org, int limit)
+{
+    int64_t count;
+
+    if (quota_count(app->quota, org, today(), quota_load, app, &count) != 0)
+        return 0;
+    return count >= limit ? 0 : (int)(limit - count);
+}
+
+/* ---- settling a run ------------------------------------------------------------- */
 
 struct settle_ctx {
     const struct usage_run *run;
-    struct bump_ctx bump;       /* run: the counter change, if any */
-    int counts;                 /* 1 if the counters change */
+    int counts;                 /* 1 if the run is counted */
+    int shard;
     char *line;                 /* the run log record (JSON) */
     size_t len;
 };
@@ -149,12 +163,26 @@ struct settle_ctx {
 static int settle_txn(struct store *s, struct store_txn *t, void *arg)
 {
     struct settle_ctx *c = arg;
-    int rc;
+    const struct usage_run *run = c->run;
+    struct counter cnt = { 0, 0 };
+    char key[240], *val = NULL, buf[64];
+    size_t klen;
+    int rc, n;
 
-    if (c->counts && (rc = bump_txn(s, t, &c->bump)) != 0)
+    rc = store_put(s, t, STORE_RUNLOG, run->trace_id, strlen(run->trace_id), c->line, c->len);
+    if (rc != 0 || !c->counts)
         return rc;
-    return store_put(s, t, STORE_RUNLOG, c->run->trace_id, strlen(c->run->trace_id),
-                     c->line, c->len);
+    if ((klen = usage_key(key, sizeof(key), run->org, run->day, run->agent)) == 0)
+        return AM_EINTERNAL;
+    rc = store_get(s, t, STORE_USAGE + c->shard, key, klen, STORE_RMW, &val, NULL);
+    if (rc == 0)
+        counter_parse(val, &cnt);
+    free(val);
+    if (rc != 0 && rc != AM_ENOENT)
+        return rc;
+    n = snprintf(buf, sizeof(buf), "{\"r\":%lld,\"t\":%lld}", (long long)(cnt.r + 1),
+                 (long long)(cnt.t + run->tokens));
+    return store_put(s, t, STORE_USAGE + c->shard, key, klen, buf, (size_t)n);
 }
 
 static char *run_line(const struct usage_run *run, size_t *len)
@@ -185,32 +213,18 @@ void usage_settle(struct app *app, const struct usage_run *run)
 
     memset(&c, 0, sizeof(c));
     c.run = run;
-    if (strcmp(run->mode, "run") == 0 && (run->refund || run->tokens > 0)) {
-        c.counts = 1;
-        c.bump.org = run->org;
-        c.bump.agent = run->agent;
-        c.bump.dr = run->refund ? -1 : 0;
-        c.bump.dt = run->tokens;
-        day_of(util_now(), c.bump.day, sizeof(c.bump.day));
+    if (strcmp(run->mode, "run") == 0) {
+        if (run->refund)
+            quota_give_back(app->quota, run->org, run->day);
+        else
+            c.counts = 1;
     }
+    c.shard = my_shard();
     c.line = run_line(run, &c.len);
-    /* Best effort for the log line, but this commit is also what makes the
-     * acquired count durable: it is synced. */
-    store_transact(app->store, settle_txn, &c);
+    /* Written before the answer (it outlives any process); on disk within
+     * storage.run_flush_ms. */
+    store_transact_deferred(app->store, settle_txn, &c);
     free(c.line);
-}
-
-int usage_remaining(struct app *app, const char *org, int limit)
-{
-    struct counter c;
-    char day[16], key[160];
-    size_t klen;
-
-    day_of(util_now(), day, sizeof(day));
-    klen = usage_key(key, sizeof(key), org, day, NULL);
-    if (klen == 0 || counter_read(app->store, NULL, key, klen, 0, &c) != 0)
-        return 0;
-    return c.r >= limit ? 0 : (int)(limit - c.r);
 }
 
 int64_t usage_next_reset(void)
@@ -242,37 +256,29 @@ static void accumulate(struct json_object *map, const char *k, const struct coun
         json_object_get_int64(json_object_array_get_idx(pair, 1)) + c->t));
 }
 
+/* One agent's day in one shard; legacy org-day records are skipped. */
 static int report_one(const char *k, size_t kl, const char *v, size_t vl, void *arg)
 {
     struct report_ctx *c = arg;
     const char *day = k + c->olen + 1, *agent;
     char dbuf[16], abuf[128];
-    struct counter cnt = { 0, 0 };
-    long long r, t;
-    size_t dl;
+    struct counter cnt;
+    size_t dl, al;
 
     (void)vl;
     dl = strnlen(day, kl - c->olen - 1);
-    if (dl >= sizeof(dbuf))
+    if (dl >= sizeof(dbuf) || c->olen + 1 + dl >= kl)
         return 0;
     memcpy(dbuf, day, dl);
     dbuf[dl] = '\0';
-    if (strcmp(dbuf, c->first) < 0)
+    agent = day + dl + 1;
+    al = (size_t)(k + kl - agent);
+    if (strcmp(dbuf, c->first) < 0 || al >= sizeof(abuf) || counter_parse(v, &cnt) != 0)
         return 0;
-    if (sscanf(v, "{\"r\":%lld,\"t\":%lld}", &r, &t) == 2) {
-        cnt.r = r;
-        cnt.t = t;
-    }
-    if (c->olen + 1 + dl == kl) {
-        accumulate(c->days, dbuf, &cnt);
-    } else {
-        agent = day + dl + 1;
-        if ((size_t)(k + kl - agent) >= sizeof(abuf))
-            return 0;
-        memcpy(abuf, agent, (size_t)(k + kl - agent));
-        abuf[k + kl - agent] = '\0';
-        accumulate(c->agents, abuf, &cnt);
-    }
+    memcpy(abuf, agent, al);
+    abuf[al] = '\0';
+    accumulate(c->days, dbuf, &cnt);
+    accumulate(c->agents, abuf, &cnt);
     return 0;
 }
 
@@ -294,16 +300,17 @@ int usage_report(struct app *app, const char *org, int days, int limit,
 {
     struct report_ctx c;
     struct json_object *by_day, *by_agent, *pair;
-    int64_t now = util_now(), total_r = 0, total_t = 0;
+    int64_t total_r = 0, total_t = 0;
+    int now = today(), i, rc = 0;
     char day[16];
-    int i, rc;
 
     *out = NULL;
     c.olen = strlen(org);
-    day_of(now - (int64_t)(days - 1) * 86400, c.first, sizeof(c.first));
+    day_name(now - (days - 1), c.first, sizeof(c.first));
     c.days = json_object_new_object();
     c.agents = json_object_new_object();
-    rc = store_scan(app->store, NULL, STORE_USAGE, org, c.olen + 1, report_one, &c);
+    for (i = 0; i < STORE_USAGE_SHARDS && rc == 0; i++)
+        rc = store_scan(app->store, NULL, STORE_USAGE + i, org, c.olen + 1, report_one, &c);
     if (rc != 0) {
         json_object_put(c.days);
         json_object_put(c.agents);
@@ -311,7 +318,7 @@ int usage_report(struct app *app, const char *org, int days, int limit,
     }
     by_day = json_object_new_array();
     for (i = days - 1; i >= 0; i--) {
-        day_of(now - (int64_t)i * 86400, day, sizeof(day));
+        day_name(now - i, day, sizeof(day));
         pair = NULL;
         json_object_object_get_ex(c.days, day, &pair);
         json_object_array_add(by_day, report_row("date", day, pair));

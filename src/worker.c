@@ -61,12 +61,13 @@ static void worker_signals(sigset_t *stopset)
     pthread_sigmask(SIG_SETMASK, stopset, NULL);
 }
 
-void worker_run(const struct config *cfg, int listen_fd, struct registry *reg)
+void worker_run(const struct config *cfg, int listen_fd, struct registry *reg,
+                struct quota *quota)
 {
     struct store_options so = { cfg->data_dir, cfg->db_cache_mb, cfg->db_sync,
-                                cfg->workers * cfg->threads * 2 + 64 };
+                                cfg->workers * cfg->threads * 2 + 64, cfg->db_run_flush_ms };
     struct worker_thread_arg arg;
-    struct app app = { cfg, NULL, reg };
+    struct app app = { cfg, NULL, reg, quota };
     struct am_error err;
     pthread_t *threads;
     pthread_attr_t attr;
