@@ -6,12 +6,16 @@
  *
  * DESIGN
  *
- * A call is: build the body (protocol file) -> POST it with one libcurl
- * easy handle owned by this call alone -> check the HTTP status -> parse
- * the answer (protocol file). Nothing is shared between calls but curl's
- * global state, set up once by providers_init, so any number of threads
- * may call providers_chat at once. The echo provider short-cuts all of it
- * (provider_echo.c).
+ * A call is: build the body (protocol file) -> POST it with the calling
+ * thread's libcurl easy handle -> check the HTTP status -> parse the
+ * answer (protocol file). Each thread keeps its handle between calls
+ * (thread_handle), so the connection to a provider stays open and a run
+ * pays no new TCP and TLS handshake; curl_easy_reset after every call
+ * drops all the options (headers, buffers) and keeps only the connection
+ * (at most one idle connection a thread, CURLOPT_MAXCONNECTS). Nothing
+ * else is shared between calls but curl's global state, set up once by
+ * providers_init, so any number of threads may call providers_chat at
+ * once. The echo provider short-cuts all of it (provider_echo.c).
  *
  * Invariants:
  *  1. The API key goes into exactly one place: an auth header line in the
@@ -655,6 +659,37 @@ static void scrub_key(struct am_error *err, const char *key)
     util_strlcpy(err->message, out, sizeof(err->message));
 }
 
+/* The calling thread's easy handle (created on first use, cleaned up when
+ * the thread exits), or NULL. */
+static pthread_key_t handle_key;
+static pthread_once_t handle_once = PTHREAD_ONCE_INIT;
+static int handle_key_ok;
+
+static void handle_free(void *c)
+{
+    curl_easy_cleanup(c);
+}
+
+static void handle_key_init(void)
+{
+    handle_key_ok = pthread_key_create(&handle_key, handle_free) == 0;
+}
+
+static CURL *thread_handle(int *owned)
+{
+    CURL *c;
+
+    pthread_once(&handle_once, handle_key_init);
+    *owned = 0;
+    if (handle_key_ok && (c = pthread_getspecific(handle_key)) != NULL)
+        return c;
+    if ((c = curl_easy_init()) == NULL)
+        return NULL;
+    if (!handle_key_ok || pthread_setspecific(handle_key, c) != 0)
+        *owned = 1;   /* no thread slot: the call cleans it up */
+    return c;
+}
+
 static void set_options(CURL *c, const char *url, const char *body, struct curl_slist *h,
                         struct answer_buf *b, char *errbuf, int timeout_ms)
 {
@@ -676,6 +711,7 @@ static void set_options(CURL *c, const char *url, const char *body, struct curl_
     curl_easy_setopt(c, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(c, CURLOPT_MAXCONNECTS, 1L);
 }
 
 /* POST body to url. Returns 0 with the HTTP status and the answer in b,
@@ -690,12 +726,12 @@ static int transport_post(const struct providers_request *req, const struct prov
     struct curl_slist *h;
     CURLcode cc;
     CURL *c;
-    int rc = 0;
+    int rc = 0, owned;
 
     if (!key_is_clean(req->api_key))
         return error_set(err, AM_EPROVIDER, "provider %s: the API key contains control "
                          "characters", pname);
-    if ((c = curl_easy_init()) == NULL)
+    if ((c = thread_handle(&owned)) == NULL)
         return error_set(err, AM_EPROVIDER, "provider %s: cannot create an HTTP handle", pname);
     h = make_headers(w, req->api_key);
     set_options(c, url, body, h, b, errbuf, timeout_ms);
@@ -704,7 +740,11 @@ static int transport_post(const struct providers_request *req, const struct prov
         rc = transport_error(pname, cc, errbuf, timeout_ms, b, err);
     else
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
-    curl_easy_cleanup(c);
+    /* forget the headers, buffers and error buffer of this call; keep the
+     * connection */
+    curl_easy_reset(c);
+    if (owned)
+        curl_easy_cleanup(c);
     free_headers(h);
     return rc;
 }

@@ -58,7 +58,8 @@ Control API (JSON):
   GET /_requests    every request received, oldest first: {"method", "path",
                     "protocol", "headers" (Authorization and x-api-key values
                     replaced by "<present>"), "body" (parsed JSON or null),
-                    "raw" (the text, only when it was not JSON)}
+                    "raw" (the text, only when it was not JSON), "peer_port"
+                    (the client's TCP port: one per connection)}
   DELETE /_requests forget them
   GET /_health      {"ok": true}
 
@@ -559,7 +560,8 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             pass
         entry = {"method": "POST", "path": path, "protocol": proto,
-                 "headers": self.recorded_headers(), "body": body}
+                 "headers": self.recorded_headers(), "body": body,
+                 "peer_port": self.client_address[1]}
         if body is None and raw:
             entry["raw"] = raw.decode("utf-8", "replace")
         STATE.record(entry)

@@ -533,6 +533,29 @@ class RouterTest(PipelineCase):
         for key in SERVER_KEYS.values():
             self.assertNotIn(key, log, "a provider key in the daemon log")
 
+    def test_a_thread_keeps_its_connection_to_the_provider(self):
+        # one thread: every call comes from the same libcurl handle, which
+        # must reuse its keep-alive connection (no new TCP/TLS handshake a run)
+        inst = self.new_instance(dict(self.config, server={"workers": 1, "threads": 1}))
+        model = uniq("gpt-kept")
+        self.agent("kept", "openai/" + model, inst=inst)
+        self.fake.clear()
+        for q in ("one", "two", "three"):
+            self.answer("kept", q, "openai/" + model, inst=inst)
+        ports = [r["peer_port"] for r in self.reqs()]
+        self.assertEqual(len(ports), 3, ports)
+        self.assertEqual(len(set(ports)), 1, "one connection for three calls: %r" % ports)
+        # a call that timed out leaves no half-read answer behind for the next
+        self.fake.control(per_model={model: {"mode": "hang"}})
+        providers = provider_config(self.fake)
+        providers["openai"]["timeout_ms"] = 300
+        inst2 = self.new_instance(dict(self.config, providers=providers,
+                                       server={"workers": 1, "threads": 1}))
+        self.agent("kept", "openai/" + model, inst=inst2)
+        assert_error(self, self.execute("kept", "hello", inst=inst2), 504, "provider_timeout")
+        self.fake.control(per_model={})
+        self.answer("kept", "after", "openai/" + model, inst=inst2)
+
     def test_latency_optimized_prefers_the_measured_faster_model(self):
         inst = self.new_instance(dict(self.config, server={"workers": 1, "threads": 8}))
         slow, fast = uniq("gpt-slow"), uniq("llama-fast")
