@@ -26,9 +26,13 @@
  * never emptied again, so no probe chain is ever cut; instead a slot whose
  * day is before the claimant's day (its org has not run today, so nothing
  * in flight counts on it) may be given to another org. Claims take the
- * mutex, make the slot's `seq` odd, write (day, tag + 1, loaded count),
- * the hash and the slug, and make `seq` even again. The new tag is what
- * makes a CAS prepared against the old owner fail.
+ * mutex, make the slot's `seq` odd, CAS `word` to (day, tag + 1, loaded
+ * count) (backing off if the old owner moved it to today meanwhile),
+ * write the hash and the slug, and make `seq` even again. The new tag is
+ * what makes a CAS prepared against the old owner fail. Once three
+ * quarters of the slots have been used, a never-used slot is still taken
+ * while a stale slot exists anywhere (longer probes reach those); with
+ * none, the claim fails with AM_EUNAVAILABLE.
  *
  * Readers never take the mutex while a writer lives: they read `seq`
  * (even), the hash and slug, `word`, and `seq` again; equal means the slug
@@ -68,7 +72,8 @@
 #define QUOTA_SPIN_BUSY   64        /* spins before yielding */
 #define QUOTA_SPIN_LIMIT  4096      /* spins before trying the mutex */
 
-#define WORD(day, tag, n) (((uint64_t)(day) << 48) | ((uint64_t)(tag) << 32) | (uint64_t)(n))
+#define WORD(day, tag, n) (((uint64_t)(day) << 48) | ((uint64_t)((tag) & 0xffffu) << 32) | \
+                           (uint64_t)(n))
 #define WORD_DAY(w)       ((int)((w) >> 48))
 #define WORD_TAG(w)       ((uint32_t)((w) >> 32) & 0xffffu)
 #define WORD_COUNT(w)     ((int64_t)((w) & 0xffffffffu))
@@ -213,6 +218,18 @@ static struct quota_entry *lookup(struct quota *q, const char *org, uint32_t h, 
     return NULL;
 }
 
+/* 1 if some used slot counts a day before `day` (mutex held). */
+static int any_stale(struct quota *q, int day)
+{
+    uint32_t i;
+
+    for (i = 0; i <= q->mask; i++)
+        if (q->tab[i].seq != 0 &&
+            WORD_DAY(__atomic_load_n(&q->tab[i].word, __ATOMIC_RELAXED)) < day)
+            return 1;
+    return 0;
+}
+
 /*
  * Find org's slot, creating it (count from load) if it has none. Returns
  * 0 with *e and *word set, AM_EUNAVAILABLE when no slot is free, or
@@ -224,9 +241,11 @@ static int find_or_claim(struct quota *q, const char *org, int day, quota_load_f
     uint32_t h = org_hash(org);
     struct quota_entry *e, *reuse;
     int64_t loaded = 0;
-    uint64_t w;
+    uint64_t w, old;
     int rc;
 
+    if (strlen(org) >= QUOTA_ORG_MAX)
+        return AM_EINTERNAL;
     if ((*out = lookup(q, org, h, day, word, NULL)) != NULL)
         return 0;
     if ((rc = load(org, day, &loaded, arg)) != 0)
@@ -237,6 +256,7 @@ static int find_or_claim(struct quota *q, const char *org, int day, quota_load_f
         loaded = 0x7fffffff;
     if ((rc = lock_take(q, 0)) != 0)
         return rc;
+again:
     if ((e = lookup(q, org, h, day, word, &reuse)) != NULL)
         goto done;
     if (reuse != NULL) {
@@ -247,18 +267,30 @@ static int find_or_claim(struct quota *q, const char *org, int day, quota_load_f
         for (i = 0, e = NULL; i <= q->mask && e == NULL; i++)
             if (__atomic_load_n(&q->tab[(h + i) & q->mask].seq, __ATOMIC_RELAXED) == 0)
                 e = &q->tab[(h + i) & q->mask];
-        /* keep never-used slots so probes stay short */
-        if (e == NULL || (uint64_t)(q->hdr->used + 1) * 4 > (uint64_t)(q->mask + 1) * 3) {
+        /* Keep never-used slots so probes stay short, unless slots of
+         * earlier days wait elsewhere: a new day is never refused for a
+         * table of yesterday's orgs (longer probes pass more of them). */
+        if (e == NULL || ((uint64_t)(q->hdr->used + 1) * 4 > (uint64_t)(q->mask + 1) * 3 &&
+                          !any_stale(q, day))) {
             pthread_mutex_unlock(&q->hdr->lock);
             return AM_EUNAVAILABLE;
         }
         q->hdr->used++;
     }
-    w = __atomic_load_n(&e->word, __ATOMIC_RELAXED);
-    w = WORD(day, WORD_TAG(w) + 1u, (uint64_t)loaded);
     __atomic_store_n(&e->seq, e->seq | 1u, __ATOMIC_RELAXED);
     __atomic_thread_fence(__ATOMIC_RELEASE);
-    __atomic_store_n(&e->word, w, __ATOMIC_RELAXED);
+    /* A CAS, not a store: the old owner may count its first run of today
+     * on this slot until the new tag lands; then the slot is not stale
+     * any more and stays its. */
+    old = __atomic_load_n(&e->word, __ATOMIC_RELAXED);
+    do {
+        if (reuse != NULL && WORD_DAY(old) >= day) {
+            __atomic_store_n(&e->seq, e->seq + 1u, __ATOMIC_RELEASE);
+            goto again;
+        }
+        w = WORD(day, WORD_TAG(old) + 1u, (uint64_t)loaded);
+    } while (!__atomic_compare_exchange_n(&e->word, &old, w, 0, __ATOMIC_ACQ_REL,
+                                          __ATOMIC_RELAXED));
     e->hash = h;
     memset(e->org, 0, sizeof(e->org));
     memcpy(e->org, org, strnlen(org, QUOTA_ORG_MAX - 1));
@@ -372,6 +404,6 @@ int quota_count(struct quota *q, const char *org, int day, quota_load_fn load, v
     *count = 0;
     if ((rc = find_or_claim(q, org, day, load, arg, &e, &w)) != 0)
         return rc;
-    *count = WORD_DAY(w) < day ? 0 : WORD_COUNT(w);
+    *count = WORD_DAY(w) == day ? WORD_COUNT(w) : 0;
     return 0;
 }

@@ -464,6 +464,10 @@ def protocol_of(path):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "fake-provider/1"
+    # The headers and the body go out in separate writes: with Nagle on, a
+    # kept-alive client (libcurl reuses its connection) would wait for a
+    # delayed ACK, 40 ms, before the body of every answer.
+    disable_nagle_algorithm = True
 
     def log_message(self, fmt, *args):
         if VERBOSE:

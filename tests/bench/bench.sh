@@ -7,12 +7,15 @@
 # It starts, in a fresh temporary directory, on a free loopback port:
 #   - astromesh-cloudd (BENCH_WORKERS workers x BENCH_THREADS threads),
 #     with providers.openai pointed at
-#   - tests/fake_provider.py, the scriptable fake model provider,
+#   - tests/bench/fake_openai, a fast fake of the OpenAI chat API in C
+#     (providers.openai), for the run throughput,
+#   - tests/fake_provider.py, the scriptable fake model provider
+#     (providers.groq, same wire protocol), for the slow-provider burst,
 #   - tests/bench/fcgi_hello with the same number of processes and threads,
 #   - ONE lighttpd serving /api/v1/ (the daemon, through the shared
 #     etc/lighttpd files, unchanged) and /hello (fcgi_hello), see
 #     tests/bench/lighttpd-bench.conf,
-# and prints three tables:
+# and prints four tables:
 #   1. wrk requests/s for /hello, GET of one agent and GET of the agent list,
 #      measured one after the other in this run with identical wrk settings,
 #      with the ratio to /hello and where the CPU went (lighttpd, backend,
@@ -24,7 +27,7 @@
 #      lighttpd's, and the supervisor's and one worker's by mapping;
 #   4. execution (POST .../run), with the fake provider answering at once:
 #      a. wrk requests/s of runs on an `echo/echo-1` agent (no network) and
-#         on an `openai/gpt-4o-mini` agent (the fake), next to /hello sent
+#         on an `openai/gpt-4o-mini` agent (the C fake), next to /hello sent
 #         the same POST in the same run, with the CPU of each process, the
 #         fake's included;
 #      b. the pipeline's own overhead: BENCH_RUNS sequential runs of the
@@ -32,6 +35,9 @@
 #         /hello on the same connection (the HTTP + lighttpd + FastCGI
 #         floor): p50/p90 of both and the difference, and the daemon's own
 #         latency_ms;
+#      a'. (with storage.sync: true) after a SIGHUP reload with
+#         storage.run_flush_ms: 0, /hello and the echo runs of 4a again:
+#         what it costs when every run waits for its own fsync;
 #      then, after a SIGHUP reload into the default server.workers and
 #      server.threads, with the fake answering after 1 s:
 #      c. BENCH_CONCURRENCY concurrent runs, each from its own thread and
@@ -58,6 +64,9 @@
 #   BENCH_THREADS      server.threads, and fcgi_hello threads (default 8)
 #   BENCH_DEPLOYS      agents created for the deploy timing (default 200)
 #   BENCH_DB_SYNC      storage.sync (default true, the shipped default)
+#   BENCH_RUN_FLUSH_MS storage.run_flush_ms (default 100, the shipped default);
+#                      4a is also measured again with 0 (every run fsynced
+#                      before its answer) after a reload
 #   BENCH_RUNS         sequential runs timed for the pipeline overhead
 #                      (default 2000)
 #   BENCH_CONCURRENCY  the concurrent-run counts tried against the slow
@@ -84,6 +93,7 @@ BENCH_WORKERS=${BENCH_WORKERS:-2}
 BENCH_THREADS=${BENCH_THREADS:-8}
 BENCH_DEPLOYS=${BENCH_DEPLOYS:-200}
 BENCH_DB_SYNC=${BENCH_DB_SYNC:-true}
+BENCH_RUN_FLUSH_MS=${BENCH_RUN_FLUSH_MS:-100}
 BENCH_RUNS=${BENCH_RUNS:-2000}
 BENCH_CONCURRENCY=${BENCH_CONCURRENCY:-200 256}
 
@@ -92,6 +102,7 @@ HELLO=$BUILDDIR/tests/bench/fcgi_hello
 LIGHTTPD_DIR=$SRCDIR/etc/lighttpd
 BENCH_CONF=$SRCDIR/tests/bench/lighttpd-bench.conf
 FAKE=$SRCDIR/tests/fake_provider.py
+CFAKE=$BUILDDIR/tests/bench/fake_openai
 
 die() {
     echo "bench.sh: $*" >&2
@@ -109,12 +120,13 @@ fi
 [ -x "$LIGHTTPD" ] || die "lighttpd not found (LIGHTTPD=$LIGHTTPD): apt-get install lighttpd"
 [ -x "$DAEMON" ] || die "$DAEMON not built: run make first"
 [ -x "$HELLO" ] || die "$HELLO not built: run make tests/bench/fcgi_hello"
+[ -x "$CFAKE" ] || die "$CFAKE not built: run make tests/bench/fake_openai"
 for f in "$LIGHTTPD_DIR/astromesh-dev.conf" "$LIGHTTPD_DIR/astromesh-cloud-fastcgi.conf" \
          "$BENCH_CONF" "$FAKE"; do
     [ -r "$f" ] || die "missing $f"
 done
-case $BENCH_WORKERS$BENCH_THREADS$BENCH_CONNECTIONS$BENCH_WRK_THREADS$BENCH_ROUNDS$BENCH_DEPLOYS$BENCH_RUNS in
-    *[!0-9]*) die "BENCH_WORKERS, _THREADS, _CONNECTIONS, _WRK_THREADS, _ROUNDS, _DEPLOYS, _RUNS must be integers" ;;
+case $BENCH_WORKERS$BENCH_THREADS$BENCH_CONNECTIONS$BENCH_WRK_THREADS$BENCH_ROUNDS$BENCH_DEPLOYS$BENCH_RUNS$BENCH_RUN_FLUSH_MS in
+    *[!0-9]*) die "BENCH_WORKERS, _THREADS, _CONNECTIONS, _WRK_THREADS, _ROUNDS, _DEPLOYS, _RUNS, _RUN_FLUSH_MS must be integers" ;;
 esac
 [ -n "$(echo $BENCH_CONCURRENCY)" ] || die "BENCH_CONCURRENCY is empty"
 for c in $BENCH_CONCURRENCY; do
@@ -180,21 +192,31 @@ PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
 mkdir "$TMP/db" "$TMP/run"
 
-# The fake model provider first: the daemon's config needs its port, the
-# first line it prints. It exits by itself if this shell goes away.
-python3 "$FAKE" --port 0 >"$TMP/fake.port" 2>"$TMP/fake.log" &
-FAKE_PID=$!
-PIDS="$FAKE_PID $PIDS"
-FAKE_PORT=
-n=0
-while :; do
-    FAKE_PORT=$(head -n 1 "$TMP/fake.port" 2>/dev/null || true)
-    [ -z "$FAKE_PORT" ] || break
-    kill -0 "$FAKE_PID" 2>/dev/null || { show_logs; die "tests/fake_provider.py exited at start"; }
-    [ $n -lt 100 ] || { show_logs; die "tests/fake_provider.py printed no port in 10 s"; }
-    sleep 0.1
-    n=$((n + 1))
-done
+# The fake model providers first: the daemon's config needs their ports,
+# the first line each prints. Both exit by themselves if this shell goes
+# away. Sets pid and FAKE_PORT to the new fake's.
+start_fake() {    # name, pid variable name, command...
+    name=$1
+    shift
+    "$@" --port 0 >"$TMP/$name.port" 2>"$TMP/$name.log" &
+    pid=$!
+    PIDS="$pid $PIDS"
+    FAKE_PORT=
+    n=0
+    while :; do
+        FAKE_PORT=$(head -n 1 "$TMP/$name.port" 2>/dev/null || true)
+        [ -z "$FAKE_PORT" ] || break
+        kill -0 "$pid" 2>/dev/null || { show_logs; die "$name exited at start"; }
+        [ $n -lt 100 ] || { show_logs; die "$name printed no port in 10 s"; }
+        sleep 0.1
+        n=$((n + 1))
+    done
+}
+start_fake cfake "$CFAKE"
+CFAKE_PID=$pid
+CFAKE_PORT=$FAKE_PORT
+start_fake fake python3 "$FAKE"
+FAKE_PID=$pid
 
 # The daemon's config. max_agents is raised so the deploy timing can create
 # its agents in one org; access_ttl so a long run keeps its token;
@@ -209,6 +231,7 @@ server:
 storage:
   data_dir: $TMP/db
   sync: $BENCH_DB_SYNC
+  run_flush_ms: $BENCH_RUN_FLUSH_MS
 limits:
   max_agents: 100000
   requests_per_day: 100000000
@@ -220,6 +243,9 @@ log:
   level: warn
 providers:
   openai:
+    base_url: http://127.0.0.1:$CFAKE_PORT/v1
+    api_key: sk-bench
+  groq:
     base_url: http://127.0.0.1:$FAKE_PORT/v1
     api_key: sk-bench
 EOF
@@ -277,7 +303,8 @@ E = os.environ
 PORT = int(E["PORT"])
 PIDS = {"daemon": int(E["DAEMON_PID"]), "hello": int(E["HELLO_PID"]),
         "lighttpd": int(E["LIGHTTPD_PID"])}
-FAKE_PID = int(E["FAKE_PID"])
+FAKE_PID = int(E["FAKE_PID"])      # tests/fake_provider.py (4c)
+CFAKE_PID = int(E["CFAKE_PID"])    # tests/bench/fake_openai (4a)
 FAKE_PORT = int(E["FAKE_PORT"])
 HZ = os.sysconf("SC_CLK_TCK")
 HELLO_BODY = {"hello": "world"}
@@ -291,16 +318,18 @@ class BenchError(Exception):
 # --- /proc ---------------------------------------------------------------------------
 
 def children(pid):
-    """Live child pids of pid."""
+    """Live child pids of pid, without the supervisor's short-lived
+    Berkeley DB tasks (am-store-task: a checkpoint every 30 s)."""
     kids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open("/proc/%s/stat" % entry) as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
+                    comm, rest = f.read().split("(", 1)[1].rsplit(")", 1)
+                    fields = rest.split()
+            except (OSError, ValueError):
                 continue
-            if fields[1] == str(pid) and fields[0] != "Z":
+            if fields[1] == str(pid) and fields[0] != "Z" and comm != "am-store-task":
                 kids.append(int(entry))
     return sorted(kids)
 
@@ -499,7 +528,7 @@ def wrk(url, token, duration, backend_pid, script=None):
     cmd += ["-s", script] if script else ["-H", "Authorization: Bearer " + token]
     cmd.append(url)
     watched = {"lighttpd": [PIDS["lighttpd"]], "backend": children(backend_pid),
-               "fake": [FAKE_PID]}
+               "fake": [CFAKE_PID]}
     before = {k: sum(cpu_ticks(p) for p in v) for k, v in watched.items()}
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     busy0, total0 = system_ticks()
@@ -748,8 +777,10 @@ RUN_QUERY = "hello"
 # (label, agent name, model, expected answer to RUN_QUERY)
 EXEC_AGENTS = [
     ("run, echo/echo-1", "run-echo", "echo/echo-1", "echo: " + RUN_QUERY),
-    ("run, openai via fake", "run-openai", "openai/gpt-4o-mini", "fake answer to: " + RUN_QUERY),
+    ("run, openai via C fake", "run-openai", "openai/gpt-4o-mini", "fake answer to: " + RUN_QUERY),
 ]
+# 4c's agent: the scriptable Python fake, told to answer slowly
+SLOW_AGENT = ("run-slow", "groq/llama-3.1-8b-instant")
 DEFAULT_WORKERS = 2       # server.workers when the config does not set it
 SLOW_MS = 1000            # the fake's answer delay in 4c
 
@@ -770,11 +801,11 @@ def fake(method, path, body=None):
 
 
 def exec_setup():
-    """An org of its own with the two run agents, deployed."""
+    """An org of its own with the run agents, deployed."""
     token, slug = dev_login("run-bench@example.com")
     c = Client(token)
     base = "/api/v1/orgs/%s/agents" % slug
-    for _, name, model, _ in EXEC_AGENTS:
+    for name, model in [(a[1], a[2]) for a in EXEC_AGENTS] + [SLOW_AGENT]:
         body = agent_body(name)
         body["step1"]["model"] = model
         c.expect(201, "POST", base, body)
@@ -830,7 +861,8 @@ def print_exec_throughput(targets, runs):
     print("  Every target is sent the same POST with the body {\"query\":\"%s\"} by one wrk Lua"
           % RUN_QUERY)
     print("  script (fcgi_hello ignores the body); each run starts a new session, so each one")
-    print("  also writes memory, usage and the run log (storage.sync: %s)." % E["DB_SYNC"])
+    print("  also writes memory, usage and the run log (storage.sync: %s, run_flush_ms: %s)."
+          % (E["DB_SYNC"], E["RUN_FLUSH_MS"]))
     def median_run(label):
         rs = sorted(runs[label], key=lambda r: r["rps"])
         return rs[len(rs) // 2]
@@ -846,13 +878,9 @@ def print_exec_throughput(targets, runs):
             print("  something other than the CPU.")
     label = EXEC_AGENTS[1][0]
     f = median_run(label)["cpu"]["fake"]
-    print("  The fake provider (Python, one GIL: about one core at most) used %.0f%% of a core in"
+    print("  The fake provider (tests/bench/fake_openai, C, one thread) used %.0f%% of a core in"
           % f)
-    if f >= 70.0:
-        print("  '%s': near its ceiling, so that row measures the fake as much as" % label)
-        print("  the daemon.")
-    else:
-        print("  '%s': below its one-core ceiling, so it is not what limits that row." % label)
+    print("  '%s'; the daemon keeps one connection to it per accept thread." % label)
     return ratio
 
 
@@ -927,13 +955,28 @@ def status_int(path, key):
 
 
 def reload_default():
-    """Rewrite the config without server.workers and server.threads and
-    reload the daemon (SIGHUP): the supervisor replaces every worker with
-    one started from the defaults. Returns the new workers' pids."""
+    """Rewrite the config without server.workers, server.threads and
+    storage.run_flush_ms and reload the daemon (SIGHUP): the supervisor
+    replaces every worker with one started from the defaults. Returns the
+    new workers' pids and their thread counts."""
+    return reload(lambda ls: [l for l in ls
+                              if not re.match(r"\s+(workers|threads|run_flush_ms):", l)],
+                  DEFAULT_WORKERS)
+
+
+def reload_run_flush(ms):
+    """Reload with storage.run_flush_ms set to ms."""
+    return reload(lambda ls: [re.sub(r"^(\s+run_flush_ms:).*", r"\1 %d" % ms, l) for l in ls],
+                  int(E["WORKERS"]))
+
+
+def reload(edit, nworkers):
+    """Rewrite the config through edit(lines) and reload the daemon
+    (SIGHUP); wait until nworkers new workers serve."""
     with open(E["CONFIG"]) as f:
         lines = f.readlines()
     with open(E["CONFIG"], "w") as f:
-        f.writelines(l for l in lines if not re.match(r"\s+(workers|threads):", l))
+        f.writelines(edit(lines))
     old = set(children(PIDS["daemon"]))
     os.kill(PIDS["daemon"], signal.SIGHUP)
     deadline = time.monotonic() + 30.0
@@ -942,7 +985,7 @@ def reload_default():
         if not alive(PIDS["daemon"]):
             raise BenchError("the daemon exited on SIGHUP")
         kids = children(PIDS["daemon"])
-        if len(kids) == DEFAULT_WORKERS and not old & set(kids):
+        if len(kids) == nworkers and not old & set(kids):
             threads = [status_int("/proc/%d/status" % p, "Threads") for p in kids]
             if threads == last:
                 c = Client()
@@ -1005,7 +1048,7 @@ def burst(token, slug, nconc, dpids):
     """4c: nconc runs, one per thread and connection, released together by a
     barrier while the fake answers after SLOW_MS. Samples memory, the fake's
     threads and the TCP connections to it every 50 ms."""
-    _, name, model, _ = EXEC_AGENTS[1]
+    name, model = SLOW_AGENT
     path = run_path(slug, name)
     barrier = threading.Barrier(nconc + 1)
     results = [None] * nconc
@@ -1247,6 +1290,20 @@ def main():
     overhead_p50 = print_overhead(*ov)
     print()
     sys.stdout.flush()
+    strict = None
+    if E["DB_SYNC"] == "true" and E["RUN_FLUSH_MS"] != "0":
+        reload_run_flush(0)
+        strict_targets = etargets[:2]
+        sruns = measure(strict_targets, rtoken)
+        strict = print_throughput(strict_targets, sruns, fake=True,
+                                  title="4a'. The echo runs again, every run fsynced before its "
+                                        "answer (storage.run_flush_ms: 0, reloaded by SIGHUP)")
+        print("  With run_flush_ms: %s (4a) a run's memory turn, count and log line are written"
+              % E["RUN_FLUSH_MS"])
+        print("  to the log before the answer (they outlive any process) and fsynced within that")
+        print("  many ms by a flusher thread; with 0 each run also waits for its fsync.")
+        print()
+        sys.stdout.flush()
     conc = concurrency(rtoken, rslug)
     print_concurrency(*conc)
     print()
@@ -1270,6 +1327,9 @@ def main():
     for label, _, _, _ in EXEC_AGENTS:
         print("%-40s %15.1f%% %12s" % ("%s req/s vs hello" % label, 100.0 * eratio[label],
                                        ">= 40%"))
+    if strict is not None:
+        label = EXEC_AGENTS[0][0]
+        print("%-40s %15.1f%% %12s" % ("%s, run_flush_ms: 0" % label, 100.0 * strict[label], "-"))
     print("%-40s %13.3f ms %12s" % ("pipeline overhead per run, p50", overhead_p50, "< 1 ms"))
     for r in conc[3]:
         print("%-40s %16s %12s" % ("runs in flight, fake answering in %.0f s" % (SLOW_MS / 1000.0),
@@ -1284,7 +1344,7 @@ def main():
           % E["WORKERS"])
     print("  agent's YAML into a registry slot; the worker that wrote it keeps those shm pages")
     print("  mapped (RssShm), which is why VmRSS grows with deploys while Pss, which shares")
-    print("  them out, grows less. Run rows: see 4a, 4b and 4c.")
+    print("  them out, grows less. Run rows: see 4a, 4a', 4b and 4c.")
 
 
 def cpu_model():
@@ -1311,7 +1371,7 @@ if ! PORT=$PORT DAEMON_PID=$DAEMON_PID HELLO_PID=$HELLO_PID LIGHTTPD_PID=$LIGHTT
      WORKERS=$BENCH_WORKERS THREADS=$BENCH_THREADS DURATION=$BENCH_DURATION \
      WARMUP=$BENCH_WARMUP CONNECTIONS=$BENCH_CONNECTIONS WRK_THREADS=$BENCH_WRK_THREADS \
      ROUNDS=$BENCH_ROUNDS DIAG=${BENCH_DIAG:-} DEPLOYS=$BENCH_DEPLOYS DB_SYNC=$BENCH_DB_SYNC \
-     FAKE_PID=$FAKE_PID FAKE_PORT=$FAKE_PORT RUNS=$BENCH_RUNS CONCURRENCY="$BENCH_CONCURRENCY" \
+     RUN_FLUSH_MS=$BENCH_RUN_FLUSH_MS FAKE_PID=$FAKE_PID FAKE_PORT=$FAKE_PORT CFAKE_PID=$CFAKE_PID RUNS=$BENCH_RUNS CONCURRENCY="$BENCH_CONCURRENCY" \
      CONFIG=$TMP/bench.yaml \
      LIGHTTPD_VERSION=$LIGHTTPD_VERSION python3 "$TMP/bench.py"; then
     show_logs
