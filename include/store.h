@@ -19,7 +19,7 @@
 /* The usage counters are spread over this many databases (usage.db,
  * usage-1.db, ...): Berkeley DB locks B-tree pages, so counters that every
  * run updates would otherwise queue on one page. */
-#define STORE_USAGE_SHARDS 8
+#define STORE_USAGE_SHARDS 4
 
 /* The databases of the environment; each is one B-tree file. */
 enum store_db {

@@ -698,7 +698,7 @@ def watch_parent(ppid):
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
-    request_queue_size = 128
+    request_queue_size = 1024
 
     def handle_error(self, request, client_address):
         # A client that hangs up (a timeout, a size limit) is routine here.

@@ -1190,8 +1190,8 @@ def print_concurrency(kids, threads, idle, out):
     print("  fakethr = threads the fake had beyond idle (one per connection it serves); estab =")
     print("  connections to the fake it has accepted or holds in its listen queue; synsent =")
     print("  connects waiting for a SYN-ACK. lstdrp: the machine's TcpExt ListenOverflows +")
-    print("  ListenDrops during the burst (the fake's listen queue is 128 long). %fake/%daemon/")
-    print("  %lighty: CPU in % of one core over the wall time.")
+    print("  ListenDrops during the burst (the fake's listen queue is 1024 long, at most")
+    print("  net.core.somaxconn). %fake/%daemon/%lighty: CPU in % of one core over the wall time.")
     for r in out:
         for w in r["wrong"][:3]:
             print("  WRONG (%d runs): %s" % (r["n"], w))
