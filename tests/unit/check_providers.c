@@ -290,7 +290,7 @@ static struct json_object *fake_requests(void)
 /* The base_url a client uses to reach the fake as provider p. */
 static const char *fake_base(int p)
 {
-    static char buf[96];
+    static _Thread_local char buf[96];   /* the threads test calls this from 16 threads */
 
     switch (p) {
     case PROVIDER_COHERE:
@@ -1410,6 +1410,8 @@ static void *chat_thread(void *arg)
         if (providers_chat(&req, &r, &err) == 0
             && strcmp(r.content, "fake answer to: what is two plus two") == 0)
             (*ok)++;
+        else
+            fprintf(stderr, "chat_thread: call %d failed: %s\n", i, err.message);
         providers_response_free(&r);
     }
     return NULL;
