@@ -47,10 +47,12 @@ struct usage_run {
     int64_t latency_ms;
 };
 
-/* Settle a finished run in one durable transaction: count it (a run that
+/* Settle a finished run in one transaction: count it (a run that
  * never reached a provider is given back instead) with its tokens, on the
  * day it was accepted, and append the run log line; a test only gets its
- * log line. The commit is synced before the client gets its answer. */
+ * log line. The commit is in the log file before the client gets its
+ * answer, so no process death loses it, and on disk within
+ * storage.run_flush_ms (store_transact_deferred). */
 void usage_settle(struct app *app, const struct usage_run *run);
 
 #endif

@@ -15,9 +15,10 @@
  * The limit is enforced in quota.c's shared counters: accepting a run is
  * one compare-and-swap there, exact under any concurrency across the
  * workers; a counter starts from the sum of the shards (quota_load). The
- * run is written here when it settles, in one synced transaction with its
- * run log line, before the client is answered, on the day it was
- * accepted. Only `run` counts; `test` never.
+ * run is written here when it settles, in one transaction with its run
+ * log line, on the day it was accepted; the commit is in the log file
+ * before the client is answered and on disk within storage.run_flush_ms
+ * (store_transact_deferred). Only `run` counts; `test` never.
  *
  * Must never: log.
  */
