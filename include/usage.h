@@ -52,7 +52,9 @@ struct usage_run {
  * day it was accepted, and append the run log line; a test only gets its
  * log line. The commit is in the log file before the client gets its
  * answer, so no process death loses it, and on disk within
- * storage.run_flush_ms (store_transact_deferred). */
-void usage_settle(struct app *app, const struct usage_run *run);
+ * storage.run_flush_ms (store_transact_deferred). Returns 0, or the
+ * store's error when nothing was written (the quota keeps an accepted run
+ * counted, on the limit's side). */
+int usage_settle(struct app *app, const struct usage_run *run);
 
 #endif

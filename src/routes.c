@@ -438,7 +438,13 @@ static void route_agent_execute(struct route_ctx *c, int mode)
             .day = day, .refund = mode == RUNTIME_RUN && !res.provider_called,
             .tokens = res.tokens_used, .latency_ms = res.latency_ms,
         };
-        usage_settle(c->app, &ur);
+        /* The provider has answered: the client gets the answer even if
+         * its record could not be written, and the operator a log line. */
+        int settled = usage_settle(c->app, &ur);
+
+        if (settled != 0)
+            log_error("run %s of %s/%s: its usage and run log line were not written (%s)",
+                      res.trace_id, c->slug, agent, http_error_name(settled));
         if (ur.refund)
             remaining++;
     }

@@ -208,9 +208,10 @@ static char *run_line(const struct usage_run *run, size_t *len)
     return line;
 }
 
-void usage_settle(struct app *app, const struct usage_run *run)
+int usage_settle(struct app *app, const struct usage_run *run)
 {
     struct settle_ctx c;
+    int rc;
 
     memset(&c, 0, sizeof(c));
     c.run = run;
@@ -224,8 +225,9 @@ void usage_settle(struct app *app, const struct usage_run *run)
     c.line = run_line(run, &c.len);
     /* Written before the answer (it outlives any process); on disk within
      * storage.run_flush_ms. */
-    store_transact_deferred(app->store, settle_txn, &c);
+    rc = store_transact_deferred(app->store, settle_txn, &c);
     free(c.line);
+    return rc;
 }
 
 int64_t usage_next_reset(void)
@@ -237,6 +239,8 @@ int64_t usage_next_reset(void)
 struct report_ctx {
     size_t olen;                 /* strlen(org) */
     char first[16];              /* first day of the period, inclusive */
+    char last[16];               /* today: a record of a later day (a run that another
+                                    process's clock put past midnight) waits for it */
     struct json_object *days;    /* day -> [requests, tokens] */
     struct json_object *agents;  /* agent -> [requests, tokens] */
 };
@@ -274,7 +278,8 @@ static int report_one(const char *k, size_t kl, const char *v, size_t vl, void *
     dbuf[dl] = '\0';
     agent = day + dl + 1;
     al = (size_t)(k + kl - agent);
-    if (strcmp(dbuf, c->first) < 0 || al >= sizeof(abuf) || counter_parse(v, &cnt) != 0)
+    if (strcmp(dbuf, c->first) < 0 || strcmp(dbuf, c->last) > 0 || al >= sizeof(abuf) ||
+        counter_parse(v, &cnt) != 0)
         return 0;
     memcpy(abuf, agent, al);
     abuf[al] = '\0';
@@ -308,6 +313,7 @@ int usage_report(struct app *app, const char *org, int days, int limit,
     *out = NULL;
     c.olen = strlen(org);
     day_name(now - (days - 1), c.first, sizeof(c.first));
+    day_name(now, c.last, sizeof(c.last));
     c.days = json_object_new_object();
     c.agents = json_object_new_object();
     for (i = 0; i < STORE_USAGE_SHARDS && rc == 0; i++)
