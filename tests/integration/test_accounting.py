@@ -9,10 +9,13 @@ offline echo provider; the instance and the helpers are test_execution's.
 """
 
 import datetime
+import os
+import signal
 import sys
+import threading
 import time
 
-from harness import assert_error, main, merge_config, run_concurrently
+from harness import assert_error, main, merge_config, poll, run_concurrently
 from fakeprov import prompt_words, words
 import test_execution as te
 
@@ -246,6 +249,136 @@ class AccountingTest(te.PipelineCase):
         self.assertEqual(len(self.reqs()), n)
         u = self.usage(inst=inst)
         self.assertEqual(u["total_requests"], n)
+
+
+class RunLoad:
+    """Threads that each run one agent on a session of their own, one turn
+    after another, recording (thread, turn, query, status, tokens, start,
+    end); status None: the connection was cut."""
+
+    def __init__(self, case, inst, name, threads, turns):
+        self.case, self.inst, self.name, self.turns = case, inst, name, turns
+        self.log = []
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self.run, args=(t,), daemon=True)
+                        for t in range(threads)]
+        self.sessions = [te.uniq("crash-s%d" % t) for t in range(threads)]
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+
+    def finish(self, timeout=90):
+        self.stop.set()
+        deadline = time.monotonic() + timeout
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        return sum(1 for t in self.threads if t.is_alive())
+
+    def run(self, t):
+        for n in range(self.turns):
+            if self.stop.is_set():
+                return
+            query = "session %d turn %d" % (t, n)
+            start = time.monotonic()
+            try:
+                resp = self.case.execute(self.name, query, session_id=self.sessions[t],
+                                         inst=self.inst, timeout=30)
+                status = resp[0]
+                tokens = resp[2]["tokens_used"] if status == 200 else None
+            except Exception:             # a cut connection: OSError or http.client's
+                status, tokens = None, None
+            with self.lock:
+                self.log.append((t, n, query, status, tokens, start, time.monotonic()))
+
+    def acked(self):
+        with self.lock:
+            return [e for e in self.log if e[3] == 200]
+
+
+class RunCrashTest(te.PipelineCase):
+    """Nothing a run was answered for is lost when processes die: with the
+    default storage.run_flush_ms (run records are written to the log file
+    before the answer and fsynced within 100 ms), SIGKILL a worker, and
+    then the whole daemon, while runs go on; every answered run is counted
+    in usage and its turn is in its session's memory. A run cut by a kill
+    may or may not be there; nothing else may."""
+
+    overrides = {"limits": {"requests_per_day": 100000}}
+    THREADS, TURNS = 8, 45             # 45 turns: within one window of 100
+    MEMORY = {"memory_type": "conversational", "memory_strategy": "sliding_window",
+              "window_size": 100}
+
+    def crash_instance(self):
+        inst = self.new_instance(merge_config(self.config, {
+            "server": {"workers": 2, "threads": 8}}))
+        self.agent("crashy", "openai/gpt-4o-mini", memory=self.MEMORY, inst=inst)
+        return inst
+
+    def verify(self, inst, load):
+        acked = load.acked()
+        cut = [e for e in load.log if e[3] is None or e[3] >= 500]
+        self.assertGreater(len(acked), 0)
+        sys.stderr.write("\n%d runs answered, %d cut by the kill\n" % (len(acked), len(cut)))
+        u = self.usage(inst=inst)
+        self.assertGreaterEqual(u["total_requests"], len(acked), "answered runs lost from usage")
+        self.assertLessEqual(u["total_requests"], len(acked) + len(cut), u)
+        self.assertGreaterEqual(u["total_tokens"], sum(e[4] for e in acked))
+        # A run a killed worker had accepted but not settled stays taken
+        # from the day's quota until the daemon restarts (on the limit's side).
+        self.assertLessEqual(u["remaining_today"], 100000 - u["total_requests"])
+        self.assertGreaterEqual(u["remaining_today"], 100000 - u["total_requests"] - len(cut))
+        # each session's memory: every answered turn, in order; a cut one maybe
+        for t, sid in enumerate(load.sessions):
+            mine = sorted((e for e in load.log if e[0] == t), key=lambda e: e[1])
+            if not mine:
+                continue
+            self.fake.clear()
+            self.execute("crashy", "and now?", session_id=sid, inst=inst)
+            hist = self.history(self.one_request())[:-1]
+            users = [text for role, text in hist if role == "user"]
+            self.assertEqual([text for role, text in hist if role == "assistant"],
+                             ["fake answer to: " + q for q in users], "session %d" % t)
+            must = [e[2] for e in mine if e[3] == 200]
+            may = set(e[2] for e in mine if e[3] is None or e[3] >= 500)
+            self.assertEqual([q for q in users if q not in may], must,
+                             "session %d: answered turns lost from memory" % t)
+            order = [e[2] for e in mine]
+            self.assertEqual(users, sorted(users, key=order.index), "session %d order" % t)
+
+    def test_answered_runs_survive_a_killed_worker(self):
+        inst = self.crash_instance()
+        load = RunLoad(self, inst, "crashy", self.THREADS, self.TURNS)
+        load.start()
+        try:
+            for k in (1, 2):
+                poll(lambda: len(load.acked()) >= 100 * k, 120,
+                     what="%d answered runs" % (100 * k))
+                workers = inst.wait_workers()
+                os.kill(workers[0], signal.SIGKILL)
+                inst.wait_workers(exclude=[workers[0]])
+        finally:
+            stuck = load.finish()
+        self.assertEqual(stuck, 0, "load threads stuck in requests")
+        self.assertIsNone(inst.daemon.poll(), "the supervisor died")
+        self.verify(inst, load)
+
+    def test_answered_runs_survive_the_whole_daemon_killed(self):
+        inst = self.crash_instance()
+        load = RunLoad(self, inst, "crashy", self.THREADS, self.TURNS)
+        load.start()
+        try:
+            poll(lambda: len(load.acked()) >= 150, 120, what="150 answered runs")
+            inst.kill_daemon(signal.SIGKILL)      # waits for every worker to be gone
+        finally:
+            stuck = load.finish()
+        self.assertEqual(stuck, 0, "load threads stuck in requests")
+        inst.restart_daemon()
+        self.verify(inst, load)
+        # the restart counted the day again from the database alone
+        u = self.usage(inst=inst)
+        self.assertEqual(u["remaining_today"], 100000 - u["total_requests"])
 
 
 if __name__ == "__main__":
