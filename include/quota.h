@@ -25,9 +25,10 @@ struct quota;
  * epoch). Returns 0 or a negative AM_* code. */
 typedef int (*quota_load_fn)(const char *org, int day, int64_t *count, void *arg);
 
-/* Map a new table for about `orgs` orgs at once (anonymous shared memory:
- * processes forked afterwards share it). Returns 0 or AM_EUNAVAILABLE. */
-int quota_create(struct quota **out, int orgs, struct am_error *err);
+/* Map a new table for about `orgs` orgs at once and `holds` runs in flight
+ * (anonymous shared memory: processes forked afterwards share it). Returns
+ * 0 or AM_EUNAVAILABLE. */
+int quota_create(struct quota **out, int orgs, int holds, struct am_error *err);
 
 /* Unmap. NULL is fine. */
 void quota_close(struct quota *q);
@@ -44,6 +45,35 @@ int quota_take(struct quota *q, const char *org, int *day, int64_t limit, quota_
 /* Give back a run taken on day (it never reached a provider). Nothing
  * happens if org's counter has moved on to another day. */
 void quota_give_back(struct quota *q, const char *org, int day);
+
+/*
+ * Holds: what a process that dies owes back. A run taken by quota_take is
+ * held by the taking process until it settles; if that process is killed
+ * first, quota_reclaim (run after the dead process's transactions were
+ * aborted) gives back every run of it that did not reach the database.
+ */
+#define QUOTA_TRACE_MAX 40      /* a trace id incl. NUL */
+
+/* Hold the run just taken for org on day. Returns the hold (>= 0), or -1
+ * when every hold is in use (the run is then simply not held: if its
+ * process dies, it stays counted until the daemon restarts). */
+int quota_hold(struct quota *q, const char *org, int day);
+
+/* Name the run's trace id: from now on it counts as settled once the
+ * database has its run log line. Call before the settling transaction. */
+void quota_hold_trace(struct quota *q, int hold, const char *trace_id);
+
+/* The run has settled or been given back: forget it. -1 is fine. */
+void quota_release(struct quota *q, int hold);
+
+/* Whether the run with this trace id reached the database. */
+typedef int (*quota_settled_fn)(const char *trace_id, void *arg);
+
+/* Give back the runs still held by process pid (0: by any process; only
+ * when none of the holders can be alive) that settled() says did not
+ * reach the database, and free their holds. Returns how many were given
+ * back. */
+int quota_reclaim(struct quota *q, int pid, quota_settled_fn settled, void *arg);
 
 /* How many runs org has accepted on day. Returns 0, AM_EUNAVAILABLE or
  * load's error. */

@@ -15,13 +15,18 @@
 #include "app.h"
 #include "error.h"
 
+/* What an accepted run holds until it settles. */
+struct usage_claim {
+    int day;                    /* the day it counts on, days since the epoch */
+    int hold;                   /* its quota hold (quota_hold), -1 for none */
+};
+
 /* Accept one run for org today if fewer than limit were accepted: counts
- * it, sets *day to the day it counts on (days since the epoch; pass it to
- * usage_settle) and *remaining to what is left. AM_ERATELIMIT (with
- * *remaining = 0) when the limit is reached, AM_EUNAVAILABLE when the
- * count cannot be had. */
-int usage_acquire(struct app *app, const char *org, int limit, int *day, int *remaining,
-                  struct am_error *err);
+ * it, fills *claim (pass it to usage_settle in the usage_run) and sets
+ * *remaining to what is left. AM_ERATELIMIT (with *remaining = 0) when the
+ * limit is reached, AM_EUNAVAILABLE when the count cannot be had. */
+int usage_acquire(struct app *app, const char *org, int limit, struct usage_claim *claim,
+                  int *remaining, struct am_error *err);
 
 /* Runs left today (limit - accepted, at least 0). */
 int usage_remaining(struct app *app, const char *org, int limit);
@@ -41,7 +46,7 @@ struct usage_run {
     const char *mode;           /* "run" or "test" */
     const char *model;          /* "provider/model" used, "" if none */
     const char *outcome;        /* "ok", "blocked_output", or the error code */
-    int day;                    /* run: the day usage_acquire counted it on */
+    const struct usage_claim *claim;  /* run: usage_acquire's; NULL for a test */
     int refund;                 /* run: accepted but never reached a provider */
     int tokens;                 /* run: tokens to count */
     int64_t latency_ms;
@@ -56,5 +61,11 @@ struct usage_run {
  * store's error when nothing was written (the quota keeps an accepted run
  * counted, on the limit's side). */
 int usage_settle(struct app *app, const struct usage_run *run);
+
+/* After process pid died (0: after every worker died) and its
+ * transactions were aborted: give back the runs it had accepted that did
+ * not settle (quota_reclaim; a run settled when its run log line is in the
+ * database). Returns how many were given back. */
+int usage_reclaim(struct app *app, int pid);
 
 #endif

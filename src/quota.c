@@ -52,9 +52,19 @@
  * mutex consistent. A reader that spins too long on an odd `seq` tries the
  * mutex (trylock), which does that repair when the writer is dead.
  *
- * A run counted by a worker that is killed before it settles stays
- * counted until the supervisor restarts (which reloads from the database):
- * the error is on the side of the limit.
+ * Holds. A second array, one entry per run in flight: the holder's pid
+ * (0: free, claimed by CAS), a `ready` flag, the org, the day and, once
+ * the run is about to settle, its trace id. Only the holder writes an
+ * entry; quota_reclaim reads the entries of dead holders only, so nothing
+ * in them races. The order of events makes the reclaim exact: the hold is
+ * made ready after the take, and the trace id set before the settling
+ * transaction; a counted run is released after its commit, a refunded one
+ * before it is given back. So a dead holder's ready hold is a run that is
+ * counted here, and it reached the database exactly when its trace id is
+ * set and the run log has it. A process killed between a take and its
+ * hold, or with every hold in use, leaves its run counted until the
+ * supervisor restarts (which reloads from the database): that error is on
+ * the side of the limit.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -64,6 +74,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 #include "quota.h"
 #include "util.h"
 
@@ -85,7 +96,16 @@ struct quota_entry {
     char org[QUOTA_ORG_MAX];
 };
 
+struct quota_hold {
+    int32_t pid;                /* holder; 0: free; CAS to claim */
+    int32_t ready;              /* org and day are written */
+    int32_t day;
+    char org[QUOTA_ORG_MAX];
+    char trace[QUOTA_TRACE_MAX];  /* "" until the run is about to settle */
+};
+
 struct quota_header {
+    uint32_t nholds;
     uint32_t nslots;            /* power of two */
     uint32_t used;              /* slots with seq != 0; under the mutex */
     pthread_mutex_t lock;       /* robust, process-shared: claims only */
@@ -94,6 +114,7 @@ struct quota_header {
 struct quota {
     struct quota_header *hdr;
     struct quota_entry *tab;
+    struct quota_hold *holds;   /* hdr->nholds of them, after the slots */
     uint32_t mask;              /* this handle's copy of nslots - 1 */
     size_t bytes;
 };
@@ -304,11 +325,11 @@ done:
 
 /* ---- the API ---------------------------------------------------------------- */
 
-int quota_create(struct quota **out, int orgs, struct am_error *err)
+int quota_create(struct quota **out, int orgs, int holds, struct am_error *err)
 {
     struct quota *q;
     pthread_mutexattr_t a;
-    uint32_t n = QUOTA_MIN_SLOTS;
+    uint32_t n = QUOTA_MIN_SLOTS, nh = holds > 0 ? (uint32_t)holds : 1u;
     size_t bytes;
     void *p;
     int e;
@@ -316,7 +337,8 @@ int quota_create(struct quota **out, int orgs, struct am_error *err)
     *out = NULL;
     while (n < QUOTA_MAX_SLOTS && (uint64_t)n < (uint64_t)(orgs > 0 ? orgs : 1) * 2)
         n <<= 1;
-    bytes = sizeof(struct quota_header) + 63 + (size_t)n * sizeof(struct quota_entry);
+    bytes = sizeof(struct quota_header) + 63 + (size_t)n * sizeof(struct quota_entry) +
+            (size_t)nh * sizeof(struct quota_hold);
     p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         return error_set(err, AM_EUNAVAILABLE, "quota table: mmap of %zu bytes: %s", bytes,
@@ -325,9 +347,11 @@ int quota_create(struct quota **out, int orgs, struct am_error *err)
     q->hdr = p;
     q->tab = (struct quota_entry *)(((uintptr_t)p + sizeof(struct quota_header) + 63) &
                                     ~(uintptr_t)63);
+    q->holds = (struct quota_hold *)(q->tab + n);
     q->mask = n - 1;
     q->bytes = bytes;
     q->hdr->nslots = n;
+    q->hdr->nholds = nh;
     e = pthread_mutexattr_init(&a);
     if (e == 0) {
         e = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
@@ -406,4 +430,73 @@ int quota_count(struct quota *q, const char *org, int day, quota_load_fn load, v
         return rc;
     *count = WORD_DAY(w) == day ? WORD_COUNT(w) : 0;
     return 0;
+}
+
+/* ---- holds ------------------------------------------------------------------- */
+
+int quota_hold(struct quota *q, const char *org, int day)
+{
+    static _Thread_local uint32_t hint;   /* where this thread found one last */
+    int32_t me = (int32_t)getpid();
+    uint32_t i, n = q->hdr->nholds;
+
+    for (i = 0; i < n; i++) {
+        uint32_t k = (hint + i) % n;
+        struct quota_hold *h = &q->holds[k];
+        int32_t free_pid = 0;
+
+        if (__atomic_load_n(&h->pid, __ATOMIC_RELAXED) != 0 ||
+            !__atomic_compare_exchange_n(&h->pid, &free_pid, me, 0, __ATOMIC_ACQ_REL,
+                                         __ATOMIC_RELAXED))
+            continue;
+        util_strlcpy(h->org, org, sizeof(h->org));
+        h->day = day;
+        h->trace[0] = '\0';
+        __atomic_store_n(&h->ready, 1, __ATOMIC_RELEASE);
+        hint = k;
+        return (int)k;
+    }
+    return -1;
+}
+
+void quota_hold_trace(struct quota *q, int hold, const char *trace_id)
+{
+    if (hold < 0 || (uint32_t)hold >= q->hdr->nholds)
+        return;
+    util_strlcpy(q->holds[hold].trace, trace_id, sizeof(q->holds[hold].trace));
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+}
+
+static void hold_free(struct quota_hold *h)
+{
+    __atomic_store_n(&h->ready, 0, __ATOMIC_RELAXED);
+    h->trace[0] = '\0';
+    __atomic_store_n(&h->pid, 0, __ATOMIC_RELEASE);
+}
+
+void quota_release(struct quota *q, int hold)
+{
+    if (hold >= 0 && (uint32_t)hold < q->hdr->nholds)
+        hold_free(&q->holds[hold]);
+}
+
+int quota_reclaim(struct quota *q, int pid, quota_settled_fn settled, void *arg)
+{
+    uint32_t i;
+    int n = 0;
+
+    for (i = 0; i < q->hdr->nholds; i++) {
+        struct quota_hold *h = &q->holds[i];
+        int32_t p = __atomic_load_n(&h->pid, __ATOMIC_ACQUIRE);
+
+        if (p == 0 || (pid != 0 && p != pid))
+            continue;
+        if (__atomic_load_n(&h->ready, __ATOMIC_ACQUIRE) &&
+            (h->trace[0] == '\0' || !settled(h->trace, arg))) {
+            quota_give_back(q, h->org, h->day);
+            n++;
+        }
+        hold_free(h);
+    }
+    return n;
 }

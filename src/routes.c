@@ -400,7 +400,8 @@ static void route_agent_execute(struct route_ctx *c, int mode)
     struct json_object *body, *o;
     struct am_error err;
     char key[REGISTRY_KEY_MAX];
-    int limit = c->app->cfg->requests_per_day, remaining, day = 0, rc;
+    int limit = c->app->cfg->requests_per_day, remaining, rc;
+    struct usage_claim claim = { 0, -1 };
     const char *agent = c->name;
 
     memset(&req, 0, sizeof(req));
@@ -420,7 +421,7 @@ static void route_agent_execute(struct route_ctx *c, int mode)
         goto out;
     }
     if (mode == RUNTIME_RUN) {
-        if ((rc = usage_acquire(c->app, c->slug, limit, &day, &remaining, &err)) != 0) {
+        if ((rc = usage_acquire(c->app, c->slug, limit, &claim, &remaining, &err)) != 0) {
             rate_headers(c, 0);
             reply_err(c, rc, &err);
             goto out;
@@ -434,8 +435,9 @@ static void route_agent_execute(struct route_ctx *c, int mode)
             .trace_id = res.trace_id, .org = c->slug, .agent = agent,
             .mode = mode == RUNTIME_RUN ? "run" : "test", .model = res.model,
             .outcome = rc == 0 ? (res.blocked ? "blocked_output" : "ok") : http_error_name(rc),
+            .claim = mode == RUNTIME_RUN ? &claim : NULL,
             /* blocked before any provider: the run does not count */
-            .day = day, .refund = mode == RUNTIME_RUN && !res.provider_called,
+            .refund = mode == RUNTIME_RUN && !res.provider_called,
             .tokens = res.tokens_used, .latency_ms = res.latency_ms,
         };
         /* The provider has answered: the client gets the answer even if

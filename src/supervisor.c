@@ -46,6 +46,7 @@
 #include "auth.h"
 #include "config.h"
 #include "quota.h"
+#include "usage.h"
 #include "registry.h"
 #include "store.h"
 #include "supervisor.h"
@@ -78,6 +79,7 @@ struct supervisor {
     struct worker_slot slots[MAX_WORKERS];
     struct worker_slot retiring[MAX_WORKERS];
     uint64_t last_checkpoint_ms;
+    int dead_pid;                      /* TASK_AFTER_DEATH: the worker that died */
 };
 
 /* Tell systemd (Type=notify) about state changes, if it is listening. */
@@ -225,6 +227,14 @@ static int store_task_child(struct supervisor *sv, int task, int progress_fd)
         reconcile(sv, "start-up");
     else if (task == TASK_AFTER_DEATH)
         reconcile(sv, "after worker death");
+    if (task != TASK_CHECKPOINT) {
+        /* with its transactions aborted, what the dead process (at a
+         * recovery: every worker, all dead) accepted and never settled */
+        int n = usage_reclaim(&sv->app, task == TASK_RECOVER ? 0 : sv->dead_pid);
+        if (n > 0)
+            log_info("%d accepted runs that never settled given back to their orgs' "
+                     "daily quota", n);
+    }
     if (store_checkpoint(sv->app.store) != 0)
         log_warn("checkpoint failed");
     store_close(sv->app.store);
@@ -392,6 +402,7 @@ static int on_worker_exit(struct supervisor *sv, pid_t pid, int status)
         else
             log_warn("worker %d exited with status %d", (int)pid, WEXITSTATUS(status));
     }
+    sv->dead_pid = (int)pid;
     if (!clean && run_store_task(sv, TASK_AFTER_DEATH) != TASK_OK) {
         w->state = W_EMPTY;
         return recover_environment(sv);
@@ -552,8 +563,12 @@ static int start(struct supervisor *sv)
         return -1;
     }
     /* An org can run only with a deployed agent: room for four times the
-     * registry's capacity leaves space for the orgs that ran earlier today. */
-    if (quota_create(&sv->app.quota, sv->cfg.registry_capacity * 4, &err) != 0) {
+     * registry's capacity leaves space for the orgs that ran earlier today.
+     * Holds for twice the runs the threads can have in flight (a reload may
+     * add threads; a run without a hold is only left counted if its worker
+     * dies). */
+    if (quota_create(&sv->app.quota, sv->cfg.registry_capacity * 4,
+                     2 * sv->cfg.workers * sv->cfg.threads, &err) != 0) {
         log_error("%s", err.message);
         return -1;
     }

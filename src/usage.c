@@ -125,20 +125,22 @@ static int quota_load(const char *org, int day, int64_t *count, void *arg)
     return 0;
 }
 
-int usage_acquire(struct app *app, const char *org, int limit, int *day, int *remaining,
-                  struct am_error *err)
+int usage_acquire(struct app *app, const char *org, int limit, struct usage_claim *claim,
+                  int *remaining, struct am_error *err)
 {
     int64_t count;
     int rc;
 
-    *day = today();
-    rc = quota_take(app->quota, org, day, limit, quota_load, app, &count);
+    claim->day = today();
+    claim->hold = -1;
+    rc = quota_take(app->quota, org, &claim->day, limit, quota_load, app, &count);
     *remaining = count >= limit ? 0 : (int)(limit - count);
     if (rc == AM_ERATELIMIT)
         return error_set(err, AM_ERATELIMIT,
                          "Daily limit of %d requests reached; it resets at 00:00 UTC", limit);
     if (rc != 0)
         return error_set(err, AM_EUNAVAILABLE, "Usage accounting unavailable, retry");
+    claim->hold = quota_hold(app->quota, org, claim->day);
     return 0;
 }
 
@@ -173,7 +175,7 @@ static int settle_txn(struct store *s, struct store_txn *t, void *arg)
     rc = store_put(s, t, STORE_RUNLOG, run->trace_id, strlen(run->trace_id), c->line, c->len);
     if (rc != 0 || !c->counts)
         return rc;
-    if ((klen = usage_key(key, sizeof(key), run->org, run->day, run->agent)) == 0)
+    if ((klen = usage_key(key, sizeof(key), run->org, run->claim->day, run->agent)) == 0)
         return AM_EINTERNAL;
     rc = store_get(s, t, STORE_USAGE + c->shard, key, klen, STORE_RMW, &val, NULL);
     if (rc == 0)
@@ -215,11 +217,17 @@ int usage_settle(struct app *app, const struct usage_run *run)
 
     memset(&c, 0, sizeof(c));
     c.run = run;
-    if (strcmp(run->mode, "run") == 0) {
-        if (run->refund)
-            quota_give_back(app->quota, run->org, run->day);
-        else
+    /* The hold goes before a give-back and after a count's commit, so a
+     * death in between leaves the run counted, never given back twice
+     * (quota.c, Holds). */
+    if (strcmp(run->mode, "run") == 0 && run->claim != NULL) {
+        if (run->refund) {
+            quota_release(app->quota, run->claim->hold);
+            quota_give_back(app->quota, run->org, run->claim->day);
+        } else {
             c.counts = 1;
+            quota_hold_trace(app->quota, run->claim->hold, run->trace_id);
+        }
     }
     c.shard = my_shard();
     c.line = run_line(run, &c.len);
@@ -227,7 +235,26 @@ int usage_settle(struct app *app, const struct usage_run *run)
      * storage.run_flush_ms. */
     rc = store_transact_deferred(app->store, settle_txn, &c);
     free(c.line);
+    if (c.counts)
+        quota_release(app->quota, run->claim->hold);
     return rc;
+}
+
+static int runlog_has(const char *trace_id, void *arg)
+{
+    struct app *app = arg;
+    char *val = NULL;
+    int rc = store_get(app->store, NULL, STORE_RUNLOG, trace_id, strlen(trace_id), 0, &val,
+                       NULL);
+
+    free(val);
+    /* unreadable: counted (the error is on the side of the limit) */
+    return rc != AM_ENOENT;
+}
+
+int usage_reclaim(struct app *app, int pid)
+{
+    return quota_reclaim(app->quota, pid, runlog_has, app);
 }
 
 int64_t usage_next_reset(void)

@@ -65,7 +65,7 @@ static struct quota *must_create(int orgs)
     struct am_error err;
 
     error_clear(&err);
-    ck_assert_msg(quota_create(&q, orgs, &err) == 0, "quota_create(%d): %s", orgs, err.message);
+    ck_assert_msg(quota_create(&q, orgs, 64, &err) == 0, "quota_create(%d): %s", orgs, err.message);
     ck_assert_ptr_nonnull(q);
     return q;
 }
@@ -1040,6 +1040,120 @@ START_TEST(dead_claimer_is_repaired_by_the_next_claim)
 }
 END_TEST
 
+/* ---- holds ------------------------------------------------------------------- */
+
+/* settled() for the tests: a trace id starting with "done" reached the database. */
+static int settled_fake(const char *trace, void *arg)
+{
+    int *calls = arg;
+
+    (*calls)++;
+    return strncmp(trace, "done", 4) == 0;
+}
+
+START_TEST(holds_are_bounded_and_reused)
+{
+    struct quota *q = NULL;
+    struct am_error err;
+    int h[3];
+
+    error_clear(&err);
+    ck_assert_int_eq(quota_create(&q, 4, 3, &err), 0);
+    for (int i = 0; i < 3; i++) {
+        h[i] = quota_hold(q, "acme", DAY);
+        ck_assert_int_ge(h[i], 0);
+        for (int j = 0; j < i; j++)
+            ck_assert_int_ne(h[i], h[j]);
+    }
+    ck_assert_int_eq(quota_hold(q, "acme", DAY), -1);     /* all in use */
+    quota_release(q, h[1]);
+    ck_assert_int_eq(quota_hold(q, "beta", DAY), h[1]);
+    ck_assert_int_eq(quota_hold(q, "acme", DAY), -1);
+    quota_release(q, -1);                                  /* none: nothing */
+    quota_hold_trace(q, -1, "x");
+    quota_close(q);
+}
+END_TEST
+
+/* A child takes five runs of acme and dies holding some of them:
+ *   A held, no trace id (died before it settled)       -> given back
+ *   B held, trace id settled (died after its commit)   -> stays counted
+ *   C held, trace id not in the database               -> given back
+ *   D held and released (settled normally)             -> stays counted
+ *   E taken, never held (died between take and hold)   -> stays counted
+ *   F held but never made ready (died in quota_hold)   -> stays counted
+ * The parent's own held run is never touched by the child's reclaim. */
+START_TEST(reclaim_gives_back_what_a_dead_holder_had_not_settled)
+{
+    struct quota *q = must_create(4);
+    struct loader l = { 0 };
+    int64_t count;
+    int calls = 0, mine, status;
+    pid_t pid;
+
+    ck_assert_int_eq(take(q, "acme", DAY, 100, &l, &count, NULL), 0);
+    mine = quota_hold(q, "acme", DAY);
+    ck_assert_int_ge(mine, 0);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int h, ok = 1;
+
+        for (int i = 0; i < 5; i++)
+            ok &= take(q, "acme", DAY, 100, &l, &count, NULL) == 0;
+        ok &= quota_hold(q, "acme", DAY) >= 0;                    /* A */
+        ok &= (h = quota_hold(q, "acme", DAY)) >= 0;              /* B */
+        quota_hold_trace(q, h, "done-b");
+        ok &= (h = quota_hold(q, "acme", DAY)) >= 0;              /* C */
+        quota_hold_trace(q, h, "lost-c");
+        ok &= (h = quota_hold(q, "acme", DAY)) >= 0;              /* D */
+        quota_release(q, h);
+        for (uint32_t k = 0; k < q->hdr->nholds; k++) {           /* F */
+            int32_t free_pid = 0;
+            if (__atomic_compare_exchange_n(&q->holds[k].pid, &free_pid, (int32_t)getpid(), 0,
+                                            __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+                break;
+        }
+        _exit(ok ? 0 : 1);
+    }
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child failed");
+    ck_assert_int_eq(count_of(q, "acme", DAY, &l), 6);
+
+    ck_assert_int_eq(quota_reclaim(q, (int)pid, settled_fake, &calls), 2);
+    ck_assert_int_eq(calls, 2);                  /* B and C were asked; A had no trace id */
+    ck_assert_int_eq(count_of(q, "acme", DAY, &l), 4);
+    /* the child's holds are free again, the parent's is not */
+    for (uint32_t k = 0; k < q->hdr->nholds; k++)
+        ck_assert_int_ne(q->holds[k].pid, (int32_t)pid);
+    ck_assert_int_eq(q->holds[mine].pid, (int32_t)getpid());
+    ck_assert_int_eq(quota_reclaim(q, (int)pid, settled_fake, &calls), 0);
+
+    /* after every worker died: all that is left (here the parent's) */
+    ck_assert_int_eq(quota_reclaim(q, 0, settled_fake, &calls), 1);
+    ck_assert_int_eq(count_of(q, "acme", DAY, &l), 3);
+    ck_assert_int_eq(q->holds[mine].pid, 0);
+    quota_close(q);
+}
+END_TEST
+
+/* A hold of a day the counter has left gives back nothing of the new day. */
+START_TEST(reclaim_of_an_old_day_leaves_the_new_day_alone)
+{
+    struct quota *q = must_create(4);
+    struct loader l = { 0 };
+    int64_t count;
+    int calls = 0;
+
+    ck_assert_int_eq(take(q, "acme", DAY, 100, &l, &count, NULL), 0);
+    ck_assert_int_ge(quota_hold(q, "acme", DAY), 0);
+    ck_assert_int_eq(take(q, "acme", DAY + 1, 100, &l, &count, NULL), 0);
+    ck_assert_int_eq(quota_reclaim(q, 0, settled_fake, &calls), 1);
+    ck_assert_int_eq(count_of(q, "acme", DAY + 1, &l), 1);
+    quota_close(q);
+}
+END_TEST
+
 static Suite *quota_suite(void)
 {
     Suite *s = suite_create("quota");
@@ -1068,6 +1182,9 @@ static Suite *quota_suite(void)
 
     tcase_add_test(crash, dead_claimer_is_repaired_by_a_reader);
     tcase_add_test(crash, dead_claimer_is_repaired_by_the_next_claim);
+    tcase_add_test(crash, holds_are_bounded_and_reused);
+    tcase_add_test(crash, reclaim_gives_back_what_a_dead_holder_had_not_settled);
+    tcase_add_test(crash, reclaim_of_an_old_day_leaves_the_new_day_alone);
     tcase_set_timeout(crash, 30);
     suite_add_tcase(s, crash);
     return s;

@@ -36,6 +36,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <json-c/json.h>
 #include "app.h"
 #include "quota.h"
@@ -62,7 +64,7 @@ static void open_all(void)
     ck_assert_msg(store_open(&st, &o, STORE_OPEN_CREATE, &err) == 0, "store_open: %s",
                   err.message);
     error_clear(&err);
-    ck_assert_msg(quota_create(&qt, 16, &err) == 0, "quota_create: %s", err.message);
+    ck_assert_msg(quota_create(&qt, 16, 64, &err) == 0, "quota_create: %s", err.message);
     memset(&app, 0, sizeof app);
     app.store = st;
     app.quota = qt;
@@ -122,32 +124,47 @@ static void date_of(int day, char *buf, size_t cap)
     ck_assert_uint_eq(strftime(buf, cap, "%Y-%m-%d", &tm), 10);
 }
 
-/* usage_acquire that must succeed; returns the day the run counts on. */
+/* usage_acquire that must succeed; returns the day the run counts on. The
+ * run's hold is dropped at once: only the hold tests keep theirs. */
 static int acquire_ok(const char *org, int limit, int want_remaining)
 {
     struct am_error err;
-    int day = -1, remaining = -1, rc;
+    struct usage_claim cl = { -1, -1 };
+    int remaining = -1, rc;
 
     error_clear(&err);
-    rc = usage_acquire(&app, org, limit, &day, &remaining, &err);
+    rc = usage_acquire(&app, org, limit, &cl, &remaining, &err);
     ck_assert_msg(rc == 0, "usage_acquire(%s, %d) = %d: %s", org, limit, rc, err.message);
-    ck_assert_int_eq(day, today());
+    ck_assert_int_eq(cl.day, today());
+    ck_assert_int_ge(cl.hold, 0);
+    quota_release(qt, cl.hold);
     if (want_remaining >= 0)
         ck_assert_int_eq(remaining, want_remaining);
-    return day;
+    return cl.day;
 }
 
-/* Settle one finished run or test, as routes.c does. */
-static int settle(const char *trace, const char *org, const char *agent, const char *mode,
-                  int day, int tokens, int refund)
+/* Settle one finished run (with its claim) or test (claim NULL), as
+ * routes.c does. */
+static int settle_claim(const char *trace, const char *org, const char *agent,
+                        const char *mode, const struct usage_claim *cl, int tokens, int refund)
 {
     struct usage_run r = {
         .trace_id = trace, .org = org, .agent = agent, .mode = mode,
         .model = "openai/gpt-4o-mini", .outcome = refund ? "guardrail_blocked" : "ok",
-        .day = day, .refund = refund, .tokens = tokens, .latency_ms = 250,
+        .claim = cl, .refund = refund, .tokens = tokens, .latency_ms = 250,
     };
 
     return usage_settle(&app, &r);
+}
+
+/* The same with an unheld claim on day (a test ignores it). */
+static int settle(const char *trace, const char *org, const char *agent, const char *mode,
+                  int day, int tokens, int refund)
+{
+    struct usage_claim cl = { day, -1 };
+
+    return settle_claim(trace, org, agent, mode, strcmp(mode, "run") == 0 ? &cl : NULL,
+                        tokens, refund);
 }
 
 /* An accepted run that reached its provider and used `tokens`. */
@@ -353,17 +370,18 @@ static void *runner_main(void *arg)
     snprintf(agent, sizeof agent, "a%d", r->id % 2);
     for (int j = 0; j < r->runs; j++) {
         struct am_error err;
-        int day = -1, remaining = -1;
+        struct usage_claim cl;
+        int remaining = -1;
 
         error_clear(&err);
-        if (usage_acquire(&app, r->org, r->limit, &day, &remaining, &err) != 0) {
+        if (usage_acquire(&app, r->org, r->limit, &cl, &remaining, &err) != 0) {
             r->failed++;
             continue;
         }
-        if (day != today())
+        if (cl.day != today() || cl.hold < 0)
             r->bad_day++;
         snprintf(trace, sizeof trace, "t%d-%d", r->id, j);
-        settle(trace, r->org, agent, "run", day, runner_tokens(r->id, j), 0);
+        settle_claim(trace, r->org, agent, "run", &cl, runner_tokens(r->id, j), 0);
     }
     return NULL;
 }
@@ -398,13 +416,15 @@ START_TEST(settled_run_is_in_the_run_log_with_exactly_its_fields)
     struct usage_run r = {
         .trace_id = "tr-0001", .org = "acme", .agent = "support-bot", .mode = "run",
         .model = "anthropic/claude-3-haiku", .outcome = "blocked_output",
-        .day = 0, .refund = 0, .tokens = 321, .latency_ms = 4567,
+        .refund = 0, .tokens = 321, .latency_ms = 4567,
     };
+    struct usage_claim cl = { 0, -1 };
     struct json_object *o;
     int64_t before, after;
 
     ck_assert_ptr_null(runlog("tr-0001"));
-    r.day = acquire_ok("acme", 10, 9);
+    cl.day = acquire_ok("acme", 10, 9);
+    r.claim = &cl;
     before = util_now();
     usage_settle(&app, &r);
     after = util_now();
@@ -429,7 +449,7 @@ START_TEST(settled_run_is_in_the_run_log_with_exactly_its_fields)
     r.outcome = "provider_timeout";
     r.tokens = 0;
     r.latency_ms = 30000;
-    r.day = acquire_ok("acme", 10, 8);
+    cl.day = acquire_ok("acme", 10, 8);
     usage_settle(&app, &r);
     o = runlog("tr-0002");
     ck_assert_ptr_nonnull(o);
@@ -453,7 +473,8 @@ START_TEST(acquire_accepts_exactly_the_limit_then_ratelimits)
 {
     enum { LIMIT = 5 };
     struct am_error err;
-    int day = -1, remaining = -1;
+    struct usage_claim cl;
+    int remaining = -1;
 
     ck_assert_int_eq(usage_remaining(&app, "acme", LIMIT), LIMIT);
     for (int i = 1; i <= LIMIT; i++) {
@@ -463,7 +484,7 @@ START_TEST(acquire_accepts_exactly_the_limit_then_ratelimits)
     for (int i = 0; i < 3; i++) {
         error_clear(&err);
         remaining = -1;
-        ck_assert_int_eq(usage_acquire(&app, "acme", LIMIT, &day, &remaining, &err),
+        ck_assert_int_eq(usage_acquire(&app, "acme", LIMIT, &cl, &remaining, &err),
                          AM_ERATELIMIT);
         ck_assert_int_eq(err.code, AM_ERATELIMIT);
         ck_assert_msg(strstr(err.message, "5") != NULL, "message names the limit: %s",
@@ -781,6 +802,55 @@ START_TEST(failed_settle_leaves_neither_log_line_nor_count)
 }
 END_TEST
 
+/* A worker dies with three runs accepted: one had not settled, one was in
+ * its settling transaction (trace id named, nothing committed), one had
+ * committed but not yet let go of its hold. After the reclaim the day's
+ * count is what the database holds, and stays so across a reopen. */
+START_TEST(a_dead_processes_unsettled_runs_are_given_back)
+{
+    enum { LIMIT = 10 };
+    struct json_object *o;
+    int status;
+    pid_t pid;
+
+    run_ok("before", "acme", "bot", LIMIT, 4);
+    /* the counter is loaded: the child takes runs without the database,
+     * which it must not touch (an environment handle is not fork-safe) */
+    ck_assert_int_eq(usage_remaining(&app, "acme", LIMIT), LIMIT - 1);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        struct usage_claim cl[3];
+        struct am_error err;
+        int remaining, ok = 1;
+
+        for (int i = 0; i < 3; i++)
+            ok &= usage_acquire(&app, "acme", LIMIT, &cl[i], &remaining, &err) == 0 &&
+                  cl[i].hold >= 0;
+        quota_hold_trace(qt, cl[1].hold, "tr-in-flight");
+        quota_hold_trace(qt, cl[2].hold, "tr-committed");
+        _exit(ok ? 0 : 1);
+    }
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child failed");
+    /* what the third run's commit wrote */
+    settle("tr-committed", "acme", "bot", "run", today(), 6, 0);
+    ck_assert_int_eq(usage_remaining(&app, "acme", LIMIT), LIMIT - 4);
+
+    ck_assert_int_eq(usage_reclaim(&app, (int)pid), 2);
+    ck_assert_int_eq(usage_remaining(&app, "acme", LIMIT), LIMIT - 2);
+    ck_assert_int_eq(usage_reclaim(&app, (int)pid), 0);
+    o = report("acme", 1, LIMIT);
+    ck_assert_int_eq(int_of(o, "total_requests"), 2);
+    ck_assert_int_eq(int_of(o, "total_tokens"), 10);
+    ck_assert_int_eq(int_of(o, "remaining_today"), LIMIT - 2);
+    json_object_put(o);
+    close_all();
+    open_all();
+    ck_assert_int_eq(usage_remaining(&app, "acme", LIMIT), LIMIT - 2);
+}
+END_TEST
+
 /* ---- durability ---------------------------------------------------------------------- */
 
 START_TEST(daily_count_survives_close_and_reopen)
@@ -789,6 +859,7 @@ START_TEST(daily_count_survives_close_and_reopen)
     struct am_error err;
     struct json_object *o;
     int64_t tokens;
+    struct usage_claim cl;
     int day, remaining;
 
     tokens = run_threads("acme", THREADS, RUNS, LIMIT);
@@ -817,7 +888,7 @@ START_TEST(daily_count_survives_close_and_reopen)
     for (int i = 1; i <= LIMIT - K; i++)
         acquire_ok("acme", LIMIT, LIMIT - K - i);
     error_clear(&err);
-    ck_assert_int_eq(usage_acquire(&app, "acme", LIMIT, &day, &remaining, &err),
+    ck_assert_int_eq(usage_acquire(&app, "acme", LIMIT, &cl, &remaining, &err),
                      AM_ERATELIMIT);
     ck_assert_int_eq(remaining, 0);
 }
@@ -863,6 +934,7 @@ static Suite *usage_suite(void)
     tcase_add_checked_fixture(durable, setup, teardown);
     tcase_add_loop_test(durable, failed_settle_leaves_neither_log_line_nor_count, 1, 3);
     tcase_add_test(durable, daily_count_survives_close_and_reopen);
+    tcase_add_test(durable, a_dead_processes_unsettled_runs_are_given_back);
     tcase_set_timeout(durable, 60);
     suite_add_tcase(s, durable);
     return s;
