@@ -46,10 +46,10 @@
 #include "auth.h"
 #include "config.h"
 #include "quota.h"
-#include "usage.h"
 #include "registry.h"
 #include "store.h"
 #include "supervisor.h"
+#include "usage.h"
 #include "util.h"
 #include "worker.h"
 
