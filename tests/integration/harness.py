@@ -1,10 +1,12 @@
-"""harness - run the real astromesh-cloudd behind the real lighttpd for the
-integration tests, and talk HTTP to it.
+"""harness - run the real astromesh-cloudd behind the real lighttpd (or the
+real Apache) for the integration tests, and talk HTTP to it.
 
 Standard library only. An Instance owns, for one test (or one test class):
 a fresh data directory under $ASTROMESH_BUILDDIR/tests/tmp/, a free loopback
-port, a YAML config, the daemon process and the lighttpd process
-(etc/lighttpd/astromesh-dev.conf from the source tree, used as it is). Every
+port, a YAML config, the daemon process and the front server process:
+lighttpd (etc/lighttpd/astromesh-dev.conf from the source tree, used as it
+is) by default, or with front="apache" an apache2 whose generated minimal
+httpd.conf includes etc/apache2/astromesh-cloud.conf unchanged. Every
 wait is a bounded poll. stop() ends both processes; the TestCase helpers
 register it as a cleanup so it runs whatever the test did, print the logs
 when a test failed, and fail the test if a sanitizer reported anything.
@@ -14,6 +16,8 @@ an in-tree build):
   ASTROMESH_BUILDDIR  where astromesh-cloudd was built
   ASTROMESH_SRCDIR    the source tree (for etc/lighttpd/astromesh-dev.conf)
   LIGHTTPD            the lighttpd binary
+  APACHE2             the apache2 binary (modules from APACHE2_MODULES,
+                      default /usr/lib/apache2/modules)
   ASTROMESH_KEEP_TMP  if set, keep data directories even after a pass
 """
 
@@ -25,6 +29,7 @@ import hmac
 import http.client
 import json
 import os
+import pwd
 import re
 import secrets
 import shutil
@@ -45,6 +50,10 @@ LIGHTTPD = (os.environ.get("LIGHTTPD") or shutil.which("lighttpd")
             or "/usr/sbin/lighttpd")
 DAEMON = os.path.join(BUILDDIR, "astromesh-cloudd")
 DEV_CONF = os.path.join(SRCDIR, "etc", "lighttpd", "astromesh-dev.conf")
+APACHE2 = (os.environ.get("APACHE2") or shutil.which("apache2")
+           or "/usr/sbin/apache2")
+APACHE2_MODULES = os.environ.get("APACHE2_MODULES") or "/usr/lib/apache2/modules"
+APACHE_CONF = os.path.join(SRCDIR, "etc", "apache2", "astromesh-cloud.conf")
 
 # Sanitizer builds are slower; every bound below is generous on purpose.
 START_TIMEOUT = 60.0
@@ -339,22 +348,39 @@ class FcgiConnection:
 # --- the instance ----------------------------------------------------------------
 
 class Instance:
-    """One astromesh-cloudd + one lighttpd on a fresh data dir and port.
+    """One astromesh-cloudd + one front server (lighttpd, or Apache with
+    front="apache") on a fresh data dir and port.
 
     config: dict merged over the default config (a None value removes a key).
     """
 
-    def __init__(self, config=None, name="inst"):
-        if not LIGHTTPD or not os.access(LIGHTTPD, os.X_OK):
-            raise HarnessError("lighttpd not found (LIGHTTPD=%r): apt-get install lighttpd" % LIGHTTPD)
+    def __init__(self, config=None, name="inst", front="lighttpd"):
+        if front == "lighttpd":
+            if not LIGHTTPD or not os.access(LIGHTTPD, os.X_OK):
+                raise HarnessError("lighttpd not found (LIGHTTPD=%r): apt-get install lighttpd"
+                                   % LIGHTTPD)
+        elif front == "apache":
+            if not APACHE2 or not os.access(APACHE2, os.X_OK):
+                raise HarnessError("apache2 not found (APACHE2=%r): apt-get install apache2"
+                                   % APACHE2)
+        else:
+            raise HarnessError("unknown front server %r" % front)
         if not os.access(DAEMON, os.X_OK):
             raise HarnessError("daemon not built: %s" % DAEMON)
+        self.front = front
         tmproot = os.path.join(BUILDDIR, "tests", "tmp")
         os.makedirs(tmproot, exist_ok=True)
         self.dir = tempfile.mkdtemp(prefix=name + "-", dir=tmproot)
         self.sockdir = self.dir
-        if len(os.path.join(self.dir, "fcgi.sock")) > 100:     # sun_path is 108 bytes
+        # sun_path is 108 bytes. As root, Apache's children run as another
+        # user (apache_config), who must be able to search every directory
+        # on the way to the socket: /tmp is searchable, the build tree's
+        # parents may not be.
+        apache_user = front == "apache" and os.geteuid() == 0
+        if len(os.path.join(self.dir, "fcgi.sock")) > 100 or apache_user:
             self.sockdir = tempfile.mkdtemp(prefix="am-")
+        if apache_user:
+            os.chmod(self.sockdir, 0o750)       # for the group the children run as
         self.socket = os.path.join(self.sockdir, "fcgi.sock")
         self.data_dir = os.path.join(self.dir, "db")
         os.makedirs(self.data_dir)
@@ -376,6 +402,13 @@ class Instance:
         self.lighttpd_stderr = os.path.join(self.dir, "lighttpd.stderr")
         self.lighttpd_accesslog = os.path.join(self.dir, "lighttpd.access.log")
         self.lighttpd_pidfile = os.path.join(self.dir, "lighttpd.pid")
+        self.apache = None
+        self.apache_pgid = None       # until its process group is killed
+        self.apache_conf = os.path.join(self.dir, "httpd.conf")
+        self.apache_errorlog = os.path.join(self.dir, "apache.error.log")
+        self.apache_stderr = os.path.join(self.dir, "apache.stderr")
+        self.apache_accesslog = os.path.join(self.dir, "apache.access.log")
+        self.apache_pidfile = os.path.join(self.dir, "apache.pid")
         self.exit_codes = []          # of every daemon process that ended
         self.shm_seen = set()         # shared memory the daemons mapped
         self._logs_printed = False
@@ -394,7 +427,10 @@ class Instance:
     def start(self):
         try:
             self.start_daemon()
-            self.start_lighttpd()
+            if self.front == "apache":
+                self.start_apache()
+            else:
+                self.start_lighttpd()
             self.wait_healthy()
         except BaseException:
             self.print_logs("start failed")
@@ -454,6 +490,79 @@ class Instance:
             if "in use" not in logs or attempt == attempts - 1:
                 raise HarnessError("lighttpd exited with %s" % self.lighttpd.returncode)
             self.port = free_port()
+
+    def apache_config(self):
+        """A minimal httpd.conf for one apache2 -DFOREGROUND on self.port:
+        everything in self.dir, nothing from /etc/apache2, and the shipped
+        etc/apache2/astromesh-cloud.conf included as it is, with
+        ASTROMESH_SOCKET defined first (the way the snippet documents)."""
+        mods = ["mpm_event", "authz_core", "proxy", "proxy_fcgi"]
+        lines = ['ServerRoot "%s"' % self.dir,
+                 'DefaultRuntimeDir "%s"' % self.dir,
+                 'PidFile "%s"' % self.apache_pidfile,
+                 'ErrorLog "%s"' % self.apache_errorlog,
+                 "LogLevel info",
+                 "Listen 127.0.0.1:%d" % self.port,
+                 "ServerName 127.0.0.1"]
+        if os.geteuid() == 0:
+            # Apache will not serve as root: its children take this user
+            # and the group of the socket's directory (socket_mode 0660).
+            user = "www-data"
+            try:
+                pwd.getpwnam(user)
+            except KeyError:
+                user = "nobody"
+            lines += ["User %s" % user, "Group #%d" % os.stat(self.sockdir).st_gid]
+        lines += ['LoadModule %s_module "%s/mod_%s.so"' % (m, APACHE2_MODULES, m)
+                  for m in mods]
+        lines += ['LogFormat "%h %l %u %t \\"%r\\" %>s %b %D" timed',
+                  'CustomLog "%s" timed' % self.apache_accesslog,
+                  # everything denied but what the snippet opens
+                  'DocumentRoot "%s"' % self.dir,
+                  '<Location "/">', "    Require all denied", "</Location>",
+                  'Define ASTROMESH_SOCKET "%s"' % self.socket,
+                  'Include "%s"' % APACHE_CONF]
+        return "\n".join(lines) + "\n"
+
+    def start_apache(self, attempts=3):
+        """Start apache2 -DFOREGROUND on self.port (same retry as
+        start_lighttpd). It leads a process group of its own, so that
+        stop() can be sure no child of it is left."""
+        for attempt in range(attempts):
+            with open(self.apache_conf, "w") as f:
+                f.write(self.apache_config())
+            err = open(self.apache_stderr, "ab")
+            try:
+                self.apache = subprocess.Popen(
+                    [APACHE2, "-DFOREGROUND", "-f", self.apache_conf],
+                    stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                    start_new_session=True, preexec_fn=_die_with_parent(signal.SIGTERM))
+                self.apache_pgid = self.apache.pid
+            finally:
+                err.close()
+
+            def listening():
+                if self.apache.poll() is not None:
+                    return "exited"
+                return "up" if listens_on(self.apache.pid, self.port) else None
+            state = poll(listening, START_TIMEOUT, what="apache2 to listen on %d" % self.port)
+            if state == "up":
+                return
+            logs = self.read_log(self.apache_stderr) + self.read_log(self.apache_errorlog)
+            if "in use" not in logs or attempt == attempts - 1:
+                raise HarnessError("apache2 exited with %s" % self.apache.returncode)
+            self.port = free_port()
+
+    def stop_apache(self):
+        """SIGTERM apache2 and wait; then SIGKILL whatever is left of its
+        process group (its children), so nothing outlives the test."""
+        try:
+            self._stop_proc(self.apache)
+        finally:
+            if self.apache_pgid is not None:
+                with contextlib.suppress(OSError):
+                    os.killpg(self.apache_pgid, signal.SIGKILL)
+                self.apache_pgid = None
 
     def wait_healthy(self, timeout=START_TIMEOUT):
         """Poll GET /api/v1/health until it answers 200; return its body."""
@@ -530,11 +639,12 @@ class Instance:
             return "killed"
 
     def stop(self, failed=False):
-        """Stop lighttpd and the daemon (every worker too). Print the logs if
-        failed; remove the data dir unless failed. Raise if a sanitizer
-        reported anything in the daemon log."""
+        """Stop the front server and the daemon (every worker too). Print
+        the logs if failed; remove the data dir unless failed. Raise if a
+        sanitizer reported anything in the daemon log."""
         try:
             self._stop_proc(self.lighttpd)
+            self.stop_apache()
             if self.daemon is not None:
                 workers = self.worker_pids()
                 self.shm_seen |= shm_names(self.daemon.pid)
@@ -592,11 +702,17 @@ class Instance:
         self._logs_printed = True
         out = sys.stderr
         out.write("\n==== %s: instance in %s (port %d) ====\n" % (why, self.dir, self.port))
-        for title, path in (("daemon log", self.daemon_log),
-                            ("lighttpd error log", self.lighttpd_errorlog),
-                            ("lighttpd stderr", self.lighttpd_stderr),
-                            ("lighttpd access log (tail)", self.lighttpd_accesslog),
-                            ("config", self.config_path)):
+        if self.front == "apache":
+            front = (("apache error log", self.apache_errorlog),
+                     ("apache stderr", self.apache_stderr),
+                     ("apache access log (tail)", self.apache_accesslog),
+                     ("apache config", self.apache_conf))
+        else:
+            front = (("lighttpd error log", self.lighttpd_errorlog),
+                     ("lighttpd stderr", self.lighttpd_stderr),
+                     ("lighttpd access log (tail)", self.lighttpd_accesslog))
+        for title, path in (("daemon log", self.daemon_log),) + front + (
+                ("config", self.config_path),):
             text = self.read_log(path, limit=20000 if "access" not in title else 4000)
             out.write("---- %s (%s) ----\n%s\n" % (title, path, text.rstrip()))
         out.write("==== end of logs ====\n")
@@ -605,7 +721,7 @@ class Instance:
     # -- HTTP --------------------------------------------------------------------
     def request(self, method, path, body=None, headers=None, token=None, raw=None,
                 timeout=HTTP_TIMEOUT):
-        """One HTTP request through lighttpd on a fresh connection.
+        """One HTTP request through the front server on a fresh connection.
 
         body: an object sent as JSON (Content-Type application/json unless
         headers say otherwise); raw: bytes sent as they are (Content-Type
@@ -750,10 +866,12 @@ def outcome_failed(tc):
 class InstanceTestCase(unittest.TestCase):
     """A TestCase with one Instance shared by the class (cls.inst), started
     in setUpClass and stopped by a class cleanup whatever happens.
-    Subclasses set `config` to override the default config, or
+    Subclasses set `config` to override the default config, `front` to
+    serve through Apache ("apache") instead of lighttpd, or
     `shared_instance = False` to have none (tests call new_instance)."""
 
     config = None
+    front = "lighttpd"
     shared_instance = True
     _failed = False
 
@@ -762,7 +880,7 @@ class InstanceTestCase(unittest.TestCase):
         cls._failed = False
         if not cls.shared_instance:
             return
-        cls.inst = Instance(cls.config, name=cls.__name__)
+        cls.inst = Instance(cls.config, name=cls.__name__, front=cls.front)
         cls.addClassCleanup(lambda: cls.inst.stop(failed=cls._failed))
         cls.inst.start()
 
@@ -772,7 +890,7 @@ class InstanceTestCase(unittest.TestCase):
 
     def new_instance(self, config=None, start=True):
         """A private instance for this test, stopped by a cleanup."""
-        inst = Instance(config, name=self.id().split(".")[-1])
+        inst = Instance(config, name=self.id().split(".")[-1], front=self.front)
         self.addCleanup(lambda: inst.stop(failed=outcome_failed(self)))
         if start:
             inst.start()
