@@ -209,10 +209,6 @@ static char *read_body(FCGX_Request *fr, size_t *len_out, int *too_large)
     buf = xmalloc(want + 1);
     while (got < want && (n = FCGX_GetStr(buf + got, (int)(want - got), fr->in)) > 0)
         got += (size_t)n;
-    /* Read the end of stdin (the front server sends it right after the
-     * body), so that a fully read request can be closed at once. */
-    if (got == want && got <= HTTP_BODY_MAX)
-        (void)FCGX_GetChar(fr->in);
     if (got > HTTP_BODY_MAX) {
         *too_large = 1;
         got = 0;
@@ -318,13 +314,6 @@ void http_serve_loop(int listen_fd, int wake_fd, http_handler handler, void *app
             continue;
         }
         serve_one(&fr, handler, app);
-        /* libfcgi's close shuts down the sending side and waits for the
-         * front server to close first (a lingering close, so that unread
-         * input cannot turn into a reset that loses the answer). Nothing
-         * is unread once stdin has ended: close at once and save a sleep
-         * and a wake-up per request. */
-        if (FCGX_HasSeenEOF(fr.in))
-            FCGX_Detach(&fr);
         FCGX_Finish_r(&fr);
     }
     FCGX_Free(&fr, 1);
