@@ -466,30 +466,45 @@ class Instance:
         })
         return env
 
-    def start_lighttpd(self, attempts=3):
-        """Start lighttpd on self.port; if another process took that port
-        since free_port() picked it, pick another and try again."""
+    def start_front(self, name, argv, stderr_path, log_paths, started, attempts=3,
+                    before=None, **popen):
+        """Start the front server argv (name: for messages) and wait until it
+        listens on self.port; if another process took that port since
+        free_port() picked it, pick another and try again. started(proc)
+        runs as soon as each process exists (so that stop() can end it
+        whatever happens next); before(), if given, before each attempt
+        (e.g. to write a config naming the port)."""
         for attempt in range(attempts):
-            err = open(self.lighttpd_stderr, "ab")
+            if before is not None:
+                before()
+            err = open(stderr_path, "ab")
             try:
-                self.lighttpd = subprocess.Popen(
-                    [LIGHTTPD, "-D", "-f", DEV_CONF], env=self.lighttpd_env(),
-                    stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                    preexec_fn=_die_with_parent(signal.SIGTERM))
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                                        **popen)
+                started(proc)
             finally:
                 err.close()
 
             def listening():
-                if self.lighttpd.poll() is not None:
+                if proc.poll() is not None:
                     return "exited"
-                return "up" if listens_on(self.lighttpd.pid, self.port) else None
-            state = poll(listening, START_TIMEOUT, what="lighttpd to listen on %d" % self.port)
+                return "up" if listens_on(proc.pid, self.port) else None
+            state = poll(listening, START_TIMEOUT, what="%s to listen on %d" % (name, self.port))
             if state == "up":
                 return
-            logs = self.read_log(self.lighttpd_stderr) + self.read_log(self.lighttpd_errorlog)
+            logs = "".join(self.read_log(path) for path in log_paths)
             if "in use" not in logs or attempt == attempts - 1:
-                raise HarnessError("lighttpd exited with %s" % self.lighttpd.returncode)
+                raise HarnessError("%s exited with %s" % (name, proc.returncode))
             self.port = free_port()
+
+    def start_lighttpd(self, attempts=3):
+        """Start lighttpd on self.port (start_front)."""
+        def started(proc):
+            self.lighttpd = proc
+        self.start_front(
+            "lighttpd", [LIGHTTPD, "-D", "-f", DEV_CONF], self.lighttpd_stderr,
+            (self.lighttpd_stderr, self.lighttpd_errorlog), started, attempts,
+            env=self.lighttpd_env(), preexec_fn=_die_with_parent(signal.SIGTERM))
 
     def apache_config(self):
         """A minimal httpd.conf for one apache2 -DFOREGROUND on self.port:
@@ -525,33 +540,19 @@ class Instance:
         return "\n".join(lines) + "\n"
 
     def start_apache(self, attempts=3):
-        """Start apache2 -DFOREGROUND on self.port (same retry as
-        start_lighttpd). It leads a process group of its own, so that
-        stop() can be sure no child of it is left."""
-        for attempt in range(attempts):
+        """Start apache2 -DFOREGROUND on self.port (start_front, writing its
+        config for each port tried). It leads a process group of its own,
+        so that stop() can be sure no child of it is left."""
+        def write_config():
             with open(self.apache_conf, "w") as f:
                 f.write(self.apache_config())
-            err = open(self.apache_stderr, "ab")
-            try:
-                self.apache = subprocess.Popen(
-                    [APACHE2, "-DFOREGROUND", "-f", self.apache_conf],
-                    stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                    start_new_session=True, preexec_fn=_die_with_parent(signal.SIGTERM))
-                self.apache_pgid = self.apache.pid
-            finally:
-                err.close()
 
-            def listening():
-                if self.apache.poll() is not None:
-                    return "exited"
-                return "up" if listens_on(self.apache.pid, self.port) else None
-            state = poll(listening, START_TIMEOUT, what="apache2 to listen on %d" % self.port)
-            if state == "up":
-                return
-            logs = self.read_log(self.apache_stderr) + self.read_log(self.apache_errorlog)
-            if "in use" not in logs or attempt == attempts - 1:
-                raise HarnessError("apache2 exited with %s" % self.apache.returncode)
-            self.port = free_port()
+        def started(proc):
+            self.apache, self.apache_pgid = proc, proc.pid
+        self.start_front(
+            "apache2", [APACHE2, "-DFOREGROUND", "-f", self.apache_conf], self.apache_stderr,
+            (self.apache_stderr, self.apache_errorlog), started, attempts, before=write_config,
+            start_new_session=True, preexec_fn=_die_with_parent(signal.SIGTERM))
 
     def stop_apache(self):
         """SIGTERM apache2 and wait; then SIGKILL whatever is left of its
