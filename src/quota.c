@@ -489,14 +489,23 @@ int quota_reclaim(struct quota *q, int pid, quota_settled_fn settled, void *arg)
         struct quota_hold *h = &q->holds[i];
         int32_t p = __atomic_load_n(&h->pid, __ATOMIC_ACQUIRE);
 
+        char org[QUOTA_ORG_MAX];
+        int day, owed;
+
         if (p == 0 || (pid != 0 && p != pid))
             continue;
-        if (__atomic_load_n(&h->ready, __ATOMIC_ACQUIRE) &&
-            (h->trace[0] == '\0' || !settled(h->trace, arg))) {
-            quota_give_back(q, h->org, h->day);
+        owed = __atomic_load_n(&h->ready, __ATOMIC_ACQUIRE) &&
+               (h->trace[0] == '\0' || !settled(h->trace, arg));
+        memcpy(org, h->org, sizeof(org));
+        org[sizeof(org) - 1] = '\0';
+        day = h->day;
+        /* freed first: a reclaimer killed in between leaves the run
+         * counted, never given back twice */
+        hold_free(h);
+        if (owed) {
+            quota_give_back(q, org, day);
             n++;
         }
-        hold_free(h);
     }
     return n;
 }
