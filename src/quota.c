@@ -96,8 +96,8 @@ struct quota_entry {
     char org[QUOTA_ORG_MAX];
 };
 
-struct quota_hold {
-    int32_t pid;                /* holder; 0: free; CAS to claim */
+struct quota_hold {             /* two cache lines: no two threads' holds share one */
+    _Alignas(128) int32_t pid;  /* holder; 0: free; CAS to claim */
     int32_t ready;              /* org and day are written */
     int32_t day;
     char org[QUOTA_ORG_MAX];
@@ -337,7 +337,7 @@ int quota_create(struct quota **out, int orgs, int holds, struct am_error *err)
     *out = NULL;
     while (n < QUOTA_MAX_SLOTS && (uint64_t)n < (uint64_t)(orgs > 0 ? orgs : 1) * 2)
         n <<= 1;
-    bytes = sizeof(struct quota_header) + 63 + (size_t)n * sizeof(struct quota_entry) +
+    bytes = sizeof(struct quota_header) + 63 + (size_t)n * sizeof(struct quota_entry) + 127 +
             (size_t)nh * sizeof(struct quota_hold);
     p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
@@ -347,7 +347,7 @@ int quota_create(struct quota **out, int orgs, int holds, struct am_error *err)
     q->hdr = p;
     q->tab = (struct quota_entry *)(((uintptr_t)p + sizeof(struct quota_header) + 63) &
                                     ~(uintptr_t)63);
-    q->holds = (struct quota_hold *)(q->tab + n);
+    q->holds = (struct quota_hold *)(((uintptr_t)(q->tab + n) + 127) & ~(uintptr_t)127);
     q->mask = n - 1;
     q->bytes = bytes;
     q->hdr->nslots = n;
