@@ -27,12 +27,12 @@
 #include <string.h>
 #include <unistd.h>
 #include <json-c/json.h>
-#include "agent.h"
-#include "app.h"
-#include "config.h"
-#include "registry.h"
-#include "store.h"
-#include "util.h"
+#include "control/agent.h"
+#include "state/app.h"
+#include "state/config.h"
+#include "state/registry.h"
+#include "state/store.h"
+#include "lib/util.h"
 
 #define NCASES(a) ((int)(sizeof(a) / sizeof((a)[0])))
 

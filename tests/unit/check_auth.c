@@ -18,8 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "auth.h"
-#include "util.h"
+#include "control/auth.h"
+#include "lib/util.h"
 
 #define NCASES(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
@@ -613,7 +613,7 @@ START_TEST(random_hex_has_requested_length)
     char out[300];
 
     memset(out, 0x5a, sizeof out);
-    auth_random_hex(out, hex_cases[_i].cap, hex_cases[_i].nbytes);
+    util_random_hex(out, hex_cases[_i].cap, hex_cases[_i].nbytes);
     ck_assert_uint_eq(strlen(out), hex_cases[_i].want);
     ck_assert(is_hex(out, hex_cases[_i].want));
     for (size_t i = hex_cases[_i].cap; i < sizeof out; i++)
@@ -625,8 +625,8 @@ START_TEST(random_hex_differs_between_calls)
 {
     char a[65], b[65];
 
-    auth_random_hex(a, sizeof a, 32);
-    auth_random_hex(b, sizeof b, 32);
+    util_random_hex(a, sizeof a, 32);
+    util_random_hex(b, sizeof b, 32);
     ck_assert_str_ne(a, b);
 }
 END_TEST

@@ -21,9 +21,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "error.h"
-#include "util.h"
+#include "state/config.h"
+#include "lib/error.h"
+#include "lib/util.h"
 
 #define SECRET "0123456789abcdef0123456789abcdef"   /* exactly 32 bytes */
 #define AUTH "auth:\n  jwt_secret: " SECRET "\n"

@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include "guardrails.h"
+#include "runtime/guardrails.h"
 
 #define NCASES(a) ((int)(sizeof(a) / sizeof((a)[0])))
 

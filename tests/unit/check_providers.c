@@ -35,10 +35,10 @@
 #include <curl/curl.h>
 #include <json-c/json.h>
 
-#include "config.h"
-#include "error.h"
-#include "providers.h"
-#include "util.h"
+#include "state/config.h"
+#include "lib/error.h"
+#include "runtime/providers/providers.h"
+#include "lib/util.h"
 
 #define KEY "sk-test-0123456789abcdef-SECRET"     /* the fake's --expect-key */
 #define WRONG_KEY "sk-wrong-key-9876543210-OTHER"

@@ -32,7 +32,7 @@
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include "../../src/quota.c"
+#include "../../src/state/quota.c"
 
 /* Days since the epoch. DAY is even: see a_new_tag_never_moves_the_day. */
 #define DAY 20000

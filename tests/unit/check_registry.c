@@ -18,7 +18,7 @@
 #include <stdio.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
-#include "../../src/registry.c"
+#include "../../src/state/registry.c"
 
 #define SEG_PREFIX "amreg-check-"
 

@@ -12,8 +12,8 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
-#include "../../src/runtime.c"
-#include "wizard.h"
+#include "../../src/runtime/runtime.c"
+#include "control/wizard.h"
 
 static struct config cfg;
 static struct app app;

@@ -31,8 +31,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-#include "store.h"
-#include "util.h"
+#include "state/store.h"
+#include "lib/util.h"
 
 #define NCASES(a) ((int)(sizeof(a) / sizeof((a)[0])))
 

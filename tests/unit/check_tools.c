@@ -18,7 +18,7 @@
  *
  * Run under valgrind: CK_FORK=no valgrind --leak-check=full --error-exitcode=1
  */
-#include "../../src/tools.c"
+#include "../../src/runtime/tools/tools.c"
 
 #include <check.h>
 #include <ftw.h>

@@ -39,11 +39,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <json-c/json.h>
-#include "app.h"
-#include "quota.h"
-#include "store.h"
-#include "usage.h"
-#include "util.h"
+#include "state/app.h"
+#include "state/quota.h"
+#include "state/store.h"
+#include "control/usage.h"
+#include "lib/util.h"
 
 #define NCASES(a) ((int)(sizeof(a) / sizeof((a)[0])))
 

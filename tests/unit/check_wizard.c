@@ -18,8 +18,8 @@
 #include <string.h>
 #include <json-c/json.h>
 #include <yaml.h>
-#include "wizard.h"
-#include "util.h"
+#include "control/wizard.h"
+#include "lib/util.h"
 
 /* ---- fixtures and helpers ------------------------------------------------ */
 

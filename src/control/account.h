@@ -1,0 +1,63 @@
+/*
+ * account.h - users, organisations and memberships: dev login, the
+ * caller's orgs, and the membership check every /orgs/{slug} route makes.
+ */
+#ifndef AM_ACCOUNT_H
+#define AM_ACCOUNT_H
+
+#include <json-c/json.h>
+#include "state/app.h"
+#include "lib/error.h"
+
+enum account_role { ROLE_NONE = 0, ROLE_MEMBER, ROLE_ADMIN, ROLE_OWNER };
+
+/* Who a request comes from, once its bearer token is verified. */
+struct account_principal {
+    char email[256];        /* the user */
+    char fam[48];           /* the token's family (logout revokes it) */
+    int memo;               /* internal: this thread's memo slot, or -1 */
+};
+
+/* Verify an access token (signature, expiry, type) and that its family is
+ * not revoked. Each thread remembers a few recent tokens and the role
+ * looked up with them until the registry's auth epoch moves, so a client
+ * that reuses its token costs no database read. Returns 0 or AM_EUNAUTH. */
+int account_authenticate(struct app *app, const char *token,
+                         struct account_principal *who, struct am_error *err);
+
+/* The principal's role in org (ROLE_NONE if not a member, or no such org),
+ * memoised with the token. Anything that changes a membership or revokes
+ * a token family must call registry_auth_epoch_bump(). */
+int account_member_role(struct app *app, struct account_principal *who,
+                        const char *org);
+
+/* POST /auth/dev/login: create the user and a personal org on first login,
+ * issue an access and a refresh token. *out is the answer object. */
+int account_dev_login(struct app *app, struct json_object *body,
+                      struct json_object **out, struct am_error *err);
+
+/* POST /auth/refresh: rotate a refresh token. A refresh token that is not
+ * the family's current one revokes the family (401). */
+int account_refresh(struct app *app, struct json_object *body,
+                    struct json_object **out, struct am_error *err);
+
+/* POST /auth/logout: revoke the token family fam (access and refresh). */
+int account_logout(struct app *app, const char *email, const char *fam,
+                   struct am_error *err);
+
+/* 1 if tokens of family fam may still be used, 0 if revoked or unknown. */
+int account_token_live(struct app *app, const char *fam);
+
+/* The caller's role in org (ROLE_NONE if not a member or no such org). */
+int account_role(struct app *app, const char *org, const char *email);
+
+/* 1 if a user with this e-mail exists (or the store cannot tell). */
+int account_user_exists(struct app *app, const char *email);
+
+/* GET /orgs/me (first org) and GET /orgs (all). */
+int account_org_me(struct app *app, const char *email, struct json_object **out,
+                   struct am_error *err);
+int account_org_list(struct app *app, const char *email, struct json_object **out,
+                     struct am_error *err);
+
+#endif

@@ -1,0 +1,79 @@
+/*
+ * agent.h - the agent lifecycle: create, edit, deploy, pause, delete, and
+ * keeping the runtime registry in step with the database.
+ *
+ * States and the function that performs each transition:
+ *
+ *     agent_create ──> [draft] ──agent_deploy──> [deployed] ──agent_pause──> [paused]
+ *                                                     ^                           │
+ *                                                     └───────agent_deploy────────┘
+ *     agent_delete: from any state (unloads from the registry first if deployed)
+ *     agent_update: draft and paused only (409 agent_deployed otherwise)
+ *
+ * Every transition is one Berkeley DB transaction that holds the agent
+ * record's write lock while it also changes the registry, so the stored
+ * state, the registry and the answer agree under any interleaving.
+ */
+#ifndef AM_AGENT_H
+#define AM_AGENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <json-c/json.h>
+#include "state/app.h"
+#include "lib/error.h"
+
+enum agent_status { AGENT_DRAFT = 0, AGENT_DEPLOYED, AGENT_PAUSED };
+
+/* Create a draft from a WizardConfig body (validated here). On 0, *out is
+ * the agent object (caller puts). Errors: AM_EVALIDATION, AM_EEXISTS,
+ * AM_EPLANLIMIT, AM_EIO. */
+int agent_create(struct app *app, const char *org, struct json_object *wc,
+                 struct json_object **out, struct am_error *err);
+
+/* The agent object for GET (every state). AM_EAGENTNOTFOUND if none. */
+int agent_get(struct app *app, const char *org, const char *name,
+              struct json_object **out, struct am_error *err);
+
+/* The agent's state (enum agent_status), or AM_EAGENTNOTFOUND. */
+int agent_status(struct app *app, const char *org, const char *name);
+
+/* The name of a state: "draft", "deployed", "paused". */
+const char *agent_status_name(int status);
+
+/* {"agents":[…]} for the org. */
+int agent_list(struct app *app, const char *org, struct json_object **out,
+               struct am_error *err);
+
+/* Merge a partial WizardConfig into a draft or paused agent. */
+int agent_update(struct app *app, const char *org, const char *name,
+                 struct json_object *patch, struct json_object **out,
+                 struct am_error *err);
+
+/* Remove the agent from any state. */
+int agent_delete(struct app *app, const char *org, const char *name,
+                 struct am_error *err);
+
+/* draft|paused -> deployed. *out = {"status","agent_id","deployed_at"}. */
+int agent_deploy(struct app *app, const char *org, const char *name,
+                 struct json_object **out, struct am_error *err);
+
+/* deployed -> paused. *out = {"status","paused_at"}. */
+int agent_pause(struct app *app, const char *org, const char *name,
+                struct json_object **out, struct am_error *err);
+
+/* The compiled YAML (stored for deployed/paused, compiled on the fly for a
+ * draft). *yaml is malloc'd; caller frees. */
+int agent_yaml(struct app *app, const char *org, const char *name, char **yaml,
+               size_t *len, struct am_error *err);
+
+/* Make the registry match the database: load every deployed agent that is
+ * missing or stale, unload every entry whose agent is not deployed. Run by
+ * the supervisor at start and after a worker died. Returns the number of
+ * entries changed, or a negative AM_* code. */
+int agent_reconcile(struct app *app, struct am_error *err);
+
+/* Number of agent compilations this process has done (tests, bench). */
+uint64_t agent_compile_count(void);
+
+#endif

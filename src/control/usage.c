@@ -1,0 +1,380 @@
+/*
+ * usage.c - daily counters, the daily limit, and the run log.
+ *
+ * Owns the record formats of the usage shards (STORE_USAGE + i, i <
+ * STORE_USAGE_SHARDS):
+ *   "org\0YYYY-MM-DD\0agent" -> {"r":requests,"t":tokens}
+ * the runs of one agent on one UTC day that threads using that shard
+ * settled; an org's or an agent's figure for a day is the sum over the
+ * shards. Each thread writes one shard, so concurrent runs do not queue on
+ * one B-tree page. (Records "org\0YYYY-MM-DD" of earlier versions only
+ * repeated the sum of the agents' and are ignored.) Also owns the format of
+ * STORE_RUNLOG: trace id -> {"org","agent","mode","model","tokens",
+ * "latency_ms","outcome","at"}.
+ *
+ * The limit is enforced in quota.c's shared counters: accepting a run is
+ * one compare-and-swap there, exact under any concurrency across the
+ * workers; a counter starts from the sum of the shards (quota_load). The
+ * run is written here when it settles, in one transaction with its run
+ * log line, on the day it was accepted; the commit is in the log file
+ * before the client is answered and on disk within storage.run_flush_ms
+ * (store_transact_deferred). Only `run` counts; `test` never.
+ *
+ * Must never: log.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include "state/quota.h"
+#include "state/store.h"
+#include "control/usage.h"
+#include "lib/util.h"
+
+struct counter {
+    int64_t r;   /* requests */
+    int64_t t;   /* tokens */
+};
+
+static int today(void)
+{
+    return (int)(util_now() / 86400);
+}
+
+/* "YYYY-MM-DD" of day (days since the epoch). */
+static void day_name(int day, char *buf, size_t cap)
+{
+    struct tm tm;
+    time_t tt = (time_t)day * 86400;
+
+    gmtime_r(&tt, &tm);
+    strftime(buf, cap, "%Y-%m-%d", &tm);
+}
+
+/* "org\0day\0agent" (agent may be "") into buf; returns the length, 0 if
+ * it does not fit. */
+static size_t usage_key(char *buf, size_t cap, const char *org, int day, const char *agent)
+{
+    char d[16];
+    int n;
+
+    day_name(day, d, sizeof(d));
+    n = snprintf(buf, cap, "%s%c%s%c%s", org, 0, d, 0, agent);
+    return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
+}
+
+static int counter_parse(const char *val, struct counter *c)
+{
+    long long r = 0, t = 0;
+
+    c->r = c->t = 0;
+    if (sscanf(val, "{\"r\":%lld,\"t\":%lld}", &r, &t) != 2)
+        return -1;
+    c->r = r;
+    c->t = t;
+    return 0;
+}
+
+/* This thread's usage shard: threads take them in turn, starting from a
+ * point that differs between processes. */
+static int my_shard(void)
+{
+    static unsigned next;
+    static _Thread_local int shard = -1;
+
+    if (shard < 0)
+        shard = (int)((__atomic_fetch_add(&next, 1u, __ATOMIC_RELAXED) + (unsigned)getpid() * 7u)
+                      % STORE_USAGE_SHARDS);
+    return shard;
+}
+
+/* ---- the org's count for a day, summed over the shards ---------------------- */
+
+struct sum_ctx {
+    size_t plen;        /* "org\0day\0" */
+    int64_t r;
+};
+
+static int sum_one(const char *k, size_t kl, const char *v, size_t vl, void *arg)
+{
+    struct sum_ctx *c = arg;
+    struct counter cnt;
+
+    (void)k;
+    (void)vl;
+    if (kl > c->plen && counter_parse(v, &cnt) == 0)
+        c->r += cnt.r;
+    return 0;
+}
+
+static int quota_load(const char *org, int day, int64_t *count, void *arg)
+{
+    struct app *app = arg;
+    struct sum_ctx c = { 0, 0 };
+    char prefix[160];
+    int i, rc;
+
+    *count = 0;
+    if ((c.plen = usage_key(prefix, sizeof(prefix), org, day, "")) == 0)
+        return AM_EINTERNAL;
+    for (i = 0; i < STORE_USAGE_SHARDS; i++)
+        if ((rc = store_scan(app->store, NULL, STORE_USAGE + i, prefix, c.plen, sum_one, &c)) != 0)
+            return AM_EUNAVAILABLE;
+    *count = c.r;
+    return 0;
+}
+
+int usage_acquire(struct app *app, const char *org, int limit, struct usage_claim *claim,
+                  int *remaining, struct am_error *err)
+{
+    int64_t count;
+    int rc;
+
+    claim->day = today();
+    claim->hold = -1;
+    rc = quota_take(app->quota, org, &claim->day, limit, quota_load, app, &count);
+    *remaining = count >= limit ? 0 : (int)(limit - count);
+    if (rc == AM_ERATELIMIT)
+        return error_set(err, AM_ERATELIMIT,
+                         "Daily limit of %d requests reached; it resets at 00:00 UTC", limit);
+    if (rc != 0)
+        return error_set(err, AM_EUNAVAILABLE, "Usage accounting unavailable, retry");
+    claim->hold = quota_hold(app->quota, org, claim->day);
+    return 0;
+}
+
+int usage_remaining(struct app *app, const char *org, int limit)
+{
+    int64_t count;
+
+    if (quota_count(app->quota, org, today(), quota_load, app, &count) != 0)
+        return 0;
+    return count >= limit ? 0 : (int)(limit - count);
+}
+
+/* ---- settling a run ------------------------------------------------------------- */
+
+struct settle_ctx {
+    const struct usage_run *run;
+    int counts;                 /* 1 if the run is counted */
+    int shard;
+    char *line;                 /* the run log record (JSON) */
+    size_t len;
+};
+
+static int settle_txn(struct store *s, struct store_txn *t, void *arg)
+{
+    struct settle_ctx *c = arg;
+    const struct usage_run *run = c->run;
+    struct counter cnt = { 0, 0 };
+    char key[240], *val = NULL, buf[64];
+    size_t klen;
+    int rc, n;
+
+    rc = store_put(s, t, STORE_RUNLOG, run->trace_id, strlen(run->trace_id), c->line, c->len);
+    if (rc != 0 || !c->counts)
+        return rc;
+    if ((klen = usage_key(key, sizeof(key), run->org, run->claim->day, run->agent)) == 0)
+        return AM_EINTERNAL;
+    rc = store_get(s, t, STORE_USAGE + c->shard, key, klen, STORE_RMW, &val, NULL);
+    if (rc == 0)
+        counter_parse(val, &cnt);
+    free(val);
+    if (rc != 0 && rc != AM_ENOENT)
+        return rc;
+    n = snprintf(buf, sizeof(buf), "{\"r\":%lld,\"t\":%lld}", (long long)(cnt.r + 1),
+                 (long long)(cnt.t + run->tokens));
+    return store_put(s, t, STORE_USAGE + c->shard, key, klen, buf, (size_t)n);
+}
+
+static char *run_line(const struct usage_run *run, size_t *len)
+{
+    struct json_object *o = json_object_new_object();
+    char *line;
+    size_t n;
+    const char *v;
+
+    json_object_object_add(o, "org", json_object_new_string(run->org));
+    json_object_object_add(o, "agent", json_object_new_string(run->agent));
+    json_object_object_add(o, "mode", json_object_new_string(run->mode));
+    json_object_object_add(o, "model", json_object_new_string(run->model ? run->model : ""));
+    json_object_object_add(o, "tokens", json_object_new_int(run->tokens));
+    json_object_object_add(o, "latency_ms", json_object_new_int64(run->latency_ms));
+    json_object_object_add(o, "outcome", json_object_new_string(run->outcome));
+    json_object_object_add(o, "at", json_object_new_int64(util_now()));
+    v = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &n);
+    line = xstrndup(v, n);
+    *len = n;
+    json_object_put(o);
+    return line;
+}
+
+int usage_settle(struct app *app, const struct usage_run *run)
+{
+    struct settle_ctx c;
+    int rc;
+
+    memset(&c, 0, sizeof(c));
+    c.run = run;
+    /* The hold goes before a give-back and after a count's commit, so a
+     * death in between leaves the run counted, never given back twice
+     * (quota.c, Holds). */
+    if (strcmp(run->mode, "run") == 0 && run->claim != NULL) {
+        if (run->refund) {
+            quota_release(app->quota, run->claim->hold);
+            quota_give_back(app->quota, run->org, run->claim->day);
+        } else {
+            c.counts = 1;
+            quota_hold_trace(app->quota, run->claim->hold, run->trace_id);
+        }
+    }
+    c.shard = my_shard();
+    c.line = run_line(run, &c.len);
+    /* Written before the answer (it outlives any process); on disk within
+     * storage.run_flush_ms. */
+    rc = store_transact_deferred(app->store, settle_txn, &c);
+    free(c.line);
+    if (c.counts)
+        quota_release(app->quota, run->claim->hold);
+    return rc;
+}
+
+static int runlog_has(const char *trace_id, void *arg)
+{
+    struct app *app = arg;
+    char *val = NULL;
+    int rc = store_get(app->store, NULL, STORE_RUNLOG, trace_id, strlen(trace_id), 0, &val,
+                       NULL);
+
+    free(val);
+    /* unreadable: counted (the error is on the side of the limit) */
+    return rc != AM_ENOENT;
+}
+
+int usage_reclaim(struct app *app, int pid)
+{
+    return quota_reclaim(app->quota, pid, runlog_has, app);
+}
+
+int64_t usage_next_reset(void)
+{
+    int64_t now = util_now();
+    return now - (now % 86400) + 86400;
+}
+
+struct report_ctx {
+    size_t olen;                 /* strlen(org) */
+    char first[16];              /* first day of the period, inclusive */
+    char last[16];               /* today: a record of a later day (a run that another
+                                    process's clock put past midnight) waits for it */
+    struct json_object *days;    /* day -> [requests, tokens] */
+    struct json_object *agents;  /* agent -> [requests, tokens] */
+};
+
+static void accumulate(struct json_object *map, const char *k, const struct counter *c)
+{
+    struct json_object *pair;
+
+    if (!json_object_object_get_ex(map, k, &pair)) {
+        pair = json_object_new_array();
+        json_object_array_add(pair, json_object_new_int64(0));
+        json_object_array_add(pair, json_object_new_int64(0));
+        json_object_object_add(map, k, pair);
+    }
+    json_object_array_put_idx(pair, 0, json_object_new_int64(
+        json_object_get_int64(json_object_array_get_idx(pair, 0)) + c->r));
+    json_object_array_put_idx(pair, 1, json_object_new_int64(
+        json_object_get_int64(json_object_array_get_idx(pair, 1)) + c->t));
+}
+
+/* One agent's day in one shard; legacy org-day records are skipped. */
+static int report_one(const char *k, size_t kl, const char *v, size_t vl, void *arg)
+{
+    struct report_ctx *c = arg;
+    const char *day = k + c->olen + 1, *agent;
+    char dbuf[16], abuf[128];
+    struct counter cnt;
+    size_t dl, al;
+
+    (void)vl;
+    dl = strnlen(day, kl - c->olen - 1);
+    if (dl >= sizeof(dbuf) || c->olen + 1 + dl >= kl)
+        return 0;
+    memcpy(dbuf, day, dl);
+    dbuf[dl] = '\0';
+    agent = day + dl + 1;
+    al = (size_t)(k + kl - agent);
+    if (strcmp(dbuf, c->first) < 0 || strcmp(dbuf, c->last) > 0 || al >= sizeof(abuf) ||
+        counter_parse(v, &cnt) != 0)
+        return 0;
+    memcpy(abuf, agent, al);
+    abuf[al] = '\0';
+    accumulate(c->days, dbuf, &cnt);
+    accumulate(c->agents, abuf, &cnt);
+    return 0;
+}
+
+static struct json_object *report_row(const char *label_key, const char *label,
+                                      struct json_object *pair)
+{
+    struct json_object *o = json_object_new_object();
+
+    json_object_object_add(o, label_key, json_object_new_string(label));
+    json_object_object_add(o, "requests", json_object_new_int64(
+        pair ? json_object_get_int64(json_object_array_get_idx(pair, 0)) : 0));
+    json_object_object_add(o, "tokens", json_object_new_int64(
+        pair ? json_object_get_int64(json_object_array_get_idx(pair, 1)) : 0));
+    return o;
+}
+
+int usage_report(struct app *app, const char *org, int days, int limit,
+                 struct json_object **out, struct am_error *err)
+{
+    struct report_ctx c;
+    struct json_object *by_day, *by_agent, *pair;
+    int64_t total_r = 0, total_t = 0;
+    int now = today(), i, rc = 0;
+    char day[16];
+
+    *out = NULL;
+    c.olen = strlen(org);
+    day_name(now - (days - 1), c.first, sizeof(c.first));
+    day_name(now, c.last, sizeof(c.last));
+    c.days = json_object_new_object();
+    c.agents = json_object_new_object();
+    for (i = 0; i < STORE_USAGE_SHARDS && rc == 0; i++)
+        rc = store_scan(app->store, NULL, STORE_USAGE + i, org, c.olen + 1, report_one, &c);
+    if (rc != 0) {
+        json_object_put(c.days);
+        json_object_put(c.agents);
+        return error_set(err, AM_EUNAVAILABLE, "Usage unavailable, retry");
+    }
+    by_day = json_object_new_array();
+    for (i = days - 1; i >= 0; i--) {
+        day_name(now - i, day, sizeof(day));
+        pair = NULL;
+        json_object_object_get_ex(c.days, day, &pair);
+        json_object_array_add(by_day, report_row("date", day, pair));
+        if (pair != NULL) {
+            total_r += json_object_get_int64(json_object_array_get_idx(pair, 0));
+            total_t += json_object_get_int64(json_object_array_get_idx(pair, 1));
+        }
+    }
+    by_agent = json_object_new_array();
+    json_object_object_foreach(c.agents, name, p) {
+        json_object_array_add(by_agent, report_row("agent", name, p));
+    }
+    *out = json_object_new_object();
+    json_object_object_add(*out, "period_days", json_object_new_int(days));
+    json_object_object_add(*out, "total_requests", json_object_new_int64(total_r));
+    json_object_object_add(*out, "total_tokens", json_object_new_int64(total_t));
+    json_object_object_add(*out, "daily_limit", json_object_new_int(limit));
+    json_object_object_add(*out, "remaining_today",
+                           json_object_new_int(usage_remaining(app, org, limit)));
+    json_object_object_add(*out, "by_agent", by_agent);
+    json_object_object_add(*out, "by_day", by_day);
+    json_object_put(c.days);
+    json_object_put(c.agents);
+    return 0;
+}

@@ -1,0 +1,71 @@
+/*
+ * usage.h - daily request and token counters per org and agent, the daily
+ * limit, and the run log.
+ *
+ * Counters are per UTC day. The limit is held by quota.c's shared counters
+ * (one compare-and-swap per accepted run, exact across every worker); the
+ * database gets each run when it settles, so under any concurrency no
+ * more than the limit are accepted and every acknowledged run is on disk.
+ */
+#ifndef AM_USAGE_H
+#define AM_USAGE_H
+
+#include <stdint.h>
+#include <json-c/json.h>
+#include "state/app.h"
+#include "lib/error.h"
+
+/* What an accepted run holds until it settles. */
+struct usage_claim {
+    int day;                    /* the day it counts on, days since the epoch */
+    int hold;                   /* its quota hold (quota_hold), -1 for none */
+};
+
+/* Accept one run for org today if fewer than limit were accepted: counts
+ * it, fills *claim (pass it to usage_settle in the usage_run) and sets
+ * *remaining to what is left. AM_ERATELIMIT (with *remaining = 0) when the
+ * limit is reached, AM_EUNAVAILABLE when the count cannot be had. */
+int usage_acquire(struct app *app, const char *org, int limit, struct usage_claim *claim,
+                  int *remaining, struct am_error *err);
+
+/* Runs left today (limit - accepted, at least 0). */
+int usage_remaining(struct app *app, const char *org, int limit);
+
+/* Epoch seconds of the next UTC midnight (X-RateLimit-Reset). */
+int64_t usage_next_reset(void);
+
+/* GET /orgs/{slug}/usage?days=N body. */
+int usage_report(struct app *app, const char *org, int days, int limit,
+                 struct json_object **out, struct am_error *err);
+
+/* What a finished run or test leaves behind. */
+struct usage_run {
+    const char *trace_id;
+    const char *org;
+    const char *agent;
+    const char *mode;           /* "run" or "test" */
+    const char *model;          /* "provider/model" used, "" if none */
+    const char *outcome;        /* "ok", "blocked_output", or the error code */
+    const struct usage_claim *claim;  /* run: usage_acquire's; NULL for a test */
+    int refund;                 /* run: accepted but never reached a provider */
+    int tokens;                 /* run: tokens to count */
+    int64_t latency_ms;
+};
+
+/* Settle a finished run in one transaction: count it (a run that
+ * never reached a provider is given back instead) with its tokens, on the
+ * day it was accepted, and append the run log line; a test only gets its
+ * log line. The commit is in the log file before the client gets its
+ * answer, so no process death loses it, and on disk within
+ * storage.run_flush_ms (store_transact_deferred). Returns 0, or the
+ * store's error when nothing was written (the quota keeps an accepted run
+ * counted, on the limit's side). */
+int usage_settle(struct app *app, const struct usage_run *run);
+
+/* After process pid died (0: after every worker died) and its
+ * transactions were aborted: give back the runs it had accepted that did
+ * not settle (quota_reclaim; a run settled when its run log line is in the
+ * database). Returns how many were given back. */
+int usage_reclaim(struct app *app, int pid);
+
+#endif

@@ -1,0 +1,38 @@
+/*
+ * memory.h - conversational memory: the messages of one session of one
+ * agent, kept in Berkeley DB.
+ *
+ * A session is addressed by the agent id "org__name" (so one org's
+ * sessions can never be reached from another's), the mode (run or test:
+ * test sessions live apart), and the session id.
+ */
+#ifndef AM_MEMORY_H
+#define AM_MEMORY_H
+
+#include <json-c/json.h>
+#include "state/app.h"
+
+enum memory_mode { MEMORY_RUN = 0, MEMORY_TEST = 1 };
+enum memory_strategy { MEMORY_SLIDING_WINDOW = 0, MEMORY_TOKEN_BUDGET = 1 };
+
+/* 1 if s is a usable session id: 1..128 bytes of [A-Za-z0-9._:-]. */
+int memory_session_valid(const char *s);
+
+/* The session's messages as a new array of {"role","content"} (empty if
+ * none). Returns 0 or AM_EUNAVAILABLE. */
+int memory_load(struct app *app, const char *agent_id, int mode, const char *session,
+                struct json_object **messages);
+
+/* Append a user and an assistant message, then trim: sliding_window keeps
+ * the last `limit` messages, token_budget the most recent messages whose
+ * estimated tokens fit in `limit`. */
+int memory_append(struct app *app, const char *agent_id, int mode, const char *session,
+                  const char *user, const char *assistant, int strategy, int limit);
+
+/* Forget a session (disposable test sessions). */
+void memory_delete(struct app *app, const char *agent_id, int mode, const char *session);
+
+/* Rough token estimate of a text (about 4 bytes a token). */
+int memory_estimate_tokens(const char *text);
+
+#endif

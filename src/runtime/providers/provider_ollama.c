@@ -1,0 +1,149 @@
+/*
+ * provider_ollama.c - Ollama's /api/chat, non-streaming.
+ *
+ * Request: POST {base_url}/api/chat (base_url is the server root, e.g.
+ *   http://127.0.0.1:11434), no auth header,
+ *   {"model", "messages": [{"role","content"} | {"role":"assistant",
+ *    "content","tool_calls":[{"function":{"name","arguments":{...}}}]} |
+ *    {"role":"tool","content","tool_name"}], "stream": false,
+ *    "tools"?: [OpenAI function form], "options"?: {"num_predict"}}
+ * Answer: message.content, message.tool_calls[] with arguments as an
+ *   object and no ids (we make "call_<n>", n from 1 within the answer),
+ *   prompt_eval_count / eval_count, model. An {"error": "..."} body is
+ *   reported as the provider's error.
+ *
+ * No I/O here: see provider_wire.h.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <json-c/json.h>
+
+#include "lib/error.h"
+#include "runtime/providers/provider_wire.h"
+#include "runtime/providers/providers.h"
+#include "lib/util.h"
+
+static struct json_object *ollama_message(const struct providers_message *m)
+{
+    struct json_object *o = json_object_new_object(), *arr, *call, *fn;
+    size_t i;
+
+    json_object_object_add(o, "role", json_object_new_string(m->role));
+    json_object_object_add(o, "content", provider_wire_string(m->content));
+    if (strcmp(m->role, "tool") == 0 && m->tool_name)
+        json_object_object_add(o, "tool_name", json_object_new_string(m->tool_name));
+    if (strcmp(m->role, "assistant") != 0 || m->ncalls == 0)
+        return o;
+    arr = json_object_new_array();
+    for (i = 0; i < m->ncalls; i++) {
+        fn = json_object_new_object();
+        json_object_object_add(fn, "name", json_object_new_string(m->calls[i].name));
+        json_object_object_add(fn, "arguments",
+                               provider_wire_args_object(m->calls[i].arguments));
+        call = json_object_new_object();
+        json_object_object_add(call, "function", fn);
+        json_object_array_add(arr, call);
+    }
+    json_object_object_add(o, "tool_calls", arr);
+    return o;
+}
+
+static int ollama_build_body(const struct providers_request *req, struct json_object **out,
+                             struct am_error *err)
+{
+    int rc = provider_wire_chat_body(req, ollama_message, out, err);
+
+    if (rc != 0)
+        return rc;
+    json_object_object_add(*out, "stream", json_object_new_boolean(0));
+    if (req->max_tokens > 0) {
+        struct json_object *opts = json_object_new_object();
+        json_object_object_add(opts, "num_predict", json_object_new_int(req->max_tokens));
+        json_object_object_add(*out, "options", opts);
+    }
+    return 0;
+}
+
+static int ollama_calls(struct json_object *arr, const char *pname,
+                        struct providers_response *resp, struct am_error *err)
+{
+    struct json_object *call, *fn, *name, *args, *id;
+    size_t i, n = json_object_array_length(arr);
+    char at[64], synth[32];
+    const char *text;
+    int rc;
+
+    for (i = 0; i < n; i++) {
+        call = json_object_array_get_idx(arr, i);
+        snprintf(at, sizeof(at), "message.tool_calls[%zu]", i);
+        if (!json_object_is_type(call, json_type_object))
+            return provider_wire_malformed(err, pname, "%s is not an object", at);
+        if ((rc = provider_wire_field(call, "function", json_type_object, 1, &fn, at, pname,
+                                      err)) < 0
+            || (rc = provider_wire_field(call, "id", json_type_string, 0, &id, at, pname,
+                                         err)) < 0)
+            return rc;
+        snprintf(at, sizeof(at), "message.tool_calls[%zu].function", i);
+        if ((rc = provider_wire_field(fn, "name", json_type_string, 1, &name, at, pname,
+                                      err)) < 0)
+            return rc;
+        if (!json_object_object_get_ex(fn, "arguments", &args) || args == NULL)
+            text = "{}";
+        else if (json_object_is_type(args, json_type_object))
+            text = json_object_to_json_string_ext(args, JSON_C_TO_STRING_PLAIN
+                                                  | JSON_C_TO_STRING_NOSLASHESCAPE);
+        else if (json_object_is_type(args, json_type_string))
+            text = json_object_get_string(args);   /* some builds send JSON text */
+        else
+            return provider_wire_malformed(err, pname, "%s.arguments is not an object", at);
+        snprintf(synth, sizeof(synth), "call_%zu", i + 1);
+        if ((rc = provider_wire_add_call(resp, id ? json_object_get_string(id) : synth,
+                                         json_object_get_string(name), text, at, pname,
+                                         err)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int ollama_parse(struct json_object *root, const char *pname,
+                        struct providers_response *resp, struct am_error *err)
+{
+    struct json_object *msg, *content, *calls, *model, *e;
+    int rc;
+
+    if (json_object_object_get_ex(root, "error", &e) && json_object_is_type(e, json_type_string))
+        return error_set(err, AM_EPROVIDER, "provider %s: %.160s", pname,
+                         json_object_get_string(e));
+    if ((rc = provider_wire_field(root, "message", json_type_object, 1, &msg, "", pname,
+                                  err)) < 0
+        || (rc = provider_wire_field(msg, "content", json_type_string, 0, &content, "message",
+                                     pname, err)) < 0
+        || (rc = provider_wire_field(msg, "tool_calls", json_type_array, 0, &calls, "message",
+                                     pname, err)) < 0)
+        return rc;
+    if (content == NULL && calls == NULL)
+        return provider_wire_malformed(err, pname, "message has neither content nor "
+                                       "tool_calls");
+    if (content)
+        provider_wire_append_content(resp, json_object_get_string(content),
+                                     strlen(json_object_get_string(content)));
+    if (calls && (rc = ollama_calls(calls, pname, resp, err)) != 0)
+        return rc;
+    if ((rc = provider_wire_tokens(root, "prompt_eval_count", &resp->prompt_tokens, "", pname,
+                                   err)) < 0
+        || (rc = provider_wire_tokens(root, "eval_count", &resp->completion_tokens, "", pname,
+                                      err)) < 0
+        || (rc = provider_wire_field(root, "model", json_type_string, 0, &model, "", pname,
+                                     err)) < 0)
+        return rc;
+    provider_wire_set_model(resp, model);
+    return 0;
+}
+
+const struct provider_wire provider_ollama_wire = {
+    .path = "/api/chat",
+    .auth_prefix = NULL,
+    .headers = NULL,
+    .build_body = ollama_build_body,
+    .parse = ollama_parse,
+};

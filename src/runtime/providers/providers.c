@@ -1,0 +1,787 @@
+/*
+ * providers.c - the providers module's front: dispatch by provider, the
+ * libcurl transport, the mapping of transport and HTTP failures to
+ * AM_EPROVIDER / AM_ETIMEOUT, and the JSON helpers the per-protocol files
+ * share (provider_wire.h).
+ *
+ * DESIGN
+ *
+ * A call is: build the body (protocol file) -> POST it with the calling
+ * thread's libcurl easy handle -> check the HTTP status -> parse the
+ * answer (protocol file). Each thread keeps its handle between calls
+ * (thread_handle), so the connection to a provider stays open and a run
+ * pays no new TCP and TLS handshake; curl_easy_reset after every call
+ * drops all the options (headers, buffers) and keeps only the connection
+ * (at most one idle connection a thread, CURLOPT_MAXCONNECTS). Nothing
+ * else is shared between calls but curl's global state, set up once by
+ * providers_init, so any number of threads may call providers_chat at
+ * once. The echo provider short-cuts all of it (provider_echo.c).
+ *
+ * Invariants:
+ *  1. The API key goes into exactly one place: an auth header line in the
+ *     curl_slist of the call, wiped before it is freed. It is never in a
+ *     URL or a body, and every error message is scrubbed of it before
+ *     providers_chat returns (a provider may quote it back at us).
+ *  2. An answer is read into a buffer of at most PROVIDERS_MAX_ANSWER
+ *     bytes; a bigger one fails the call instead of growing memory.
+ *  3. Every answer is parsed with a depth limit and every field read is
+ *     type-checked (provider_wire_field), so no body can crash the worker;
+ *     the worst a provider can do is an AM_EPROVIDER.
+ *  4. The module never logs; the caller reports the error once.
+ */
+#include <ctype.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <curl/curl.h>
+#include <json-c/json.h>
+
+#include "state/config.h"
+#include "lib/error.h"
+#include "runtime/providers/provider_wire.h"
+#include "runtime/providers/providers.h"
+#include "lib/util.h"
+
+#define PROVIDERS_MAX_ANSWER (8u * 1024u * 1024u)  /* bytes read from a provider */
+#define PROVIDERS_DEFAULT_TIMEOUT_MS 60000          /* when the request says 0 */
+#define PROVIDERS_MAX_CALLS 64                      /* tool calls in one answer */
+#define PROVIDERS_SNIPPET 120                       /* provider error text quoted */
+
+#ifdef PACKAGE_VERSION
+#define PROVIDERS_USER_AGENT "astromesh-cloud/" PACKAGE_VERSION
+#else
+#define PROVIDERS_USER_AGENT "astromesh-cloud"
+#endif
+
+/* Indexed by enum config_provider. Echo's body and answer use the OpenAI
+ * shape (providers_build/providers_parse), but providers_chat never sends
+ * it anywhere. */
+static const struct provider_wire *const wires[PROVIDER_COUNT] = {
+    [PROVIDER_OPENAI] = &provider_openai_wire,
+    [PROVIDER_ANTHROPIC] = &provider_anthropic_wire,
+    [PROVIDER_GROQ] = &provider_openai_wire,
+    [PROVIDER_MISTRAL] = &provider_openai_wire,
+    [PROVIDER_COHERE] = &provider_cohere_wire,
+    [PROVIDER_OLLAMA] = &provider_ollama_wire,
+    [PROVIDER_ECHO] = &provider_openai_wire,
+};
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static int init_rc = -1;
+
+static void init_curl(void)
+{
+    init_rc = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -1;
+}
+
+int providers_init(void)
+{
+    pthread_once(&init_once, init_curl);
+    return init_rc == 0 ? 0 : AM_EINTERNAL;
+}
+
+static const char *pname_of(int provider)
+{
+    const char *n = config_provider_name(provider);
+    return n ? n : "unknown";
+}
+
+/* ------------------------------------------------------------------------ */
+/* Shared helpers (provider_wire.h)                                          */
+
+int provider_wire_malformed(struct am_error *err, const char *pname, const char *fmt, ...)
+{
+    char what[192];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    return error_set(err, AM_EPROVIDER, "malformed answer from provider %s: %s", pname, what);
+}
+
+static const char *type_word(json_type t)
+{
+    switch (t) {
+    case json_type_null: return "null";
+    case json_type_boolean: return "a boolean";
+    case json_type_double: return "a number";
+    case json_type_int: return "an integer";
+    case json_type_object: return "an object";
+    case json_type_array: return "an array";
+    case json_type_string: return "a string";
+    }
+    return "unknown";
+}
+
+int provider_wire_field(struct json_object *obj, const char *key, json_type t, int required,
+                        struct json_object **out, const char *where, const char *pname,
+                        struct am_error *err)
+{
+    struct json_object *v = NULL;
+    const char *dot = *where ? "." : "";
+
+    *out = NULL;
+    if (!json_object_is_type(obj, json_type_object))
+        return provider_wire_malformed(err, pname, "%s is not an object",
+                                       *where ? where : "the answer");
+    if (!json_object_object_get_ex(obj, key, &v) || v == NULL) {
+        if (!required)
+            return 0;
+        return provider_wire_malformed(err, pname, "%s%s%s is missing", where, dot, key);
+    }
+    if (!json_object_is_type(v, t))
+        return provider_wire_malformed(err, pname, "%s%s%s is %s, expected %s", where, dot,
+                                       key, type_word(json_object_get_type(v)), type_word(t));
+    *out = v;
+    return 1;
+}
+
+int provider_wire_tokens(struct json_object *obj, const char *key, int *out,
+                         const char *where, const char *pname, struct am_error *err)
+{
+    struct json_object *v = NULL;
+    const char *dot = *where ? "." : "";
+    int64_t n;
+    double d;
+
+    if (!json_object_object_get_ex(obj, key, &v) || v == NULL)
+        return 0;
+    if (json_object_is_type(v, json_type_int)) {
+        n = json_object_get_int64(v);
+        if (n < 0 || n > INT_MAX)
+            return provider_wire_malformed(err, pname, "%s%s%s out of range", where, dot, key);
+        *out = (int)n;
+        return 0;
+    }
+    if (json_object_is_type(v, json_type_double)) {
+        /* Some providers send integral counts as 12.0. */
+        d = json_object_get_double(v);
+        if (!isfinite(d) || d < 0 || d > INT_MAX || d != (double)(int)d)
+            return provider_wire_malformed(err, pname, "%s%s%s out of range", where, dot, key);
+        *out = (int)d;
+        return 0;
+    }
+    return provider_wire_malformed(err, pname, "%s%s%s is %s, expected an integer", where, dot,
+                                   key, type_word(json_object_get_type(v)));
+}
+
+int provider_wire_add_call(struct providers_response *resp, const char *id, const char *name,
+                           const char *args, const char *where, const char *pname,
+                           struct am_error *err)
+{
+    struct providers_tool_call *c;
+
+    if (resp->ncalls >= PROVIDERS_MAX_CALLS)
+        return provider_wire_malformed(err, pname, "more than %d tool calls",
+                                       PROVIDERS_MAX_CALLS);
+    if (*id == '\0' || strlen(id) >= sizeof(c->id))
+        return provider_wire_malformed(err, pname, "%s: tool call id empty or longer than %zu "
+                                       "bytes", where, sizeof(c->id) - 1);
+    if (*name == '\0' || strlen(name) >= sizeof(c->name))
+        return provider_wire_malformed(err, pname, "%s: tool name empty or longer than %zu "
+                                       "bytes", where, sizeof(c->name) - 1);
+    resp->calls = xrealloc(resp->calls, (resp->ncalls + 1) * sizeof(*resp->calls));
+    c = &resp->calls[resp->ncalls++];
+    memset(c, 0, sizeof(*c));
+    util_strlcpy(c->id, id, sizeof(c->id));
+    util_strlcpy(c->name, name, sizeof(c->name));
+    c->arguments = xstrdup(args);
+    return 0;
+}
+
+void provider_wire_append_content(struct providers_response *resp, const char *text,
+                                  size_t len)
+{
+    size_t have = resp->content ? strlen(resp->content) : 0;
+
+    resp->content = xrealloc(resp->content, have + len + 1);
+    memcpy(resp->content + have, text, len);
+    resp->content[have + len] = '\0';
+}
+
+void provider_wire_set_model(struct providers_response *resp, struct json_object *model)
+{
+    if (json_object_is_type(model, json_type_string))
+        util_strlcpy(resp->model, json_object_get_string(model), sizeof(resp->model));
+}
+
+int provider_wire_parse_ex(const char *text, size_t len, struct json_object **out,
+                           const char **why)
+{
+    struct json_tokener *tok;
+    struct json_object *obj;
+    enum json_tokener_error jerr;
+    size_t i, end;
+
+    *out = NULL;
+    for (i = 0; i < len && isspace((unsigned char)text[i]); i++)
+        ;
+    if (i == len) {
+        *why = "empty";
+        return -1;
+    }
+    if (len > INT_MAX) {
+        *why = "too large";
+        return -1;
+    }
+    tok = json_tokener_new_ex(PROVIDER_WIRE_MAX_DEPTH);
+    if (tok == NULL)
+        abort();
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+    obj = json_tokener_parse_ex(tok, text, (int)len);
+    jerr = json_tokener_get_error(tok);
+    end = json_tokener_get_parse_end(tok);
+    if (jerr == json_tokener_continue) {
+        /* A number at the very end is only complete once the tokener sees
+         * a terminator; anything else still open was cut short. */
+        obj = json_tokener_parse_ex(tok, "", 1);
+        jerr = json_tokener_get_error(tok);
+        end = len;
+        if (jerr != json_tokener_success) {
+            json_tokener_free(tok);
+            *why = "truncated";
+            return -1;
+        }
+    }
+    json_tokener_free(tok);
+    if (jerr == json_tokener_error_depth) {
+        *why = "too deeply nested";
+        return -1;
+    }
+    if (jerr != json_tokener_success) {
+        *why = "not JSON";
+        return -1;
+    }
+    for (; end < len && isspace((unsigned char)text[end]); end++)
+        ;
+    if (end < len) {
+        json_object_put(obj);
+        *why = "trailing data after the JSON value";
+        return -1;
+    }
+    *out = obj;
+    return 0;
+}
+
+struct json_object *provider_wire_parse_text(const char *text, size_t len)
+{
+    struct json_object *obj = NULL;
+    const char *why;
+
+    if (provider_wire_parse_ex(text, len, &obj, &why) != 0)
+        return NULL;
+    return obj;
+}
+
+struct json_object *provider_wire_args_object(const char *args)
+{
+    struct json_object *obj = args ? provider_wire_parse_text(args, strlen(args)) : NULL;
+
+    if (json_object_is_type(obj, json_type_object))
+        return obj;
+    json_object_put(obj);
+    return json_object_new_object();
+}
+
+struct json_object *provider_wire_string(const char *s)
+{
+    return json_object_new_string(s ? s : "");
+}
+
+int provider_wire_tool_schema(const struct providers_tool *tool, struct json_object **out,
+                              struct am_error *err)
+{
+    struct json_object *schema;
+
+    *out = NULL;
+    if (tool->parameters == NULL || *tool->parameters == '\0') {
+        schema = json_object_new_object();
+        json_object_object_add(schema, "type", json_object_new_string("object"));
+        json_object_object_add(schema, "properties", json_object_new_object());
+        *out = schema;
+        return 0;
+    }
+    schema = provider_wire_parse_text(tool->parameters, strlen(tool->parameters));
+    if (!json_object_is_type(schema, json_type_object)) {
+        json_object_put(schema);
+        return error_set(err, AM_EINTERNAL, "tool %s: parameters are not a JSON object",
+                         tool->name ? tool->name : "(unnamed)");
+    }
+    *out = schema;
+    return 0;
+}
+
+int provider_wire_chat_body(const struct providers_request *req,
+                            provider_wire_message_fn message, struct json_object **out,
+                            struct am_error *err)
+{
+    struct json_object *body, *msgs, *tools = NULL;
+    size_t i;
+    int rc;
+
+    *out = NULL;
+    if ((rc = provider_wire_function_tools(req, &tools, err)) != 0)
+        return rc;
+    body = json_object_new_object();
+    json_object_object_add(body, "model", json_object_new_string(req->model));
+    msgs = json_object_new_array();
+    for (i = 0; i < req->nmessages; i++)
+        json_object_array_add(msgs, message(&req->messages[i]));
+    json_object_object_add(body, "messages", msgs);
+    if (tools != NULL)
+        json_object_object_add(body, "tools", tools);
+    *out = body;
+    return 0;
+}
+
+int provider_wire_function_tools(const struct providers_request *req, struct json_object **out,
+                                 struct am_error *err)
+{
+    struct json_object *arr, *fn, *entry, *schema;
+    size_t i;
+    int rc;
+
+    *out = NULL;
+    if (req->ntools == 0)
+        return 0;
+    arr = json_object_new_array();
+    for (i = 0; i < req->ntools; i++) {
+        const struct providers_tool *t = &req->tools[i];
+
+        if (t->name == NULL || *t->name == '\0') {
+            json_object_put(arr);
+            return error_set(err, AM_EINTERNAL, "tool %zu has no name", i);
+        }
+        if ((rc = provider_wire_tool_schema(t, &schema, err)) != 0) {
+            json_object_put(arr);
+            return rc;
+        }
+        fn = json_object_new_object();
+        json_object_object_add(fn, "name", json_object_new_string(t->name));
+        if (t->description)
+            json_object_object_add(fn, "description", json_object_new_string(t->description));
+        json_object_object_add(fn, "parameters", schema);
+        entry = json_object_new_object();
+        json_object_object_add(entry, "type", json_object_new_string("function"));
+        json_object_object_add(entry, "function", fn);
+        json_object_array_add(arr, entry);
+    }
+    *out = arr;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Build and parse                                                           */
+
+void providers_response_free(struct providers_response *resp)
+{
+    size_t i;
+
+    if (resp == NULL)
+        return;
+    for (i = 0; i < resp->ncalls; i++)
+        free(resp->calls[i].arguments);
+    free(resp->calls);
+    free(resp->content);
+    memset(resp, 0, sizeof(*resp));
+}
+
+/* Checks shared by every protocol before a body is built. */
+static int check_request(const struct providers_request *req, struct am_error *err)
+{
+    size_t i;
+
+    if (req->provider < 0 || req->provider >= PROVIDER_COUNT)
+        return error_set(err, AM_EINTERNAL, "unknown provider %d", req->provider);
+    if (req->model == NULL || *req->model == '\0')
+        return error_set(err, AM_EINTERNAL, "provider %s: no model given",
+                         pname_of(req->provider));
+    if ((req->nmessages && req->messages == NULL) || (req->ntools && req->tools == NULL))
+        return error_set(err, AM_EINTERNAL, "provider request without its arrays");
+    for (i = 0; i < req->nmessages; i++) {
+        const char *r = req->messages[i].role;
+
+        if (r == NULL || (strcmp(r, "system") && strcmp(r, "user") && strcmp(r, "assistant")
+                          && strcmp(r, "tool")))
+            return error_set(err, AM_EINTERNAL, "message %zu has an unknown role", i);
+        if (req->messages[i].ncalls && req->messages[i].calls == NULL)
+            return error_set(err, AM_EINTERNAL, "message %zu: calls missing", i);
+    }
+    return 0;
+}
+
+/* base_url without trailing slashes + path; NULL if base_url is unusable. */
+static char *make_url(const char *base, const char *path)
+{
+    size_t n;
+    char *url;
+
+    if (base == NULL || (strncmp(base, "http://", 7) && strncmp(base, "https://", 8)))
+        return NULL;
+    n = strlen(base);
+    while (n > 0 && base[n - 1] == '/')
+        n--;
+    url = xmalloc(n + strlen(path) + 1);
+    memcpy(url, base, n);
+    strcpy(url + n, path);
+    return url;
+}
+
+int providers_build(const struct providers_request *req, char **url, char **body,
+                    struct am_error *err)
+{
+    const struct provider_wire *w;
+    struct json_object *obj = NULL;
+    int rc;
+
+    *url = NULL;
+    *body = NULL;
+    if ((rc = check_request(req, err)) != 0)
+        return rc;
+    w = wires[req->provider];
+    if (req->provider == PROVIDER_ECHO)
+        *url = xstrdup("echo://local");
+    else if ((*url = make_url(req->base_url, w->path)) == NULL)
+        return error_set(err, AM_EPROVIDER, "provider %s has no http(s) base_url configured",
+                         pname_of(req->provider));
+    if ((rc = w->build_body(req, &obj, err)) != 0) {
+        free(*url);
+        *url = NULL;
+        return rc;
+    }
+    *body = xstrdup(json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN
+                                                   | JSON_C_TO_STRING_NOSLASHESCAPE));
+    json_object_put(obj);
+    return 0;
+}
+
+int providers_parse(int provider, const char *body, size_t len,
+                    struct providers_response *resp, struct am_error *err)
+{
+    struct json_object *root = NULL;
+    const char *pname = pname_of(provider);
+    const char *why = NULL;
+    int rc;
+
+    memset(resp, 0, sizeof(*resp));
+    if (provider < 0 || provider >= PROVIDER_COUNT)
+        return error_set(err, AM_EINTERNAL, "unknown provider %d", provider);
+    if (body == NULL)
+        len = 0;
+    if (provider_wire_parse_ex(body, len, &root, &why) != 0)
+        return provider_wire_malformed(err, pname, "%s", why);
+    if (!json_object_is_type(root, json_type_object)) {
+        json_object_put(root);
+        return provider_wire_malformed(err, pname, "not a JSON object");
+    }
+    rc = wires[provider]->parse(root, pname, resp, err);
+    json_object_put(root);
+    if (rc != 0) {
+        providers_response_free(resp);
+        return rc;
+    }
+    if (resp->content == NULL)
+        resp->content = xstrdup("");
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Transport                                                                 */
+
+struct answer_buf {
+    char *data;              /* malloc'd, NUL-terminated */
+    size_t len;
+    size_t cap;
+    int too_large;           /* set when the provider sent more than the cap */
+};
+
+static size_t answer_write(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+    struct answer_buf *b = userdata;
+    size_t n = size * nmemb;
+
+    if (n > PROVIDERS_MAX_ANSWER - b->len) {
+        b->too_large = 1;
+        return 0;            /* curl stops with CURLE_WRITE_ERROR */
+    }
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 16384;
+
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        b->data = xrealloc(b->data, cap);
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, ptr, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return n;
+}
+
+/* The header list of one call; the auth line holds the key (invariant 1). */
+static struct curl_slist *make_headers(const struct provider_wire *w, const char *key)
+{
+    struct curl_slist *h = NULL;
+    const char *const *x;
+
+    h = curl_slist_append(h, "Content-Type: application/json");
+    h = curl_slist_append(h, "Accept: application/json");
+    h = curl_slist_append(h, "Expect:");
+    for (x = w->headers; x && *x; x++)
+        h = curl_slist_append(h, *x);
+    if (w->auth_prefix && key && *key) {
+        size_t n = strlen(w->auth_prefix) + strlen(key) + 1;
+        char *line = xmalloc(n);
+
+        snprintf(line, n, "%s%s", w->auth_prefix, key);
+        h = curl_slist_append(h, line);
+        explicit_bzero(line, n);
+        free(line);
+    }
+    if (h == NULL)
+        abort();
+    return h;
+}
+
+static void free_headers(struct curl_slist *h)
+{
+    struct curl_slist *p;
+
+    for (p = h; p; p = p->next)
+        explicit_bzero(p->data, strlen(p->data));
+    curl_slist_free_all(h);
+}
+
+/* Control characters in a key would let it split the header. */
+static int key_is_clean(const char *key)
+{
+    const unsigned char *p;
+
+    for (p = (const unsigned char *)key; p && *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return 0;
+    return 1;
+}
+
+/* A short, printable quote of the provider's own error text, if the body
+ * carries one (error.message, error, message). "" otherwise. */
+static void error_snippet(const char *body, size_t len, char *out, size_t cap)
+{
+    struct json_object *root = provider_wire_parse_text(body, len);
+    struct json_object *e = NULL, *m = NULL;
+    const char *s = NULL;
+    size_t i;
+
+    out[0] = '\0';
+    if (json_object_object_get_ex(root, "error", &e)) {
+        if (json_object_is_type(e, json_type_string))
+            s = json_object_get_string(e);
+        else if (json_object_object_get_ex(e, "message", &m)
+                 && json_object_is_type(m, json_type_string))
+            s = json_object_get_string(m);
+    } else if (json_object_object_get_ex(root, "message", &m)
+               && json_object_is_type(m, json_type_string)) {
+        s = json_object_get_string(m);
+    }
+    if (s) {
+        util_strlcpy(out, s, cap < PROVIDERS_SNIPPET ? cap : PROVIDERS_SNIPPET);
+        for (i = 0; out[i]; i++)
+            if ((unsigned char)out[i] < 0x20 || out[i] == 0x7f)
+                out[i] = ' ';
+    }
+    json_object_put(root);
+}
+
+static int http_error(const char *pname, long status, const struct answer_buf *b,
+                      struct am_error *err)
+{
+    char snip[PROVIDERS_SNIPPET];
+
+    if (status == 401 || status == 403)
+        return error_set(err, AM_EPROVIDER, "provider %s rejected the API key (HTTP %ld)",
+                         pname, status);
+    error_snippet(b->data, b->len, snip, sizeof(snip));
+    return error_set(err, AM_EPROVIDER, "provider %s answered HTTP %ld%s%s%s", pname, status,
+                     status == 429 ? " (rate limited)" : "", *snip ? ": " : "", snip);
+}
+
+static int transport_error(const char *pname, CURLcode cc, const char *errbuf, int timeout_ms,
+                           const struct answer_buf *b, struct am_error *err)
+{
+    const char *detail = *errbuf ? errbuf : curl_easy_strerror(cc);
+
+    switch (cc) {
+    case CURLE_OPERATION_TIMEDOUT:
+        return error_set(err, AM_ETIMEOUT, "provider %s timed out after %d ms", pname,
+                         timeout_ms);
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_COULDNT_CONNECT:
+        return error_set(err, AM_EPROVIDER, "provider %s unreachable: %s", pname, detail);
+    case CURLE_WRITE_ERROR:
+        if (b->too_large)
+            return error_set(err, AM_EPROVIDER, "provider %s: answer too large (over %u MiB)",
+                             pname, PROVIDERS_MAX_ANSWER >> 20);
+        break;
+    case CURLE_PARTIAL_FILE:
+        return error_set(err, AM_EPROVIDER, "provider %s: answer cut short: %s", pname, detail);
+    default:
+        break;
+    }
+    return error_set(err, AM_EPROVIDER, "provider %s: transport error: %s", pname, detail);
+}
+
+/* Replace every occurrence of key in err->message (invariant 1). */
+static void scrub_key(struct am_error *err, const char *key)
+{
+    static const char mask[] = "[redacted]";
+    char out[AM_ERROR_MSG_MAX];
+    size_t klen = key ? strlen(key) : 0, o = 0;
+    const char *p = err ? err->message : NULL;
+
+    if (p == NULL || klen == 0 || strstr(p, key) == NULL)
+        return;
+    while (*p && o + sizeof(mask) < sizeof(out)) {
+        if (strncmp(p, key, klen) == 0) {
+            memcpy(out + o, mask, sizeof(mask) - 1);
+            o += sizeof(mask) - 1;
+            p += klen;
+        } else {
+            out[o++] = *p++;
+        }
+    }
+    out[o] = '\0';
+    util_strlcpy(err->message, out, sizeof(err->message));
+}
+
+/* The calling thread's easy handle (created on first use, cleaned up when
+ * the thread exits), or NULL. */
+static pthread_key_t handle_key;
+static pthread_once_t handle_once = PTHREAD_ONCE_INIT;
+static int handle_key_ok;
+
+static void handle_free(void *c)
+{
+    curl_easy_cleanup(c);
+}
+
+static void handle_key_init(void)
+{
+    handle_key_ok = pthread_key_create(&handle_key, handle_free) == 0;
+}
+
+static CURL *thread_handle(int *owned)
+{
+    CURL *c;
+
+    pthread_once(&handle_once, handle_key_init);
+    *owned = 0;
+    if (handle_key_ok && (c = pthread_getspecific(handle_key)) != NULL)
+        return c;
+    if ((c = curl_easy_init()) == NULL)
+        return NULL;
+    if (!handle_key_ok || pthread_setspecific(handle_key, c) != 0)
+        *owned = 1;   /* no thread slot: the call cleans it up */
+    return c;
+}
+
+static void set_options(CURL *c, const char *url, const char *body, struct curl_slist *h,
+                        struct answer_buf *b, char *errbuf, int timeout_ms)
+{
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_POST, 1L);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body));
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, answer_write);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, b);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_USERAGENT, PROVIDERS_USER_AGENT);
+    curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, "");
+#if LIBCURL_VERSION_NUM >= 0x075500
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(c, CURLOPT_MAXCONNECTS, 1L);
+}
+
+/* POST body to url. Returns 0 with the HTTP status and the answer in b,
+ * or the mapped transport error. */
+static int transport_post(const struct providers_request *req, const struct provider_wire *w,
+                          const char *url, const char *body, long *status,
+                          struct answer_buf *b, struct am_error *err)
+{
+    const char *pname = pname_of(req->provider);
+    char errbuf[CURL_ERROR_SIZE] = "";
+    int timeout_ms = req->timeout_ms > 0 ? req->timeout_ms : PROVIDERS_DEFAULT_TIMEOUT_MS;
+    struct curl_slist *h;
+    CURLcode cc;
+    CURL *c;
+    int rc = 0, owned;
+
+    if (!key_is_clean(req->api_key))
+        return error_set(err, AM_EPROVIDER, "provider %s: the API key contains control "
+                         "characters", pname);
+    if ((c = thread_handle(&owned)) == NULL)
+        return error_set(err, AM_EPROVIDER, "provider %s: cannot create an HTTP handle", pname);
+    h = make_headers(w, req->api_key);
+    set_options(c, url, body, h, b, errbuf, timeout_ms);
+    cc = curl_easy_perform(c);
+    if (cc != CURLE_OK)
+        rc = transport_error(pname, cc, errbuf, timeout_ms, b, err);
+    else
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+    /* forget the headers, buffers and error buffer of this call; keep the
+     * connection */
+    curl_easy_reset(c);
+    if (owned)
+        curl_easy_cleanup(c);
+    free_headers(h);
+    return rc;
+}
+
+int providers_chat(const struct providers_request *req, struct providers_response *resp,
+                   struct am_error *err)
+{
+    struct answer_buf b = {0};
+    char *url = NULL, *body = NULL;
+    const char *pname;
+    long status = 0;
+    int rc;
+
+    memset(resp, 0, sizeof(*resp));
+    if ((rc = check_request(req, err)) != 0)
+        return rc;
+    if (req->provider == PROVIDER_ECHO)
+        return provider_echo_chat(req, resp, err);
+    pname = pname_of(req->provider);
+    providers_init();
+    if ((rc = providers_build(req, &url, &body, err)) != 0)
+        goto out;
+    if ((rc = transport_post(req, wires[req->provider], url, body, &status, &b, err)) != 0)
+        goto out;
+    if (status < 200 || status > 299) {
+        rc = http_error(pname, status, &b, err);
+        goto out;
+    }
+    if ((rc = providers_parse(req->provider, b.data, b.len, resp, err)) != 0)
+        goto out;
+    if (resp->model[0] == '\0')
+        util_strlcpy(resp->model, req->model, sizeof(resp->model));
+out:
+    if (rc != 0)
+        scrub_key(err, req->api_key);
+    free(b.data);
+    free(body);
+    free(url);
+    return rc;
+}

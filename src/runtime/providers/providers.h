@@ -1,0 +1,82 @@
+/*
+ * providers.h - clients for the model providers' wire protocols, on
+ * libcurl: OpenAI-compatible chat completions (openai, groq, mistral),
+ * Anthropic messages, Cohere chat (v2), Ollama /api/chat, and the built-in
+ * offline echo provider.
+ *
+ * The only module that speaks HTTP to model providers. It never logs and
+ * never puts an API key anywhere but the request's auth header: not in an
+ * error message, not in a body.
+ */
+#ifndef AM_PROVIDERS_H
+#define AM_PROVIDERS_H
+
+#include <stddef.h>
+#include "lib/error.h"
+
+/* One chat message. role: "system", "user", "assistant" or "tool". */
+struct providers_message {
+    const char *role;
+    const char *content;          /* may be NULL for an assistant turn with tool calls */
+    const char *tool_call_id;     /* role "tool": the call this answers */
+    const char *tool_name;        /* role "tool": the tool's name (some protocols need it) */
+    const struct providers_tool_call *calls;  /* role "assistant": calls the model made */
+    size_t ncalls;
+};
+
+/* A tool offered to the model (OpenAI function form). */
+struct providers_tool {
+    const char *name;
+    const char *description;
+    const char *parameters;       /* JSON schema text */
+};
+
+/* A tool call the model asked for. */
+struct providers_tool_call {
+    char id[96];
+    char name[64];
+    char *arguments;              /* JSON text, malloc'd */
+};
+
+struct providers_request {
+    int provider;                 /* enum config_provider */
+    const char *model;
+    const char *base_url;         /* e.g. "https://api.openai.com/v1" (from the config) */
+    const char *api_key;          /* "" or NULL for none */
+    int timeout_ms;               /* whole call */
+    int max_tokens;               /* 0 = provider default */
+    const struct providers_message *messages;
+    size_t nmessages;
+    const struct providers_tool *tools;
+    size_t ntools;
+};
+
+struct providers_response {
+    char *content;                /* malloc'd text answer ("" if only tool calls) */
+    struct providers_tool_call *calls;  /* malloc'd array */
+    size_t ncalls;
+    int prompt_tokens;            /* from the provider's usage fields */
+    int completion_tokens;
+    char model[128];              /* the model that answered, as reported */
+};
+
+/* Library set-up (curl_global_init); once per process, before threads. */
+int providers_init(void);
+
+/* One chat call. Returns 0 and fills *resp (free with
+ * providers_response_free), or AM_EPROVIDER (connection refused, HTTP
+ * error, wrong key, malformed or truncated answer) or AM_ETIMEOUT, with a
+ * message that names the provider and the HTTP status but never the key. */
+int providers_chat(const struct providers_request *req, struct providers_response *resp,
+                   struct am_error *err);
+
+void providers_response_free(struct providers_response *resp);
+
+/* The wire format, exposed for unit tests: the URL path and JSON body of a
+ * request (malloc'd), and the parse of an answer body. */
+int providers_build(const struct providers_request *req, char **url, char **body,
+                    struct am_error *err);
+int providers_parse(int provider, const char *body, size_t len,
+                    struct providers_response *resp, struct am_error *err);
+
+#endif

@@ -1,0 +1,53 @@
+/*
+ * runtime.h - executing a deployed agent: load its compiled YAML from the
+ * registry and run the pipeline (input guardrails -> memory -> prompt ->
+ * model router with fallback -> tool loop under the agent's orchestration
+ * -> output guardrails -> memory save), with a trace id per run.
+ */
+#ifndef AM_RUNTIME_H
+#define AM_RUNTIME_H
+
+#include <stdint.h>
+#include <json-c/json.h>
+#include "state/app.h"
+#include "lib/error.h"
+
+enum runtime_mode { RUNTIME_RUN = 0, RUNTIME_TEST = 1 };
+
+#define RUNTIME_QUERY_MAX (32 * 1024)
+
+struct runtime_request {
+    const char *org;
+    const char *name;
+    const char *query;              /* 1 byte .. RUNTIME_QUERY_MAX */
+    const char *session_id;         /* NULL: generate one */
+    struct json_object *context;    /* NULL or an object; borrowed */
+    int mode;                       /* enum runtime_mode */
+};
+
+struct runtime_result {
+    char *answer;                   /* malloc'd */
+    char session_id[132];
+    int tokens_used;                /* prompt + completion, every call of the run */
+    char model[200];                /* "provider/model" that produced the answer */
+    int64_t latency_ms;
+    char trace_id[40];
+    int blocked;                    /* output guardrail replaced the answer */
+    int provider_called;            /* a provider was reached (the run counts) */
+};
+
+/* Set up the provider clients now rather than at the first model call
+ * (they set themselves up on first use; workers leave it to that, so an
+ * idle worker never loads the TLS library's state). */
+int runtime_init(void);
+
+/* Run the agent org/name, which must be in the registry. Fills *res (free
+ * with runtime_result_free) even on provider errors (trace id, latency).
+ * Errors: AM_ENOTDEPLOYED (not in the registry), AM_EGUARDRAIL,
+ * AM_EPROVIDER, AM_ETIMEOUT, AM_EVALIDATION (bad session id). */
+int runtime_execute(struct app *app, const struct runtime_request *req,
+                    struct runtime_result *res, struct am_error *err);
+
+void runtime_result_free(struct runtime_result *res);
+
+#endif

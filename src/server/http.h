@@ -1,0 +1,77 @@
+/*
+ * http.h - requests and responses, the FastCGI accept loop, and the error
+ * envelope.
+ *
+ * This is the only module that knows FastCGI. It turns one FastCGI request
+ * into a struct http_request (method, path, a few headers, the body read
+ * up to the 1 MiB limit), hands it to a handler, and writes the handler's
+ * struct http_response back. It also owns the one table that maps every
+ * AM_* error code to an HTTP status and a stable snake_case name, so that
+ * no error can leave as anything but the SPEC envelope.
+ */
+#ifndef AM_HTTP_H
+#define AM_HTTP_H
+
+#include <signal.h>
+#include <stddef.h>
+#include <json-c/json.h>
+#include "lib/error.h"
+
+#define HTTP_BODY_MAX (1024 * 1024)   /* bodies over 1 MiB: 413 */
+
+struct http_request {
+    const char *method;         /* "GET", "POST", ... */
+    const char *path;           /* URI path, without the query */
+    const char *query;          /* after '?', "" if none */
+    const char *authorization;  /* Authorization header or NULL */
+    const char *api_key;        /* X-API-Key header or NULL */
+    const char *content_type;   /* Content-Type or NULL */
+    const char *body;           /* NUL-terminated body ("" if none) */
+    size_t body_len;            /* bytes of body */
+    int body_too_large;         /* the body was over HTTP_BODY_MAX and not read */
+};
+
+struct http_response {
+    int status;                 /* HTTP status */
+    const char *content_type;   /* static string */
+    char *body;                 /* malloc'd, owned by the response */
+    size_t body_len;
+    char headers[512];          /* extra "Name: value\r\n" lines */
+};
+
+typedef void (*http_handler)(void *app, const struct http_request *req,
+                             struct http_response *resp);
+
+/* Library set-up; call once per process before any other http_ call. */
+int http_init(void);
+
+/* Serve FastCGI requests on listen_fd (non-blocking, shared with other
+ * processes) until wake_fd becomes readable. Each request is handled
+ * completely before the loop looks at wake_fd again, so a stop lets
+ * in-flight requests finish. Thread-safe: run it in several threads. */
+void http_serve_loop(int listen_fd, int wake_fd, http_handler handler, void *app);
+
+/* Fill resp with status and the JSON serialisation of obj; puts obj. */
+void http_reply_json(struct http_response *resp, int status, struct json_object *obj);
+
+/* Fill resp with a raw body of the given content type (copied). */
+void http_reply_raw(struct http_response *resp, int status, const char *content_type,
+                    const char *body, size_t len);
+
+/* Fill resp with the SPEC error envelope for err (with details on 422). */
+void http_reply_error(struct http_response *resp, const struct am_error *err);
+
+/* Shorthand: envelope for code with a formatted message. */
+void http_reply_errorf(struct http_response *resp, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Append one "Name: value" header line. */
+void http_add_header(struct http_response *resp, const char *name, const char *value);
+
+/* HTTP status and snake_case name for an AM_* code. */
+int http_status_of(int code);
+const char *http_error_name(int code);
+
+void http_response_free(struct http_response *resp);
+
+#endif

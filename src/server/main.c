@@ -1,0 +1,56 @@
+/*
+ * main.c - astromesh-cloudd's command line. Everything else is in the
+ * supervisor.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include "state/config.h"
+#include "server/supervisor.h"
+
+#ifndef SYSCONFDIR
+#define SYSCONFDIR "/etc"
+#endif
+#define DEFAULT_CONFIG SYSCONFDIR "/astromesh-cloud/astromesh-cloud.yaml"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: astromesh-cloudd [-c config.yaml] [-t] [-V]\n"
+               "  -c FILE  configuration file (default " DEFAULT_CONFIG ")\n"
+               "  -t       check the configuration and exit (0 good, 1 bad)\n"
+               "  -V       print the version and exit\n"
+               "Runs in the foreground; stop with SIGTERM, reload with SIGHUP.\n");
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = DEFAULT_CONFIG;
+    int opt, check_only = 0;
+
+    while ((opt = getopt(argc, argv, "c:tVh")) != -1) {
+        switch (opt) {
+        case 'c': path = optarg; break;
+        case 't': check_only = 1; break;
+        case 'V': printf("astromesh-cloudd %s\n", PACKAGE_VERSION); return 0;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    if (check_only) {
+        struct config cfg;
+        struct am_error err;
+
+        config_defaults(&cfg);
+        if (config_load(&cfg, path, &err) != 0) {
+            fprintf(stderr, "astromesh-cloudd: %s\n", err.message);
+            return 1;
+        }
+        printf("astromesh-cloudd: %s: configuration OK\n", path);
+        return 0;
+    }
+    return supervisor_main(path);
+}

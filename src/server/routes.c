@@ -1,0 +1,690 @@
+/*
+ * routes.c - the route table, authentication of each request, body checks,
+ * and the handlers that turn a request into a module call and its answer.
+ *
+ * Order of checks for every request: route (404), method (405), bearer
+ * token (401), membership of {slug} (403), body size (413), media type
+ * (415), JSON syntax (400), validation (422, in the modules).
+ *
+ * Must never: talk to the database or the registry directly (agent and
+ * account do); answer anything but the SPEC envelope on an error.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include "control/account.h"
+#include "control/agent.h"
+#include "control/auth.h"
+#include "state/config.h"
+#include "runtime/memory.h"
+#include "state/registry.h"
+#include "server/routes.h"
+#include "runtime/runtime.h"
+#include "state/store.h"
+#include "control/usage.h"
+#include "lib/key.h"
+#include "lib/util.h"
+#include "control/wizard.h"
+
+#define JSON_MAX_DEPTH 64
+#define PATH_SEGMENTS_MAX 12
+
+enum route_auth {
+    AUTH_NONE = 0,   /* public */
+    AUTH_USER,       /* a valid access token */
+    AUTH_MEMBER,     /* a valid access token of a member of {slug} */
+};
+
+/* What a handler gets besides the request. */
+struct route_ctx {
+    struct app *app;
+    const struct http_request *req;
+    struct http_response *resp;
+    const char *slug;                  /* {slug} capture or NULL */
+    const char *name;                  /* {name} capture or NULL */
+    struct account_principal who;      /* authenticated user */
+    int role;                          /* enum account_role in {slug} */
+};
+
+typedef void (*route_fn)(struct route_ctx *c);
+
+struct route {
+    const char *method;
+    const char *pattern;               /* segments; "{slug}" and "{name}" capture */
+    route_fn fn;
+    int auth;                          /* enum route_auth */
+};
+
+/* Reply with err, or with a generic envelope if err carries no code. */
+static void reply_err(struct route_ctx *c, int rc, struct am_error *err)
+{
+    if (err->code == AM_OK)
+        error_set(err, rc, "Request failed");
+    http_reply_error(c->resp, err);
+}
+
+/* The usual ending of a handler: out with status on success, else the
+ * error envelope. Takes out. */
+static void reply_with(struct route_ctx *c, int rc, struct json_object *out,
+                       struct am_error *err, int status)
+{
+    if (rc != 0)
+        reply_err(c, rc, err);
+    else
+        http_reply_json(c->resp, status, out);
+}
+
+/* Parse the body as a JSON object. Returns NULL after replying on error. */
+static struct json_object *json_body(struct route_ctx *c)
+{
+    const struct http_request *req = c->req;
+    struct json_tokener *tok;
+    struct json_object *o;
+    enum json_tokener_error e;
+    const char *ct = req->content_type;
+    int complete;
+
+    if (req->body_too_large) {
+        http_reply_errorf(c->resp, AM_ETOOLARGE, "Request body is larger than 1 MiB");
+        return NULL;
+    }
+    if (ct == NULL || strncasecmp(ct, "application/json", 16) != 0 ||
+        (ct[16] != '\0' && ct[16] != ';' && ct[16] != ' ')) {
+        http_reply_errorf(c->resp, AM_EMEDIATYPE, "Content-Type must be application/json");
+        return NULL;
+    }
+    if (req->body_len == 0) {
+        http_reply_errorf(c->resp, AM_EBADJSON, "Request body is empty; a JSON object is required");
+        return NULL;
+    }
+    tok = json_tokener_new_ex(JSON_MAX_DEPTH);
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+    o = json_tokener_parse_ex(tok, req->body, (int)req->body_len);
+    e = json_tokener_get_error(tok);
+    complete = json_tokener_get_parse_end(tok) == req->body_len;
+    /* A bare number is only complete at end of input: say so explicitly. */
+    if (o == NULL && e == json_tokener_continue && complete) {
+        o = json_tokener_parse_ex(tok, "", 1);
+        e = json_tokener_get_error(tok);
+    }
+    json_tokener_free(tok);
+    if (e != json_tokener_success || !complete) {
+        if (e == json_tokener_success)
+            http_reply_errorf(c->resp, AM_EBADJSON, "Malformed JSON: trailing data after the value");
+        else if (e == json_tokener_continue)
+            http_reply_errorf(c->resp, AM_EBADJSON, "Malformed JSON: unexpected end of input");
+        else
+            http_reply_errorf(c->resp, AM_EBADJSON, "Malformed JSON: %s",
+                              json_tokener_error_desc(e));
+        json_object_put(o);
+        return NULL;
+    }
+    if (o == NULL || !json_object_is_type(o, json_type_object)) {   /* NULL: JSON null */
+        struct am_error err;
+        error_clear(&err);
+        error_set(&err, AM_EVALIDATION, "Request body must be a JSON object");
+        error_add_detail(&err, "body", "must be an object");
+        http_reply_error(c->resp, &err);
+        json_object_put(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* ---- handlers -------------------------------------------------------------- */
+
+static void route_health(struct route_ctx *c)
+{
+    struct json_object *o = json_object_new_object(), *reg = json_object_new_object();
+    int db_ok = store_ping(c->app->store) == 0;
+
+    json_object_object_add(o, "status", json_object_new_string(db_ok ? "ok" : "unavailable"));
+    json_object_object_add(o, "version", json_object_new_string(PACKAGE_VERSION));
+    json_object_object_add(reg, "agents", json_object_new_int(registry_count(c->app->reg)));
+    json_object_object_add(o, "registry", reg);
+    json_object_object_add(o, "db", json_object_new_string(db_ok ? "ok" : "unavailable"));
+    http_reply_json(c->resp, db_ok ? 200 : 503, o);
+}
+
+static void route_auth_dev_login(struct route_ctx *c)
+{
+    struct json_object *body, *out;
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    if (!c->app->cfg->dev_login) {
+        http_reply_errorf(c->resp, AM_ENOTFOUND, "Dev login is disabled on this server");
+        return;
+    }
+    if ((body = json_body(c)) == NULL)
+        return;
+    rc = account_dev_login(c->app, body, &out, &err);
+    json_object_put(body);
+    reply_with(c, rc, out, &err, 200);
+}
+
+static void route_auth_refresh(struct route_ctx *c)
+{
+    struct json_object *body, *out;
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    if ((body = json_body(c)) == NULL)
+        return;
+    rc = account_refresh(c->app, body, &out, &err);
+    json_object_put(body);
+    reply_with(c, rc, out, &err, 200);
+}
+
+static void route_auth_logout(struct route_ctx *c)
+{
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    if ((rc = account_logout(c->app, c->who.email, c->who.fam, &err)) != 0)
+        reply_err(c, rc, &err);
+    else
+        c->resp->status = 204;
+}
+
+static void route_not_implemented(struct route_ctx *c)
+{
+    http_reply_errorf(c->resp, AM_ENOTIMPL, "This sign-in method is not implemented yet");
+}
+
+static void route_orgs_me(struct route_ctx *c)
+{
+    struct json_object *out;
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    rc = account_org_me(c->app, c->who.email, &out, &err);
+    reply_with(c, rc, out, &err, 200);
+}
+
+static void route_orgs_list(struct route_ctx *c)
+{
+    struct json_object *out;
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    rc = account_org_list(c->app, c->who.email, &out, &err);
+    reply_with(c, rc, out, &err, 200);
+}
+
+static void route_agents_list(struct route_ctx *c)
+{
+    struct json_object *out;
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    rc = agent_list(c->app, c->slug, &out, &err);
+    reply_with(c, rc, out, &err, 200);
+}
+
+static void route_agents_create(struct route_ctx *c)
+{
+    struct json_object *body, *out;
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    if ((body = json_body(c)) == NULL)
+        return;
+    rc = agent_create(c->app, c->slug, body, &out, &err);
+    json_object_put(body);
+    reply_with(c, rc, out, &err, 201);
+}
+
+static void route_agent_get(struct route_ctx *c)
+{
+    struct json_object *out;
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    rc = agent_get(c->app, c->slug, c->name, &out, &err);
+    reply_with(c, rc, out, &err, 200);
+}
+
+static void route_agent_put(struct route_ctx *c)
+{
+    struct json_object *body, *out;
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    if ((body = json_body(c)) == NULL)
+        return;
+    rc = agent_update(c->app, c->slug, c->name, body, &out, &err);
+    json_object_put(body);
+    reply_with(c, rc, out, &err, 200);
+}
+
+static void route_agent_delete(struct route_ctx *c)
+{
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    if ((rc = agent_delete(c->app, c->slug, c->name, &err)) != 0) {
+        reply_err(c, rc, &err);
+        return;
+    }
+    c->resp->status = 204;
+}
+
+static void route_agent_deploy(struct route_ctx *c)
+{
+    struct json_object *out;
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    rc = agent_deploy(c->app, c->slug, c->name, &out, &err);
+    reply_with(c, rc, out, &err, 200);
+}
+
+static void route_agent_pause(struct route_ctx *c)
+{
+    struct json_object *out;
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    rc = agent_pause(c->app, c->slug, c->name, &out, &err);
+    reply_with(c, rc, out, &err, 200);
+}
+
+static void route_agent_yaml(struct route_ctx *c)
+{
+    struct am_error err;
+    char *yaml;
+    size_t len;
+    int rc;
+
+    error_clear(&err);
+    if ((rc = agent_yaml(c->app, c->slug, c->name, &yaml, &len, &err)) != 0) {
+        reply_err(c, rc, &err);
+        return;
+    }
+    http_reply_raw(c->resp, 200, "application/yaml; charset=utf-8", yaml, len);
+    free(yaml);
+}
+
+/* ---- execution ------------------------------------------------------------------ */
+
+/* Check a run/test body; fills req. Returns 0 or replies 422 and returns -1. */
+static int execution_body(struct route_ctx *c, struct json_object *body,
+                          struct runtime_request *req)
+{
+    struct am_error err;
+    struct json_object *v;
+
+    error_clear(&err);
+    error_set(&err, AM_EVALIDATION, "Invalid run request");
+    json_object_object_foreach(body, key, val) {
+        (void)val;
+        if (strcmp(key, "query") != 0 && strcmp(key, "session_id") != 0 &&
+            strcmp(key, "context") != 0)
+            error_add_detail(&err, key, "unknown field");
+    }
+    if (!json_object_object_get_ex(body, "query", &v))
+        error_add_detail(&err, "query", "required");
+    else if (!json_object_is_type(v, json_type_string))
+        error_add_detail(&err, "query", "must be a string");
+    else if (json_object_get_string_len(v) < 1 ||
+             json_object_get_string_len(v) > RUNTIME_QUERY_MAX)
+        error_add_detail(&err, "query", "must be between 1 and 32768 bytes");
+    else if (strlen(json_object_get_string(v)) != (size_t)json_object_get_string_len(v))
+        error_add_detail(&err, "query", "must not contain NUL characters");
+    else
+        req->query = json_object_get_string(v);
+    if (json_object_object_get_ex(body, "session_id", &v) && !json_object_is_type(v, json_type_null)) {
+        if (!json_object_is_type(v, json_type_string) || !memory_session_valid(json_object_get_string(v)))
+            error_add_detail(&err, "session_id",
+                             "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -");
+        else
+            req->session_id = json_object_get_string(v);
+    }
+    if (json_object_object_get_ex(body, "context", &v) && !json_object_is_type(v, json_type_null)) {
+        if (!json_object_is_type(v, json_type_object))
+            error_add_detail(&err, "context", "must be an object");
+        else
+            req->context = v;
+    }
+    if (err.ndetails > 0) {
+        http_reply_error(c->resp, &err);
+        return -1;
+    }
+    return 0;
+}
+
+static void rate_headers(struct route_ctx *c, int remaining)
+{
+    char buf[32];
+
+    snprintf(buf, sizeof(buf), "%d", c->app->cfg->requests_per_day);
+    http_add_header(c->resp, "X-RateLimit-Limit", buf);
+    snprintf(buf, sizeof(buf), "%d", remaining < 0 ? 0 : remaining);
+    http_add_header(c->resp, "X-RateLimit-Remaining", buf);
+    snprintf(buf, sizeof(buf), "%lld", (long long)usage_next_reset());
+    http_add_header(c->resp, "X-RateLimit-Reset", buf);
+}
+
+/* 400 agent_not_deployed naming the state, or 404. */
+static void reply_not_deployed(struct route_ctx *c)
+{
+    int st = agent_status(c->app, c->slug, c->name);
+
+    if (st == AM_EAGENTNOTFOUND)
+        http_reply_errorf(c->resp, AM_EAGENTNOTFOUND, "Agent '%s' not found", c->name);
+    else if (st < 0)
+        http_reply_errorf(c->resp, AM_EUNAVAILABLE, "Storage unavailable, retry");
+    else
+        http_reply_errorf(c->resp, AM_ENOTDEPLOYED, "Agent '%s' is in %s state. Deploy it first.",
+                          c->name, agent_status_name(st));
+}
+
+static void route_agent_execute(struct route_ctx *c, int mode)
+{
+    struct runtime_request req;
+    struct runtime_result res;
+    struct json_object *body, *o;
+    struct am_error err;
+    char key[REGISTRY_KEY_MAX];
+    int limit = c->app->cfg->requests_per_day, remaining, rc;
+    struct usage_claim claim = { 0, -1 };
+    const char *agent = c->name;
+
+    memset(&req, 0, sizeof(req));
+    memset(&res, 0, sizeof(res));
+    error_clear(&err);
+    if ((body = json_body(c)) == NULL || execution_body(c, body, &req) != 0) {
+        rate_headers(c, usage_remaining(c->app, c->slug, limit));
+        goto out;
+    }
+    req.org = c->slug;
+    req.name = c->name;
+    req.mode = mode;
+    (void)key_agent_id(key, sizeof(key), c->slug, c->name);
+    if (!wizard_name_valid(c->name) || !registry_contains(c->app->reg, key, NULL)) {
+        rate_headers(c, usage_remaining(c->app, c->slug, limit));
+        reply_not_deployed(c);
+        goto out;
+    }
+    if (mode == RUNTIME_RUN) {
+        if ((rc = usage_acquire(c->app, c->slug, limit, &claim, &remaining, &err)) != 0) {
+            rate_headers(c, 0);
+            reply_err(c, rc, &err);
+            goto out;
+        }
+    } else {
+        remaining = usage_remaining(c->app, c->slug, limit);
+    }
+    rc = runtime_execute(c->app, &req, &res, &err);
+    {
+        struct usage_run ur = {
+            .trace_id = res.trace_id, .org = c->slug, .agent = agent,
+            .mode = mode == RUNTIME_RUN ? "run" : "test", .model = res.model,
+            .outcome = rc == 0 ? (res.blocked ? "blocked_output" : "ok") : http_error_name(rc),
+            .claim = mode == RUNTIME_RUN ? &claim : NULL,
+            /* blocked before any provider: the run does not count */
+            .refund = mode == RUNTIME_RUN && !res.provider_called,
+            .tokens = res.tokens_used, .latency_ms = res.latency_ms,
+        };
+        /* The provider has answered: the client gets the answer even if
+         * its record could not be written, and the operator a log line. */
+        int settled = usage_settle(c->app, &ur);
+
+        if (settled != 0)
+            log_error("run %s of %s/%s: its usage and run log line were not written (%s)",
+                      res.trace_id, c->slug, agent, http_error_name(settled));
+        if (ur.refund)
+            remaining++;
+    }
+    rate_headers(c, remaining);
+    if (rc == AM_ENOTDEPLOYED) {
+        reply_not_deployed(c);
+        goto out;
+    }
+    if (rc != 0) {
+        reply_err(c, rc, &err);
+        goto out;
+    }
+    o = json_object_new_object();
+    json_object_object_add(o, "answer", json_object_new_string(res.answer));
+    json_object_object_add(o, "session_id", json_object_new_string(res.session_id));
+    json_object_object_add(o, "tokens_used", json_object_new_int(res.tokens_used));
+    json_object_object_add(o, "model", json_object_new_string(res.model));
+    json_object_object_add(o, "latency_ms", json_object_new_int64(res.latency_ms));
+    json_object_object_add(o, "trace_id", json_object_new_string(res.trace_id));
+    if (res.blocked)
+        json_object_object_add(o, "blocked", json_object_new_boolean(1));
+    http_reply_json(c->resp, 200, o);
+out:
+    runtime_result_free(&res);
+    json_object_put(body);
+}
+
+static void route_agent_run(struct route_ctx *c)
+{
+    route_agent_execute(c, RUNTIME_RUN);
+}
+
+static void route_agent_test(struct route_ctx *c)
+{
+    route_agent_execute(c, RUNTIME_TEST);
+}
+
+/* ?days=N, 1..90, default 30. Returns N or -1 after replying 422. */
+static int query_days(struct route_ctx *c)
+{
+    const char *q = c->req->query, *p;
+    struct am_error err;
+    char *end;
+    long v;
+
+    for (p = q; p != NULL && *p != '\0'; p = strchr(p, '&') ? strchr(p, '&') + 1 : NULL) {
+        if (strncmp(p, "days=", 5) != 0)
+            continue;
+        v = strtol(p + 5, &end, 10);
+        if (end != p + 5 && (*end == '\0' || *end == '&') && v >= 1 && v <= 90)
+            return (int)v;
+        error_clear(&err);
+        error_set(&err, AM_EVALIDATION, "Invalid usage query");
+        error_add_detail(&err, "days", "must be an integer between 1 and 90");
+        http_reply_error(c->resp, &err);
+        return -1;
+    }
+    return 30;
+}
+
+static void route_usage(struct route_ctx *c)
+{
+    struct json_object *out;
+    struct am_error err;
+    int days = query_days(c), rc;
+
+    if (days < 0)
+        return;
+    error_clear(&err);
+    rc = usage_report(c->app, c->slug, days, c->app->cfg->requests_per_day, &out, &err);
+    reply_with(c, rc, out, &err, 200);
+}
+
+#define ORG "/api/v1/orgs/{slug}"
+#define AGENT ORG "/agents/{name}"
+
+static const struct route routes[] = {
+    { "GET", "/api/v1/health", route_health, AUTH_NONE },
+    { "POST", "/api/v1/auth/dev/login", route_auth_dev_login, AUTH_NONE },
+    { "POST", "/api/v1/auth/refresh", route_auth_refresh, AUTH_NONE },
+    { "POST", "/api/v1/auth/logout", route_auth_logout, AUTH_USER },
+    { "POST", "/api/v1/auth/google", route_not_implemented, AUTH_NONE },
+    { "POST", "/api/v1/auth/github", route_not_implemented, AUTH_NONE },
+    { "GET", "/api/v1/orgs/me", route_orgs_me, AUTH_USER },
+    { "GET", "/api/v1/orgs", route_orgs_list, AUTH_USER },
+    { "GET", ORG "/agents", route_agents_list, AUTH_MEMBER },
+    { "POST", ORG "/agents", route_agents_create, AUTH_MEMBER },
+    { "GET", AGENT, route_agent_get, AUTH_MEMBER },
+    { "PUT", AGENT, route_agent_put, AUTH_MEMBER },
+    { "DELETE", AGENT, route_agent_delete, AUTH_MEMBER },
+    { "POST", AGENT "/deploy", route_agent_deploy, AUTH_MEMBER },
+    { "POST", AGENT "/pause", route_agent_pause, AUTH_MEMBER },
+    { "GET", AGENT "/yaml", route_agent_yaml, AUTH_MEMBER },
+    { "POST", AGENT "/run", route_agent_run, AUTH_MEMBER },
+    { "POST", AGENT "/test", route_agent_test, AUTH_MEMBER },
+    { "GET", ORG "/usage", route_usage, AUTH_MEMBER },
+};
+
+/* ---- dispatch -------------------------------------------------------------- */
+
+/* Split path into at most PATH_SEGMENTS_MAX segments (in place, in buf).
+ * One trailing slash is ignored. Returns the count, or -1 if too many. */
+static int split_path(char *buf, char *seg[PATH_SEGMENTS_MAX])
+{
+    int n = 0;
+    char *p = buf, *slash;
+    size_t len = strlen(buf);
+
+    if (len > 1 && buf[len - 1] == '/')
+        buf[len - 1] = '\0';
+    if (*p == '/')
+        p++;
+    while (*p != '\0') {
+        if (n == PATH_SEGMENTS_MAX)
+            return -1;
+        seg[n++] = p;
+        if ((slash = strchr(p, '/')) == NULL)
+            break;
+        *slash = '\0';
+        p = slash + 1;
+    }
+    return n;
+}
+
+/* Does the route's pattern match seg[0..n)? Fills the captures of c. */
+static int pattern_match(const char *pattern, char *seg[], int n, struct route_ctx *c)
+{
+    char pbuf[128], *pseg[PATH_SEGMENTS_MAX];
+    int pn, i;
+
+    util_strlcpy(pbuf, pattern, sizeof(pbuf));
+    if ((pn = split_path(pbuf, pseg)) != n)
+        return 0;
+    for (i = 0; i < n; i++) {
+        if (strcmp(pseg[i], "{slug}") == 0)
+            c->slug = seg[i];
+        else if (strcmp(pseg[i], "{name}") == 0)
+            c->name = seg[i];
+        else if (strcmp(pseg[i], seg[i]) != 0)
+            return 0;
+    }
+    return 1;
+}
+
+/* Check the bearer token; fills c->who. Replies and returns -1 on failure. */
+static int authenticate(struct route_ctx *c)
+{
+    const char *h = c->req->authorization;
+    struct am_error err;
+
+    error_clear(&err);
+    if (h == NULL || *h == '\0') {
+        http_reply_errorf(c->resp, AM_EUNAUTH, "Missing credentials: send Authorization: Bearer <token>");
+        return -1;
+    }
+    if (strncasecmp(h, "Bearer ", 7) != 0) {
+        http_reply_errorf(c->resp, AM_EUNAUTH, "Authorization must use the Bearer scheme");
+        return -1;
+    }
+    for (h += 7; *h == ' '; h++)
+        ;
+    if (account_authenticate(c->app, h, &c->who, &err) != 0) {
+        http_reply_error(c->resp, &err);
+        return -1;
+    }
+    return 0;
+}
+
+static void set_allow(struct http_response *resp, char *seg[], int n)
+{
+    struct route_ctx probe;
+    char allow[64] = "";
+    size_t i;
+
+    for (i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        memset(&probe, 0, sizeof(probe));
+        if (pattern_match(routes[i].pattern, seg, n, &probe)) {
+            if (allow[0] != '\0')
+                strncat(allow, ", ", sizeof(allow) - strlen(allow) - 1);
+            strncat(allow, routes[i].method, sizeof(allow) - strlen(allow) - 1);
+        }
+    }
+    http_add_header(resp, "Allow", allow);
+}
+
+void routes_handle(void *app, const struct http_request *req, struct http_response *resp)
+{
+    struct route_ctx c;
+    char buf[1024], *seg[PATH_SEGMENTS_MAX];
+    const struct route *r = NULL;
+    int n, path_known = 0;
+    size_t i;
+
+    memset(&c, 0, sizeof(c));
+    c.app = app;
+    c.req = req;
+    c.resp = resp;
+    if (util_strlcpy(buf, req->path, sizeof(buf)) >= sizeof(buf) ||
+        (n = split_path(buf, seg)) < 0) {
+        http_reply_errorf(resp, AM_ENOTFOUND, "No such route");
+        return;
+    }
+    for (i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        c.slug = c.name = NULL;
+        if (!pattern_match(routes[i].pattern, seg, n, &c))
+            continue;
+        path_known = 1;
+        if (strcmp(routes[i].method, req->method) == 0) {
+            r = &routes[i];
+            break;
+        }
+    }
+    if (r == NULL) {
+        if (path_known) {
+            set_allow(resp, seg, n);
+            http_reply_errorf(resp, AM_EMETHOD, "Method %s is not allowed here", req->method);
+        } else {
+            http_reply_errorf(resp, AM_ENOTFOUND, "No such route");
+        }
+        return;
+    }
+    if (r->auth != AUTH_NONE && authenticate(&c) != 0)
+        return;
+    if (r->auth == AUTH_MEMBER) {
+        if (!wizard_slug_valid(c.slug) ||
+            (c.role = account_member_role(c.app, &c.who, c.slug)) == ROLE_NONE) {
+            if (!account_user_exists(c.app, c.who.email))
+                http_reply_errorf(resp, AM_EUNAUTH, "Unknown user");
+            else
+                http_reply_errorf(resp, AM_EFORBIDDEN,
+                                  "You do not have access to this organization");
+            return;
+        }
+    }
+    r->fn(&c);
+    /* Log what went wrong on our side, once; provider failures (502/504)
+     * are the provider's and are in the run log. */
+    if (resp->status >= 500 && resp->status != 502 && resp->status != 504)
+        log_warn("%s %s answered %d", req->method, req->path, resp->status);
+}

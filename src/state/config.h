@@ -1,0 +1,96 @@
+/*
+ * config.h - the server configuration: one YAML file, read strictly.
+ *
+ * The parser is table-driven (one row per key in config.c). An unknown key,
+ * a wrong type or an out-of-range value fails the load with
+ * "file:line:col: key: problem (got X)". The loader never logs; the caller
+ * prints the error.
+ */
+#ifndef AM_CONFIG_H
+#define AM_CONFIG_H
+
+#include "lib/error.h"
+
+/* The providers the model router knows; index into config.providers. */
+enum config_provider {
+    PROVIDER_OPENAI = 0,
+    PROVIDER_ANTHROPIC,
+    PROVIDER_GROQ,
+    PROVIDER_MISTRAL,
+    PROVIDER_COHERE,
+    PROVIDER_OLLAMA,
+    PROVIDER_ECHO,
+    PROVIDER_COUNT
+};
+
+struct config_provider_conf {
+    char base_url[256];     /* e.g. "https://api.openai.com/v1" */
+    char api_key[256];      /* server-wide key; "" = none */
+    int timeout_ms;         /* per call */
+};
+
+struct config {
+    char path[512];         /* the file this was loaded from ("" = defaults) */
+
+    /* server */
+    char socket_path[256];  /* FastCGI unix socket the front server connects to */
+    int socket_mode;        /* permission bits of the socket, e.g. 0660 */
+    int workers;            /* pre-forked worker processes, 1..64 */
+    int threads;            /* accept threads per worker, 1..1024 */
+    char pid_file[256];     /* "" = none */
+    int shutdown_timeout_ms;/* drain deadline on SIGTERM before SIGKILL */
+
+    /* storage */
+    char data_dir[256];     /* Berkeley DB environment home */
+    int db_cache_mb;        /* BDB cache size in MiB */
+    int db_sync;            /* 1 = fsync on every commit (default), 0 = write-no-sync */
+    int db_run_flush_ms;    /* what runs write is fsynced within this (0: before the answer) */
+
+    /* auth */
+    char jwt_secret[256];   /* HS256 secret, >= 32 bytes, required */
+    int dev_login;          /* 1 = POST /auth/dev/login enabled */
+    int access_ttl;         /* seconds, default 900 */
+    int refresh_ttl;        /* seconds, default 604800 */
+
+    /* limits (per org) */
+    int max_agents;         /* default 5 */
+    int requests_per_day;   /* default 1000 */
+    int max_members;        /* default 3 */
+    int max_streams;        /* default 5 */
+
+    /* registry */
+    int registry_capacity;  /* max deployed agents, default 4096 */
+    int registry_slot_kb;   /* bytes reserved per agent's compiled YAML, KiB */
+
+    /* providers */
+    struct config_provider_conf providers[PROVIDER_COUNT];
+
+    /* tools (server-side settings; agents choose tools, operators choose where they reach) */
+    char web_search_url[256];   /* SearxNG-style JSON endpoint; "" = web_search disabled */
+    char smtp_url[256];         /* "smtp://host:port"; "" = email_sender disabled */
+    char smtp_from[256];        /* default sender address */
+    char file_root[256];        /* file_reader's directory; "" = file_reader disabled */
+    int tool_http_timeout_ms;   /* default cap for http_request and web_search */
+    int tool_http_max_bytes;    /* default response cap */
+
+    /* runtime */
+    int breaker_failures;       /* consecutive failures that open a provider's circuit */
+    int breaker_cooldown_ms;    /* how long an open circuit skips the provider */
+
+    /* log */
+    int log_level;          /* enum log_level */
+};
+
+/* Fill cfg with every default. */
+void config_defaults(struct config *cfg);
+
+/* Load path over the defaults. Returns 0 or AM_ECONFIG with err->message
+ * "path:line:col: key: problem (got X)". Also checks cross-key rules
+ * (jwt_secret present and long enough). */
+int config_load(struct config *cfg, const char *path, struct am_error *err);
+
+/* Provider name <-> index. Returns -1 / NULL if unknown. */
+int config_provider_from_name(const char *name);
+const char *config_provider_name(int provider);
+
+#endif

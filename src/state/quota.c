@@ -1,0 +1,506 @@
+/*
+ * quota.c - the daily request quota of every org, in anonymous shared
+ * memory mapped by the supervisor before it forks its workers.
+ *
+ * Owns: the table's layout, its writers' process-shared robust mutex, and
+ * the protocol below.
+ *
+ * Must never: log; touch the database (the caller's load function does);
+ * hold the mutex while it calls that function; block a reader behind a
+ * live writer.
+ *
+ * DESIGN
+ *
+ * Layout. A header (geometry, the mutex, how many slots were ever used)
+ * and then `nslots` entries of one cache line each: the org's slug, its
+ * hash, a per-entry `seq`, and one 64-bit `word` packing
+ *
+ *     day (16 bits, days since 1970) | tag (16 bits) | count (32 bits)
+ *
+ * Counting is a compare-and-swap on `word`: +1 if count < limit on the
+ * same day, or (new day, same tag, 1) when the day moved on. Giving back
+ * is a CAS to count - 1 on the same day and tag.
+ *
+ * Slots. Open addressing with linear probing from FNV-1a(org) & mask. A
+ * slot with `seq` == 0 was never used and ends every probe. A used slot is
+ * never emptied again, so no probe chain is ever cut; instead a slot whose
+ * day is before the claimant's day (its org has not run today, so nothing
+ * in flight counts on it) may be given to another org. Claims take the
+ * mutex, make the slot's `seq` odd, CAS `word` to (day, tag + 1, loaded
+ * count) (backing off if the old owner moved it to today meanwhile),
+ * write the hash and the slug, and make `seq` even again. The new tag is
+ * what makes a CAS prepared against the old owner fail. Once three
+ * quarters of the slots have been used, a never-used slot is still taken
+ * while a stale slot exists anywhere (longer probes reach those); with
+ * none, the claim fails with AM_EUNAVAILABLE.
+ *
+ * Readers never take the mutex while a writer lives: they read `seq`
+ * (even), the hash and slug, `word`, and `seq` again; equal means the slug
+ * and word belong together. A later re-key changes the tag, so the CAS on
+ * the word they read fails and they probe again.
+ *
+ * Loading. An org's counter is created from the durable count, read by
+ * the caller's function BEFORE the mutex is taken. That is safe: the
+ * durable count for (org, day) only grows through runs counted by this
+ * table's entry for (org, day), and the claim re-probes under the mutex;
+ * if somebody created the entry meanwhile, theirs is used and the loaded
+ * value dropped.
+ *
+ * Writer death. A process killed while it holds the mutex leaves at most
+ * one slot with `seq` odd. The next locker gets EOWNERDEAD, turns every
+ * odd slot into a reusable one (day 0, tag + 1, no slug) and marks the
+ * mutex consistent. A reader that spins too long on an odd `seq` tries the
+ * mutex (trylock), which does that repair when the writer is dead.
+ *
+ * Holds. A second array, one entry per run in flight: the holder's pid
+ * (0: free, claimed by CAS), a `ready` flag, the org, the day and, once
+ * the run is about to settle, its trace id. Only the holder writes an
+ * entry; quota_reclaim reads the entries of dead holders only, so nothing
+ * in them races. The order of events makes the reclaim exact: the hold is
+ * made ready after the take, and the trace id set before the settling
+ * transaction; a counted run is released after its commit, a refunded one
+ * before it is given back. So a dead holder's ready hold is a run that is
+ * counted here, and it reached the database exactly when its trace id is
+ * set and the run log has it. A process killed between a take and its
+ * hold, or with every hold in use, leaves its run counted until the
+ * supervisor restarts (which reloads from the database): that error is on
+ * the side of the limit.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+#include "state/quota.h"
+#include "lib/hash.h"
+#include "lib/util.h"
+
+#define QUOTA_MIN_SLOTS   64u
+#define QUOTA_MAX_SLOTS   (1u << 22)
+#define QUOTA_SPIN_BUSY   64        /* spins before yielding */
+#define QUOTA_SPIN_LIMIT  4096      /* spins before trying the mutex */
+
+#define WORD(day, tag, n) (((uint64_t)(day) << 48) | ((uint64_t)((tag) & 0xffffu) << 32) | \
+                           (uint64_t)(n))
+#define WORD_DAY(w)       ((int)((w) >> 48))
+#define WORD_TAG(w)       ((uint32_t)((w) >> 32) & 0xffffu)
+#define WORD_COUNT(w)     ((int64_t)((w) & 0xffffffffu))
+
+struct quota_entry {
+    uint64_t word;              /* day | tag | count; CAS only */
+    uint32_t seq;               /* 0: never used; odd: being re-keyed */
+    uint32_t hash;
+    char org[QUOTA_ORG_MAX];
+};
+
+struct quota_hold {             /* two cache lines: no two threads' holds share one */
+    _Alignas(128) int32_t pid;  /* holder; 0: free; CAS to claim */
+    int32_t ready;              /* org and day are written */
+    int32_t day;
+    char org[QUOTA_ORG_MAX];
+    char trace[QUOTA_TRACE_MAX];  /* "" until the run is about to settle */
+};
+
+struct quota_header {
+    uint32_t nholds;
+    uint32_t nslots;            /* power of two */
+    uint32_t used;              /* slots with seq != 0; under the mutex */
+    pthread_mutex_t lock;       /* robust, process-shared: claims only */
+};
+
+struct quota {
+    struct quota_header *hdr;
+    struct quota_entry *tab;
+    struct quota_hold *holds;   /* hdr->nholds of them, after the slots */
+    uint32_t mask;              /* this handle's copy of nslots - 1 */
+    size_t bytes;
+};
+
+static uint32_t org_hash(const char *org)
+{
+    return hash_fnv1a32(org, strlen(org));
+}
+
+/* ---- the mutex --------------------------------------------------------- */
+
+/* Every slot a dead writer left half-written becomes reusable. */
+static void quota_repair(struct quota *q)
+{
+    uint32_t i, used = 0;
+
+    for (i = 0; i <= q->mask; i++) {
+        struct quota_entry *e = &q->tab[i];
+        uint32_t s = __atomic_load_n(&e->seq, __ATOMIC_RELAXED);
+
+        if (s & 1) {
+            uint64_t w = __atomic_load_n(&e->word, __ATOMIC_RELAXED);
+            memset(e->org, 0, sizeof(e->org));
+            e->hash = 0;
+            __atomic_store_n(&e->word, WORD(0, WORD_TAG(w) + 1u, 0), __ATOMIC_RELAXED);
+            __atomic_store_n(&e->seq, s + 1, __ATOMIC_RELEASE);
+            s++;
+        }
+        if (s != 0)
+            used++;
+    }
+    q->hdr->used = used;
+}
+
+/* 0 held, 1 busy (try_only), AM_EUNAVAILABLE unrecoverable. */
+static int lock_take(struct quota *q, int try_only)
+{
+    pthread_mutex_t *m = &q->hdr->lock;
+    int e = try_only ? pthread_mutex_trylock(m) : pthread_mutex_lock(m);
+
+    if (e == 0)
+        return 0;
+    if (e == EBUSY && try_only)
+        return 1;
+    if (e != EOWNERDEAD)
+        return AM_EUNAVAILABLE;
+    quota_repair(q);
+    if (pthread_mutex_consistent(m) != 0) {
+        pthread_mutex_unlock(m);
+        return AM_EUNAVAILABLE;
+    }
+    return 0;
+}
+
+/* ---- readers ------------------------------------------------------------- */
+
+/*
+ * Wait until slot e is not being written; returns its even seq. Past the
+ * spin limit it tries the mutex, which repairs the slot if its writer died.
+ */
+static uint32_t seq_stable(struct quota *q, struct quota_entry *e)
+{
+    unsigned spins = 0;
+
+    for (;;) {
+        uint32_t s = __atomic_load_n(&e->seq, __ATOMIC_ACQUIRE);
+
+        if ((s & 1) == 0)
+            return s;
+        if (++spins > QUOTA_SPIN_LIMIT) {
+            if (lock_take(q, 1) == 0)
+                pthread_mutex_unlock(&q->hdr->lock);
+            struct timespec ts = { 0, 50000 };
+            nanosleep(&ts, NULL);
+        } else if (spins > QUOTA_SPIN_BUSY) {
+            sched_yield();
+        }
+    }
+}
+
+/*
+ * Find org's slot. Returns it with *word read consistently with the slug,
+ * or NULL when org has no slot. *reusable (if not NULL) gets the first
+ * slot on the probe path whose day is before `day`, else NULL.
+ */
+static struct quota_entry *lookup(struct quota *q, const char *org, uint32_t h, int day,
+                                  uint64_t *word, struct quota_entry **reusable)
+{
+    uint32_t i;
+
+    if (reusable != NULL)
+        *reusable = NULL;
+    for (i = 0; i <= q->mask; i++) {
+        struct quota_entry *e = &q->tab[(h + i) & q->mask];
+        char slug[QUOTA_ORG_MAX];
+        uint32_t s, eh;
+        uint64_t w;
+
+        do {
+            s = seq_stable(q, e);
+            if (s == 0)
+                return NULL;
+            eh = e->hash;
+            memcpy(slug, e->org, sizeof(slug));
+            w = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE);
+            __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        } while (__atomic_load_n(&e->seq, __ATOMIC_RELAXED) != s);
+        slug[sizeof(slug) - 1] = '\0';
+        if (eh == h && strcmp(slug, org) == 0) {
+            *word = w;
+            return e;
+        }
+        if (reusable != NULL && *reusable == NULL && WORD_DAY(w) < day)
+            *reusable = e;
+    }
+    return NULL;
+}
+
+/* 1 if some used slot counts a day before `day` (mutex held). */
+static int any_stale(struct quota *q, int day)
+{
+    uint32_t i;
+
+    for (i = 0; i <= q->mask; i++)
+        if (q->tab[i].seq != 0 &&
+            WORD_DAY(__atomic_load_n(&q->tab[i].word, __ATOMIC_RELAXED)) < day)
+            return 1;
+    return 0;
+}
+
+/*
+ * Find org's slot, creating it (count from load) if it has none. Returns
+ * 0 with *e and *word set, AM_EUNAVAILABLE when no slot is free, or
+ * load's error.
+ */
+static int find_or_claim(struct quota *q, const char *org, int day, quota_load_fn load,
+                         void *arg, struct quota_entry **out, uint64_t *word)
+{
+    uint32_t h = org_hash(org);
+    struct quota_entry *e, *reuse;
+    int64_t loaded = 0;
+    uint64_t w, old;
+    int rc;
+
+    if (strlen(org) >= QUOTA_ORG_MAX)
+        return AM_EINTERNAL;
+    if ((*out = lookup(q, org, h, day, word, NULL)) != NULL)
+        return 0;
+    if ((rc = load(org, day, &loaded, arg)) != 0)
+        return rc;
+    if (loaded < 0)
+        loaded = 0;
+    if (loaded > 0x7fffffff)
+        loaded = 0x7fffffff;
+    if ((rc = lock_take(q, 0)) != 0)
+        return rc;
+again:
+    if ((e = lookup(q, org, h, day, word, &reuse)) != NULL)
+        goto done;
+    if (reuse != NULL) {
+        e = reuse;
+    } else {
+        /* the first never-used slot on the path ends it */
+        uint32_t i;
+        for (i = 0, e = NULL; i <= q->mask && e == NULL; i++)
+            if (__atomic_load_n(&q->tab[(h + i) & q->mask].seq, __ATOMIC_RELAXED) == 0)
+                e = &q->tab[(h + i) & q->mask];
+        /* Keep never-used slots so probes stay short, unless slots of
+         * earlier days wait elsewhere: a new day is never refused for a
+         * table of yesterday's orgs (longer probes pass more of them). */
+        if (e == NULL || ((uint64_t)(q->hdr->used + 1) * 4 > (uint64_t)(q->mask + 1) * 3 &&
+                          !any_stale(q, day))) {
+            pthread_mutex_unlock(&q->hdr->lock);
+            return AM_EUNAVAILABLE;
+        }
+        q->hdr->used++;
+    }
+    __atomic_store_n(&e->seq, e->seq | 1u, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    /* A CAS, not a store: the old owner may count its first run of today
+     * on this slot until the new tag lands; then the slot is not stale
+     * any more and stays its. */
+    old = __atomic_load_n(&e->word, __ATOMIC_RELAXED);
+    do {
+        if (reuse != NULL && WORD_DAY(old) >= day) {
+            __atomic_store_n(&e->seq, e->seq + 1u, __ATOMIC_RELEASE);
+            goto again;
+        }
+        w = WORD(day, WORD_TAG(old) + 1u, (uint64_t)loaded);
+    } while (!__atomic_compare_exchange_n(&e->word, &old, w, 0, __ATOMIC_ACQ_REL,
+                                          __ATOMIC_RELAXED));
+    e->hash = h;
+    memset(e->org, 0, sizeof(e->org));
+    memcpy(e->org, org, strnlen(org, QUOTA_ORG_MAX - 1));
+    __atomic_store_n(&e->seq, e->seq + 1u, __ATOMIC_RELEASE);
+    *word = w;
+done:
+    pthread_mutex_unlock(&q->hdr->lock);
+    *out = e;
+    return 0;
+}
+
+/* ---- the API ---------------------------------------------------------------- */
+
+int quota_create(struct quota **out, int orgs, int holds, struct am_error *err)
+{
+    struct quota *q;
+    pthread_mutexattr_t a;
+    uint32_t n = QUOTA_MIN_SLOTS, nh = holds > 0 ? (uint32_t)holds : 1u;
+    size_t bytes;
+    void *p;
+    int e;
+
+    *out = NULL;
+    while (n < QUOTA_MAX_SLOTS && (uint64_t)n < (uint64_t)(orgs > 0 ? orgs : 1) * 2)
+        n <<= 1;
+    bytes = sizeof(struct quota_header) + 63 + (size_t)n * sizeof(struct quota_entry) + 127 +
+            (size_t)nh * sizeof(struct quota_hold);
+    p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return error_set(err, AM_EUNAVAILABLE, "quota table: mmap of %zu bytes: %s", bytes,
+                         strerror(errno));
+    q = xcalloc(1, sizeof(*q));
+    q->hdr = p;
+    q->tab = (struct quota_entry *)(((uintptr_t)p + sizeof(struct quota_header) + 63) &
+                                    ~(uintptr_t)63);
+    q->holds = (struct quota_hold *)(((uintptr_t)(q->tab + n) + 127) & ~(uintptr_t)127);
+    q->mask = n - 1;
+    q->bytes = bytes;
+    q->hdr->nslots = n;
+    q->hdr->nholds = nh;
+    e = pthread_mutexattr_init(&a);
+    if (e == 0) {
+        e = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+        if (e == 0)
+            e = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+        if (e == 0)
+            e = pthread_mutex_init(&q->hdr->lock, &a);
+        pthread_mutexattr_destroy(&a);
+    }
+    if (e != 0) {
+        quota_close(q);
+        return error_set(err, AM_EUNAVAILABLE, "quota table: robust mutex: %s", strerror(e));
+    }
+    *out = q;
+    return 0;
+}
+
+void quota_close(struct quota *q)
+{
+    if (q == NULL)
+        return;
+    munmap(q->hdr, q->bytes);
+    free(q);
+}
+
+int quota_take(struct quota *q, const char *org, int *day, int64_t limit, quota_load_fn load,
+               void *arg, int64_t *count)
+{
+    struct quota_entry *e;
+    uint64_t w, tag, next;
+    int rc;
+
+again:
+    *count = 0;
+    if ((rc = find_or_claim(q, org, *day, load, arg, &e, &w)) != 0)
+        return rc;
+    tag = WORD_TAG(w);
+    do {
+        if (WORD_TAG(w) != tag)               /* re-keyed under us: find again */
+            goto again;
+        if (WORD_DAY(w) > *day)
+            *day = WORD_DAY(w);
+        *count = WORD_DAY(w) < *day ? 0 : WORD_COUNT(w);
+        if (*count >= limit || *count >= 0x7fffffff)
+            return AM_ERATELIMIT;
+        next = WORD_DAY(w) < *day ? WORD(*day, tag, 1) : w + 1;
+    } while (!__atomic_compare_exchange_n(&e->word, &w, next, 0, __ATOMIC_ACQ_REL,
+                                          __ATOMIC_ACQUIRE));
+    *count = WORD_COUNT(next);
+    return 0;
+}
+
+void quota_give_back(struct quota *q, const char *org, int day)
+{
+    struct quota_entry *e;
+    uint64_t w, tag;
+
+    if ((e = lookup(q, org, org_hash(org), day, &w, NULL)) == NULL)
+        return;
+    tag = WORD_TAG(w);
+    while (WORD_TAG(w) == tag && WORD_DAY(w) == day && WORD_COUNT(w) > 0)
+        if (__atomic_compare_exchange_n(&e->word, &w, w - 1, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE))
+            return;
+}
+
+int quota_count(struct quota *q, const char *org, int day, quota_load_fn load, void *arg,
+                int64_t *count)
+{
+    struct quota_entry *e;
+    uint64_t w;
+    int rc;
+
+    *count = 0;
+    if ((rc = find_or_claim(q, org, day, load, arg, &e, &w)) != 0)
+        return rc;
+    *count = WORD_DAY(w) == day ? WORD_COUNT(w) : 0;
+    return 0;
+}
+
+/* ---- holds ------------------------------------------------------------------- */
+
+int quota_hold(struct quota *q, const char *org, int day)
+{
+    static _Thread_local uint32_t hint;   /* where this thread found one last */
+    int32_t me = (int32_t)getpid();
+    uint32_t i, n = q->hdr->nholds;
+
+    for (i = 0; i < n; i++) {
+        uint32_t k = (hint + i) % n;
+        struct quota_hold *h = &q->holds[k];
+        int32_t free_pid = 0;
+
+        if (__atomic_load_n(&h->pid, __ATOMIC_RELAXED) != 0 ||
+            !__atomic_compare_exchange_n(&h->pid, &free_pid, me, 0, __ATOMIC_ACQ_REL,
+                                         __ATOMIC_RELAXED))
+            continue;
+        util_strlcpy(h->org, org, sizeof(h->org));
+        h->day = day;
+        h->trace[0] = '\0';
+        __atomic_store_n(&h->ready, 1, __ATOMIC_RELEASE);
+        hint = k;
+        return (int)k;
+    }
+    return -1;
+}
+
+void quota_hold_trace(struct quota *q, int hold, const char *trace_id)
+{
+    if (hold < 0 || (uint32_t)hold >= q->hdr->nholds)
+        return;
+    util_strlcpy(q->holds[hold].trace, trace_id, sizeof(q->holds[hold].trace));
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+}
+
+static void hold_free(struct quota_hold *h)
+{
+    __atomic_store_n(&h->ready, 0, __ATOMIC_RELAXED);
+    h->trace[0] = '\0';
+    __atomic_store_n(&h->pid, 0, __ATOMIC_RELEASE);
+}
+
+void quota_release(struct quota *q, int hold)
+{
+    if (hold >= 0 && (uint32_t)hold < q->hdr->nholds)
+        hold_free(&q->holds[hold]);
+}
+
+int quota_reclaim(struct quota *q, int pid, quota_settled_fn settled, void *arg)
+{
+    uint32_t i;
+    int n = 0;
+
+    for (i = 0; i < q->hdr->nholds; i++) {
+        struct quota_hold *h = &q->holds[i];
+        int32_t p = __atomic_load_n(&h->pid, __ATOMIC_ACQUIRE);
+
+        char org[QUOTA_ORG_MAX];
+        int day, owed;
+
+        if (p == 0 || (pid != 0 && p != pid))
+            continue;
+        owed = __atomic_load_n(&h->ready, __ATOMIC_ACQUIRE) &&
+               (h->trace[0] == '\0' || !settled(h->trace, arg));
+        memcpy(org, h->org, sizeof(org));
+        org[sizeof(org) - 1] = '\0';
+        day = h->day;
+        /* freed first: a reclaimer killed in between leaves the run
+         * counted, never given back twice */
+        hold_free(h);
+        if (owed) {
+            quota_give_back(q, org, day);
+            n++;
+        }
+    }
+    return n;
+}

@@ -1,0 +1,559 @@
+/*
+ * store.c - the Berkeley DB environment and its databases.
+ *
+ * Owns: the DB_ENV handle of this process and one DB handle per database
+ * in enum store_db. Every handle is opened with DB_THREAD, so a worker's
+ * threads share them.
+ *
+ * Must never: be included by anything but this file's callers through
+ * store.h (no other file includes db.h); log; keep a transaction open
+ * across a return to the caller except through store_transact.
+ *
+ * Invariants:
+ *  1. Only the process that opens with STORE_OPEN_CREATE runs recovery,
+ *     and it does so before any other process joins the environment.
+ *  2. Every commit is durable before store_transact returns 0 when
+ *     opt->sync is set (the default): a client is never told "done" for a
+ *     write that a crash could lose. Commits of concurrent threads share
+ *     one log flush (group_flush), which is how that stays affordable.
+ *  3. A deadlock victim is aborted and retried from the start; nothing a
+ *     failed attempt did is visible.
+ *  4. A dead process's locks and transactions are released by failchk,
+ *     which the supervisor runs after reaping it (is_alive below).
+ */
+#include <db.h>
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include "state/store.h"
+#include "lib/util.h"
+
+#define STORE_DEADLOCK_RETRIES 64
+
+struct store {
+    DB_ENV *env;
+    DB *db[STORE_DB_COUNT];
+    int sync;                   /* opt->sync: commits wait for the disk */
+    /* Group commit (see group_flush): the threads of this process that
+     * commit at about the same time share one log flush. */
+    pthread_mutex_t gc_lock;
+    pthread_cond_t gc_cond;
+    uint64_t gc_next;           /* tickets handed out, one per commit */
+    uint64_t gc_done;           /* every ticket up to this one is on disk */
+    int gc_flushing;            /* a thread is in log_flush now */
+    /* Deferred commits (store_transact_deferred): the flusher thread puts
+     * them on disk at most flush_ms after they were written. */
+    int flush_ms;               /* 0: deferred commits are synced like any other */
+    pthread_t flusher;
+    int flusher_running;
+    pthread_mutex_t fl_lock;
+    pthread_cond_t fl_cond;     /* wakes the flusher to stop */
+    int fl_stop;
+    uint64_t fl_pending;        /* deferred commits since the last flush; atomic */
+};
+
+static int flusher_start(struct store *s);
+static void flusher_stop(struct store *s);
+
+enum commit_mode {
+    COMMIT_SYNC,                /* on disk before store_transact returns */
+    COMMIT_DEFERRED,            /* written now, on disk within flush_ms */
+};
+
+struct store_txn {
+    DB_TXN *txn;
+};
+
+static const char *const store_db_files[STORE_DB_COUNT] = {
+    [STORE_USERS] = "users.db",
+    [STORE_ORGS] = "orgs.db",
+    [STORE_MEMBERS] = "members.db",
+    [STORE_AGENTS] = "agents.db",
+    [STORE_COMPILED] = "compiled.db",
+    [STORE_TOKENS] = "tokens.db",
+    [STORE_SESSIONS] = "sessions.db",
+    [STORE_USAGE] = "usage.db",
+    [STORE_RUNLOG] = "runlog.db",
+};
+
+/* Berkeley DB's own diagnostics go here instead of stderr: the store
+ * never logs; callers get the text in their error message. */
+static __thread char store_last_message[256];
+
+static void store_errcall(const DB_ENV *env, const char *prefix, const char *msg)
+{
+    (void)env;
+    (void)prefix;
+    util_strlcpy(store_last_message, msg, sizeof(store_last_message));
+}
+
+static void store_msgcall(const DB_ENV *env, const char *msg)
+{
+    (void)env;
+    (void)msg;
+}
+
+static int fail_write_countdown;    /* test hook; see store_test_fail_write_after */
+
+void store_test_fail_write_after(int n)
+{
+    __atomic_store_n(&fail_write_countdown, n, __ATOMIC_SEQ_CST);
+}
+
+static int injected_write_failure(void)
+{
+    int n = __atomic_load_n(&fail_write_countdown, __ATOMIC_SEQ_CST);
+
+    if (n <= 0)
+        return 0;
+    return __atomic_sub_fetch(&fail_write_countdown, 1, __ATOMIC_SEQ_CST) == 0;
+}
+
+/* Map a Berkeley DB return code to ours. */
+static int store_rc(int rc)
+{
+    switch (rc) {
+    case 0:
+        return AM_OK;
+    case DB_NOTFOUND:
+    case DB_KEYEMPTY:
+        return AM_ENOENT;
+    case DB_LOCK_DEADLOCK:
+    case DB_LOCK_NOTGRANTED:
+        return AM_EDEADLOCK;
+    default:
+        return AM_EIO;
+    }
+}
+
+/* failchk asks whether a pid still runs; a reaped child does not. */
+static int store_is_alive(DB_ENV *env, pid_t pid, db_threadid_t tid, u_int32_t flags)
+{
+    (void)env;
+    (void)tid;
+    (void)flags;
+    if (pid == getpid())
+        return 1;
+    return kill(pid, 0) == 0 || errno != ESRCH;
+}
+
+static int store_env_setup(DB_ENV *env, const struct store_options *opt,
+                           struct am_error *err)
+{
+    int rc;
+    u_int32_t threads = opt->max_threads > 0 ? (u_int32_t)opt->max_threads : 64;
+
+    env->set_errcall(env, store_errcall);
+    env->set_msgcall(env, store_msgcall);
+    if ((rc = env->set_cachesize(env, 0, (u_int32_t)opt->cache_mb * 1024u * 1024u, 1)) ||
+        (rc = env->set_lk_detect(env, DB_LOCK_DEFAULT)) ||
+        (rc = env->set_thread_count(env, threads)) ||
+        (rc = env->set_isalive(env, store_is_alive)) ||
+        (rc = env->set_lk_max_locks(env, 20000)) ||
+        (rc = env->set_lk_max_objects(env, 20000)) ||
+        (rc = env->set_lk_max_lockers(env, 4 * threads + 1000)) ||
+        (rc = env->set_tx_max(env, 2 * threads + 100)) ||
+        (rc = env->log_set_config(env, DB_LOG_AUTO_REMOVE, 1)))
+        return error_set(err, AM_EIO, "storage: configuring environment: %s",
+                         db_strerror(rc));
+    if (!opt->sync && (rc = env->set_flags(env, DB_TXN_WRITE_NOSYNC, 1)))
+        return error_set(err, AM_EIO, "storage: %s", db_strerror(rc));
+    return 0;
+}
+
+int store_open(struct store **out, const struct store_options *opt, int flags,
+               struct am_error *err)
+{
+    struct store *s = xcalloc(1, sizeof(*s));
+    u_int32_t env_flags = DB_CREATE | DB_INIT_LOCK | DB_INIT_LOG | DB_INIT_MPOOL |
+                          DB_INIT_TXN | DB_THREAD;
+    u_int32_t db_flags = DB_THREAD | DB_AUTO_COMMIT | DB_CREATE;
+    int rc, i;
+
+    *out = NULL;
+    s->sync = opt->sync;
+    pthread_mutex_init(&s->gc_lock, NULL);
+    pthread_cond_init(&s->gc_cond, NULL);
+    if (flags & STORE_OPEN_CREATE)
+        env_flags |= DB_RECOVER;
+    if ((rc = db_env_create(&s->env, 0)) != 0) {
+        error_set(err, AM_EIO, "storage: db_env_create: %s", db_strerror(rc));
+        goto fail;
+    }
+    if (store_env_setup(s->env, opt, err) != 0)
+        goto fail;
+    if ((rc = s->env->open(s->env, opt->home, env_flags, 0600)) != 0) {
+        error_set(err, AM_EIO, "storage: opening environment %s: %s (%s)", opt->home,
+                  db_strerror(rc), store_last_message);
+        goto fail;
+    }
+    for (i = 0; i < STORE_DB_COUNT; i++) {
+        char name[32];
+
+        if (store_db_files[i] != NULL)
+            snprintf(name, sizeof(name), "%s", store_db_files[i]);
+        else    /* a usage shard past the first */
+            snprintf(name, sizeof(name), "usage-%d.db", i - STORE_USAGE);
+        if ((rc = db_create(&s->db[i], s->env, 0)) != 0 ||
+            (rc = s->db[i]->open(s->db[i], NULL, name, NULL, DB_BTREE, db_flags, 0600)) != 0) {
+            error_set(err, AM_EIO, "storage: opening %s: %s", name, db_strerror(rc));
+            goto fail;
+        }
+    }
+    if (s->sync && opt->flush_ms > 0) {
+        s->flush_ms = opt->flush_ms;
+        if ((rc = flusher_start(s)) != 0) {
+            error_set(err, AM_EIO, "storage: starting the log flusher: %s", strerror(rc));
+            goto fail;
+        }
+    }
+    *out = s;
+    return 0;
+fail:
+    store_close(s);
+    return AM_EIO;
+}
+
+void store_close(struct store *s)
+{
+    int i;
+
+    if (s == NULL)
+        return;
+    flusher_stop(s);
+    for (i = 0; i < STORE_DB_COUNT; i++)
+        if (s->db[i] != NULL)
+            s->db[i]->close(s->db[i], 0);
+    if (s->env != NULL)
+        s->env->close(s->env, 0);
+    pthread_cond_destroy(&s->gc_cond);
+    pthread_mutex_destroy(&s->gc_lock);
+    free(s);
+}
+
+int store_failchk(struct store *s, struct am_error *err)
+{
+    int rc, attempt;
+
+    /* Berkeley DB 5.3 can answer EBUSY after it did abort the dead
+     * process's transaction (it destroys a mutex it still holds while
+     * cleaning up the dead process's file registrations) and stops before
+     * clearing the rest; a second pass finishes the job. DB_RUNRECOVERY is
+     * final. */
+    for (attempt = 0; attempt < 4; attempt++) {
+        rc = s->env->failchk(s->env, 0);
+        if (rc != EBUSY)
+            break;
+    }
+    if (rc != 0)
+        return error_set(err, AM_EIO, "storage: failchk: %s (%s)", db_strerror(rc),
+                         store_last_message);
+    return 0;
+}
+
+int store_checkpoint(struct store *s)
+{
+    return s->env->txn_checkpoint(s->env, 0, 0, 0) == 0 ? 0 : AM_EIO;
+}
+
+int store_ping(struct store *s)
+{
+    DBT k, v;
+    int rc;
+
+    memset(&k, 0, sizeof(k));
+    memset(&v, 0, sizeof(v));
+    k.data = (void *)"";
+    k.size = 1;
+    v.flags = DB_DBT_MALLOC;
+    rc = s->db[STORE_ORGS]->get(s->db[STORE_ORGS], NULL, &k, &v, 0);
+    if (rc == 0)
+        free(v.data);
+    rc = store_rc(rc);
+    return (rc == AM_OK || rc == AM_ENOENT || rc == AM_EDEADLOCK) ? 0 : AM_EIO;
+}
+
+/* Make every commit this thread has made durable. Commits are written with
+ * DB_TXN_NOSYNC; each then takes a ticket here. A log flush started after a
+ * ticket was taken covers that commit (log_flush(NULL) writes and syncs all
+ * of the log there is), so one thread flushes for every ticket handed out
+ * when it starts, and the others wait for it instead of queueing fsyncs of
+ * their own on the log mutex. Returns 0 or AM_EIO. */
+static int group_flush(struct store *s)
+{
+    uint64_t mine, upto;
+    int rc = 0;
+
+    pthread_mutex_lock(&s->gc_lock);
+    mine = ++s->gc_next;
+    while (s->gc_done < mine) {
+        if (s->gc_flushing) {
+            pthread_cond_wait(&s->gc_cond, &s->gc_lock);
+            continue;
+        }
+        s->gc_flushing = 1;
+        upto = s->gc_next;
+        pthread_mutex_unlock(&s->gc_lock);
+        rc = s->env->log_flush(s->env, NULL);
+        pthread_mutex_lock(&s->gc_lock);
+        s->gc_flushing = 0;
+        if (rc == 0 && upto > s->gc_done)
+            s->gc_done = upto;
+        pthread_cond_broadcast(&s->gc_cond);
+        if (rc != 0)
+            break;
+    }
+    pthread_mutex_unlock(&s->gc_lock);
+    return rc == 0 ? 0 : AM_EIO;
+}
+
+static int transact(struct store *s, store_txn_fn fn, void *arg, enum commit_mode mode)
+{
+    u_int32_t flags;
+
+    struct store_txn t;
+    int attempt, rc = AM_EDEADLOCK;
+
+    for (attempt = 0; attempt < STORE_DEADLOCK_RETRIES; attempt++) {
+        if (attempt > 0) {
+            /* Back off a little so the winner can finish. */
+            struct timespec ts = { 0, (long)(attempt < 10 ? attempt : 10) * 200000L };
+            nanosleep(&ts, NULL);
+        }
+        if (s->env->txn_begin(s->env, NULL, &t.txn, 0) != 0)
+            return AM_EIO;
+        rc = fn(s, &t, arg);
+        if (rc != 0) {
+            t.txn->abort(t.txn);
+            if (rc == AM_EDEADLOCK)
+                continue;
+            return rc;
+        }
+        /* sync: write nothing at commit, then flush in a group; deferred:
+         * write the log to the OS (it outlives this process) and leave
+         * the fsync to the flusher; sync off: the environment's
+         * DB_TXN_WRITE_NOSYNC (to the OS, no fsync). */
+        if (mode == COMMIT_DEFERRED && s->sync && s->flush_ms == 0)
+            mode = COMMIT_SYNC;
+        flags = !s->sync ? 0 : mode == COMMIT_DEFERRED ? DB_TXN_WRITE_NOSYNC : DB_TXN_NOSYNC;
+        rc = store_rc(t.txn->commit(t.txn, flags));
+        if (rc == 0 && mode == COMMIT_SYNC && s->sync)
+            rc = group_flush(s);
+        if (rc == 0 && mode == COMMIT_DEFERRED && s->sync)
+            __atomic_add_fetch(&s->fl_pending, 1, __ATOMIC_RELAXED);
+        if (rc != AM_EDEADLOCK)
+            return rc;
+    }
+    return AM_EUNAVAILABLE;
+}
+
+int store_transact(struct store *s, store_txn_fn fn, void *arg)
+{
+    return transact(s, fn, arg, COMMIT_SYNC);
+}
+
+int store_transact_deferred(struct store *s, store_txn_fn fn, void *arg)
+{
+    return transact(s, fn, arg, COMMIT_DEFERRED);
+}
+
+/* The flusher: every flush_ms, put the deferred commits on disk (through
+ * group_flush, so a synced commit waiting at the same time shares it). */
+static void *flusher_main(void *arg)
+{
+    struct store *s = arg;
+    struct timespec at;
+    int stop = 0;
+
+    while (!stop) {
+        pthread_mutex_lock(&s->fl_lock);
+        clock_gettime(CLOCK_MONOTONIC, &at);
+        at.tv_nsec += (long)(s->flush_ms % 1000) * 1000000L;
+        at.tv_sec += s->flush_ms / 1000 + at.tv_nsec / 1000000000L;
+        at.tv_nsec %= 1000000000L;
+        while (!s->fl_stop && pthread_cond_timedwait(&s->fl_cond, &s->fl_lock, &at) == 0)
+            ;
+        stop = s->fl_stop;
+        pthread_mutex_unlock(&s->fl_lock);
+        if (__atomic_exchange_n(&s->fl_pending, 0, __ATOMIC_RELAXED) != 0 && group_flush(s) != 0)
+            __atomic_add_fetch(&s->fl_pending, 1, __ATOMIC_RELAXED);   /* try again */
+    }
+    return NULL;
+}
+
+static int flusher_start(struct store *s)
+{
+    pthread_condattr_t ca;
+    int e;
+
+    pthread_mutex_init(&s->fl_lock, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->fl_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    if ((e = pthread_create(&s->flusher, NULL, flusher_main, s)) != 0)
+        return e;
+    s->flusher_running = 1;
+    return 0;
+}
+
+/* Stop the flusher after one last flush of what is pending. */
+static void flusher_stop(struct store *s)
+{
+    if (!s->flusher_running)
+        return;
+    pthread_mutex_lock(&s->fl_lock);
+    s->fl_stop = 1;
+    pthread_cond_signal(&s->fl_cond);
+    pthread_mutex_unlock(&s->fl_lock);
+    pthread_join(s->flusher, NULL);
+    s->flusher_running = 0;
+    pthread_cond_destroy(&s->fl_cond);
+    pthread_mutex_destroy(&s->fl_lock);
+}
+
+static DB_TXN *txn_of(struct store_txn *t)
+{
+    return t != NULL ? t->txn : NULL;
+}
+
+static void dbt_init(DBT *d, const void *data, size_t len)
+{
+    memset(d, 0, sizeof(*d));
+    d->data = (void *)data;
+    d->size = (u_int32_t)len;
+}
+
+int store_get(struct store *s, struct store_txn *t, int db, const void *key,
+              size_t klen, int flags, char **val, size_t *vlen)
+{
+    DBT k, v;
+    int rc;
+
+    *val = NULL;
+    dbt_init(&k, key, klen);
+    dbt_init(&v, NULL, 0);
+    v.flags = DB_DBT_MALLOC;
+    rc = s->db[db]->get(s->db[db], txn_of(t), &k, &v,
+                        (t != NULL && (flags & STORE_RMW)) ? DB_RMW : 0);
+    if (rc != 0)
+        return store_rc(rc);
+    *val = xmalloc(v.size + 1);
+    memcpy(*val, v.data, v.size);
+    (*val)[v.size] = '\0';
+    if (vlen != NULL)
+        *vlen = v.size;
+    free(v.data);
+    return 0;
+}
+
+int store_put(struct store *s, struct store_txn *t, int db, const void *key,
+              size_t klen, const void *val, size_t vlen)
+{
+    DBT k, v;
+
+    if (injected_write_failure())
+        return AM_EIO;
+    dbt_init(&k, key, klen);
+    dbt_init(&v, val, vlen);
+    return store_rc(s->db[db]->put(s->db[db], txn_of(t), &k, &v, 0));
+}
+
+int store_del(struct store *s, struct store_txn *t, int db, const void *key,
+              size_t klen)
+{
+    DBT k;
+
+    if (injected_write_failure())
+        return AM_EIO;
+    dbt_init(&k, key, klen);
+    return store_rc(s->db[db]->del(s->db[db], txn_of(t), &k, 0));
+}
+
+int store_scan(struct store *s, struct store_txn *t, int db, const void *prefix,
+               size_t plen, store_scan_fn fn, void *arg)
+{
+    DBC *c = NULL;
+    DBT k, v;
+    char *copy = NULL;
+    int rc, step = DB_SET_RANGE;
+
+    if ((rc = s->db[db]->cursor(s->db[db], txn_of(t), &c, 0)) != 0)
+        return store_rc(rc);
+    dbt_init(&k, prefix, plen);
+    k.flags = DB_DBT_REALLOC;
+    /* DB_SET_RANGE writes the found key into k: start from a private copy. */
+    copy = xmalloc(plen + 1);
+    memcpy(copy, prefix, plen);
+    k.data = copy;
+    dbt_init(&v, NULL, 0);
+    v.flags = DB_DBT_REALLOC;
+    for (;;) {
+        rc = c->get(c, &k, &v, (u_int32_t)step);
+        step = DB_NEXT;
+        if (rc != 0) {
+            rc = store_rc(rc);
+            if (rc == AM_ENOENT)
+                rc = 0;
+            break;
+        }
+        if (k.size < plen || memcmp(k.data, prefix, plen) != 0)
+            break;
+        {
+            char *vz = xmalloc(v.size + 1);
+            memcpy(vz, v.data, v.size);
+            vz[v.size] = '\0';
+            rc = fn(k.data, k.size, vz, v.size, arg);
+            free(vz);
+        }
+        if (rc != 0) {
+            if (rc > 0)
+                rc = 0;
+            break;
+        }
+    }
+    c->close(c);
+    free(k.data);
+    free(v.data);
+    return rc;
+}
+
+int store_del_prefix(struct store *s, struct store_txn *t, int db, const void *prefix,
+                     size_t plen)
+{
+    DBC *c = NULL;
+    DBT k, v;
+    int rc, step = DB_SET_RANGE;
+
+    if (injected_write_failure())
+        return AM_EIO;
+    if ((rc = s->db[db]->cursor(s->db[db], txn_of(t), &c, 0)) != 0)
+        return store_rc(rc);
+    dbt_init(&k, NULL, 0);
+    k.flags = DB_DBT_REALLOC;
+    k.data = xmalloc(plen + 1);
+    memcpy(k.data, prefix, plen);
+    k.size = (u_int32_t)plen;
+    dbt_init(&v, NULL, 0);
+    v.flags = DB_DBT_REALLOC | DB_DBT_PARTIAL;   /* keys only: read no value bytes */
+    for (;;) {
+        rc = c->get(c, &k, &v, (u_int32_t)step | DB_RMW);
+        step = DB_NEXT;
+        if (rc != 0)
+            break;
+        if (k.size < plen || memcmp(k.data, prefix, plen) != 0)
+            break;
+        if ((rc = c->del(c, 0)) != 0)
+            break;
+    }
+    rc = (rc == DB_NOTFOUND || rc == 0) ? 0 : store_rc(rc);
+    c->close(c);
+    free(k.data);
+    free(v.data);
+    return rc;
+}

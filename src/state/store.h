@@ -1,0 +1,127 @@
+/*
+ * store.h - the Berkeley DB environment and every database in it.
+ *
+ * The store is a small transactional key/value layer: the databases are
+ * B-trees of opaque keys and values (the modules above keep JSON records in
+ * them). This is the only module that includes db.h. It never logs: errors
+ * come back as AM_* codes with a message in struct am_error.
+ *
+ * Transactions go through store_transact(), which begins a transaction,
+ * runs the caller's function, commits (or aborts on any error) and retries
+ * the whole function when Berkeley DB picks it as a deadlock victim.
+ */
+#ifndef AM_STORE_H
+#define AM_STORE_H
+
+#include <stddef.h>
+#include "lib/error.h"
+
+/* The usage counters are spread over this many databases (usage.db,
+ * usage-1.db, ...): Berkeley DB locks B-tree pages, so counters that every
+ * run updates would otherwise queue on one page. */
+#define STORE_USAGE_SHARDS 4
+
+/* The databases of the environment; each is one B-tree file. */
+enum store_db {
+    STORE_USERS = 0,   /* email -> user JSON */
+    STORE_ORGS,        /* slug -> org JSON */
+    STORE_MEMBERS,     /* slug \0 email -> membership JSON */
+    STORE_AGENTS,      /* slug \0 name -> agent record JSON */
+    STORE_COMPILED,    /* slug \0 name -> compiled runtime YAML and what it was built from */
+    STORE_TOKENS,      /* token id -> revocation / refresh family JSON */
+    STORE_SESSIONS,    /* org__agent \0 r|t \0 session -> conversation JSON */
+    STORE_USAGE,       /* the first of STORE_USAGE_SHARDS databases, each
+                          org \0 date \0 agent -> {"r":requests,"t":tokens} */
+    STORE_RUNLOG = STORE_USAGE + STORE_USAGE_SHARDS,  /* trace id -> run record JSON */
+    STORE_DB_COUNT
+};
+
+enum store_open_flags {
+    STORE_OPEN_CREATE = 1 << 0,  /* create the environment and run recovery (supervisor) */
+};
+
+enum store_get_flags {
+    STORE_RMW = 1 << 0,          /* take the write lock now (read-modify-write) */
+};
+
+struct store;
+struct store_txn;
+
+struct store_options {
+    const char *home;        /* environment directory (must exist) */
+    int cache_mb;            /* cache size */
+    int sync;                /* 1 = fsync at commit; 0 = write, no fsync */
+    int max_threads;         /* threads of control that may use the env at once */
+    int flush_ms;            /* > 0 (with sync): a thread puts deferred commits on
+                                disk at most this long after they were written */
+};
+
+/* Open the environment and every database. With STORE_OPEN_CREATE the
+ * environment is created if missing and recovered (only one process may
+ * do that, before any other opens it). Returns 0 or AM_EIO. */
+int store_open(struct store **out, const struct store_options *opt, int flags,
+               struct am_error *err);
+
+/* Close every handle. NULL is fine. */
+void store_close(struct store *s);
+
+/* Release the locks and abort the transactions of processes that died
+ * (DB_ENV->failchk). Returns 0, or AM_EIO when the environment must be
+ * recovered (every process has to close it and the supervisor reopen it
+ * with STORE_OPEN_CREATE). */
+int store_failchk(struct store *s, struct am_error *err);
+
+/* Write a checkpoint (keeps recovery short). Returns 0 or AM_EIO. */
+int store_checkpoint(struct store *s);
+
+/* Cheap health check: 0 when the environment answers, AM_EIO if not. */
+int store_ping(struct store *s);
+
+/* Run fn inside a transaction. fn returns 0 to commit, a negative AM_*
+ * code to abort (returned to the caller). AM_EDEADLOCK from fn makes the
+ * whole function run again (bounded). fn must therefore be re-runnable:
+ * it must not keep side effects of a failed attempt. */
+typedef int (*store_txn_fn)(struct store *s, struct store_txn *t, void *arg);
+int store_transact(struct store *s, store_txn_fn fn, void *arg);
+
+/* store_transact for what a run leaves behind (its memory turn, its count,
+ * its log line), which the client does not wait to be on disk: with
+ * opt->flush_ms > 0 the commit is written to the log file (so it outlives
+ * the death of any process) and the flusher thread fsyncs it within
+ * flush_ms; a power failure can lose that last interval, never corrupt.
+ * With flush_ms == 0 it is store_transact. */
+int store_transact_deferred(struct store *s, store_txn_fn fn, void *arg);
+
+/* Read key from db. With t == NULL the read is outside any transaction
+ * (read-committed). On 0, *val is a malloc'd copy with a NUL appended
+ * (caller frees) and *vlen its length without the NUL; vlen may be NULL.
+ * Returns 0, AM_ENOENT, AM_EDEADLOCK or AM_EIO. */
+int store_get(struct store *s, struct store_txn *t, int db, const void *key,
+              size_t klen, int flags, char **val, size_t *vlen);
+
+/* Write key -> val. Returns 0, AM_EDEADLOCK or AM_EIO. */
+int store_put(struct store *s, struct store_txn *t, int db, const void *key,
+              size_t klen, const void *val, size_t vlen);
+
+/* Delete key. Returns 0, AM_ENOENT, AM_EDEADLOCK or AM_EIO. */
+int store_del(struct store *s, struct store_txn *t, int db, const void *key,
+              size_t klen);
+
+/* Delete every record whose key starts with prefix. Returns 0,
+ * AM_EDEADLOCK or AM_EIO. */
+int store_del_prefix(struct store *s, struct store_txn *t, int db, const void *prefix,
+                     size_t plen);
+
+/* Call fn for every record whose key starts with prefix, in key order.
+ * fn returns 0 to go on, 1 to stop, negative to stop with that error.
+ * Returns 0 or the error. */
+typedef int (*store_scan_fn)(const char *key, size_t klen, const char *val,
+                             size_t vlen, void *arg);
+int store_scan(struct store *s, struct store_txn *t, int db, const void *prefix,
+               size_t plen, store_scan_fn fn, void *arg);
+
+/* Test hook: make the Nth following write (put/del) fail with AM_EIO
+ * (0 = off). Used by fault-injection tests; process-wide. */
+void store_test_fail_write_after(int n);
+
+#endif
