@@ -29,6 +29,7 @@
 #include <string.h>
 #include "control/agent.h"
 #include "state/config.h"
+#include "runtime/memory.h"
 #include "state/registry.h"
 #include "state/store.h"
 #include "lib/key.h"
@@ -366,12 +367,11 @@ static int delete_txn(struct store *s, struct store_txn *t, void *arg)
     if (rc != 0 && rc != AM_ENOENT)
         goto out;
     /* Its conversations go with it: a new agent of the same name starts
-     * with no memory ("org__name\0…" in STORE_SESSIONS). */
+     * with no memory. */
     (void)key_agent_id(rkey, sizeof(rkey), c->org, c->name);
-    if ((rc = store_del_prefix(s, t, STORE_SESSIONS, rkey, strlen(rkey) + 1)) != 0)
+    if ((rc = memory_forget_agent(s, t, rkey)) != 0)
         goto out;
     if (status_of(rec) == AGENT_DEPLOYED) {
-        (void)key_agent_id(rkey, sizeof(rkey), c->org, c->name);
         registry_unload(c->app->reg, rkey);
         c->registry_touched = 1;
     }

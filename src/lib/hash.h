@@ -13,7 +13,7 @@
 static inline uint64_t hash_fnv1a64(const void *p, size_t n)
 {
     const unsigned char *s = p;
-    uint64_t h = 1469598103934665603ULL;
+    uint64_t h = 14695981039346656037ULL;
 
     for (size_t i = 0; i < n; i++)
         h = (h ^ s[i]) * 1099511628211ULL;

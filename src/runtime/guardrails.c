@@ -104,6 +104,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "runtime/guardrails.h"
+#include "lib/buf.h"
 #include "lib/util.h"
 
 /* ---- byte classes (ASCII only: never locale-dependent) ------------------ */
@@ -145,39 +146,6 @@ static int gr_right_ok(const char *z, size_t len, size_t e)
     if (gr_joiner(c) && e + 1 < len && gr_digit((unsigned char)z[e + 1]))
         return 0;
     return 1;
-}
-
-/* ---- growable output buffer --------------------------------------------- */
-
-struct gr_buf {
-    char *z;        /* from xmalloc(), NUL-terminated */
-    size_t n;       /* bytes used, without the NUL */
-    size_t cap;     /* bytes allocated */
-};
-
-static void gr_buf_init(struct gr_buf *b, size_t hint)
-{
-    b->cap = hint + 64;
-    b->z = xmalloc(b->cap);
-    b->n = 0;
-    b->z[0] = '\0';
-}
-
-static void gr_buf_put(struct gr_buf *b, const char *p, size_t n)
-{
-    if (b->n + n + 1 > b->cap) {
-        while (b->n + n + 1 > b->cap)
-            b->cap *= 2;
-        b->z = xrealloc(b->z, b->cap);
-    }
-    memcpy(b->z + b->n, p, n);
-    b->n += n;
-    b->z[b->n] = '\0';
-}
-
-static void gr_buf_puts(struct gr_buf *b, const char *s)
-{
-    gr_buf_put(b, s, strlen(s));
 }
 
 /* ---- 1. e-mail addresses ------------------------------------------------ */
@@ -222,9 +190,9 @@ static size_t gr_email_domain(const char *z, size_t len, size_t p)
 static char *gr_pass_email(const char *z, int *count)
 {
     size_t len = strlen(z), copied = 0, i;
-    struct gr_buf b;
+    struct buf b;
 
-    gr_buf_init(&b, len);
+    buf_init(&b, len);
     for (i = 0; i < len; i++) {
         size_t s = i, e;
 
@@ -236,14 +204,14 @@ static char *gr_pass_email(const char *z, int *count)
             s++;
         if (s == i || (e = gr_email_domain(z, len, i + 1)) == 0)
             continue;
-        gr_buf_put(&b, z + copied, s - copied);
-        gr_buf_puts(&b, "[REDACTED_EMAIL]");
+        buf_put(&b, z + copied, s - copied);
+        buf_puts(&b, "[REDACTED_EMAIL]");
         (*count)++;
         copied = e;
         i = e - 1;
     }
-    gr_buf_put(&b, z + copied, len - copied);
-    return b.z;
+    buf_put(&b, z + copied, len - copied);
+    return buf_take(&b);
 }
 
 /* ---- the number passes share one driver --------------------------------- */
@@ -256,23 +224,23 @@ static char *gr_pass_numbers(const char *z, gr_matcher match, const char *placeh
                              int *count)
 {
     size_t len = strlen(z), copied = 0, i = 0;
-    struct gr_buf b;
+    struct buf b;
 
-    gr_buf_init(&b, len);
+    buf_init(&b, len);
     while (i < len) {
         size_t e = match(z, len, i);
 
         if (e > i) {
-            gr_buf_put(&b, z + copied, i - copied);
-            gr_buf_puts(&b, placeholder);
+            buf_put(&b, z + copied, i - copied);
+            buf_puts(&b, placeholder);
             (*count)++;
             copied = i = e;
         } else {
             i++;
         }
     }
-    gr_buf_put(&b, z + copied, len - copied);
-    return b.z;
+    buf_put(&b, z + copied, len - copied);
+    return buf_take(&b);
 }
 
 /* Length of the digit run at z[p], counting at most max + 1 digits. */

@@ -168,3 +168,9 @@ void memory_delete(struct app *app, const char *agent_id, int mode, const char *
     if (klen != 0)
         store_del(app->store, NULL, STORE_SESSIONS, key, klen);
 }
+
+int memory_forget_agent(struct store *s, struct store_txn *t, const char *agent_id)
+{
+    /* every key of the agent starts "org__name\0" (see the top) */
+    return store_del_prefix(s, t, STORE_SESSIONS, agent_id, strlen(agent_id) + 1);
+}

@@ -12,6 +12,8 @@
 #include <json-c/json.h>
 #include "state/app.h"
 
+struct store_txn;
+
 enum memory_mode { MEMORY_RUN = 0, MEMORY_TEST = 1 };
 enum memory_strategy { MEMORY_SLIDING_WINDOW = 0, MEMORY_TOKEN_BUDGET = 1 };
 
@@ -31,6 +33,11 @@ int memory_append(struct app *app, const char *agent_id, int mode, const char *s
 
 /* Forget a session (disposable test sessions). */
 void memory_delete(struct app *app, const char *agent_id, int mode, const char *session);
+
+/* Forget every session of the agent agent_id ("org__name"), run and test,
+ * inside the caller's transaction t (an agent's delete). Returns 0 or the
+ * store's error. */
+int memory_forget_agent(struct store *s, struct store_txn *t, const char *agent_id);
 
 /* Rough token estimate of a text (about 4 bytes a token). */
 int memory_estimate_tokens(const char *text);
