@@ -51,10 +51,12 @@ int http_init(void);
  * in-flight requests finish. Thread-safe: run it in several threads. */
 void http_serve_loop(int listen_fd, int wake_fd, http_handler handler, void *app);
 
-/* Fill resp with status and the JSON serialisation of obj; puts obj. */
+/* Fill resp with status and the JSON serialisation of obj. Takes obj: the
+ * caller's reference is put here, so the caller must not use or put it. */
 void http_reply_json(struct http_response *resp, int status, struct json_object *obj);
 
-/* Fill resp with a raw body of the given content type (copied). */
+/* Fill resp with a raw body of the given content type. body is copied;
+ * content_type is kept as a pointer, so it must be a static string. */
 void http_reply_raw(struct http_response *resp, int status, const char *content_type,
                     const char *body, size_t len);
 
@@ -72,6 +74,7 @@ void http_add_header(struct http_response *resp, const char *name, const char *v
 int http_status_of(int code);
 const char *http_error_name(int code);
 
+/* Free resp->body (the response struct itself is the caller's). */
 void http_response_free(struct http_response *resp);
 
 #endif

@@ -81,7 +81,8 @@ static void reply_with(struct route_ctx *c, int rc, struct json_object *out,
         http_reply_json(c->resp, status, out);
 }
 
-/* Parse the body as a JSON object. Returns NULL after replying on error. */
+/* Parse the body as a JSON object: a new object (caller puts), or NULL
+ * after replying on error. */
 static struct json_object *json_body(struct route_ctx *c)
 {
     const struct http_request *req = c->req;
@@ -322,7 +323,9 @@ static void route_agent_yaml(struct route_ctx *c)
 
 /* ---- execution ------------------------------------------------------------------ */
 
-/* Check a run/test body; fills req. Returns 0 or replies 422 and returns -1. */
+/* Check a run/test body; fills req. req's strings and context are borrowed
+ * from body, so body must outlive req. Returns 0 or replies 422 and
+ * returns -1. */
 static int execution_body(struct route_ctx *c, struct json_object *body,
                           struct runtime_request *req)
 {
