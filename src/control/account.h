@@ -32,12 +32,17 @@ int account_member_role(struct app *app, struct account_principal *who,
                         const char *org);
 
 /* POST /auth/dev/login: create the user and a personal org on first login,
- * issue an access and a refresh token. *out is the answer object. */
+ * issue an access and a refresh token. body is borrowed (the caller still
+ * puts it). On 0, *out is a new answer object (caller puts); on an error
+ * *out is NULL. Errors: AM_EVALIDATION (+details), AM_EUNAVAILABLE or
+ * AM_EIO (storage), AM_EINTERNAL. */
 int account_dev_login(struct app *app, struct json_object *body,
                       struct json_object **out, struct am_error *err);
 
 /* POST /auth/refresh: rotate a refresh token. A refresh token that is not
- * the family's current one revokes the family (401). */
+ * the family's current one revokes the family (401). body is borrowed; on
+ * 0, *out is a new answer object (caller puts), else NULL. Errors:
+ * AM_EVALIDATION, AM_EUNAUTH, AM_EUNAVAILABLE. */
 int account_refresh(struct app *app, struct json_object *body,
                     struct json_object **out, struct am_error *err);
 
@@ -54,7 +59,9 @@ int account_role(struct app *app, const char *org, const char *email);
 /* 1 if a user with this e-mail exists (or the store cannot tell). */
 int account_user_exists(struct app *app, const char *email);
 
-/* GET /orgs/me (first org) and GET /orgs (all). */
+/* GET /orgs/me (first org) and GET /orgs (all). On 0, *out is a new
+ * object (caller puts), else NULL. Errors: AM_EUNAUTH (no such user),
+ * AM_EIO, and AM_ENOTFOUND from org_me when the user has no org. */
 int account_org_me(struct app *app, const char *email, struct json_object **out,
                    struct am_error *err);
 int account_org_list(struct app *app, const char *email, struct json_object **out,

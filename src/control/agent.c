@@ -265,6 +265,20 @@ const char *agent_status_name(int status)
     return status >= AGENT_DRAFT && status <= AGENT_PAUSED ? status_names[status] : "unknown";
 }
 
+int agent_health(struct app *app, struct json_object **out)
+{
+    struct json_object *o = json_object_new_object(), *reg = json_object_new_object();
+    int db_ok = store_ping(app->store) == 0;
+
+    json_object_object_add(o, "status", json_object_new_string(db_ok ? "ok" : "unavailable"));
+    json_object_object_add(o, "version", json_object_new_string(PACKAGE_VERSION));
+    json_object_object_add(reg, "agents", json_object_new_int(registry_count(app->reg)));
+    json_object_object_add(o, "registry", reg);
+    json_object_object_add(o, "db", json_object_new_string(db_ok ? "ok" : "unavailable"));
+    *out = o;
+    return db_ok ? 0 : AM_EUNAVAILABLE;
+}
+
 struct list_ctx {
     const char *org;
     struct json_object *arr;

@@ -41,6 +41,11 @@ int agent_status(struct app *app, const char *org, const char *name);
 /* The name of a state: "draft", "deployed", "paused". */
 const char *agent_status_name(int status);
 
+/* GET /health: *out = {"status","version","registry":{"agents"},"db"}, set
+ * whatever the answer (caller puts). Returns 0 if the database answers a
+ * ping, AM_EUNAVAILABLE if not (then "status" and "db" are "unavailable"). */
+int agent_health(struct app *app, struct json_object **out);
+
 /* {"agents":[…]} for the org. */
 int agent_list(struct app *app, const char *org, struct json_object **out,
                struct am_error *err);

@@ -40,7 +40,7 @@ enum am_err {
     AM_EUNAVAILABLE = -24,    /* 503 service_unavailable */
     AM_EREGISTRYFULL = -25,   /* 503 registry_full */
     AM_EDEADLOCK = -26,       /* internal: retry the transaction */
-    AM_EIO = -27,             /* 503 storage_error (database unusable) */
+    AM_EIO = -27,             /* 503 storage_unavailable (database unusable) */
     AM_EINTERNAL = -28,       /* 500 internal_error: a bug, never client input */
     AM_ECONFIG = -29,         /* config file error (never reaches HTTP) */
     AM_ENOENT = -30,          /* internal: key not found in a store lookup */

@@ -6,7 +6,8 @@
  * in one transaction, so two runs on one session never lose a turn.
  *
  * Must never: log; hand one agent's (or org's) messages to another: the
- * agent id is the first part of every key.
+ * agent id is the first part of every key; hand out a record it did not
+ * write (a corrupt one is AM_EIO, never a half-read history).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +50,27 @@ int memory_estimate_tokens(const char *text)
     return (int)((n + 3) / 4);
 }
 
+/* 1 if a is what append_txn writes: an array of {"role","content"} with
+ * both strings. Anything else was not written by this module. */
+static int record_valid(struct json_object *a)
+{
+    size_t i, n;
+
+    if (!json_object_is_type(a, json_type_array))
+        return 0;
+    n = json_object_array_length(a);
+    for (i = 0; i < n; i++) {
+        struct json_object *m = json_object_array_get_idx(a, i), *r, *c;
+        if (!json_object_object_get_ex(m, "role", &r) || !json_object_is_type(r, json_type_string) ||
+            !json_object_object_get_ex(m, "content", &c) || !json_object_is_type(c, json_type_string))
+            return 0;
+    }
+    return 1;
+}
+
+/* The session's array (new reference, caller puts; empty if there is no
+ * record), or NULL with *rc set: a store error, or AM_EIO when the record
+ * is corrupt (not JSON, or not an array of role/content strings). */
 static struct json_object *load_array(struct store *s, struct store_txn *t, const char *key,
                                       size_t klen, int flags, int *rc)
 {
@@ -59,11 +81,15 @@ static struct json_object *load_array(struct store *s, struct store_txn *t, cons
     if (*rc == 0)
         a = json_tokener_parse(val);
     free(val);
-    if (*rc == AM_ENOENT)
+    if (*rc == AM_ENOENT) {
         *rc = 0;
-    if (a == NULL || !json_object_is_type(a, json_type_array)) {
+        return json_object_new_array();
+    }
+    if (*rc == 0 && !record_valid(a))
+        *rc = AM_EIO;
+    if (*rc != 0) {
         json_object_put(a);
-        a = json_object_new_array();
+        return NULL;
     }
     return a;
 }
@@ -79,11 +105,8 @@ int memory_load(struct app *app, const char *agent_id, int mode, const char *ses
     if (klen == 0)
         return AM_EBADREQ;
     *messages = load_array(app->store, NULL, key, klen, 0, &rc);
-    if (rc != 0) {
-        json_object_put(*messages);
-        *messages = NULL;
-        return AM_EUNAVAILABLE;
-    }
+    if (rc != 0)
+        return rc == AM_EIO ? AM_EIO : AM_EUNAVAILABLE;
     return 0;
 }
 
@@ -129,11 +152,8 @@ static int append_txn(struct store *s, struct store_txn *t, void *arg)
     const char *v;
     int rc;
 
-    a = load_array(s, t, c->key, c->klen, STORE_RMW, &rc);
-    if (rc != 0) {
-        json_object_put(a);
+    if ((a = load_array(s, t, c->key, c->klen, STORE_RMW, &rc)) == NULL)
         return rc;
-    }
     json_object_array_add(a, message("user", c->user));
     json_object_array_add(a, message("assistant", c->assistant));
     start = trim_start(a, c->strategy, c->limit);

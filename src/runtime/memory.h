@@ -20,14 +20,18 @@ enum memory_strategy { MEMORY_SLIDING_WINDOW = 0, MEMORY_TOKEN_BUDGET = 1 };
 /* 1 if s is a usable session id: 1..128 bytes of [A-Za-z0-9._:-]. */
 int memory_session_valid(const char *s);
 
-/* The session's messages as a new array of {"role","content"} (empty if
- * none). Returns 0 or AM_EUNAVAILABLE. */
+/* The session's messages as a new array of {"role","content"} strings
+ * (empty if none; caller puts). Returns 0, AM_EBADREQ (ids too long),
+ * AM_EUNAVAILABLE (storage), or AM_EIO if the stored record is corrupt;
+ * *messages is NULL on an error. */
 int memory_load(struct app *app, const char *agent_id, int mode, const char *session,
                 struct json_object **messages);
 
 /* Append a user and an assistant message, then trim: sliding_window keeps
- * the last `limit` messages, token_budget the most recent messages whose
- * estimated tokens fit in `limit`. */
+ * the last `limit` messages (at least 1), token_budget the most recent
+ * messages whose estimated tokens fit in `limit`. Returns 0, AM_EBADREQ
+ * (ids too long) or AM_EUNAVAILABLE (storage, or a corrupt record, which
+ * is left as it is). */
 int memory_append(struct app *app, const char *agent_id, int mode, const char *session,
                   const char *user, const char *assistant, int strategy, int limit);
 

@@ -187,10 +187,9 @@ void http_add_header(struct http_response *resp, const char *name, const char *v
     snprintf(resp->headers + used, sizeof(resp->headers) - used, "%s: %s\r\n", name, value);
 }
 
-/* Read the body announced by CONTENT_LENGTH (or up to EOF), bounded. */
-static char *read_body(FCGX_Request *fr, size_t *len_out, int *too_large)
+char *http_read_body(const char *cl, http_read_fn rd, void *arg, size_t *len_out,
+                     int *too_large)
 {
-    const char *cl = FCGX_GetParam("CONTENT_LENGTH", fr->envp);
     size_t want = HTTP_BODY_MAX + 1, got = 0;
     char *buf;
     int n;
@@ -207,7 +206,7 @@ static char *read_body(FCGX_Request *fr, size_t *len_out, int *too_large)
         want = (size_t)v;
     }
     buf = xmalloc(want + 1);
-    while (got < want && (n = FCGX_GetStr(buf + got, (int)(want - got), fr->in)) > 0)
+    while (got < want && (n = rd(arg, buf + got, (int)(want - got))) > 0)
         got += (size_t)n;
     if (got > HTTP_BODY_MAX) {
         *too_large = 1;
@@ -216,6 +215,31 @@ static char *read_body(FCGX_Request *fr, size_t *len_out, int *too_large)
     buf[got] = '\0';
     *len_out = got;
     return buf;
+}
+
+static int fcgx_read(void *arg, char *buf, int n)
+{
+    return FCGX_GetStr(buf, n, arg);
+}
+
+char *http_request_from_params(struct http_request *req, char **envp)
+{
+    const char *uri = FCGX_GetParam("REQUEST_URI", envp);
+    char *path = xstrdup(uri != NULL ? uri : "/"), *q = strchr(path, '?');
+
+    req->query = "";
+    if (q != NULL) {
+        *q = '\0';
+        req->query = q + 1;
+    }
+    req->path = path;
+    req->method = FCGX_GetParam("REQUEST_METHOD", envp);
+    if (req->method == NULL)
+        req->method = "GET";
+    req->authorization = FCGX_GetParam("HTTP_AUTHORIZATION", envp);
+    req->api_key = FCGX_GetParam("HTTP_X_API_KEY", envp);
+    req->content_type = FCGX_GetParam("CONTENT_TYPE", envp);
+    return path;
 }
 
 static void write_response(FCGX_Request *fr, const struct http_response *resp)
@@ -234,26 +258,13 @@ static void serve_one(FCGX_Request *fr, http_handler handler, void *app)
 {
     struct http_request req;
     struct http_response resp;
-    char *path, *q, *body;
-    const char *uri = FCGX_GetParam("REQUEST_URI", fr->envp);
+    char *path, *body;
 
     memset(&req, 0, sizeof(req));
     memset(&resp, 0, sizeof(resp));
-    path = xstrdup(uri != NULL ? uri : "/");
-    q = strchr(path, '?');
-    req.query = "";
-    if (q != NULL) {
-        *q = '\0';
-        req.query = q + 1;
-    }
-    req.path = path;
-    req.method = FCGX_GetParam("REQUEST_METHOD", fr->envp);
-    if (req.method == NULL)
-        req.method = "GET";
-    req.authorization = FCGX_GetParam("HTTP_AUTHORIZATION", fr->envp);
-    req.api_key = FCGX_GetParam("HTTP_X_API_KEY", fr->envp);
-    req.content_type = FCGX_GetParam("CONTENT_TYPE", fr->envp);
-    body = read_body(fr, &req.body_len, &req.body_too_large);
+    path = http_request_from_params(&req, fr->envp);
+    body = http_read_body(FCGX_GetParam("CONTENT_LENGTH", fr->envp), fcgx_read, fr->in,
+                          &req.body_len, &req.body_too_large);
     req.body = body;
 
     handler(app, &req, &resp);

@@ -42,6 +42,31 @@ struct http_response {
 typedef void (*http_handler)(void *app, const struct http_request *req,
                              struct http_response *resp);
 
+/* Reads at most n bytes into buf; returns the bytes read, 0 at the end of
+ * the body, or negative on an error (treated as the end). */
+typedef int (*http_read_fn)(void *arg, char *buf, int n);
+
+/* The parsing half of serving a request, apart from FastCGI's I/O so it
+ * can be tested. Fill req's method ("GET" if absent), path and query (split
+ * at the first '?'; query "" if none; path "/" if there is no REQUEST_URI)
+ * and the Authorization, X-API-Key and Content-Type headers (NULL if
+ * absent) from envp, FastCGI's NULL-terminated "NAME=value" array. The
+ * header and method pointers are borrowed from envp; path and query point
+ * into the returned malloc'd copy of the URI, which the caller frees once
+ * req is done with. Body fields are left alone. */
+char *http_request_from_params(struct http_request *req, char **envp);
+
+/* Read a body of content_length bytes (CONTENT_LENGTH's value; NULL or ""
+ * means "until the end", as with a chunked request) through rd, never more
+ * than HTTP_BODY_MAX. Returns a malloc'd NUL-terminated buffer (caller
+ * frees; the body may contain NULs, *len_out counts them) and *too_large 0;
+ * or "" with *len_out 0 and *too_large 1 when the announced length is over
+ * the limit or not a decimal number (nothing is read), or when a body
+ * without a length runs past the limit. A body shorter than announced is
+ * returned as far as it came. */
+char *http_read_body(const char *content_length, http_read_fn rd, void *arg, size_t *len_out,
+                     int *too_large);
+
 /* Library set-up; call once per process before any other http_ call. */
 int http_init(void);
 
@@ -51,10 +76,12 @@ int http_init(void);
  * in-flight requests finish. Thread-safe: run it in several threads. */
 void http_serve_loop(int listen_fd, int wake_fd, http_handler handler, void *app);
 
-/* Fill resp with status and the JSON serialisation of obj; puts obj. */
+/* Fill resp with status and the JSON serialisation of obj. Takes obj: the
+ * caller's reference is put here, so the caller must not use or put it. */
 void http_reply_json(struct http_response *resp, int status, struct json_object *obj);
 
-/* Fill resp with a raw body of the given content type (copied). */
+/* Fill resp with a raw body of the given content type. body is copied;
+ * content_type is kept as a pointer, so it must be a static string. */
 void http_reply_raw(struct http_response *resp, int status, const char *content_type,
                     const char *body, size_t len);
 
@@ -72,6 +99,7 @@ void http_add_header(struct http_response *resp, const char *name, const char *v
 int http_status_of(int code);
 const char *http_error_name(int code);
 
+/* Free resp->body (the response struct itself is the caller's). */
 void http_response_free(struct http_response *resp);
 
 #endif

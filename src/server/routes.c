@@ -6,8 +6,14 @@
  * token (401), membership of {slug} (403), body size (413), media type
  * (415), JSON syntax (400), validation (422, in the modules).
  *
- * Must never: talk to the database or the registry directly (agent and
- * account do); answer anything but the SPEC envelope on an error.
+ * Must never: talk to the database directly (agent, account, usage and
+ * memory do; health is agent_health); answer anything but the SPEC
+ * envelope on an error.
+ *
+ * One exception, to be removed by a "run module": the run and test
+ * handlers read the registry themselves (registry_contains, "is this agent
+ * deployed?") before they take a quota claim. Nothing else here calls
+ * registry_ or store_.
  */
 #include <ctype.h>
 #include <stdio.h>
@@ -22,7 +28,6 @@
 #include "state/registry.h"
 #include "server/routes.h"
 #include "runtime/runtime.h"
-#include "state/store.h"
 #include "control/usage.h"
 #include "lib/key.h"
 #include "lib/util.h"
@@ -76,7 +81,8 @@ static void reply_with(struct route_ctx *c, int rc, struct json_object *out,
         http_reply_json(c->resp, status, out);
 }
 
-/* Parse the body as a JSON object. Returns NULL after replying on error. */
+/* Parse the body as a JSON object: a new object (caller puts), or NULL
+ * after replying on error. */
 static struct json_object *json_body(struct route_ctx *c)
 {
     const struct http_request *req = c->req;
@@ -137,15 +143,10 @@ static struct json_object *json_body(struct route_ctx *c)
 
 static void route_health(struct route_ctx *c)
 {
-    struct json_object *o = json_object_new_object(), *reg = json_object_new_object();
-    int db_ok = store_ping(c->app->store) == 0;
+    struct json_object *o;
+    int rc = agent_health(c->app, &o);
 
-    json_object_object_add(o, "status", json_object_new_string(db_ok ? "ok" : "unavailable"));
-    json_object_object_add(o, "version", json_object_new_string(PACKAGE_VERSION));
-    json_object_object_add(reg, "agents", json_object_new_int(registry_count(c->app->reg)));
-    json_object_object_add(o, "registry", reg);
-    json_object_object_add(o, "db", json_object_new_string(db_ok ? "ok" : "unavailable"));
-    http_reply_json(c->resp, db_ok ? 200 : 503, o);
+    http_reply_json(c->resp, rc == 0 ? 200 : 503, o);
 }
 
 static void route_auth_dev_login(struct route_ctx *c)
@@ -322,7 +323,9 @@ static void route_agent_yaml(struct route_ctx *c)
 
 /* ---- execution ------------------------------------------------------------------ */
 
-/* Check a run/test body; fills req. Returns 0 or replies 422 and returns -1. */
+/* Check a run/test body; fills req. req's strings and context are borrowed
+ * from body, so body must outlive req. Returns 0 or replies 422 and
+ * returns -1. */
 static int execution_body(struct route_ctx *c, struct json_object *body,
                           struct runtime_request *req)
 {

@@ -12,11 +12,22 @@
  * block in a signal handler (there are none: signals are blocked and taken
  * synchronously with sigtimedwait in the main loop).
  *
- * Worker lifecycle, and the function that performs each transition:
+ * Worker lifecycle (enum worker_state of a struct worker_slot), and the
+ * function that performs each transition:
  *
- *   [empty] --spawn_worker--> [running] --(exit, reaped)--> [dead]
- *   [running] --retire_workers (SIGHUP)--> [retiring] --(exit)--> gone
- *   [dead] --on_worker_exit: failchk, reconcile, back-off--> [empty]
+ *   [W_EMPTY] --spawn_worker--> [W_RUNNING]
+ *   [W_RUNNING] --reload (SIGHUP): SIGTERM, moved to a retiring slot-->
+ *       [W_RETIRING]; its old slot is [W_EMPTY] (SIGKILL instead if no
+ *       retiring slot is free)
+ *   [W_RUNNING] or [W_RETIRING] --reap, on_worker_exit: if it died
+ *       unclean, TASK_AFTER_DEATH (failchk, reconcile, reclaim; on failure
+ *       recover_environment); a back-off if it was running--> [W_EMPTY]
+ *   any --recover_environment: SIGKILL, waitpid--> [W_EMPTY]
+ *
+ * There is no "dead" state: a slot whose process exited is W_EMPTY again as
+ * soon as on_worker_exit has run; spawn_missing re-forks it after its
+ * back-off. drain (SIGTERM) signals every worker and leaves the states to
+ * reap.
  *
  * Invariants:
  *  1. Recovery (STORE_OPEN_CREATE) runs only while no worker is alive: at
