@@ -1283,6 +1283,34 @@ START_TEST(http_request_gives_up_on_a_server_that_never_answers)
 }
 END_TEST
 
+/* With no timeout_ms in the agent's tool_config, the server's http_timeout_ms
+ * caps both the HTTP tools and the SMTP conversation. */
+START_TEST(network_tools_fall_back_to_the_servers_timeout)
+{
+    struct fake f;
+    char args[256], url[64];
+    struct json_object *r;
+    uint64_t t0;
+
+    settings.http_timeout_ms = 300;
+    fake_start(&f, FAKE_SILENT, NULL, 0);
+    snprintf(args, sizeof(args), "{\"url\":\"http://127.0.0.1:%d/\"}", f.port);
+    t0 = util_monotonic_ms();
+    r = call(TOOL_HTTP_REQUEST, args, "{\"allowed_hosts\":[\"127.0.0.1\"],\"allow_private\":true}");
+    ck_assert_uint_lt(util_monotonic_ms() - t0, 5000);
+    ck_assert_str_eq(err_of(r), "request timed out after 300 ms");
+    json_object_put(r);
+    snprintf(url, sizeof(url), "smtp://127.0.0.1:%d", f.port);
+    settings.smtp_url = url;
+    settings.smtp_from = "bot@astromesh.test";
+    r = call(TOOL_EMAIL_SENDER, "{\"to\":\"alice@example.com\",\"subject\":\"s\",\"body\":\"b\"}",
+             NULL);
+    fake_stop(&f);
+    ck_assert_str_eq(err_of(r), "sending failed: the mail server did not answer within 300 ms");
+    json_object_put(r);
+}
+END_TEST
+
 START_TEST(http_request_does_not_follow_redirects)
 {
     static const char resp[] = "HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/\r\n"
@@ -1752,6 +1780,7 @@ static Suite *tools_suite(void)
     tcase_add_test(tc, http_request_cuts_the_body_at_max_bytes);
     tcase_add_test(tc, http_request_aborts_the_transfer_at_the_cap_without_waiting_for_the_rest);
     tcase_add_test(tc, http_request_gives_up_on_a_server_that_never_answers);
+    tcase_add_test(tc, network_tools_fall_back_to_the_servers_timeout);
     tcase_add_test(tc, http_request_does_not_follow_redirects);
     tcase_add_test(tc, http_socket_check_refuses_private_addresses_at_connect);
     tcase_add_test(tc, web_search_without_an_engine_is_not_configured);

@@ -313,9 +313,8 @@ struct json_object *http_client_resolve(struct http_client_target *t, bool allow
 void http_client_caps(const struct tools_ctx *ctx, long *timeout_ms, size_t *max_bytes)
 {
     const struct tools_settings *s = ctx->settings;
-    int64_t t = s->http_timeout_ms > 0 ? s->http_timeout_ms : TOOL_DEFAULT_TIMEOUT_MS;
     int64_t b = s->http_max_bytes > 0 ? (int64_t)s->http_max_bytes : HTTP_CLIENT_DEFAULT_MAX_BYTES;
 
-    *timeout_ms = (long)tool_cfg_int(ctx, "timeout_ms", 1, 600000, t);
+    *timeout_ms = (long)tool_cfg_int(ctx, "timeout_ms", 1, 600000, tool_timeout_ms(ctx));
     *max_bytes = (size_t)tool_cfg_int(ctx, "max_bytes", 1, 64 * 1024 * 1024, b);
 }

@@ -272,8 +272,7 @@ static struct json_object *mail_send(const struct tools_ctx *ctx, const char *fr
     struct mail_src src = { msg, strlen(msg), 0 };
     struct curl_slist *to = NULL;
     char errbuf[CURL_ERROR_SIZE] = "", buf[260];
-    long timeout_ms = ctx->settings->http_timeout_ms > 0 ? ctx->settings->http_timeout_ms
-                                                         : TOOL_DEFAULT_TIMEOUT_MS;
+    long timeout_ms = tool_timeout_ms(ctx);
     long code = 0;
     CURLcode rc;
     CURL *h = curl_easy_init();

@@ -20,6 +20,7 @@
 #include "lib/util.h"
 
 #define TOOL_JSON_MAX_DEPTH 64               /* arguments and json_parser input */
+#define TOOL_DEFAULT_TIMEOUT_MS 10000        /* network tools, when the server sets none */
 
 /* ---- replies ------------------------------------------------------------- */
 
@@ -329,6 +330,12 @@ int tool_json_parse_limited(const char *text, size_t len, struct json_object **o
 
 
 /* ---- small shared pieces ------------------------------------------------- */
+
+long tool_timeout_ms(const struct tools_ctx *ctx)
+{
+    return ctx->settings->http_timeout_ms > 0 ? ctx->settings->http_timeout_ms
+                                              : TOOL_DEFAULT_TIMEOUT_MS;
+}
 
 uint32_t tool_be32(const unsigned char *p)
 {

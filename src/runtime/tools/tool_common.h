@@ -17,7 +17,6 @@
 #include "runtime/tools/tools.h"
 
 #define TOOL_ARGS_MAX_BYTES (2u * 1024 * 1024)  /* whole arguments text */
-#define TOOL_DEFAULT_TIMEOUT_MS 10000            /* network tools, when the server sets none */
 
 /* Length of the well-formed UTF-8 sequence at s (n bytes available), or 0
  * when it is malformed, overlong, a surrogate or cut short. */
@@ -73,6 +72,10 @@ bool tool_list_matches(struct json_object *lst, const char *host);
  * null; caller puts), or -1 with a message in msg. */
 int tool_json_parse_limited(const char *text, size_t len, struct json_object **out, char *msg,
                             size_t cap);
+
+/* The server's http_timeout_ms for a network call, or 10 s when it sets
+ * none. */
+long tool_timeout_ms(const struct tools_ctx *ctx);
 
 /* The big-endian 32-bit number at p. */
 uint32_t tool_be32(const unsigned char *p);
