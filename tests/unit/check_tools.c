@@ -1,13 +1,13 @@
 /*
- * check_tools.c - unit tests for tools.c, the built-in tools.
+ * check_tools.c - unit tests for src/runtime/tools/, the built-in tools.
  *
- * The file includes src/tools.c itself (as lighttpd's src/t/ tests do) so it
- * can reach the static pieces worth testing on their own: the TZif reader
- * and POSIX TZ rule evaluator, checked instant by instant against glibc's
+ * The pieces worth testing on their own are reached through the tool
+ * files' internal headers (src/runtime/tools/): the TZif reader and POSIX TZ
+ * rule evaluator (datetime.h), checked instant by instant against glibc's
  * localtime_r on the same zone files, the private-address classifier and
- * the allowed-host matcher. Linking still takes util.o and error.o from
- * libastromesh.a; tools.o is never pulled in since every tools_* symbol is
- * defined here.
+ * the opensocket hook (http_client.h), the allowed-host matcher
+ * (tool_common.h) and the mail header encoders (smtp.h). Everything links
+ * from libastromesh.a like any other caller.
  *
  * Network tools run against real peers started by the test on 127.0.0.1
  * (a thread with a listening socket on a free port): a canned HTTP server, a
@@ -18,7 +18,29 @@
  *
  * Run under valgrind: CK_FORK=no valgrind --leak-check=full --error-exitcode=1
  */
-#include "../../src/runtime/tools/tools.c"
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <curl/curl.h>
+#include <json-c/json.h>
+#include "runtime/tools/tools.h"
+#include "runtime/tools/tool_common.h"
+#include "runtime/tools/datetime.h"
+#include "runtime/tools/http_client.h"
+#include "runtime/tools/smtp.h"
+#include "runtime/tools/file_reader.h"
+#include "lib/util.h"
 
 #include <check.h>
 #include <ftw.h>
@@ -58,7 +80,7 @@ static struct json_object *call_ex(int tool, const char *args, const char *tool_
     ck_assert_ptr_nonnull(cfg);
     ck_assert_int_eq(tools_call(tool, args, &ctx, &out), 0);
     ck_assert_ptr_nonnull(out);
-    ck_assert_msg(utf8_valid(out, strlen(out)), "reply is not UTF-8: %s", out);
+    ck_assert_msg(tool_utf8_valid(out, strlen(out)), "reply is not UTF-8: %s", out);
     reply = json_tokener_parse(out);
     ck_assert_msg(reply != NULL && json_object_is_type(reply, json_type_object),
                   "reply is not a JSON object: %s", out);
@@ -592,7 +614,7 @@ START_TEST(datetime_agrees_with_glibc_for_the_current_time)
         setenv("TZ", zones[i], 1);             /* the test is single-threaded here */
         tzset();
         localtime_r(&t, &tm);
-        tz_offset_str((int32_t)tm.tm_gmtoff, want, sizeof(want));
+        datetime_offset_str((int32_t)tm.tm_gmtoff, want, sizeof(want));
         ck_assert_str_eq(str_at(res, "utc_offset"), want);
         ck_assert_str_eq(str_at(res, "abbreviation"), tm.tm_zone);
         ck_assert_str_eq(str_at(res, "timezone"), zones[i]);
@@ -643,14 +665,14 @@ START_TEST(datetime_refuses_unsupported_format_directives)
 }
 END_TEST
 
-/* Compare tz_at() with glibc at t; returns 0 when they agree. */
+/* Compare datetime_tz_at() with glibc at t; returns 0 when they agree. */
 static int tz_differs(const struct tz_info *z, const char *zone, int64_t t)
 {
     struct tz_type ty;
     struct tm tm;
     time_t tt = (time_t)t;
 
-    tz_at(z, t, &ty);
+    datetime_tz_at(z, t, &ty);
     localtime_r(&tt, &tm);
     if (tm.tm_gmtoff == ty.utoff && (tm.tm_isdst > 0) == ty.isdst && strcmp(tm.tm_zone, ty.abbr) == 0)
         return 0;
@@ -670,13 +692,13 @@ START_TEST(tz_reader_matches_glibc_at_every_transition_and_under_the_rule)
     int i, bad = 0, checked = 0;
 
     for (i = 0; i < NCASES(zones); i++) {
-        struct tz_info *z = tz_load(zones[i]);
+        struct tz_info *z = datetime_tz_load(zones[i]);
         size_t k;
         int64_t t, from, to;
 
         char path[256];
 
-        snprintf(path, sizeof(path), "%s/%s", TOOLS_ZONEINFO, zones[i]);
+        snprintf(path, sizeof(path), "%s/%s", DATETIME_ZONEINFO, zones[i]);
         if (z == NULL && access(path, F_OK) != 0)
             continue;                          /* older tzdata without this zone */
         ck_assert_msg(z != NULL, "cannot load %s", zones[i]);
@@ -689,7 +711,7 @@ START_TEST(tz_reader_matches_glibc_at_every_transition_and_under_the_rule)
         to = 4102444800;                       /* 2100-01-01, well into the rule */
         for (t = from; t < to; t += 86400 * 5 + 3607, checked++)
             bad += tz_differs(z, zones[i], t);
-        tz_info_free(z);
+        datetime_tz_free(z);
     }
     unsetenv("TZ");
     tzset();
@@ -700,7 +722,7 @@ END_TEST
 
 static int64_t utc(int y, int mo, int d, int h, int mi, int s)
 {
-    return days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 + mi * 60 + s;
+    return datetime_days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 + mi * 60 + s;
 }
 
 START_TEST(tz_rule_switches_at_the_exact_instant_in_both_hemispheres)
@@ -738,14 +760,14 @@ START_TEST(tz_rule_switches_at_the_exact_instant_in_both_hemispheres)
     int i;
 
     for (i = 0; i < NCASES(more); i++) {
-        ck_assert_msg(tz_rule_parse(more[i].rule, &r) == 0, "cannot parse %s", more[i].rule);
-        tz_rule_at(&r, more[i].t, &ty);
+        ck_assert_msg(datetime_tz_rule_parse(more[i].rule, &r) == 0, "cannot parse %s", more[i].rule);
+        datetime_tz_rule_at(&r, more[i].t, &ty);
         ck_assert_msg(ty.utoff == more[i].utoff && strcmp(ty.abbr, more[i].abbr) == 0,
                       "%s at %lld: %d %s, want %d %s", more[i].rule, (long long)more[i].t,
                       (int)ty.utoff, ty.abbr, (int)more[i].utoff, more[i].abbr);
     }
     for (i = 0; i < NCASES(bad); i++)
-        ck_assert_msg(tz_rule_parse(bad[i], &r) == -1, "'%s' parsed", bad[i]);
+        ck_assert_msg(datetime_tz_rule_parse(bad[i], &r) == -1, "'%s' parsed", bad[i]);
 }
 END_TEST
 
@@ -755,19 +777,19 @@ START_TEST(tz_reader_refuses_malformed_files)
     struct tz_info *z = xcalloc(1, sizeof(*z));
 
     memset(buf, 0, sizeof(buf));
-    ck_assert_int_eq(tz_parse(buf, sizeof(buf), z), -1);             /* no magic */
+    ck_assert_int_eq(datetime_tz_parse(buf, sizeof(buf), z), -1);    /* no magic */
     memcpy(buf, "TZif2", 5);
-    ck_assert_int_eq(tz_parse(buf, sizeof(buf), z), -1);             /* no types */
+    ck_assert_int_eq(datetime_tz_parse(buf, sizeof(buf), z), -1);    /* no types */
     buf[39] = 1;                                                     /* typecnt 1 */
     buf[43] = 4;                                                     /* charcnt 4 */
     buf[35] = 200;                                                   /* timecnt beyond the file */
-    ck_assert_int_eq(tz_parse(buf, 60, z), -1);
+    ck_assert_int_eq(datetime_tz_parse(buf, 60, z), -1);
     buf[35] = 0;
     buf[4] = 0;                                                      /* v1, one type "UTC" */
     memcpy(buf + 50, "UTC", 4);
-    ck_assert_int_eq(tz_parse(buf, 54, z), 0);
+    ck_assert_int_eq(datetime_tz_parse(buf, 54, z), 0);
     ck_assert_str_eq(z->types[0].abbr, "UTC");
-    tz_info_free(z);
+    datetime_tz_free(z);
 }
 END_TEST
 
@@ -995,18 +1017,18 @@ END_TEST
 
 START_TEST(file_reader_truncates_at_one_mebibyte_on_a_character_boundary)
 {
-    size_t n = FILE_MAX_BYTES + FILE_MAX_BYTES / 2;
+    size_t n = FILE_READER_MAX_BYTES + FILE_READER_MAX_BYTES / 2;
     char *big = xmalloc(n);
     struct json_object *r, *res;
 
     memset(big, 'a', n);
-    memcpy(big + FILE_MAX_BYTES - 1, "\xc3\xa9", 2);  /* straddles the cap */
+    memcpy(big + FILE_READER_MAX_BYTES - 1, "\xc3\xa9", 2);  /* straddles the cap */
     write_file("big.txt", big, n);
     free(big);
     r = call(TOOL_FILE_READER, "{\"path\":\"big.txt\"}", NULL);
     res = res_of(r);
     ck_assert(json_object_get_boolean(obj_at(res, "truncated")));
-    ck_assert_int_eq(json_object_get_string_len(obj_at(res, "content")), FILE_MAX_BYTES - 1);
+    ck_assert_int_eq(json_object_get_string_len(obj_at(res, "content")), FILE_READER_MAX_BYTES - 1);
     ck_assert_int_eq(json_object_get_int64(obj_at(res, "size")), (int64_t)n);
     json_object_put(r);
 }
@@ -1059,7 +1081,7 @@ START_TEST(private_addresses_are_recognised)
             in6.sin6_family = AF_INET6;
             sa = (const struct sockaddr *)&in6;
         }
-        ck_assert_msg(addr_private(sa) == addrs[i].priv, "%s", addrs[i].addr);
+        ck_assert_msg(http_client_addr_private(sa) == addrs[i].priv, "%s", addrs[i].addr);
     }
 }
 END_TEST
@@ -1085,7 +1107,7 @@ START_TEST(allowed_hosts_match_exactly_or_by_subdomain_wildcard)
     int i;
 
     for (i = 0; i < NCASES(cases); i++)
-        ck_assert_msg(host_matches(cases[i].host, cases[i].pattern) == cases[i].match, "%s vs %s",
+        ck_assert_msg(tool_host_matches(cases[i].host, cases[i].pattern) == cases[i].match, "%s vs %s",
                       cases[i].host, cases[i].pattern);
 }
 END_TEST
@@ -1261,6 +1283,34 @@ START_TEST(http_request_gives_up_on_a_server_that_never_answers)
 }
 END_TEST
 
+/* With no timeout_ms in the agent's tool_config, the server's http_timeout_ms
+ * caps both the HTTP tools and the SMTP conversation. */
+START_TEST(network_tools_fall_back_to_the_servers_timeout)
+{
+    struct fake f;
+    char args[256], url[64];
+    struct json_object *r;
+    uint64_t t0;
+
+    settings.http_timeout_ms = 300;
+    fake_start(&f, FAKE_SILENT, NULL, 0);
+    snprintf(args, sizeof(args), "{\"url\":\"http://127.0.0.1:%d/\"}", f.port);
+    t0 = util_monotonic_ms();
+    r = call(TOOL_HTTP_REQUEST, args, "{\"allowed_hosts\":[\"127.0.0.1\"],\"allow_private\":true}");
+    ck_assert_uint_lt(util_monotonic_ms() - t0, 5000);
+    ck_assert_str_eq(err_of(r), "request timed out after 300 ms");
+    json_object_put(r);
+    snprintf(url, sizeof(url), "smtp://127.0.0.1:%d", f.port);
+    settings.smtp_url = url;
+    settings.smtp_from = "bot@astromesh.test";
+    r = call(TOOL_EMAIL_SENDER, "{\"to\":\"alice@example.com\",\"subject\":\"s\",\"body\":\"b\"}",
+             NULL);
+    fake_stop(&f);
+    ck_assert_str_eq(err_of(r), "sending failed: the mail server did not answer within 300 ms");
+    json_object_put(r);
+}
+END_TEST
+
 START_TEST(http_request_does_not_follow_redirects)
 {
     static const char resp[] = "HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/\r\n"
@@ -1284,7 +1334,7 @@ END_TEST
 
 START_TEST(http_socket_check_refuses_private_addresses_at_connect)
 {
-    struct fetch f;
+    struct http_client_fetch f;
     struct curl_sockaddr a;
     struct sockaddr_in in;
     curl_socket_t s;
@@ -1298,14 +1348,14 @@ START_TEST(http_socket_check_refuses_private_addresses_at_connect)
     a.protocol = 0;
     a.addrlen = sizeof(in);
     memcpy(&a.addr, &in, sizeof(in));
-    fetch_init(&f, 10, false);
-    ck_assert_int_eq(fetch_opensocket(&f, CURLSOCKTYPE_IPCXN, &a), CURL_SOCKET_BAD);
+    http_client_fetch_init(&f, 10, false);
+    ck_assert_int_eq(http_client_opensocket(&f, CURLSOCKTYPE_IPCXN, &a), CURL_SOCKET_BAD);
     ck_assert(f.refused);
     f.allow_private = true;
-    s = fetch_opensocket(&f, CURLSOCKTYPE_IPCXN, &a);
+    s = http_client_opensocket(&f, CURLSOCKTYPE_IPCXN, &a);
     ck_assert_int_ge(s, 0);
     close(s);
-    fetch_free(&f);
+    http_client_fetch_free(&f);
 }
 END_TEST
 
@@ -1567,21 +1617,21 @@ START_TEST(email_subject_and_body_are_encoded_within_rfc5322_limits)
     for (i = 0; i < 100; i++)
         memcpy(long_subject + i * 2, "\xc3\xa9", 2);
     long_subject[200] = '\0';
-    s = mail_subject(long_subject);
+    s = smtp_subject(long_subject);
     for (line = s; line; line = strstr(line + 1, "\r\n"))
         ck_assert_uint_le(strcspn(line + (line == s ? 0 : 2), "\r"), 76);
     ck_assert_ptr_nonnull(strstr(s, "?=\r\n =?UTF-8?B?"));
     free(s);
-    s = mail_subject("plain");
+    s = smtp_subject("plain");
     ck_assert_str_eq(s, "plain");
     free(s);
     memset(body, 'x', sizeof(body) - 1);
     body[sizeof(body) - 1] = '\0';
-    b = mail_body(body, strlen(body));
+    b = smtp_body(body, strlen(body));
     for (line = b; *line; line += strcspn(line, "\n") + 1)
         ck_assert_uint_le(strcspn(line, "\r"), 998);
     free(b);
-    b = mail_body("a\rb\r\nc", 6);
+    b = smtp_body("a\rb\r\nc", 6);
     ck_assert_str_eq(b, "a\r\nb\r\nc\r\n");
     free(b);
 }
@@ -1730,6 +1780,7 @@ static Suite *tools_suite(void)
     tcase_add_test(tc, http_request_cuts_the_body_at_max_bytes);
     tcase_add_test(tc, http_request_aborts_the_transfer_at_the_cap_without_waiting_for_the_rest);
     tcase_add_test(tc, http_request_gives_up_on_a_server_that_never_answers);
+    tcase_add_test(tc, network_tools_fall_back_to_the_servers_timeout);
     tcase_add_test(tc, http_request_does_not_follow_redirects);
     tcase_add_test(tc, http_socket_check_refuses_private_addresses_at_connect);
     tcase_add_test(tc, web_search_without_an_engine_is_not_configured);
