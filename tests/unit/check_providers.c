@@ -37,6 +37,7 @@
 
 #include "state/config.h"
 #include "lib/error.h"
+#include "runtime/providers/provider_wire.h"
 #include "runtime/providers/providers.h"
 #include "lib/util.h"
 
@@ -819,6 +820,59 @@ START_TEST(malformed_answers_are_clean_provider_errors)
 }
 END_TEST
 
+/* The usage/model tail every answer but Cohere's ends with
+ * (provider_wire_usage_model): counts inside "usage" (OpenAI, Anthropic)
+ * or at the top level (Ollama: usage NULL); absent or null fields leave
+ * what the response already holds (7, 8, "before"). */
+static const struct {
+    const char *body, *usage, *prompt, *completion;
+    int rc, pt, ct;
+    const char *model;     /* rc 0: the model expected; else text in the error */
+} tails[] = {
+    { "{\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4},\"model\":\"m\"}", "usage",
+      "prompt_tokens", "completion_tokens", 0, 3, 4, "m" },
+    { "{}", "usage", "prompt_tokens", "completion_tokens", 0, 7, 8, "before" },
+    { "{\"usage\":null,\"model\":null}", "usage", "prompt_tokens", "completion_tokens",
+      0, 7, 8, "before" },
+    { "{\"usage\":{\"input_tokens\":1},\"model\":\"c\"}", "usage", "input_tokens",
+      "output_tokens", 0, 1, 8, "c" },
+    { "{\"prompt_eval_count\":5,\"eval_count\":6.0,\"model\":\"l\"}", NULL, "prompt_eval_count",
+      "eval_count", 0, 5, 6, "l" },
+    { "{\"usage\":{\"prompt_eval_count\":5,\"eval_count\":6}}", NULL, "prompt_eval_count",
+      "eval_count", 0, 7, 8, "before" },
+    { "{\"usage\":[]}", "usage", "prompt_tokens", "completion_tokens", AM_EPROVIDER, 0, 0,
+      "malformed answer from provider p: usage is an array, expected an object" },
+    { "{\"usage\":{\"completion_tokens\":-1}}", "usage", "prompt_tokens", "completion_tokens",
+      AM_EPROVIDER, 0, 0, "malformed answer from provider p: usage.completion_tokens out of range" },
+    { "{\"eval_count\":\"3\"}", NULL, "prompt_eval_count", "eval_count", AM_EPROVIDER, 0, 0,
+      "malformed answer from provider p: eval_count is a string, expected an integer" },
+    { "{\"usage\":{},\"model\":5}", "usage", "prompt_tokens", "completion_tokens", AM_EPROVIDER,
+      0, 0, "malformed answer from provider p: model is an integer, expected a string" },
+};
+
+START_TEST(usage_and_model_tail_reads_counts_where_the_protocol_puts_them)
+{
+    struct json_object *root = json_tokener_parse(tails[_i].body);
+    struct providers_response r = { .prompt_tokens = 7, .completion_tokens = 8 };
+    struct am_error err = {0};
+    int rc;
+
+    ck_assert_ptr_nonnull(root);
+    util_strlcpy(r.model, "before", sizeof(r.model));
+    rc = provider_wire_usage_model(root, tails[_i].usage, tails[_i].prompt,
+                                   tails[_i].completion, "p", &r, &err);
+    ck_assert_msg(rc == tails[_i].rc, "case %d: rc %d (%s)", _i, rc, err.message);
+    if (rc == 0) {
+        ck_assert_int_eq(r.prompt_tokens, tails[_i].pt);
+        ck_assert_int_eq(r.completion_tokens, tails[_i].ct);
+        ck_assert_str_eq(r.model, tails[_i].model);
+    } else {
+        ck_assert_str_eq(err.message, tails[_i].model);
+    }
+    json_object_put(root);
+}
+END_TEST
+
 START_TEST(token_count_at_int_max_is_accepted)
 {
     struct providers_response r;
@@ -1464,6 +1518,8 @@ static Suite *providers_suite(void)
     tcase_add_loop_test(tc, malformed_answers_are_clean_provider_errors, 0,
                         (int)(sizeof(malformed) / sizeof(malformed[0])));
     tcase_add_test(tc, token_count_at_int_max_is_accepted);
+    tcase_add_loop_test(tc, usage_and_model_tail_reads_counts_where_the_protocol_puts_them, 0,
+                        (int)(sizeof(tails) / sizeof(tails[0])));
     tcase_add_test(tc, deep_nesting_is_refused_without_recursion);
     tcase_add_test(tc, embedded_nul_and_null_body_are_refused);
     tcase_add_loop_test(tc, every_truncation_of_a_valid_answer_is_refused, 0,

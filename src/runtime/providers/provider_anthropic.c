@@ -19,17 +19,18 @@
  *    results, and a user turn after them, travel together;
  *  - empty text is left out (the API refuses empty text blocks).
  *
- * No I/O here and no key: see provider_wire.h.
+ * Owns nothing but the body it builds. No I/O here, no logging and never
+ * the key (providers.c adds the auth header); it calls only provider_wire.c
+ * and providers.h, never another protocol file. See provider_wire.h.
  */
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <json-c/json.h>
 
+#include "lib/buf.h"
 #include "lib/error.h"
 #include "runtime/providers/provider_wire.h"
 #include "runtime/providers/providers.h"
-#include "lib/util.h"
 
 /* Messages being assembled; last_* is the message blocks are merged into. */
 struct anth_list {
@@ -95,55 +96,19 @@ static void anth_message(struct anth_list *l, const struct providers_message *m)
  * NULL if there is none; caller frees. */
 static char *anth_system(const struct providers_request *req)
 {
-    char *sys = NULL;
-    size_t len = 0, i, n;
+    struct buf sys = {0};
+    size_t i;
 
     for (i = 0; i < req->nmessages; i++) {
         const struct providers_message *m = &req->messages[i];
 
         if (strcmp(m->role, "system") != 0 || m->content == NULL || *m->content == '\0')
             continue;
-        n = strlen(m->content);
-        sys = xrealloc(sys, len + n + 3);
-        if (len) {
-            memcpy(sys + len, "\n\n", 2);
-            len += 2;
-        }
-        memcpy(sys + len, m->content, n + 1);
-        len += n;
+        if (sys.n)
+            buf_puts(&sys, "\n\n");
+        buf_puts(&sys, m->content);
     }
-    return sys;
-}
-
-static int anth_tools(const struct providers_request *req, struct json_object **out,
-                      struct am_error *err)
-{
-    struct json_object *arr, *t, *schema;
-    size_t i;
-    int rc;
-
-    *out = NULL;
-    if (req->ntools == 0)
-        return 0;
-    arr = json_object_new_array();
-    for (i = 0; i < req->ntools; i++) {
-        rc = req->tools[i].name && *req->tools[i].name
-             ? provider_wire_tool_schema(&req->tools[i], &schema, err)
-             : error_set(err, AM_EINTERNAL, "tool %zu has no name", i);
-        if (rc != 0) {
-            json_object_put(arr);
-            return rc;
-        }
-        t = json_object_new_object();
-        json_object_object_add(t, "name", json_object_new_string(req->tools[i].name));
-        if (req->tools[i].description)
-            json_object_object_add(t, "description",
-                                   json_object_new_string(req->tools[i].description));
-        json_object_object_add(t, "input_schema", schema);
-        json_object_array_add(arr, t);
-    }
-    *out = arr;
-    return 0;
+    return sys.n ? buf_take(&sys) : NULL;
 }
 
 static int anth_build_body(const struct providers_request *req, struct json_object **out,
@@ -156,7 +121,7 @@ static int anth_build_body(const struct providers_request *req, struct json_obje
     int rc;
 
     *out = NULL;
-    if ((rc = anth_tools(req, &tools, err)) != 0)
+    if ((rc = provider_wire_tools(req, PROVIDER_WIRE_TOOLS_ANTHROPIC, &tools, err)) != 0)
         return rc;
     body = json_object_new_object();
     json_object_object_add(body, "model", json_object_new_string(req->model));
@@ -180,17 +145,16 @@ static int anth_build_body(const struct providers_request *req, struct json_obje
 
 /* One content block of the answer. Unknown block types (thinking, ...)
  * are skipped: they carry nothing we use. */
-static int anth_block(struct json_object *b, size_t i, const char *pname,
+static int anth_block(struct json_object *content, size_t i, const char *pname,
                       struct providers_response *resp, struct am_error *err)
 {
-    struct json_object *type, *text, *id, *name, *input;
+    struct json_object *b, *type, *text, *id, *name, *input;
     const char *t;
     char at[48];
     int rc;
 
-    snprintf(at, sizeof(at), "content[%zu]", i);
-    if (!json_object_is_type(b, json_type_object))
-        return provider_wire_malformed(err, pname, "%s is not an object", at);
+    if ((rc = provider_wire_item(content, i, "content", at, sizeof(at), &b, pname, err)) != 0)
+        return rc;
     if ((rc = provider_wire_field(b, "type", json_type_string, 1, &type, at, pname, err)) < 0)
         return rc;
     t = json_object_get_string(type);
@@ -198,8 +162,7 @@ static int anth_block(struct json_object *b, size_t i, const char *pname,
         if ((rc = provider_wire_field(b, "text", json_type_string, 1, &text, at, pname,
                                       err)) < 0)
             return rc;
-        provider_wire_append_content(resp, json_object_get_string(text),
-                                     strlen(json_object_get_string(text)));
+        provider_wire_append_content(resp, text);
         return 0;
     }
     if (strcmp(t, "tool_use") != 0)
@@ -212,15 +175,13 @@ static int anth_block(struct json_object *b, size_t i, const char *pname,
         return rc;
     return provider_wire_add_call(resp, json_object_get_string(id),
                                   json_object_get_string(name),
-                                  json_object_to_json_string_ext(input, JSON_C_TO_STRING_PLAIN
-                                                  | JSON_C_TO_STRING_NOSLASHESCAPE),
-                                  at, pname, err);
+                                  provider_wire_json_text(input), at, pname, err);
 }
 
 static int anth_parse(struct json_object *root, const char *pname,
                       struct providers_response *resp, struct am_error *err)
 {
-    struct json_object *content, *usage, *model;
+    struct json_object *content;
     size_t i, n;
     int rc;
 
@@ -229,20 +190,10 @@ static int anth_parse(struct json_object *root, const char *pname,
         return rc;
     n = json_object_array_length(content);
     for (i = 0; i < n; i++)
-        if ((rc = anth_block(json_object_array_get_idx(content, i), i, pname, resp, err)) != 0)
+        if ((rc = anth_block(content, i, pname, resp, err)) != 0)
             return rc;
-    if ((rc = provider_wire_field(root, "usage", json_type_object, 0, &usage, "", pname,
-                                  err)) < 0
-        || (usage && ((rc = provider_wire_tokens(usage, "input_tokens", &resp->prompt_tokens,
-                                                 "usage", pname, err)) < 0
-                      || (rc = provider_wire_tokens(usage, "output_tokens",
-                                                    &resp->completion_tokens, "usage", pname,
-                                                    err)) < 0))
-        || (rc = provider_wire_field(root, "model", json_type_string, 0, &model, "", pname,
-                                     err)) < 0)
-        return rc;
-    provider_wire_set_model(resp, model);
-    return 0;
+    return provider_wire_usage_model(root, "usage", "input_tokens", "output_tokens", pname,
+                                     resp, err);
 }
 
 static const char *const anth_headers[] = { "anthropic-version: 2023-06-01", NULL };

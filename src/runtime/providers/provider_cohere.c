@@ -13,64 +13,29 @@
  *   reports the requested one.
  *
  * An assistant turn's text beside tool calls goes out as "tool_plan", the
- * field Cohere itself uses for it. No I/O here and no key: see
- * provider_wire.h.
+ * field Cohere itself uses for it.
+ *
+ * Owns nothing but the body it builds. No I/O here, no logging and never
+ * the key (providers.c adds the auth header); it calls only provider_wire.c
+ * and providers.h, never another protocol file. See provider_wire.h.
  */
-#include <stdio.h>
 #include <string.h>
 #include <json-c/json.h>
 
 #include "lib/error.h"
 #include "runtime/providers/provider_wire.h"
 #include "runtime/providers/providers.h"
-#include "lib/util.h"
 
-static struct json_object *cohere_calls(const struct providers_message *m)
-{
-    struct json_object *arr = json_object_new_array(), *call, *fn;
-    size_t i;
-
-    for (i = 0; i < m->ncalls; i++) {
-        fn = json_object_new_object();
-        json_object_object_add(fn, "name", json_object_new_string(m->calls[i].name));
-        json_object_object_add(fn, "arguments", provider_wire_string(
-                                   m->calls[i].arguments ? m->calls[i].arguments : "{}"));
-        call = json_object_new_object();
-        json_object_object_add(call, "id", json_object_new_string(m->calls[i].id));
-        json_object_object_add(call, "type", json_object_new_string("function"));
-        json_object_object_add(call, "function", fn);
-        json_object_array_add(arr, call);
-    }
-    return arr;
-}
-
+/* An assistant turn's text beside tool calls travels as "tool_plan". */
 static struct json_object *cohere_message(const struct providers_message *m)
 {
-    struct json_object *o = json_object_new_object();
-
-    json_object_object_add(o, "role", json_object_new_string(m->role));
-    if (strcmp(m->role, "assistant") == 0 && m->ncalls > 0) {
-        if (m->content && *m->content)
-            json_object_object_add(o, "tool_plan", json_object_new_string(m->content));
-        json_object_object_add(o, "tool_calls", cohere_calls(m));
-        return o;
-    }
-    if (strcmp(m->role, "tool") == 0)
-        json_object_object_add(o, "tool_call_id", provider_wire_string(m->tool_call_id));
-    json_object_object_add(o, "content", provider_wire_string(m->content));
-    return o;
+    return provider_wire_openai_message(m, "tool_plan");
 }
 
 static int cohere_build_body(const struct providers_request *req, struct json_object **out,
                              struct am_error *err)
 {
-    int rc = provider_wire_chat_body(req, cohere_message, out, err);
-
-    if (rc != 0)
-        return rc;
-    if (req->max_tokens > 0)
-        json_object_object_add(*out, "max_tokens", json_object_new_int(req->max_tokens));
-    return 0;
+    return provider_wire_chat_body(req, cohere_message, "max_tokens", out, err);
 }
 
 /* message.content: text blocks joined; other block types skipped. */
@@ -83,10 +48,9 @@ static int cohere_content(struct json_object *content, const char *pname,
     int rc;
 
     for (i = 0; i < n; i++) {
-        b = json_object_array_get_idx(content, i);
-        snprintf(at, sizeof(at), "message.content[%zu]", i);
-        if (!json_object_is_type(b, json_type_object))
-            return provider_wire_malformed(err, pname, "%s is not an object", at);
+        if ((rc = provider_wire_item(content, i, "message.content", at, sizeof(at), &b, pname,
+                                     err)) != 0)
+            return rc;
         if ((rc = provider_wire_field(b, "type", json_type_string, 1, &type, at, pname,
                                       err)) < 0)
             return rc;
@@ -95,8 +59,7 @@ static int cohere_content(struct json_object *content, const char *pname,
         if ((rc = provider_wire_field(b, "text", json_type_string, 1, &text, at, pname,
                                       err)) < 0)
             return rc;
-        provider_wire_append_content(resp, json_object_get_string(text),
-                                     strlen(json_object_get_string(text)));
+        provider_wire_append_content(resp, text);
     }
     return 0;
 }
@@ -120,33 +83,23 @@ static int cohere_usage(struct json_object *root, const char *pname,
                                       "usage", pname, err)) <= 0)
             return rc;
     }
-    if ((rc = provider_wire_tokens(counts, "input_tokens", &resp->prompt_tokens, where, pname,
-                                   err)) < 0)
-        return rc;
-    return provider_wire_tokens(counts, "output_tokens", &resp->completion_tokens, where,
-                                pname, err);
+    return provider_wire_counts(counts, where, "input_tokens", "output_tokens", pname, resp,
+                                err);
 }
 
 static int cohere_parse(struct json_object *root, const char *pname,
                         struct providers_response *resp, struct am_error *err)
 {
-    struct json_object *msg, *content, *calls;
+    struct json_object *content, *calls;
     int rc;
 
-    if ((rc = provider_wire_field(root, "message", json_type_object, 1, &msg, "", pname,
-                                  err)) < 0
-        || (rc = provider_wire_field(msg, "content", json_type_array, 0, &content, "message",
-                                     pname, err)) < 0
-        || (rc = provider_wire_field(msg, "tool_calls", json_type_array, 0, &calls, "message",
-                                     pname, err)) < 0)
+    if ((rc = provider_wire_reply_message(root, json_type_array, &content, &calls, pname,
+                                          err)) != 0)
         return rc;
-    if (content == NULL && calls == NULL)
-        return provider_wire_malformed(err, pname, "message has neither content nor "
-                                       "tool_calls");
     if (content && (rc = cohere_content(content, pname, resp, err)) != 0)
         return rc;
-    if (calls && (rc = provider_openai_parse_calls(calls, "message.tool_calls", pname, resp,
-                                                   err)) != 0)
+    if (calls && (rc = provider_wire_parse_calls(calls, "message.tool_calls", pname, resp,
+                                                 err)) != 0)
         return rc;
     return cohere_usage(root, pname, resp, err);
 }

@@ -23,12 +23,16 @@
  *
  * providers_build/providers_parse treat echo as the OpenAI body shape, so
  * the wire code stays testable for it too.
+ *
+ * Owns nothing but the response it fills. No I/O, no logging, no key; it
+ * is called by providers.c's dispatch and calls only provider_wire.c and
+ * providers.h, never back into providers.c nor another protocol file.
  */
 #include <ctype.h>
-#include <stdio.h>
 #include <string.h>
 #include <json-c/json.h>
 
+#include "lib/buf.h"
 #include "lib/error.h"
 #include "runtime/providers/provider_wire.h"
 #include "runtime/providers/providers.h"
@@ -73,16 +77,15 @@ static const char *echo_find_use(const char *text, const char *name)
     return NULL;
 }
 
+/* a followed by b (b may be NULL); caller frees. */
 static char *echo_concat(const char *a, const char *b)
 {
-    size_t na = strlen(a), nb = b ? strlen(b) : 0;
-    char *s = xmalloc(na + nb + 1);
+    struct buf s = {0};
 
-    memcpy(s, a, na);
-    if (nb)
-        memcpy(s + na, b, nb);
-    s[na + nb] = '\0';
-    return s;
+    buf_puts(&s, a);
+    if (b)
+        buf_puts(&s, b);
+    return buf_take(&s);
 }
 
 /* Build the one tool call for tool t; rest is the text after "use name". */
@@ -105,9 +108,7 @@ static int echo_call(struct providers_response *resp, const struct providers_too
     json_object_object_add(args, strcmp(t->name, "calculator") == 0 ? "expression" : "input",
                            json_object_new_string_len(rest, (int)(end - rest)));
     rc = provider_wire_add_call(resp, "call_echo_1", t->name,
-                                json_object_to_json_string_ext(args, JSON_C_TO_STRING_PLAIN
-                                                  | JSON_C_TO_STRING_NOSLASHESCAPE),
-                                "tool call", "echo", err);
+                                provider_wire_json_text(args), "tool call", "echo", err);
     json_object_put(args);
     if (rc == 0) {
         resp->content = xstrdup("");
@@ -143,7 +144,7 @@ int provider_echo_chat(const struct providers_request *req, struct providers_res
             continue;
         if ((rest = echo_find_use(user, req->tools[i].name)) != NULL) {
             if ((rc = echo_call(resp, &req->tools[i], rest, err)) != 0)
-                providers_response_free(resp);
+                provider_wire_response_free(resp);
             return rc;
         }
     }

@@ -12,7 +12,9 @@
  *   prompt_eval_count / eval_count, model. An {"error": "..."} body is
  *   reported as the provider's error.
  *
- * No I/O here: see provider_wire.h.
+ * Owns nothing but the body it builds. No I/O here, no logging, and no
+ * key (Ollama takes none); it calls only provider_wire.c and providers.h,
+ * never another protocol file. See provider_wire.h.
  */
 #include <stdio.h>
 #include <string.h>
@@ -21,7 +23,6 @@
 #include "lib/error.h"
 #include "runtime/providers/provider_wire.h"
 #include "runtime/providers/providers.h"
-#include "lib/util.h"
 
 static struct json_object *ollama_message(const struct providers_message *m)
 {
@@ -51,7 +52,7 @@ static struct json_object *ollama_message(const struct providers_message *m)
 static int ollama_build_body(const struct providers_request *req, struct json_object **out,
                              struct am_error *err)
 {
-    int rc = provider_wire_chat_body(req, ollama_message, out, err);
+    int rc = provider_wire_chat_body(req, ollama_message, NULL, out, err);
 
     if (rc != 0)
         return rc;
@@ -74,10 +75,9 @@ static int ollama_calls(struct json_object *arr, const char *pname,
     int rc;
 
     for (i = 0; i < n; i++) {
-        call = json_object_array_get_idx(arr, i);
-        snprintf(at, sizeof(at), "message.tool_calls[%zu]", i);
-        if (!json_object_is_type(call, json_type_object))
-            return provider_wire_malformed(err, pname, "%s is not an object", at);
+        if ((rc = provider_wire_item(arr, i, "message.tool_calls", at, sizeof(at), &call, pname,
+                                     err)) != 0)
+            return rc;
         if ((rc = provider_wire_field(call, "function", json_type_object, 1, &fn, at, pname,
                                       err)) < 0
             || (rc = provider_wire_field(call, "id", json_type_string, 0, &id, at, pname,
@@ -90,8 +90,7 @@ static int ollama_calls(struct json_object *arr, const char *pname,
         if (!json_object_object_get_ex(fn, "arguments", &args) || args == NULL)
             text = "{}";
         else if (json_object_is_type(args, json_type_object))
-            text = json_object_to_json_string_ext(args, JSON_C_TO_STRING_PLAIN
-                                                  | JSON_C_TO_STRING_NOSLASHESCAPE);
+            text = provider_wire_json_text(args);
         else if (json_object_is_type(args, json_type_string))
             text = json_object_get_string(args);   /* some builds send JSON text */
         else
@@ -108,36 +107,21 @@ static int ollama_calls(struct json_object *arr, const char *pname,
 static int ollama_parse(struct json_object *root, const char *pname,
                         struct providers_response *resp, struct am_error *err)
 {
-    struct json_object *msg, *content, *calls, *model, *e;
+    struct json_object *content, *calls, *e;
     int rc;
 
     if (json_object_object_get_ex(root, "error", &e) && json_object_is_type(e, json_type_string))
         return error_set(err, AM_EPROVIDER, "provider %s: %.160s", pname,
                          json_object_get_string(e));
-    if ((rc = provider_wire_field(root, "message", json_type_object, 1, &msg, "", pname,
-                                  err)) < 0
-        || (rc = provider_wire_field(msg, "content", json_type_string, 0, &content, "message",
-                                     pname, err)) < 0
-        || (rc = provider_wire_field(msg, "tool_calls", json_type_array, 0, &calls, "message",
-                                     pname, err)) < 0)
+    if ((rc = provider_wire_reply_message(root, json_type_string, &content, &calls, pname,
+                                          err)) != 0)
         return rc;
-    if (content == NULL && calls == NULL)
-        return provider_wire_malformed(err, pname, "message has neither content nor "
-                                       "tool_calls");
     if (content)
-        provider_wire_append_content(resp, json_object_get_string(content),
-                                     strlen(json_object_get_string(content)));
+        provider_wire_append_content(resp, content);
     if (calls && (rc = ollama_calls(calls, pname, resp, err)) != 0)
         return rc;
-    if ((rc = provider_wire_tokens(root, "prompt_eval_count", &resp->prompt_tokens, "", pname,
-                                   err)) < 0
-        || (rc = provider_wire_tokens(root, "eval_count", &resp->completion_tokens, "", pname,
-                                      err)) < 0
-        || (rc = provider_wire_field(root, "model", json_type_string, 0, &model, "", pname,
-                                     err)) < 0)
-        return rc;
-    provider_wire_set_model(resp, model);
-    return 0;
+    return provider_wire_usage_model(root, NULL, "prompt_eval_count", "eval_count", pname, resp,
+                                     err);
 }
 
 const struct provider_wire provider_ollama_wire = {

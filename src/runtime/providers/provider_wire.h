@@ -1,14 +1,18 @@
 /*
  * provider_wire.h - the internal interface between providers.c (dispatch,
- * libcurl transport, shared JSON helpers) and the per-protocol files
- * provider_openai.c, provider_anthropic.c, provider_cohere.c,
- * provider_ollama.c and provider_echo.c.
+ * libcurl transport), the per-protocol files provider_openai.c,
+ * provider_anthropic.c, provider_cohere.c, provider_ollama.c and
+ * provider_echo.c, and provider_wire.c, the one home of what two or more
+ * of them share.
  *
- * Only the providers module includes this header. A protocol is a table
+ * Only the providers folder includes this header. A protocol is a table
  * (struct provider_wire) of the request path, the headers it needs and two
  * functions: one that builds the JSON body from a request, one that reads a
  * provider's answer into a response. Neither does I/O, neither logs, and
  * neither ever sees the API key: providers.c adds the auth header itself.
+ * A protocol file calls only the functions declared here (provider_wire.c)
+ * and providers.h, never a sibling protocol file nor providers.c's own
+ * business.
  *
  * Ownership: build_body returns a new json_object the caller puts; parse
  * borrows the parsed answer and fills resp (content, calls malloc'd; the
@@ -28,6 +32,9 @@
 
 /* Default max_tokens where a protocol requires one (Anthropic). */
 #define PROVIDER_WIRE_DEFAULT_MAX_TOKENS 1024
+
+/* Tool calls accepted in one answer. */
+#define PROVIDER_WIRE_MAX_CALLS 64
 
 struct provider_wire {
     const char *path;              /* appended to base_url, e.g. "/chat/completions" */
@@ -54,13 +61,7 @@ extern const struct provider_wire provider_ollama_wire;
 int provider_echo_chat(const struct providers_request *req, struct providers_response *resp,
                        struct am_error *err);
 
-/* OpenAI-form tool_calls array ([{id, type, function: {name, arguments:
- * "<json text>"}}]), shared by the OpenAI and Cohere parsers. where names
- * the array in messages ("choices[0].message.tool_calls"). */
-int provider_openai_parse_calls(struct json_object *arr, const char *where, const char *pname,
-                                struct providers_response *resp, struct am_error *err);
-
-/* ---- shared helpers, defined in providers.c ---- */
+/* ---- reading an answer (provider_wire.c) ---- */
 
 /* Fill err with AM_EPROVIDER "malformed answer from provider <pname>: <fmt>"
  * and return AM_EPROVIDER. */
@@ -75,24 +76,74 @@ int provider_wire_field(struct json_object *obj, const char *key, json_type t, i
                         struct json_object **out, const char *where, const char *pname,
                         struct am_error *err);
 
+/* Element i of the array arr, which must be an object: writes its name
+ * "<where>[i]" into at (atcap bytes) for later messages and sets *out
+ * (borrowed). Returns 0 or AM_EPROVIDER ("<where>[i] is not an object"). */
+int provider_wire_item(struct json_object *arr, size_t i, const char *where, char *at,
+                       size_t atcap, struct json_object **out, const char *pname,
+                       struct am_error *err);
+
 /* A token count: an optional integer field in [0, INT_MAX]. *out is left
  * alone when the field is absent. Returns 0 or AM_EPROVIDER. */
 int provider_wire_tokens(struct json_object *obj, const char *key, int *out,
                          const char *where, const char *pname, struct am_error *err);
 
-/* Append a tool call to resp. args is JSON text (copied). id and name
- * must be non-empty and fit their fields. Returns 0 or
+/* The two token counts prompt_key and completion_key of the object counts
+ * (named where in messages) into resp->prompt_tokens and
+ * completion_tokens, each left alone when absent. Returns 0 or
  * AM_EPROVIDER. */
+int provider_wire_counts(struct json_object *counts, const char *where,
+                         const char *prompt_key, const char *completion_key,
+                         const char *pname, struct providers_response *resp,
+                         struct am_error *err);
+
+/* The tail every answer but Cohere's ends with: the token counts
+ * prompt_key and completion_key (into resp->prompt_tokens and
+ * completion_tokens) inside the optional object root.<usage>, or at the
+ * top level when usage is NULL; then the optional string root.model into
+ * resp->model. Absent fields leave resp alone. Returns 0 or AM_EPROVIDER
+ * (a field of the wrong type, a count out of range). */
+int provider_wire_usage_model(struct json_object *root, const char *usage,
+                              const char *prompt_key, const char *completion_key,
+                              const char *pname, struct providers_response *resp,
+                              struct am_error *err);
+
+/* The reply message of the Cohere and Ollama answers: root.message (a
+ * required object), its optional content (of type content_type) and
+ * tool_calls (an array), borrowed into *content and *calls (NULL when
+ * absent). Returns 0, or AM_EPROVIDER when a field has the wrong type or
+ * the message has neither. */
+int provider_wire_reply_message(struct json_object *root, json_type content_type,
+                                struct json_object **content, struct json_object **calls,
+                                const char *pname, struct am_error *err);
+
+/* Append a tool call to resp. args is JSON text (copied). id and name
+ * must be non-empty and fit their fields, and resp may hold at most
+ * PROVIDER_WIRE_MAX_CALLS calls. Returns 0 or AM_EPROVIDER. */
 int provider_wire_add_call(struct providers_response *resp, const char *id, const char *name,
                            const char *args, const char *where, const char *pname,
                            struct am_error *err);
 
-/* Append text (len bytes) to resp->content. */
-void provider_wire_append_content(struct providers_response *resp, const char *text,
-                                  size_t len);
+/* OpenAI-form tool_calls array ([{id, type, function: {name, arguments:
+ * "<json text>"}}]), shared by the OpenAI and Cohere parsers: each call is
+ * appended to resp. where names the array in messages
+ * ("choices[0].message.tool_calls"). Returns 0 or AM_EPROVIDER. */
+int provider_wire_parse_calls(struct json_object *arr, const char *where, const char *pname,
+                              struct providers_response *resp, struct am_error *err);
 
-/* Copy a reported model name into resp->model (truncated to fit). */
+/* Append the JSON string text (up to its first NUL) to resp->content,
+ * which is NULL or malloc'd. */
+void provider_wire_append_content(struct providers_response *resp, struct json_object *text);
+
+/* Copy a reported model name into resp->model (truncated to fit); model
+ * may be NULL or not a string, which leaves resp->model alone. */
 void provider_wire_set_model(struct providers_response *resp, struct json_object *model);
+
+/* Free what resp holds and zero it; resp may be NULL. What
+ * providers_response_free does, for the protocol files. */
+void provider_wire_response_free(struct providers_response *resp);
+
+/* ---- JSON text (provider_wire.c) ---- */
 
 /* Parse JSON text with the depth limit. Returns a new object (caller puts)
  * or NULL when text is not exactly one JSON value. A JSON null also gives
@@ -105,33 +156,54 @@ struct json_object *provider_wire_parse_text(const char *text, size_t len);
 int provider_wire_parse_ex(const char *text, size_t len, struct json_object **out,
                            const char **why);
 
+/* obj as compact JSON text with "/" left unescaped, the form every body
+ * and every tool call's arguments take. Borrowed: valid until obj is put
+ * or serialised again. */
+const char *provider_wire_json_text(struct json_object *obj);
+
+/* ---- building a request body (provider_wire.c) ---- */
+
+/* New JSON string from a C string that may be NULL (gives ""). */
+struct json_object *provider_wire_string(const char *s);
+
 /* Tool call arguments (JSON text) as an object, for the protocols that
  * send arguments as an object (Anthropic input, Ollama arguments). Text
  * that is not a JSON object becomes {}. Never NULL; caller puts. */
 struct json_object *provider_wire_args_object(const char *args);
-
-/* The OpenAI function-form tools array [{type: "function", function:
- * {name, description, parameters}}] shared by OpenAI, Cohere and Ollama.
- * Sets *out = NULL when the request offers no tools. Returns 0 or
- * AM_EINTERNAL (a tool whose parameters are not a JSON object). */
-int provider_wire_function_tools(const struct providers_request *req, struct json_object **out,
-                                 struct am_error *err);
-
-/* The chat body the OpenAI-shaped protocols share (OpenAI, Cohere,
- * Ollama): {"model", "messages": [message(m) for each message], "tools"?}.
- * Each protocol adds its own fields (max_tokens, stream, options) after.
- * Returns 0 and a new object in *out, or AM_EINTERNAL (a bad tool schema). */
-typedef struct json_object *(*provider_wire_message_fn)(const struct providers_message *m);
-int provider_wire_chat_body(const struct providers_request *req,
-                            provider_wire_message_fn message, struct json_object **out,
-                            struct am_error *err);
 
 /* One tool's parameters schema as a new object ({"type":"object",
  * "properties":{}} when the tool has none). Returns 0 or AM_EINTERNAL. */
 int provider_wire_tool_schema(const struct providers_tool *tool, struct json_object **out,
                               struct am_error *err);
 
-/* New JSON string from a C string that may be NULL (gives ""). */
-struct json_object *provider_wire_string(const char *s);
+/* The tools array of a request, in one of two shapes:
+ *   FUNCTION  [{type: "function", function: {name, description?,
+ *             parameters}}] (OpenAI, Cohere, Ollama);
+ *   ANTHROPIC [{name, description?, input_schema}].
+ * Sets *out = NULL when the request offers no tools. Returns 0 and a new
+ * array (caller puts), or AM_EINTERNAL (a tool without a name, or whose
+ * parameters are not a JSON object). */
+enum provider_wire_tool_form { PROVIDER_WIRE_TOOLS_FUNCTION, PROVIDER_WIRE_TOOLS_ANTHROPIC };
+int provider_wire_tools(const struct providers_request *req, enum provider_wire_tool_form form,
+                        struct json_object **out, struct am_error *err);
+
+/* The chat body the OpenAI-shaped protocols share (OpenAI, Cohere,
+ * Ollama): {"model", "messages": [message(m) for each message], "tools"?,
+ * <max_tokens_key>?}; max_tokens_key (NULL for none) is added when the
+ * request sets max_tokens. Each protocol adds its own fields after.
+ * Returns 0 and a new object in *out, or AM_EINTERNAL (a bad tool schema). */
+typedef struct json_object *(*provider_wire_message_fn)(const struct providers_message *m);
+int provider_wire_chat_body(const struct providers_request *req,
+                            provider_wire_message_fn message, const char *max_tokens_key,
+                            struct json_object **out, struct am_error *err);
+
+/* One message in the OpenAI form: {"role", "content"} | {"role":"tool",
+ * "tool_call_id", "content"} | an assistant turn with calls: {"role",
+ * <text>, "tool_calls": [{id, type: "function", function: {name,
+ * arguments: "<json text>"}}]}. With plan_key NULL (OpenAI) the turn's text
+ * goes in "content", null when empty; otherwise (Cohere: "tool_plan") in
+ * plan_key, left out when empty. Returns a new object (caller puts). */
+struct json_object *provider_wire_openai_message(const struct providers_message *m,
+                                                 const char *plan_key);
 
 #endif

@@ -1,8 +1,17 @@
 /*
- * providers.c - the providers module's front: dispatch by provider, the
- * libcurl transport, the mapping of transport and HTTP failures to
- * AM_EPROVIDER / AM_ETIMEOUT, and the JSON helpers the per-protocol files
- * share (provider_wire.h).
+ * providers.c - the providers module's front: dispatch by provider (the
+ * table of protocol wires, the echo short-cut), the checks every request
+ * passes, the libcurl transport (one easy handle per thread, the auth
+ * header, the answer buffer) and the mapping of transport and HTTP
+ * failures to AM_EPROVIDER / AM_ETIMEOUT.
+ *
+ * It owns each thread's curl easy handle and, during a call, the header
+ * list and the answer buffer. It is the only file in the project that
+ * speaks HTTP to a model provider and the only one that handles the API
+ * key; it must never log, never put the key in a URL, a body or an error
+ * message, and never read more than PROVIDERS_MAX_ANSWER bytes of an
+ * answer. The wire formats are the protocol files' and provider_wire.c's
+ * business, not this file's.
  *
  * DESIGN
  *
@@ -29,11 +38,7 @@
  *     the worst a provider can do is an AM_EPROVIDER.
  *  4. The module never logs; the caller reports the error once.
  */
-#include <ctype.h>
-#include <limits.h>
-#include <math.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,14 +46,15 @@
 #include <json-c/json.h>
 
 #include "state/config.h"
+#include "lib/buf.h"
 #include "lib/error.h"
 #include "runtime/providers/provider_wire.h"
 #include "runtime/providers/providers.h"
 #include "lib/util.h"
 
 #define PROVIDERS_MAX_ANSWER (8u * 1024u * 1024u)  /* bytes read from a provider */
+#define PROVIDERS_ANSWER_HINT 16384                 /* first allocation for an answer */
 #define PROVIDERS_DEFAULT_TIMEOUT_MS 60000          /* when the request says 0 */
-#define PROVIDERS_MAX_CALLS 64                      /* tool calls in one answer */
 #define PROVIDERS_SNIPPET 120                       /* provider error text quoted */
 
 #ifdef PACKAGE_VERSION
@@ -91,304 +97,11 @@ static const char *pname_of(int provider)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Shared helpers (provider_wire.h)                                          */
-
-int provider_wire_malformed(struct am_error *err, const char *pname, const char *fmt, ...)
-{
-    char what[192];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(what, sizeof(what), fmt, ap);
-    va_end(ap);
-    return error_set(err, AM_EPROVIDER, "malformed answer from provider %s: %s", pname, what);
-}
-
-static const char *type_word(json_type t)
-{
-    switch (t) {
-    case json_type_null: return "null";
-    case json_type_boolean: return "a boolean";
-    case json_type_double: return "a number";
-    case json_type_int: return "an integer";
-    case json_type_object: return "an object";
-    case json_type_array: return "an array";
-    case json_type_string: return "a string";
-    }
-    return "unknown";
-}
-
-int provider_wire_field(struct json_object *obj, const char *key, json_type t, int required,
-                        struct json_object **out, const char *where, const char *pname,
-                        struct am_error *err)
-{
-    struct json_object *v = NULL;
-    const char *dot = *where ? "." : "";
-
-    *out = NULL;
-    if (!json_object_is_type(obj, json_type_object))
-        return provider_wire_malformed(err, pname, "%s is not an object",
-                                       *where ? where : "the answer");
-    if (!json_object_object_get_ex(obj, key, &v) || v == NULL) {
-        if (!required)
-            return 0;
-        return provider_wire_malformed(err, pname, "%s%s%s is missing", where, dot, key);
-    }
-    if (!json_object_is_type(v, t))
-        return provider_wire_malformed(err, pname, "%s%s%s is %s, expected %s", where, dot,
-                                       key, type_word(json_object_get_type(v)), type_word(t));
-    *out = v;
-    return 1;
-}
-
-int provider_wire_tokens(struct json_object *obj, const char *key, int *out,
-                         const char *where, const char *pname, struct am_error *err)
-{
-    struct json_object *v = NULL;
-    const char *dot = *where ? "." : "";
-    int64_t n;
-    double d;
-
-    if (!json_object_object_get_ex(obj, key, &v) || v == NULL)
-        return 0;
-    if (json_object_is_type(v, json_type_int)) {
-        n = json_object_get_int64(v);
-        if (n < 0 || n > INT_MAX)
-            return provider_wire_malformed(err, pname, "%s%s%s out of range", where, dot, key);
-        *out = (int)n;
-        return 0;
-    }
-    if (json_object_is_type(v, json_type_double)) {
-        /* Some providers send integral counts as 12.0. */
-        d = json_object_get_double(v);
-        if (!isfinite(d) || d < 0 || d > INT_MAX || d != (double)(int)d)
-            return provider_wire_malformed(err, pname, "%s%s%s out of range", where, dot, key);
-        *out = (int)d;
-        return 0;
-    }
-    return provider_wire_malformed(err, pname, "%s%s%s is %s, expected an integer", where, dot,
-                                   key, type_word(json_object_get_type(v)));
-}
-
-int provider_wire_add_call(struct providers_response *resp, const char *id, const char *name,
-                           const char *args, const char *where, const char *pname,
-                           struct am_error *err)
-{
-    struct providers_tool_call *c;
-
-    if (resp->ncalls >= PROVIDERS_MAX_CALLS)
-        return provider_wire_malformed(err, pname, "more than %d tool calls",
-                                       PROVIDERS_MAX_CALLS);
-    if (*id == '\0' || strlen(id) >= sizeof(c->id))
-        return provider_wire_malformed(err, pname, "%s: tool call id empty or longer than %zu "
-                                       "bytes", where, sizeof(c->id) - 1);
-    if (*name == '\0' || strlen(name) >= sizeof(c->name))
-        return provider_wire_malformed(err, pname, "%s: tool name empty or longer than %zu "
-                                       "bytes", where, sizeof(c->name) - 1);
-    resp->calls = xrealloc(resp->calls, (resp->ncalls + 1) * sizeof(*resp->calls));
-    c = &resp->calls[resp->ncalls++];
-    memset(c, 0, sizeof(*c));
-    util_strlcpy(c->id, id, sizeof(c->id));
-    util_strlcpy(c->name, name, sizeof(c->name));
-    c->arguments = xstrdup(args);
-    return 0;
-}
-
-void provider_wire_append_content(struct providers_response *resp, const char *text,
-                                  size_t len)
-{
-    size_t have = resp->content ? strlen(resp->content) : 0;
-
-    resp->content = xrealloc(resp->content, have + len + 1);
-    memcpy(resp->content + have, text, len);
-    resp->content[have + len] = '\0';
-}
-
-void provider_wire_set_model(struct providers_response *resp, struct json_object *model)
-{
-    if (json_object_is_type(model, json_type_string))
-        util_strlcpy(resp->model, json_object_get_string(model), sizeof(resp->model));
-}
-
-int provider_wire_parse_ex(const char *text, size_t len, struct json_object **out,
-                           const char **why)
-{
-    struct json_tokener *tok;
-    struct json_object *obj;
-    enum json_tokener_error jerr;
-    size_t i, end;
-
-    *out = NULL;
-    for (i = 0; i < len && isspace((unsigned char)text[i]); i++)
-        ;
-    if (i == len) {
-        *why = "empty";
-        return -1;
-    }
-    if (len > INT_MAX) {
-        *why = "too large";
-        return -1;
-    }
-    tok = json_tokener_new_ex(PROVIDER_WIRE_MAX_DEPTH);
-    if (tok == NULL)
-        abort();
-    json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
-    obj = json_tokener_parse_ex(tok, text, (int)len);
-    jerr = json_tokener_get_error(tok);
-    end = json_tokener_get_parse_end(tok);
-    if (jerr == json_tokener_continue) {
-        /* A number at the very end is only complete once the tokener sees
-         * a terminator; anything else still open was cut short. */
-        obj = json_tokener_parse_ex(tok, "", 1);
-        jerr = json_tokener_get_error(tok);
-        end = len;
-        if (jerr != json_tokener_success) {
-            json_tokener_free(tok);
-            *why = "truncated";
-            return -1;
-        }
-    }
-    json_tokener_free(tok);
-    if (jerr == json_tokener_error_depth) {
-        *why = "too deeply nested";
-        return -1;
-    }
-    if (jerr != json_tokener_success) {
-        *why = "not JSON";
-        return -1;
-    }
-    for (; end < len && isspace((unsigned char)text[end]); end++)
-        ;
-    if (end < len) {
-        json_object_put(obj);
-        *why = "trailing data after the JSON value";
-        return -1;
-    }
-    *out = obj;
-    return 0;
-}
-
-struct json_object *provider_wire_parse_text(const char *text, size_t len)
-{
-    struct json_object *obj = NULL;
-    const char *why;
-
-    if (provider_wire_parse_ex(text, len, &obj, &why) != 0)
-        return NULL;
-    return obj;
-}
-
-struct json_object *provider_wire_args_object(const char *args)
-{
-    struct json_object *obj = args ? provider_wire_parse_text(args, strlen(args)) : NULL;
-
-    if (json_object_is_type(obj, json_type_object))
-        return obj;
-    json_object_put(obj);
-    return json_object_new_object();
-}
-
-struct json_object *provider_wire_string(const char *s)
-{
-    return json_object_new_string(s ? s : "");
-}
-
-int provider_wire_tool_schema(const struct providers_tool *tool, struct json_object **out,
-                              struct am_error *err)
-{
-    struct json_object *schema;
-
-    *out = NULL;
-    if (tool->parameters == NULL || *tool->parameters == '\0') {
-        schema = json_object_new_object();
-        json_object_object_add(schema, "type", json_object_new_string("object"));
-        json_object_object_add(schema, "properties", json_object_new_object());
-        *out = schema;
-        return 0;
-    }
-    schema = provider_wire_parse_text(tool->parameters, strlen(tool->parameters));
-    if (!json_object_is_type(schema, json_type_object)) {
-        json_object_put(schema);
-        return error_set(err, AM_EINTERNAL, "tool %s: parameters are not a JSON object",
-                         tool->name ? tool->name : "(unnamed)");
-    }
-    *out = schema;
-    return 0;
-}
-
-int provider_wire_chat_body(const struct providers_request *req,
-                            provider_wire_message_fn message, struct json_object **out,
-                            struct am_error *err)
-{
-    struct json_object *body, *msgs, *tools = NULL;
-    size_t i;
-    int rc;
-
-    *out = NULL;
-    if ((rc = provider_wire_function_tools(req, &tools, err)) != 0)
-        return rc;
-    body = json_object_new_object();
-    json_object_object_add(body, "model", json_object_new_string(req->model));
-    msgs = json_object_new_array();
-    for (i = 0; i < req->nmessages; i++)
-        json_object_array_add(msgs, message(&req->messages[i]));
-    json_object_object_add(body, "messages", msgs);
-    if (tools != NULL)
-        json_object_object_add(body, "tools", tools);
-    *out = body;
-    return 0;
-}
-
-int provider_wire_function_tools(const struct providers_request *req, struct json_object **out,
-                                 struct am_error *err)
-{
-    struct json_object *arr, *fn, *entry, *schema;
-    size_t i;
-    int rc;
-
-    *out = NULL;
-    if (req->ntools == 0)
-        return 0;
-    arr = json_object_new_array();
-    for (i = 0; i < req->ntools; i++) {
-        const struct providers_tool *t = &req->tools[i];
-
-        if (t->name == NULL || *t->name == '\0') {
-            json_object_put(arr);
-            return error_set(err, AM_EINTERNAL, "tool %zu has no name", i);
-        }
-        if ((rc = provider_wire_tool_schema(t, &schema, err)) != 0) {
-            json_object_put(arr);
-            return rc;
-        }
-        fn = json_object_new_object();
-        json_object_object_add(fn, "name", json_object_new_string(t->name));
-        if (t->description)
-            json_object_object_add(fn, "description", json_object_new_string(t->description));
-        json_object_object_add(fn, "parameters", schema);
-        entry = json_object_new_object();
-        json_object_object_add(entry, "type", json_object_new_string("function"));
-        json_object_object_add(entry, "function", fn);
-        json_object_array_add(arr, entry);
-    }
-    *out = arr;
-    return 0;
-}
-
-/* ------------------------------------------------------------------------ */
 /* Build and parse                                                           */
 
 void providers_response_free(struct providers_response *resp)
 {
-    size_t i;
-
-    if (resp == NULL)
-        return;
-    for (i = 0; i < resp->ncalls; i++)
-        free(resp->calls[i].arguments);
-    free(resp->calls);
-    free(resp->content);
-    memset(resp, 0, sizeof(*resp));
+    provider_wire_response_free(resp);
 }
 
 /* Checks shared by every protocol before a body is built. */
@@ -418,18 +131,17 @@ static int check_request(const struct providers_request *req, struct am_error *e
 /* base_url without trailing slashes + path; NULL if base_url is unusable. */
 static char *make_url(const char *base, const char *path)
 {
+    struct buf url = {0};
     size_t n;
-    char *url;
 
     if (base == NULL || (strncmp(base, "http://", 7) && strncmp(base, "https://", 8)))
         return NULL;
     n = strlen(base);
     while (n > 0 && base[n - 1] == '/')
         n--;
-    url = xmalloc(n + strlen(path) + 1);
-    memcpy(url, base, n);
-    strcpy(url + n, path);
-    return url;
+    buf_put(&url, base, n);
+    buf_puts(&url, path);
+    return buf_take(&url);
 }
 
 int providers_build(const struct providers_request *req, char **url, char **body,
@@ -454,8 +166,7 @@ int providers_build(const struct providers_request *req, char **url, char **body
         *url = NULL;
         return rc;
     }
-    *body = xstrdup(json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN
-                                                   | JSON_C_TO_STRING_NOSLASHESCAPE));
+    *body = xstrdup(provider_wire_json_text(obj));
     json_object_put(obj);
     return 0;
 }
@@ -494,10 +205,8 @@ int providers_parse(int provider, const char *body, size_t len,
 /* Transport                                                                 */
 
 struct answer_buf {
-    char *data;              /* malloc'd, NUL-terminated */
-    size_t len;
-    size_t cap;
-    int too_large;           /* set when the provider sent more than the cap */
+    struct buf body;         /* the answer so far, at most PROVIDERS_MAX_ANSWER bytes */
+    int too_large;           /* set when the provider sent more than that */
 };
 
 static size_t answer_write(char *ptr, size_t size, size_t nmemb, void *userdata)
@@ -505,21 +214,12 @@ static size_t answer_write(char *ptr, size_t size, size_t nmemb, void *userdata)
     struct answer_buf *b = userdata;
     size_t n = size * nmemb;
 
-    if (n > PROVIDERS_MAX_ANSWER - b->len) {
+    if (b->body.cap == 0)
+        buf_init(&b->body, PROVIDERS_ANSWER_HINT);
+    if (buf_put_limited(&b->body, ptr, n, PROVIDERS_MAX_ANSWER) != 0) {
         b->too_large = 1;
         return 0;            /* curl stops with CURLE_WRITE_ERROR */
     }
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 16384;
-
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        b->data = xrealloc(b->data, cap);
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, ptr, n);
-    b->len += n;
-    b->data[b->len] = '\0';
     return n;
 }
 
@@ -557,13 +257,19 @@ static void free_headers(struct curl_slist *h)
     curl_slist_free_all(h);
 }
 
+/* An ASCII control character (whatever the locale says). */
+static int is_control(unsigned char c)
+{
+    return c < 0x20 || c == 0x7f;
+}
+
 /* Control characters in a key would let it split the header. */
 static int key_is_clean(const char *key)
 {
     const unsigned char *p;
 
     for (p = (const unsigned char *)key; p && *p; p++)
-        if (*p < 0x20 || *p == 0x7f)
+        if (is_control(*p))
             return 0;
     return 1;
 }
@@ -591,7 +297,7 @@ static void error_snippet(const char *body, size_t len, char *out, size_t cap)
     if (s) {
         util_strlcpy(out, s, cap < PROVIDERS_SNIPPET ? cap : PROVIDERS_SNIPPET);
         for (i = 0; out[i]; i++)
-            if ((unsigned char)out[i] < 0x20 || out[i] == 0x7f)
+            if (is_control((unsigned char)out[i]))
                 out[i] = ' ';
     }
     json_object_put(root);
@@ -605,7 +311,7 @@ static int http_error(const char *pname, long status, const struct answer_buf *b
     if (status == 401 || status == 403)
         return error_set(err, AM_EPROVIDER, "provider %s rejected the API key (HTTP %ld)",
                          pname, status);
-    error_snippet(b->data, b->len, snip, sizeof(snip));
+    error_snippet(b->body.z, b->body.n, snip, sizeof(snip));
     return error_set(err, AM_EPROVIDER, "provider %s answered HTTP %ld%s%s%s", pname, status,
                      status == 429 ? " (rate limited)" : "", *snip ? ": " : "", snip);
 }
@@ -773,14 +479,14 @@ int providers_chat(const struct providers_request *req, struct providers_respons
         rc = http_error(pname, status, &b, err);
         goto out;
     }
-    if ((rc = providers_parse(req->provider, b.data, b.len, resp, err)) != 0)
+    if ((rc = providers_parse(req->provider, b.body.z, b.body.n, resp, err)) != 0)
         goto out;
     if (resp->model[0] == '\0')
         util_strlcpy(resp->model, req->model, sizeof(resp->model));
 out:
     if (rc != 0)
         scrub_key(err, req->api_key);
-    free(b.data);
+    buf_free(&b.body);
     free(body);
     free(url);
     return rc;
