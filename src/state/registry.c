@@ -6,7 +6,9 @@
  * worker, inherited across fork or attached by name), its layout (a compact
  * index and a separate payload area), the writers' process-shared robust
  * mutex inside it, the seqlock that lets readers copy entries without taking
- * that mutex, and the lock-free authorisation epoch counter.
+ * that mutex (both locked and bumped through lib/shm_lock.c; the repair after
+ * a dead writer, registry_recover, is this file's), and the lock-free
+ * authorisation epoch counter.
  *
  * Must never: log (callers get a code, and an am_error where the signature
  * has one); touch the database (store.c is the source of truth and the
@@ -122,20 +124,19 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 #include "state/registry.h"
 #include "lib/hash.h"
+#include "lib/shm_lock.h"
 #include "lib/util.h"
 
 #define REGISTRY_MAGIC          UINT64_C(0x414d52454753484d) /* "AMREGSHM" */
-#define REGISTRY_LAYOUT_VERSION 2u        /* 2: index and payload areas split */
+#define REGISTRY_LAYOUT_VERSION 3u        /* 2: index and payload areas split; 3: 32-bit seq, shm_lock */
 #define REGISTRY_ALIGN          64u        /* bytes: index offset multiple; auth_epoch's own line */
 #define REGISTRY_PAGE           4096u      /* bytes: payload area offset and stride multiple */
 #define REGISTRY_MIN_SLOTS      8u         /* slots: smallest probe table */
@@ -166,7 +167,8 @@ struct registry_shm_header {
     uint64_t payload_off;     /* bytes: offset of the payload area, multiple of REGISTRY_PAGE */
     uint64_t payload_stride;  /* bytes: one payload slot, slot_bytes rounded up to REGISTRY_PAGE */
     uint64_t total_bytes;     /* bytes: size of the whole segment */
-    uint64_t seq;             /* counter: seqlock, odd while a write is in progress (atomic) */
+    uint32_t seq;             /* counter: seqlock, odd while a write is in progress (atomic; shm_seq_*) */
+    uint32_t seq_pad;         /* unused, zero: keeps the fields below 64-bit aligned */
     uint64_t count;           /* agents: USED entries (atomic loads by readers) */
     uint64_t tombstones;      /* slots: TOMB entries */
     uint64_t last_generation; /* counter: generation handed to the latest load */
@@ -175,7 +177,7 @@ struct registry_shm_header {
     /* counter: authorisation epoch (invariant 10; atomic, lock-free). On a
      * cache line of its own, so bumping it does not disturb readers of seq. */
     _Alignas(REGISTRY_ALIGN) uint64_t auth_epoch;
-    _Alignas(REGISTRY_ALIGN) pthread_mutex_t lock; /* opaque: process-shared robust mutex taken by writers */
+    _Alignas(REGISTRY_ALIGN) struct shm_lock lock; /* opaque: process-shared robust mutex taken by writers */
 };
 
 /* One index entry: everything about a slot except its YAML, which lives in
@@ -207,14 +209,8 @@ struct registry {
     uint64_t slot_bytes;             /* bytes (validated copy) */
     uint64_t payload_off;            /* bytes (validated copy) */
     uint64_t payload_stride;         /* bytes (validated copy) */
+    struct shm_guard guard;          /* the mutex in hdr, registry_recover, reader patience */
     char name[REGISTRY_NAME_MAX + 1];/* shm name, for unlink at close */
-};
-
-/* A reader's progress through one seqlock read. */
-struct registry_reader {
-    uint64_t seq;     /* even seq seen at the start of this attempt */
-    unsigned spins;   /* attempts so far */
-    int locked;       /* 1 if this attempt holds the mutex */
 };
 
 struct registry_geometry {
@@ -335,12 +331,12 @@ static uint64_t table_find(const struct registry *r, const char *key, size_t kle
 static void write_begin(struct registry *r, uint64_t slot)
 {
     struct registry_shm_header *h = r->hdr;
-    uint64_t s = __atomic_load_n(&h->seq, __ATOMIC_RELAXED);
 
-    assert((s & 1) == 0);
-    /* seq goes odd before write_slot is named (release keeps that order),
-     * so recovery that finds seq even knows nothing was being changed. */
-    __atomic_store_n(&h->seq, s + 1, __ATOMIC_RELAXED);
+    assert((__atomic_load_n(&h->seq, __ATOMIC_RELAXED) & 1) == 0);
+    /* seq goes odd before write_slot is named (the fence keeps that
+     * order), so recovery that finds seq even knows nothing was being
+     * changed. */
+    shm_seq_write_begin(&h->seq);
     __atomic_store_n(&h->write_slot, slot, __ATOMIC_RELEASE);
     /* Both become visible before any change below. */
     __atomic_thread_fence(__ATOMIC_RELEASE);
@@ -349,12 +345,11 @@ static void write_begin(struct registry *r, uint64_t slot)
 static void write_end(struct registry *r)
 {
     struct registry_shm_header *h = r->hdr;
-    uint64_t s = __atomic_load_n(&h->seq, __ATOMIC_RELAXED);
 
-    assert((s & 1) == 1);
+    assert((__atomic_load_n(&h->seq, __ATOMIC_RELAXED) & 1) == 1);
     /* Release: every change made since write_begin lands before these. */
     __atomic_store_n(&h->write_slot, REGISTRY_NO_SLOT, __ATOMIC_RELEASE);
-    __atomic_store_n(&h->seq, s + 1, __ATOMIC_RELEASE);
+    shm_seq_write_end(&h->seq);
 }
 
 /*
@@ -507,10 +502,10 @@ static int registry_check_invariants(struct registry *r)
 static void registry_recover(struct registry *r)
 {
     struct registry_shm_header *h = r->hdr;
-    uint64_t s = __atomic_load_n(&h->seq, __ATOMIC_RELAXED), ws, used = 0;
+    uint64_t ws, used = 0;
     int rc;
 
-    if ((s & 1) == 1) {
+    if ((__atomic_load_n(&h->seq, __ATOMIC_RELAXED) & 1) == 1) {
         /* It died inside its odd section: drop what it was changing. */
         ws = h->write_slot;
         if (ws < r->nslots && slot_state(r, ws) == SLOT_USED)
@@ -518,8 +513,7 @@ static void registry_recover(struct registry *r)
     } else {
         /* It died outside it (nothing half-done); readers must still retry
          * while we check. */
-        __atomic_store_n(&h->seq, s + 1, __ATOMIC_RELAXED);
-        __atomic_thread_fence(__ATOMIC_RELEASE);
+        shm_seq_write_begin(&h->seq);
     }
     for (uint64_t i = 0; i < r->nslots; i++) {
         uint32_t st = slot_state(r, i);
@@ -554,92 +548,35 @@ static void registry_recover(struct registry *r)
     write_end(r);
 }
 
-/*
- * Take the writers' mutex; with try_only, give up if a live thread holds it.
- * Returns 0 (held), 1 (busy, try_only) or AM_EUNAVAILABLE (unrecoverable:
- * only if someone unlocked after EOWNERDEAD without repairing, a bug).
- */
+/* The repair shm_lock_take runs on EOWNERDEAD. */
+static void recover_cb(void *arg)
+{
+    registry_recover(arg);
+}
+
+/* Take the writers' mutex; see shm_lock_take. Returns 0 (held), 1 (busy,
+ * try_only) or AM_EUNAVAILABLE (unrecoverable). */
 static int lock_acquire(struct registry *r, int try_only)
 {
-    pthread_mutex_t *m = &r->hdr->lock;
-    int e = try_only ? pthread_mutex_trylock(m) : pthread_mutex_lock(m);
-
-    if (e == 0)
-        return 0;
-    if (e == EBUSY && try_only)
-        return 1;
-    if (e != EOWNERDEAD)
-        return AM_EUNAVAILABLE;
-    registry_recover(r);
-    if (pthread_mutex_consistent(m) != 0) {
-        pthread_mutex_unlock(m);
-        return AM_EUNAVAILABLE;
-    }
-    return 0;
+    return shm_lock_take(&r->guard, try_only);
 }
 
 static void lock_release(struct registry *r)
 {
-    pthread_mutex_unlock(&r->hdr->lock);
+    shm_lock_release(&r->guard);
 }
 
 /* ---- reader side ---------------------------------------------------------- */
 
-static void reader_pause(struct registry_reader *rd)
+/* A seqlock read of the whole table; see shm_seq_read_begin/_end. */
+static int reader_begin(struct registry *r, struct shm_reader *rd)
 {
-    rd->spins++;
-    if (rd->spins > REGISTRY_SPIN_LIMIT) {
-        struct timespec ts = { 0, REGISTRY_BACKOFF_NS };
-
-        nanosleep(&ts, NULL);
-    } else if (rd->spins > REGISTRY_SPIN_BUSY) {
-        sched_yield();
-    }
+    return shm_seq_read_begin(&r->guard, &r->hdr->seq, rd);
 }
 
-/*
- * Start (or restart) a read. Returns 0 when the caller may copy: either
- * rd->seq holds an even seq, or rd->locked is set and the mutex is held.
- * Returns AM_EUNAVAILABLE, holding nothing, if the mutex is unrecoverable.
- */
-static int reader_begin(struct registry *r, struct registry_reader *rd)
+static int reader_end(struct registry *r, struct shm_reader *rd)
 {
-    for (;;) {
-        uint64_t s;
-
-        if (rd->spins >= REGISTRY_SPIN_LIMIT) {
-            int rc = lock_acquire(r, 1);
-
-            if (rc == 0) {
-                rd->locked = 1;
-                return 0;
-            }
-            if (rc < 0)
-                return rc;
-        }
-        s = __atomic_load_n(&r->hdr->seq, __ATOMIC_ACQUIRE);
-        if ((s & 1) == 0) {
-            rd->seq = s;
-            return 0;
-        }
-        reader_pause(rd);
-    }
-}
-
-/* Finish a read. Returns 1 if what was copied since reader_begin is
- * consistent (releasing the mutex if held), 0 if the caller must retry. */
-static int reader_end(struct registry *r, struct registry_reader *rd)
-{
-    if (rd->locked) {
-        rd->locked = 0;
-        lock_release(r);
-        return 1;
-    }
-    __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    if (__atomic_load_n(&r->hdr->seq, __ATOMIC_RELAXED) == rd->seq)
-        return 1;
-    reader_pause(rd);
-    return 0;
+    return shm_seq_read_end(&r->guard, &r->hdr->seq, rd);
 }
 
 /* ---- mapping -------------------------------------------------------------- */
@@ -672,24 +609,14 @@ static struct registry *handle_new(struct registry_shm_header *h, size_t bytes,
     r->slot_bytes = h->slot_bytes;
     r->payload_off = g->payload_off;
     r->payload_stride = g->payload_stride;
+    r->guard.lock = &h->lock;
+    r->guard.repair = recover_cb;
+    r->guard.arg = r;
+    r->guard.spin_busy = REGISTRY_SPIN_BUSY;
+    r->guard.spin_limit = REGISTRY_SPIN_LIMIT;
+    r->guard.nap_ns = REGISTRY_BACKOFF_NS;
     util_strlcpy(r->name, name, sizeof r->name);
     return r;
-}
-
-static int init_mutex(pthread_mutex_t *m)
-{
-    pthread_mutexattr_t a;
-    int e;
-
-    if (pthread_mutexattr_init(&a) != 0)
-        return -1;
-    e = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
-    if (e == 0)
-        e = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
-    if (e == 0)
-        e = pthread_mutex_init(m, &a);
-    pthread_mutexattr_destroy(&a);
-    return e == 0 ? 0 : -1;
 }
 
 /*
@@ -742,7 +669,7 @@ int registry_create(struct registry **out, const char *name, int capacity,
     h->payload_stride = g.payload_stride;
     h->total_bytes = g.total_bytes;
     h->write_slot = REGISTRY_NO_SLOT;
-    if (init_mutex(&h->lock) != 0) {
+    if (shm_lock_init(&h->lock) != 0) {
         rc = error_set(err, AM_EUNAVAILABLE, "registry: cannot init robust shared mutex");
         goto out;
     }
@@ -955,7 +882,7 @@ out:
  */
 int registry_get(struct registry *r, const char *key, struct registry_agent *out)
 {
-    struct registry_reader rd = { 0, 0, 0 };
+    struct shm_reader rd = { 0, 0, 0 };
     struct registry_agent snap;
     char *buf = NULL;
     size_t klen, cap = 0;
@@ -1012,7 +939,7 @@ out:
 /* 1 (and *version_out if not NULL) if key is loaded, else 0. */
 int registry_contains(struct registry *r, const char *key, uint64_t *version_out)
 {
-    struct registry_reader rd = { 0, 0, 0 };
+    struct shm_reader rd = { 0, 0, 0 };
     uint64_t hash, version = 0;
     size_t klen;
     int found = 0;
@@ -1038,7 +965,7 @@ int registry_contains(struct registry *r, const char *key, uint64_t *version_out
 /* Number of loaded agents, or AM_EUNAVAILABLE if the mutex is unusable. */
 int registry_count(struct registry *r)
 {
-    struct registry_reader rd = { 0, 0, 0 };
+    struct shm_reader rd = { 0, 0, 0 };
     uint64_t n;
 
     do {
@@ -1056,7 +983,7 @@ int registry_count(struct registry *r)
  */
 void registry_foreach(struct registry *r, void (*fn)(const char *key, void *arg), void *arg)
 {
-    struct registry_reader rd = { 0, 0, 0 };
+    struct shm_reader rd = { 0, 0, 0 };
     char (*keys)[REGISTRY_KEY_MAX] = NULL;
     size_t n = 0, cap = 0;
     int more;

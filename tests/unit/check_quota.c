@@ -149,9 +149,9 @@ static uint32_t used_slots(const struct quota *q)
 /* The mutex is free and consistent (not left owner-dead). */
 static int mutex_usable(struct quota *q)
 {
-    if (pthread_mutex_trylock(&q->hdr->lock) != 0)
+    if (pthread_mutex_trylock(&q->hdr->lock.mutex) != 0)
         return 0;
-    pthread_mutex_unlock(&q->hdr->lock);
+    pthread_mutex_unlock(&q->hdr->lock.mutex);
     return 1;
 }
 
@@ -756,8 +756,8 @@ START_TEST(a_claim_racing_the_first_take_of_a_day_loses_no_run)
         usleep(500);
     ck_assert(__atomic_load_n(&h->loaded, __ATOMIC_ACQUIRE));
     for (int i = 0; i < 4000 && !held; i++) {
-        if (pthread_mutex_trylock(&q->hdr->lock) == 0)
-            pthread_mutex_unlock(&q->hdr->lock);
+        if (pthread_mutex_trylock(&q->hdr->lock.mutex) == 0)
+            pthread_mutex_unlock(&q->hdr->lock.mutex);
         else
             held = 1;
         if (!held)
@@ -922,7 +922,7 @@ static void die_mid_claim(struct quota *q, uint32_t s, const char *intruder, int
     uint64_t w;
 
     child_dies_with_parent(parent);
-    if (pthread_mutex_lock(&q->hdr->lock) != 0)
+    if (pthread_mutex_lock(&q->hdr->lock.mutex) != 0)
         _exit(2);
     if (never_used)
         q->hdr->used++;
