@@ -66,6 +66,24 @@
  * hold, or with every hold in use, leaves its run counted until the
  * supervisor restarts (which reloads from the database): that error is on
  * the side of the limit.
+ *
+ * INVARIANTS (quota_check_invariants checks them where no other process
+ * uses the table: the supervisor's recovery, the unit tests)
+ *
+ *  1. With the mutex free, every slot's `seq` is even: it is odd only
+ *     inside a claim, under the mutex, or after its claimer died (and the
+ *     next locker repairs it before anything else).
+ *  2. `used` is the number of slots with `seq` != 0; a never-used slot
+ *     (`seq` 0) has a zero `word` and no slug.
+ *  3. A slot with a slug has that slug's hash and is the first slot
+ *     holding it on the probe path from its home, which crosses no
+ *     never-used slot: an org has one slot and every lookup finds it. A
+ *     slot without a slug (repaired) counts nothing on day 0.
+ *  4. A free hold (pid 0) is not ready. A ready hold's day is not later
+ *     than today; if its org's slot counts that day, the count is at least
+ *     the number of ready holds on (org, day) (each was taken there and is
+ *     given back at most once); its org's slot never counts an earlier day
+ *     (a slot's day only moves forward while its org keeps it).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -76,6 +94,7 @@
 #include <unistd.h>
 #include "state/quota.h"
 #include "lib/hash.h"
+#include "lib/invariant.h"
 #include "lib/shm_lock.h"
 #include "lib/util.h"
 
@@ -464,4 +483,127 @@ int quota_reclaim(struct quota *q, int pid, quota_settled_fn settled, void *arg)
         }
     }
     return n;
+}
+
+/* ---- invariants ----------------------------------------------------------------- */
+
+/* Copy a NUL-padded shared name into buf (cap bytes). */
+static void name_note(char *buf, size_t cap, const char *name, size_t len)
+{
+    size_t n = strnlen(name, len);
+
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(buf, name, n);
+    buf[n] = '\0';
+}
+
+/* Invariant 3 for slot i (its slug in org). */
+static int slot_check(struct quota *q, uint32_t i, const char *org)
+{
+    const struct quota_entry *e = &q->tab[i];
+    uint32_t h = org_hash(org), k;
+
+    if (e->hash != h)
+        return 3;
+    for (k = h & q->mask; k != i; k = (k + 1) & q->mask) {
+        const struct quota_entry *p = &q->tab[k];
+
+        if (p->seq == 0 || (p->hash == h && strncmp(p->org, org, QUOTA_ORG_MAX) == 0))
+            return 3;   /* unreachable, or a second slot for org */
+    }
+    return 0;
+}
+
+/* Invariant 4 for hold k. */
+static int hold_check(struct quota *q, uint32_t k, int today)
+{
+    const struct quota_hold *h = &q->holds[k];
+    struct quota_entry *e;
+    uint64_t w;
+    int64_t held = 0;
+
+    if (h->pid == 0)
+        return h->ready ? 4 : 0;
+    if (!h->ready)
+        return 0;
+    if (memchr(h->org, '\0', sizeof(h->org)) == NULL || h->day > today)
+        return 4;
+    if ((e = lookup(q, h->org, org_hash(h->org), 0, &w, NULL)) == NULL ||
+        WORD_DAY(w) > h->day)
+        return 0;       /* the org moved on; its slot may have gone to another */
+    if (WORD_DAY(w) < h->day)
+        return 4;
+    for (uint32_t j = 0; j < q->hdr->nholds; j++)
+        held += q->holds[j].pid != 0 && q->holds[j].ready && q->holds[j].day == h->day &&
+                strncmp(q->holds[j].org, h->org, QUOTA_ORG_MAX) == 0;
+    return WORD_COUNT(w) >= held ? 0 : 4;
+}
+
+/* Check invariants 1-4 with the mutex held; 0 or the first one broken,
+ * its org in org (QUOTA_ORG_MAX bytes). */
+static int quota_check(struct quota *q, int today, char *org)
+{
+    uint32_t i, used = 0;
+    int which;
+
+    org[0] = '\0';
+    for (i = 0; i <= q->mask; i++) {
+        const struct quota_entry *e = &q->tab[i];
+
+        name_note(org, QUOTA_ORG_MAX, e->org, sizeof(e->org));
+        if (e->seq & 1)
+            return 1;
+        if (e->seq == 0 && (e->word != 0 || org[0] != '\0'))
+            return 2;
+        used += e->seq != 0;
+        if (e->seq != 0 && org[0] == '\0' && WORD_COUNT(e->word) != 0)
+            return 3;
+        if (e->seq != 0 && org[0] != '\0' && (which = slot_check(q, i, org)) != 0)
+            return which;
+    }
+    org[0] = '\0';
+    if (used != q->hdr->used)
+        return 2;
+    for (i = 0; i < q->hdr->nholds; i++) {
+        name_note(org, QUOTA_ORG_MAX, q->holds[i].org, sizeof(q->holds[i].org));
+        if ((which = hold_check(q, i, today)) != 0)
+            return which;
+    }
+    return 0;
+}
+
+void quota_check_invariants(struct quota *q)
+{
+    char org[QUOTA_ORG_MAX];
+    int which;
+
+    if (shm_lock_take(&q->guard, 0) != 0)
+        invariant_fail("quota: the mutex is unrecoverable");
+    which = quota_check(q, (int)(util_now() / 86400), org);
+    shm_lock_release(&q->guard);
+    if (which != 0)
+        invariant_fail("quota %d: org \"%s\"", which, org);
+}
+
+void quota_foreach(struct quota *q, quota_foreach_fn fn, void *arg)
+{
+    uint32_t i;
+
+    for (i = 0; i <= q->mask; i++) {
+        struct quota_entry *e = &q->tab[i];
+        struct shm_reader rd = { 0, 0, 0 };
+        char org[QUOTA_ORG_MAX];
+        uint64_t w = 0;
+
+        do {
+            if (shm_seq_read_begin(&q->guard, &e->seq, &rd) != 0)
+                return;
+            memcpy(org, e->org, sizeof(org));
+            w = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE);
+        } while (!shm_seq_read_end(&q->guard, &e->seq, &rd));
+        org[sizeof(org) - 1] = '\0';
+        if (rd.seq != 0 && org[0] != '\0')
+            fn(org, WORD_DAY(w), WORD_COUNT(w), arg);
+    }
 }

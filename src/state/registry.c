@@ -81,8 +81,9 @@
  * After a worker dies the supervisor reconciles the registry against the
  * database, which re-loads whatever was dropped.
  *
- * INVARIANTS (checked by registry_check_invariants after every recovery and
- * by the unit tests after every operation)
+ * INVARIANTS (2 and 4-6 checked by table_check after every recovery and by
+ * the unit tests after every operation, and by registry_check_invariants,
+ * which aborts naming the invariant and the key, in invariant builds)
  *
  *  1. The segment holds no pointers. Its geometry (capacity, nslots,
  *     slot_bytes, entry_bytes, payload_off, payload_stride, total_bytes) is
@@ -132,6 +133,7 @@
 #include <unistd.h>
 #include "state/registry.h"
 #include "lib/hash.h"
+#include "lib/invariant.h"
 #include "lib/shm_lock.h"
 #include "lib/util.h"
 
@@ -462,16 +464,30 @@ static int entry_valid(const struct registry *r, const struct registry_shm_entry
     return e->yaml_len <= r->slot_bytes;
 }
 
+/* Copy key into buf (cap bytes) for a report; buf may be NULL. */
+static void key_note(char *buf, size_t cap, const struct registry_shm_entry *e)
+{
+    if (buf == NULL || cap == 0)
+        return;
+    buf[0] = '\0';
+    if (e->key_len < REGISTRY_KEY_MAX && e->key[e->key_len] == '\0')
+        util_strlcpy(buf, e->key, cap);
+}
+
 /*
- * Check invariants 2 (seq parity aside, which the caller knows) and 4-6.
- * Caller holds the mutex or is the only process touching the segment.
- * Returns 0, or AM_EINTERNAL naming nothing: this is a debugging aid.
+ * Check invariants 4-6 (2, seq parity, is the caller's: it knows whether it
+ * is inside a write). Caller holds the mutex or is the only process
+ * touching the segment. Returns 0, or the number of the first invariant
+ * found broken, with the key it broke on in key (cap bytes; "" when it is
+ * a count; key may be NULL).
  */
-static int registry_check_invariants(struct registry *r)
+static int table_check(const struct registry *r, char *key, size_t cap)
 {
     struct registry_shm_header *h = r->hdr;
     uint64_t used = 0, tombs = 0;
 
+    if (key != NULL && cap > 0)
+        key[0] = '\0';
     for (uint64_t i = 0; i < r->nslots; i++) {
         struct registry_shm_entry *e = slot_at(r, i);
 
@@ -479,18 +495,21 @@ static int registry_check_invariants(struct registry *r)
             tombs++;
         if (e->state == SLOT_EMPTY || e->state == SLOT_TOMB)
             continue;
+        key_note(key, cap, e);
         if (e->state != SLOT_USED || !entry_valid(r, e))
-            return AM_EINTERNAL;
+            return 4;
         if (table_find(r, e->key, e->key_len, e->hash, NULL) != i)
-            return AM_EINTERNAL;   /* unreachable, or a duplicate key */
+            return 4;   /* unreachable, or a duplicate key */
         if (e->generation > h->last_generation)
-            return AM_EINTERNAL;
+            return 6;
         used++;
     }
+    if (key != NULL && cap > 0)
+        key[0] = '\0';
     if (used != h->count || tombs != h->tombstones || used > r->capacity)
-        return AM_EINTERNAL;
+        return 5;
     if ((used + tombs) * 4 > r->nslots * 3)
-        return AM_EINTERNAL;
+        return 5;
     return 0;
 }
 
@@ -542,7 +561,7 @@ static void registry_recover(struct registry *r)
     table_maybe_compact(r);
     payload_trim_all(r);   /* the dropped entries' pages, and any a dead mover left */
     h->recoveries++;
-    rc = registry_check_invariants(r);
+    rc = table_check(r, NULL, 0);
     assert(rc == 0);
     (void)rc;
     write_end(r);
@@ -1044,6 +1063,24 @@ uint64_t registry_auth_epoch(struct registry *r)
 void registry_auth_epoch_bump(struct registry *r)
 {
     __atomic_add_fetch(&r->hdr->auth_epoch, 1, __ATOMIC_ACQ_REL);
+}
+
+/* Check invariants 2 and 4-6 under the writers' mutex (so live writers
+ * may run meanwhile); see registry.h. */
+void registry_check_invariants(struct registry *r)
+{
+    char key[REGISTRY_KEY_MAX];
+    int which;
+
+    if (lock_acquire(r, 0) != 0)
+        invariant_fail("registry 8: the writers' mutex is unrecoverable");
+    which = (__atomic_load_n(&r->hdr->seq, __ATOMIC_RELAXED) & 1) != 0 ? 2
+                                                                       : table_check(r, key, sizeof key);
+    lock_release(r);
+    if (which == 2)
+        invariant_fail("registry 2: seq is odd with no write in progress");
+    if (which != 0)
+        invariant_fail("registry %d: key \"%s\"", which, key);
 }
 
 /* Free what registry_get put in *a and zero it; a may be NULL. */
