@@ -44,6 +44,7 @@
 #include "control/agent.h"
 #include "state/app.h"
 #include "control/auth.h"
+#include "control/auth_state.h"
 #include "state/config.h"
 #include "state/quota.h"
 #include "state/registry.h"
@@ -328,7 +329,7 @@ static void spawn_worker(struct supervisor *sv, struct worker_slot *w)
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         /* The child keeps the lock fd (invariant 3) and the listener. */
-        worker_run(&sv->cfg, sv->listen_fd, sv->app.reg, sv->app.quota);
+        worker_run(&sv->cfg, sv->listen_fd, sv->app.reg, sv->app.quota, sv->app.auth);
     }
     w->pid = pid;
     w->state = W_RUNNING;
@@ -593,6 +594,11 @@ static int start(struct supervisor *sv)
         log_error("%s", err.message);
         return -1;
     }
+    /* The authorisation epoch, shared like the quota table. */
+    if (auth_state_create(&sv->app.auth, &err) != 0) {
+        log_error("%s", err.message);
+        return -1;
+    }
     /* Recover the environment and rebuild the registry from it. */
     if (run_store_task(sv, TASK_RECOVER) != TASK_OK)
         return -1;
@@ -614,6 +620,7 @@ static void finish(struct supervisor *sv)
     if (sv->app.reg != NULL)
         registry_close(sv->app.reg, 1);
     quota_close(sv->app.quota);
+    auth_state_close(sv->app.auth);
     if (sv->cfg.pid_file[0] != '\0')
         unlink(sv->cfg.pid_file);
     if (sv->lock_fd >= 0)

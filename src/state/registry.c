@@ -7,8 +7,7 @@
  * index and a separate payload area), the writers' process-shared robust
  * mutex inside it, the seqlock that lets readers copy entries without taking
  * that mutex (both locked and bumped through lib/shm_lock.c; the repair after
- * a dead writer, registry_recover, is this file's), and the lock-free
- * authorisation epoch counter.
+ * a dead writer, registry_recover, is this file's).
  *
  * Must never: log (callers get a code, and an am_error where the signature
  * has one); touch the database (store.c is the source of truth and the
@@ -115,8 +114,6 @@
  *     not checked: a reader racing a release may fault pages back in (see
  *     above), and a writer that dies mid-compaction leaves pages behind
  *     until recovery trims every slot.
- * 10. `auth_epoch` only grows, by atomic adds of 1 from any process, outside
- *     the mutex and the seqlock; no writer, compaction or recovery stores it.
  *
  * Thread safety: a struct registry handle is read-only after create/attach
  * and may be shared by all threads of a process.
@@ -138,8 +135,9 @@
 #include "lib/util.h"
 
 #define REGISTRY_MAGIC          UINT64_C(0x414d52454753484d) /* "AMREGSHM" */
-#define REGISTRY_LAYOUT_VERSION 3u        /* 2: index and payload areas split; 3: 32-bit seq, shm_lock */
-#define REGISTRY_ALIGN          64u        /* bytes: index offset multiple; auth_epoch's own line */
+#define REGISTRY_LAYOUT_VERSION 4u        /* 2: index and payload areas split; 3: 32-bit seq,
+                                              shm_lock; 4: no auth_epoch (auth_state.c) */
+#define REGISTRY_ALIGN          64u        /* bytes: index offset multiple; the mutex's own line */
 #define REGISTRY_PAGE           4096u      /* bytes: payload area offset and stride multiple */
 #define REGISTRY_MIN_SLOTS      8u         /* slots: smallest probe table */
 #define REGISTRY_CAPACITY_MAX   (1 << 20)  /* agents */
@@ -157,7 +155,7 @@ enum registry_slot_state {
 };
 
 /* Segment header, at offset 0. Fields after `total_bytes` change only under
- * the mutex with `seq` odd (except `seq` itself and `auth_epoch`). */
+ * the mutex with `seq` odd (except `seq` itself). */
 struct registry_shm_header {
     uint64_t magic;           /* REGISTRY_MAGIC, stored last by create (release) */
     uint32_t layout_version;  /* REGISTRY_LAYOUT_VERSION */
@@ -176,9 +174,6 @@ struct registry_shm_header {
     uint64_t last_generation; /* counter: generation handed to the latest load */
     uint64_t write_slot;      /* slot index: entry the in-flight write changes, or REGISTRY_NO_SLOT */
     uint64_t recoveries;      /* counter: repairs after a writer died holding the mutex */
-    /* counter: authorisation epoch (invariant 10; atomic, lock-free). On a
-     * cache line of its own, so bumping it does not disturb readers of seq. */
-    _Alignas(REGISTRY_ALIGN) uint64_t auth_epoch;
     _Alignas(REGISTRY_ALIGN) struct shm_lock lock; /* opaque: process-shared robust mutex taken by writers */
 };
 
@@ -1048,21 +1043,6 @@ void registry_foreach(struct registry *r, void (*fn)(const char *key, void *arg)
     for (size_t i = 0; i < n; i++)
         fn(keys[i], arg);
     free(keys);
-}
-
-/* The authorisation epoch, as last bumped by any process. Lock-free; the
- * acquire pairs with the bump's release, so whatever the bumping process
- * wrote before bumping is visible once the new value is seen. */
-uint64_t registry_auth_epoch(struct registry *r)
-{
-    return __atomic_load_n(&r->hdr->auth_epoch, __ATOMIC_ACQUIRE);
-}
-
-/* Add 1 to the authorisation epoch (atomic, so concurrent bumps from any
- * processes all count). Takes no lock and never touches seq. */
-void registry_auth_epoch_bump(struct registry *r)
-{
-    __atomic_add_fetch(&r->hdr->auth_epoch, 1, __ATOMIC_ACQ_REL);
 }
 
 /* Check invariants 2 and 4-6 under the writers' mutex (so live writers

@@ -793,63 +793,6 @@ START_TEST(concurrent_readers_never_see_torn_entry)
 }
 END_TEST
 
-#define EPOCH_BUMPS 1000
-
-/* In a child: bump the epoch EPOCH_BUMPS times through r, or through a
- * handle attached by name when name is not NULL. */
-static void bump_epoch_and_exit(struct registry *r, const char *name)
-{
-    struct registry *w = r;
-
-    if (name != NULL && registry_attach(&w, name, NULL) != 0)
-        _exit(1);
-    for (int i = 0; i < EPOCH_BUMPS; i++)
-        registry_auth_epoch_bump(w);
-    if (w != r)
-        registry_close(w, 0);
-    _exit(0);
-}
-
-START_TEST(auth_epoch_bumps_are_seen_by_other_processes)
-{
-    struct registry *r = must_create("epoch", 4, 256);
-    uint64_t e0 = registry_auth_epoch(r);
-    char name[96];
-    pid_t a, b;
-
-    seg_name(name, sizeof name, "epoch");
-    a = fork();
-    ck_assert_int_ge(a, 0);
-    if (a == 0)
-        bump_epoch_and_exit(r, NULL);
-    ck_assert(child_ok(a));
-    ck_assert_uint_eq(registry_auth_epoch(r), e0 + EPOCH_BUMPS);
-
-    /* Concurrent bumps from an inherited and an attached mapping and from
-     * this process: none is lost. */
-    a = fork();
-    ck_assert_int_ge(a, 0);
-    if (a == 0)
-        bump_epoch_and_exit(r, NULL);
-    b = fork();
-    ck_assert_int_ge(b, 0);
-    if (b == 0)
-        bump_epoch_and_exit(r, name);
-    for (int i = 0; i < EPOCH_BUMPS; i++)
-        registry_auth_epoch_bump(r);
-    ck_assert(child_ok(a));
-    ck_assert(child_ok(b));
-    ck_assert_uint_eq(registry_auth_epoch(r), e0 + 4 * EPOCH_BUMPS);
-
-    /* Registry writes neither take nor move it. */
-    ck_assert_int_eq(load_str(r, "o__a", 1, "a"), 0);
-    ck_assert_int_eq(registry_unload(r, "o__a"), 0);
-    ck_assert_uint_eq(registry_auth_epoch(r), e0 + 4 * EPOCH_BUMPS);
-    ck_assert_uint_eq(r->hdr->seq & 1, 0);
-    registry_close(r, 1);
-}
-END_TEST
-
 #define RACE_GETS 20000
 
 struct release_reader {
@@ -1179,7 +1122,6 @@ static Suite *registry_suite(void)
     tcase_add_test(shared, attach_sees_writes_from_creator);
     tcase_add_test(shared, forked_child_writes_visible_to_parent);
     tcase_add_test(shared, concurrent_readers_never_see_torn_entry);
-    tcase_add_test(shared, auth_epoch_bumps_are_seen_by_other_processes);
     tcase_add_test(shared, reader_racing_unload_never_sees_released_pages);
     tcase_set_timeout(shared, 300);
     suite_add_tcase(s, shared);
