@@ -21,8 +21,8 @@
 #include <string.h>
 #include "control/account.h"
 #include "control/auth.h"
+#include "control/auth_state.h"
 #include "state/config.h"
-#include "state/registry.h"
 #include "state/store.h"
 #include "lib/key.h"
 #include "lib/util.h"
@@ -342,7 +342,7 @@ static int issue_tokens(struct app *app, const char *email, const char *slug,
         return rc == AM_EUNAUTH ? error_set(err, rc, "Refresh token is no longer valid")
                                 : error_set(err, AM_EUNAVAILABLE, "Storage unavailable");
     if (fc.reused) {
-        registry_auth_epoch_bump(app->reg);
+        auth_state_bump(app->auth);
         return error_set(err, AM_EUNAUTH,
                          "Refresh token was already used; every token of this session is revoked");
     }
@@ -417,7 +417,7 @@ int account_logout(struct app *app, const char *email, const char *fam,
 
     if (store_transact(app->store, family_txn, &fc) != 0)
         return error_set(err, AM_EUNAVAILABLE, "Storage unavailable");
-    registry_auth_epoch_bump(app->reg);
+    auth_state_bump(app->auth);
     return 0;
 }
 
@@ -427,7 +427,7 @@ int account_logout(struct app *app, const char *email, const char *fam,
  * the family revoked?), and the membership check another read. Clients
  * reuse one token for many requests, so each thread keeps the last few it
  * verified. An entry is trusted only while its token has not expired and
- * the registry's auth epoch is the one it was filled at: every revocation
+ * the auth epoch (auth_state.c) is the one it was filled at: every revocation
  * and membership change bumps that epoch in shared memory, so no process
  * serves a stale answer.
  */
@@ -435,7 +435,7 @@ int account_logout(struct app *app, const char *email, const char *fam,
 
 struct auth_memo {
     char token[AUTH_TOKEN_MAX];  /* the exact token string; "" = empty slot */
-    uint64_t epoch;              /* registry_auth_epoch when filled */
+    uint64_t epoch;              /* auth_state_epoch when filled */
     int64_t exp;                 /* the token's expiry, epoch seconds */
     char email[256];
     char fam[48];
@@ -449,7 +449,7 @@ static __thread unsigned memo_next;
 int account_authenticate(struct app *app, const char *token,
                          struct account_principal *who, struct am_error *err)
 {
-    uint64_t epoch = registry_auth_epoch(app->reg);
+    uint64_t epoch = auth_state_epoch(app->auth);
     int64_t now = util_now();
     struct auth_claims claims;
     struct auth_memo *m;

@@ -20,14 +20,14 @@ struct account_principal {
 
 /* Verify an access token (signature, expiry, type) and that its family is
  * not revoked. Each thread remembers a few recent tokens and the role
- * looked up with them until the registry's auth epoch moves, so a client
+ * looked up with them until the auth epoch (auth_state.h) moves, so a client
  * that reuses its token costs no database read. Returns 0 or AM_EUNAUTH. */
 int account_authenticate(struct app *app, const char *token,
                          struct account_principal *who, struct am_error *err);
 
 /* The principal's role in org (ROLE_NONE if not a member, or no such org),
  * memoised with the token. Anything that changes a membership or revokes
- * a token family must call registry_auth_epoch_bump(). */
+ * a token family must call auth_state_bump(app->auth). */
 int account_member_role(struct app *app, struct account_principal *who,
                         const char *org);
 

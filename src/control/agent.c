@@ -32,6 +32,7 @@
 #include "runtime/memory.h"
 #include "state/registry.h"
 #include "state/store.h"
+#include "lib/invariant.h"
 #include "lib/key.h"
 #include "lib/util.h"
 #include "control/wizard.h"
@@ -784,4 +785,82 @@ int agent_reconcile(struct app *app, struct am_error *err)
     if (rc != 0)
         return error_set(err, rc, "reconciling the registry with the database failed");
     return changed;
+}
+
+/* ---- invariants ----------------------------------------------------------------- */
+
+/* Invariants 1 and 2 for one stored record ("org\0name" -> JSON). */
+static int check_record(const char *k, size_t kl, const char *v, size_t vl, void *arg)
+{
+    struct app *app = arg;
+    struct json_object *rec, *comp = NULL;
+    char org[REGISTRY_KEY_MAX], rkey[REGISTRY_KEY_MAX];
+    const char *name;
+    size_t olen = strnlen(k, kl);
+    uint64_t have = 0;
+    int64_t version;
+    int loaded, deployed, rc;
+
+    (void)vl;
+    if (olen >= kl || kl >= sizeof(org))
+        invariant_fail("agent: stored key of %zu bytes is not \"org\\0name\"", kl);
+    memcpy(org, k, kl);
+    org[kl] = '\0';
+    name = org + olen + 1;
+    if ((rec = json_tokener_parse(v)) == NULL)
+        invariant_fail("agent: stored record %s/%s is unreadable", org, name);
+    version = int_field(rec, "version");
+    deployed = status_of(rec) == AGENT_DEPLOYED;
+    json_object_put(rec);
+    (void)key_agent_id(rkey, sizeof(rkey), org, name);
+    loaded = registry_contains(app->reg, rkey, &have);
+    if (deployed && !loaded)
+        invariant_fail("agent 1: %s is deployed but not in the registry", rkey);
+    if (deployed && have != (uint64_t)version)
+        invariant_fail("agent 1: %s is deployed at version %lld, the registry serves %llu", rkey,
+                       (long long)version, (unsigned long long)have);
+    if (!deployed && loaded)
+        invariant_fail("agent 1: %s is not deployed but the registry serves it", rkey);
+    if (deployed) {
+        comp = compiled_load(app, NULL, org, name, &rc);
+        if (compiled_yaml(comp, version) == NULL)
+            invariant_fail("agent 2: deployed %s has no compilation of version %lld", rkey,
+                           (long long)version);
+        json_object_put(comp);
+    }
+    return 0;
+}
+
+/* Invariant 1 the other way: a registry entry has a record stored as deployed. */
+static void check_entry(const char *key, void *arg)
+{
+    struct app *app = arg;
+    char org[REGISTRY_KEY_MAX], pair[REGISTRY_KEY_MAX], *val = NULL;
+    const char *name;
+    struct json_object *rec;
+    size_t olen, klen;
+    int deployed = 0;
+
+    if (key_agent_id_split(key, &olen, &name) != 0 || olen >= sizeof(org))
+        invariant_fail("agent 1: registry key \"%s\" names no agent", key);
+    memcpy(org, key, olen);
+    org[olen] = '\0';
+    klen = key_pair(pair, sizeof(pair), org, name);
+    if (klen != 0 && store_get(app->store, NULL, STORE_AGENTS, pair, klen, 0, &val, NULL) == 0 &&
+        (rec = json_tokener_parse(val)) != NULL) {
+        deployed = status_of(rec) == AGENT_DEPLOYED;
+        json_object_put(rec);
+    }
+    free(val);
+    if (!deployed)
+        invariant_fail("agent 1: the registry serves %s, which is not stored as deployed", key);
+}
+
+void agent_check_invariants(struct app *app)
+{
+    int rc = store_scan(app->store, NULL, STORE_AGENTS, "", 0, check_record, app);
+
+    if (rc != 0)
+        invariant_fail("agent: cannot read the stored agents (%d)", rc);
+    registry_foreach(app->reg, check_entry, app);
 }

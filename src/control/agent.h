@@ -78,6 +78,13 @@ int agent_yaml(struct app *app, const char *org, const char *name, char **yaml,
  * entries changed, or a negative AM_* code. */
 int agent_reconcile(struct app *app, struct am_error *err);
 
+/* Runnable invariants (lib/invariant.h): agent.c's invariants 1 and 2,
+ * stored records against the registry both ways; on a violation, log it
+ * naming the invariant and the agent, and abort(). Only where no
+ * transition runs meanwhile (the supervisor's recovery, the unit tests):
+ * a transition changes the registry before its commit. */
+void agent_check_invariants(struct app *app);
+
 /* Number of agent compilations this process has done (tests, bench). */
 uint64_t agent_compile_count(void);
 

@@ -20,6 +20,13 @@
  * before the client is answered and on disk within storage.run_flush_ms
  * (store_transact_deferred). Only `run` counts; `test` never.
  *
+ * Invariant (usage_check_invariants):
+ *  1. An org's quota counter for today is at least the runs the shards
+ *     hold for it today: every counted run was taken from the counter
+ *     before its settling commit, the counter started from the shards'
+ *     sum, and a run is given back only if it never reached them (a
+ *     refund, or a dead process's run not in the run log).
+ *
  * Must never: log.
  */
 #include <stdio.h>
@@ -30,6 +37,7 @@
 #include "state/quota.h"
 #include "state/store.h"
 #include "control/usage.h"
+#include "lib/invariant.h"
 #include "lib/util.h"
 
 struct counter {
@@ -377,4 +385,32 @@ int usage_report(struct app *app, const char *org, int days, int limit,
     json_object_put(c.days);
     json_object_put(c.agents);
     return 0;
+}
+
+/* ---- invariants ----------------------------------------------------------------- */
+
+struct check_ctx {
+    struct app *app;
+    int today;
+};
+
+static void check_org(const char *org, int day, int64_t count, void *arg)
+{
+    struct check_ctx *c = arg;
+    int64_t stored;
+
+    if (day != c->today)
+        return;
+    if (quota_load(org, day, &stored, c->app) != 0)
+        invariant_fail("usage: cannot read the shards of org \"%s\"", org);
+    if (count < stored)
+        invariant_fail("usage 1: org \"%s\" has %lld runs counted today, %lld stored", org,
+                       (long long)count, (long long)stored);
+}
+
+void usage_check_invariants(struct app *app)
+{
+    struct check_ctx c = { app, today() };
+
+    quota_foreach(app->quota, check_org, &c);
 }

@@ -68,4 +68,10 @@ int usage_settle(struct app *app, const struct usage_run *run);
  * database). Returns how many were given back. */
 int usage_reclaim(struct app *app, int pid);
 
+/* Runnable invariants (lib/invariant.h): usage.c's invariant 1, the quota
+ * counters of today against the shards; on a violation, log it naming the
+ * org, and abort(). Only where no run is taken or settled meanwhile (the
+ * supervisor's recovery, the unit tests). */
+void usage_check_invariants(struct app *app);
+
 #endif

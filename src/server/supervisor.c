@@ -55,6 +55,7 @@
 #include "control/agent.h"
 #include "state/app.h"
 #include "control/auth.h"
+#include "control/auth_state.h"
 #include "state/config.h"
 #include "state/quota.h"
 #include "state/registry.h"
@@ -62,6 +63,7 @@
 #include "server/supervisor.h"
 #include "control/usage.h"
 #include "lib/hash.h"
+#include "lib/invariant.h"
 #include "lib/util.h"
 #include "server/worker.h"
 
@@ -199,7 +201,8 @@ enum task_result { TASK_OK = 0, TASK_FAILED = 1, TASK_NEEDS_RECOVERY = 2 };
 #define TASK_TIMEOUT_MS 60000     /* a whole task: recovery, reconcile, checkpoint */
 #define FAILCHK_TIMEOUT_MS 1000   /* failchk alone takes milliseconds, or hangs */
 
-static void reconcile(struct supervisor *sv, const char *why)
+/* Returns agent_reconcile's result (< 0: some agent could not be loaded). */
+static int reconcile(struct supervisor *sv, const char *why)
 {
     struct am_error err;
     int n;
@@ -210,6 +213,24 @@ static void reconcile(struct supervisor *sv, const char *why)
         log_error("%s: %s", why, err.message);
     else if (n > 0)
         log_info("%s: registry repaired (%d entries)", why, n);
+    return n;
+}
+
+/* Runnable invariants after a recovery or a reconcile (invariant builds
+ * only). The registry's and the store's hold with workers running; the
+ * ones across modules only with none (a recovery), and the agents' only
+ * if the reconcile loaded every deployed agent. */
+static void check_invariants(struct supervisor *sv, int task, int reconciled)
+{
+    (void)sv;   /* used only in invariant builds */
+    CHECK_INVARIANTS(store_check_invariants(sv->app.store));
+    CHECK_INVARIANTS(registry_check_invariants(sv->app.reg));
+    if (task != TASK_RECOVER)
+        return;
+    if (reconciled >= 0)
+        CHECK_INVARIANTS(agent_check_invariants(&sv->app));
+    CHECK_INVARIANTS(quota_check_invariants(sv->app.quota));
+    CHECK_INVARIANTS(usage_check_invariants(&sv->app));
 }
 
 /* Body of the child: returns its exit status (enum task_result). After
@@ -220,6 +241,7 @@ static int store_task_child(struct supervisor *sv, int task, int progress_fd)
     struct store_options so = { sv->cfg.data_dir, sv->cfg.db_cache_mb, sv->cfg.db_sync,
                                 sv->cfg.workers * sv->cfg.threads * 2 + 64, 0 };
     struct am_error err;
+    int reconciled = 0;
 
     error_clear(&err);
     if (store_open(&sv->app.store, &so, task == TASK_RECOVER ? STORE_OPEN_CREATE : 0,
@@ -234,9 +256,9 @@ static int store_task_child(struct supervisor *sv, int task, int progress_fd)
     if (write(progress_fd, "f", 1) != 1)
         log_warn("progress write failed");
     if (task == TASK_RECOVER)
-        reconcile(sv, "start-up");
+        reconciled = reconcile(sv, "start-up");
     else if (task == TASK_AFTER_DEATH)
-        reconcile(sv, "after worker death");
+        reconciled = reconcile(sv, "after worker death");
     if (task != TASK_CHECKPOINT) {
         /* with its transactions aborted, what the dead process (at a
          * recovery: every worker, all dead) accepted and never settled */
@@ -244,6 +266,7 @@ static int store_task_child(struct supervisor *sv, int task, int progress_fd)
         if (n > 0)
             log_info("%d accepted runs that never settled given back to their orgs' "
                      "daily quota", n);
+        check_invariants(sv, task, reconciled);
     }
     if (store_checkpoint(sv->app.store) != 0)
         log_warn("checkpoint failed");
@@ -317,7 +340,7 @@ static void spawn_worker(struct supervisor *sv, struct worker_slot *w)
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         /* The child keeps the lock fd (invariant 3) and the listener. */
-        worker_run(&sv->cfg, sv->listen_fd, sv->app.reg, sv->app.quota);
+        worker_run(&sv->cfg, sv->listen_fd, sv->app.reg, sv->app.quota, sv->app.auth);
     }
     w->pid = pid;
     w->state = W_RUNNING;
@@ -582,6 +605,11 @@ static int start(struct supervisor *sv)
         log_error("%s", err.message);
         return -1;
     }
+    /* The authorisation epoch, shared like the quota table. */
+    if (auth_state_create(&sv->app.auth, &err) != 0) {
+        log_error("%s", err.message);
+        return -1;
+    }
     /* Recover the environment and rebuild the registry from it. */
     if (run_store_task(sv, TASK_RECOVER) != TASK_OK)
         return -1;
@@ -603,6 +631,7 @@ static void finish(struct supervisor *sv)
     if (sv->app.reg != NULL)
         registry_close(sv->app.reg, 1);
     quota_close(sv->app.quota);
+    auth_state_close(sv->app.auth);
     if (sv->cfg.pid_file[0] != '\0')
         unlink(sv->cfg.pid_file);
     if (sv->lock_fd >= 0)

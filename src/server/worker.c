@@ -62,12 +62,12 @@ static void worker_signals(sigset_t *stopset)
 }
 
 void worker_run(const struct config *cfg, int listen_fd, struct registry *reg,
-                struct quota *quota)
+                struct quota *quota, struct auth_state *auth)
 {
     struct store_options so = { cfg->data_dir, cfg->db_cache_mb, cfg->db_sync,
                                 cfg->workers * cfg->threads * 2 + 64, cfg->db_run_flush_ms };
     struct worker_thread_arg arg;
-    struct app app = { cfg, NULL, reg, quota };
+    struct app app = { cfg, NULL, reg, quota, auth };
     struct am_error err;
     pthread_t *threads;
     pthread_attr_t attr;

@@ -1,6 +1,6 @@
 /*
  * app.h - what one process serves with: its configuration, its store
- * handle, its registry mapping and the quota table. Built by the worker (or a test), passed
+ * handle, its registry mapping, the quota table and the authorisation epoch. Built by the worker (or a test), passed
  * down to the route handlers and the modules they call. Holds no state of
  * its own.
  */
@@ -11,12 +11,14 @@ struct config;
 struct store;
 struct registry;
 struct quota;
+struct auth_state;
 
 struct app {
     const struct config *cfg;   /* borrowed; lives as long as the process */
     struct store *store;        /* this process's environment handle */
     struct registry *reg;       /* this process's mapping of the registry */
     struct quota *quota;        /* the daily quota counters, shared by all processes */
+    struct auth_state *auth;    /* the authorisation epoch, shared by all processes */
 };
 
 #endif

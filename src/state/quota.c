@@ -2,8 +2,9 @@
  * quota.c - the daily request quota of every org, in anonymous shared
  * memory mapped by the supervisor before it forks its workers.
  *
- * Owns: the table's layout, its writers' process-shared robust mutex, and
- * the protocol below.
+ * Owns: the table's layout, its writers' process-shared robust mutex (a
+ * struct shm_lock: lib/shm_lock.c locks it and seqlocks each slot; what a
+ * dead writer left is repaired here, quota_repair), and the protocol below.
  *
  * Must never: log; touch the database (the caller's load function does);
  * hold the mutex while it calls that function; block a reader behind a
@@ -65,24 +66,43 @@
  * hold, or with every hold in use, leaves its run counted until the
  * supervisor restarts (which reloads from the database): that error is on
  * the side of the limit.
+ *
+ * INVARIANTS (quota_check_invariants checks them where no other process
+ * uses the table: the supervisor's recovery, the unit tests)
+ *
+ *  1. With the mutex free, every slot's `seq` is even: it is odd only
+ *     inside a claim, under the mutex, or after its claimer died (and the
+ *     next locker repairs it before anything else).
+ *  2. `used` is the number of slots with `seq` != 0; a never-used slot
+ *     (`seq` 0) has a zero `word` and no slug.
+ *  3. A slot with a slug has that slug's hash and is the first slot
+ *     holding it on the probe path from its home, which crosses no
+ *     never-used slot: an org has one slot and every lookup finds it. A
+ *     slot without a slug (repaired) counts nothing on day 0.
+ *  4. A free hold (pid 0) is not ready. A ready hold's day is not later
+ *     than today; if its org's slot counts that day, the count is at least
+ *     the number of ready holds on (org, day) (each was taken there and is
+ *     given back at most once); its org's slot never counts an earlier day
+ *     (a slot's day only moves forward while its org keeps it).
  */
 #include <errno.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <time.h>
 #include <unistd.h>
 #include "state/quota.h"
 #include "lib/hash.h"
+#include "lib/invariant.h"
+#include "lib/shm_lock.h"
 #include "lib/util.h"
 
 #define QUOTA_MIN_SLOTS   64u
 #define QUOTA_MAX_SLOTS   (1u << 22)
 #define QUOTA_SPIN_BUSY   64        /* spins before yielding */
 #define QUOTA_SPIN_LIMIT  4096      /* spins before trying the mutex */
+#define QUOTA_NAP_NS      50000L    /* ns: reader nap per spin past the limit */
 
 #define WORD(day, tag, n) (((uint64_t)(day) << 48) | ((uint64_t)((tag) & 0xffffu) << 32) | \
                            (uint64_t)(n))
@@ -92,7 +112,7 @@
 
 struct quota_entry {
     uint64_t word;              /* day | tag | count; CAS only */
-    uint32_t seq;               /* 0: never used; odd: being re-keyed */
+    uint32_t seq;               /* 0: never used; odd: being re-keyed (shm_seq_*) */
     uint32_t hash;
     char org[QUOTA_ORG_MAX];
 };
@@ -109,7 +129,7 @@ struct quota_header {
     uint32_t nholds;
     uint32_t nslots;            /* power of two */
     uint32_t used;              /* slots with seq != 0; under the mutex */
-    pthread_mutex_t lock;       /* robust, process-shared: claims only */
+    struct shm_lock lock;       /* robust, process-shared: claims only */
 };
 
 struct quota {
@@ -118,6 +138,7 @@ struct quota {
     struct quota_hold *holds;   /* hdr->nholds of them, after the slots */
     uint32_t mask;              /* this handle's copy of nslots - 1 */
     size_t bytes;
+    struct shm_guard guard;     /* hdr->lock, quota_repair, reader patience */
 };
 
 static uint32_t org_hash(const char *org)
@@ -127,9 +148,11 @@ static uint32_t org_hash(const char *org)
 
 /* ---- the mutex --------------------------------------------------------- */
 
-/* Every slot a dead writer left half-written becomes reusable. */
-static void quota_repair(struct quota *q)
+/* Every slot a dead writer left half-written becomes reusable. The
+ * repair shm_lock_take runs on EOWNERDEAD (arg: the struct quota). */
+static void quota_repair(void *arg)
 {
+    struct quota *q = arg;
     uint32_t i, used = 0;
 
     for (i = 0; i <= q->mask; i++) {
@@ -141,7 +164,7 @@ static void quota_repair(struct quota *q)
             memset(e->org, 0, sizeof(e->org));
             e->hash = 0;
             __atomic_store_n(&e->word, WORD(0, WORD_TAG(w) + 1u, 0), __ATOMIC_RELAXED);
-            __atomic_store_n(&e->seq, s + 1, __ATOMIC_RELEASE);
+            shm_seq_write_end(&e->seq);
             s++;
         }
         if (s != 0)
@@ -150,51 +173,7 @@ static void quota_repair(struct quota *q)
     q->hdr->used = used;
 }
 
-/* 0 held, 1 busy (try_only), AM_EUNAVAILABLE unrecoverable. */
-static int lock_take(struct quota *q, int try_only)
-{
-    pthread_mutex_t *m = &q->hdr->lock;
-    int e = try_only ? pthread_mutex_trylock(m) : pthread_mutex_lock(m);
-
-    if (e == 0)
-        return 0;
-    if (e == EBUSY && try_only)
-        return 1;
-    if (e != EOWNERDEAD)
-        return AM_EUNAVAILABLE;
-    quota_repair(q);
-    if (pthread_mutex_consistent(m) != 0) {
-        pthread_mutex_unlock(m);
-        return AM_EUNAVAILABLE;
-    }
-    return 0;
-}
-
 /* ---- readers ------------------------------------------------------------- */
-
-/*
- * Wait until slot e is not being written; returns its even seq. Past the
- * spin limit it tries the mutex, which repairs the slot if its writer died.
- */
-static uint32_t seq_stable(struct quota *q, struct quota_entry *e)
-{
-    unsigned spins = 0;
-
-    for (;;) {
-        uint32_t s = __atomic_load_n(&e->seq, __ATOMIC_ACQUIRE);
-
-        if ((s & 1) == 0)
-            return s;
-        if (++spins > QUOTA_SPIN_LIMIT) {
-            if (lock_take(q, 1) == 0)
-                pthread_mutex_unlock(&q->hdr->lock);
-            struct timespec ts = { 0, 50000 };
-            nanosleep(&ts, NULL);
-        } else if (spins > QUOTA_SPIN_BUSY) {
-            sched_yield();
-        }
-    }
-}
 
 /*
  * Find org's slot. Returns it with *word read consistently with the slug,
@@ -210,19 +189,24 @@ static struct quota_entry *lookup(struct quota *q, const char *org, uint32_t h, 
         *reusable = NULL;
     for (i = 0; i <= q->mask; i++) {
         struct quota_entry *e = &q->tab[(h + i) & q->mask];
+        struct shm_reader rd = { 0, 0, 0 };
         char slug[QUOTA_ORG_MAX];
-        uint32_t s, eh;
-        uint64_t w;
+        uint32_t eh = 0;
+        uint64_t w = 0;
 
         do {
-            s = seq_stable(q, e);
-            if (s == 0)
+            /* past the spin limit this tries the mutex, which repairs
+             * the slot if its writer died */
+            if (shm_seq_read_begin(&q->guard, &e->seq, &rd) != 0)
                 return NULL;
+            if (rd.seq == 0)
+                continue;
             eh = e->hash;
             memcpy(slug, e->org, sizeof(slug));
             w = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE);
-            __atomic_thread_fence(__ATOMIC_ACQUIRE);
-        } while (__atomic_load_n(&e->seq, __ATOMIC_RELAXED) != s);
+        } while (!shm_seq_read_end(&q->guard, &e->seq, &rd));
+        if (rd.seq == 0)
+            return NULL;
         slug[sizeof(slug) - 1] = '\0';
         if (eh == h && strcmp(slug, org) == 0) {
             *word = w;
@@ -270,7 +254,7 @@ static int find_or_claim(struct quota *q, const char *org, int day, quota_load_f
         loaded = 0;
     if (loaded > 0x7fffffff)
         loaded = 0x7fffffff;
-    if ((rc = lock_take(q, 0)) != 0)
+    if ((rc = shm_lock_take(&q->guard, 0)) != 0)
         return rc;
 again:
     if ((e = lookup(q, org, h, day, word, &reuse)) != NULL)
@@ -288,20 +272,19 @@ again:
          * table of yesterday's orgs (longer probes pass more of them). */
         if (e == NULL || ((uint64_t)(q->hdr->used + 1) * 4 > (uint64_t)(q->mask + 1) * 3 &&
                           !any_stale(q, day))) {
-            pthread_mutex_unlock(&q->hdr->lock);
+            shm_lock_release(&q->guard);
             return AM_EUNAVAILABLE;
         }
         q->hdr->used++;
     }
-    __atomic_store_n(&e->seq, e->seq | 1u, __ATOMIC_RELAXED);
-    __atomic_thread_fence(__ATOMIC_RELEASE);
+    shm_seq_write_begin(&e->seq);
     /* A CAS, not a store: the old owner may count its first run of today
      * on this slot until the new tag lands; then the slot is not stale
      * any more and stays its. */
     old = __atomic_load_n(&e->word, __ATOMIC_RELAXED);
     do {
         if (reuse != NULL && WORD_DAY(old) >= day) {
-            __atomic_store_n(&e->seq, e->seq + 1u, __ATOMIC_RELEASE);
+            shm_seq_write_end(&e->seq);
             goto again;
         }
         w = WORD(day, WORD_TAG(old) + 1u, (uint64_t)loaded);
@@ -310,10 +293,10 @@ again:
     e->hash = h;
     memset(e->org, 0, sizeof(e->org));
     memcpy(e->org, org, strnlen(org, QUOTA_ORG_MAX - 1));
-    __atomic_store_n(&e->seq, e->seq + 1u, __ATOMIC_RELEASE);
+    shm_seq_write_end(&e->seq);
     *word = w;
 done:
-    pthread_mutex_unlock(&q->hdr->lock);
+    shm_lock_release(&q->guard);
     *out = e;
     return 0;
 }
@@ -323,7 +306,6 @@ done:
 int quota_create(struct quota **out, int orgs, int holds, struct am_error *err)
 {
     struct quota *q;
-    pthread_mutexattr_t a;
     uint32_t n = QUOTA_MIN_SLOTS, nh = holds > 0 ? (uint32_t)holds : 1u;
     size_t bytes;
     void *p;
@@ -347,16 +329,14 @@ int quota_create(struct quota **out, int orgs, int holds, struct am_error *err)
     q->bytes = bytes;
     q->hdr->nslots = n;
     q->hdr->nholds = nh;
-    e = pthread_mutexattr_init(&a);
-    if (e == 0) {
-        e = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
-        if (e == 0)
-            e = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
-        if (e == 0)
-            e = pthread_mutex_init(&q->hdr->lock, &a);
-        pthread_mutexattr_destroy(&a);
-    }
-    if (e != 0) {
+    q->guard.lock = &q->hdr->lock;
+    q->guard.repair = quota_repair;
+    q->guard.arg = q;
+    q->guard.spin_busy = QUOTA_SPIN_BUSY;
+    q->guard.spin_limit = QUOTA_SPIN_LIMIT;
+    q->guard.nap_ns = QUOTA_NAP_NS;
+    if (shm_lock_init(&q->hdr->lock) != 0) {
+        e = errno;
         quota_close(q);
         return error_set(err, AM_EUNAVAILABLE, "quota table: robust mutex: %s", strerror(e));
     }
@@ -503,4 +483,127 @@ int quota_reclaim(struct quota *q, int pid, quota_settled_fn settled, void *arg)
         }
     }
     return n;
+}
+
+/* ---- invariants ----------------------------------------------------------------- */
+
+/* Copy a NUL-padded shared name into buf (cap bytes). */
+static void name_note(char *buf, size_t cap, const char *name, size_t len)
+{
+    size_t n = strnlen(name, len);
+
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(buf, name, n);
+    buf[n] = '\0';
+}
+
+/* Invariant 3 for slot i (its slug in org). */
+static int slot_check(struct quota *q, uint32_t i, const char *org)
+{
+    const struct quota_entry *e = &q->tab[i];
+    uint32_t h = org_hash(org), k;
+
+    if (e->hash != h)
+        return 3;
+    for (k = h & q->mask; k != i; k = (k + 1) & q->mask) {
+        const struct quota_entry *p = &q->tab[k];
+
+        if (p->seq == 0 || (p->hash == h && strncmp(p->org, org, QUOTA_ORG_MAX) == 0))
+            return 3;   /* unreachable, or a second slot for org */
+    }
+    return 0;
+}
+
+/* Invariant 4 for hold k. */
+static int hold_check(struct quota *q, uint32_t k, int today)
+{
+    const struct quota_hold *h = &q->holds[k];
+    struct quota_entry *e;
+    uint64_t w;
+    int64_t held = 0;
+
+    if (h->pid == 0)
+        return h->ready ? 4 : 0;
+    if (!h->ready)
+        return 0;
+    if (memchr(h->org, '\0', sizeof(h->org)) == NULL || h->day > today)
+        return 4;
+    if ((e = lookup(q, h->org, org_hash(h->org), 0, &w, NULL)) == NULL ||
+        WORD_DAY(w) > h->day)
+        return 0;       /* the org moved on; its slot may have gone to another */
+    if (WORD_DAY(w) < h->day)
+        return 4;
+    for (uint32_t j = 0; j < q->hdr->nholds; j++)
+        held += q->holds[j].pid != 0 && q->holds[j].ready && q->holds[j].day == h->day &&
+                strncmp(q->holds[j].org, h->org, QUOTA_ORG_MAX) == 0;
+    return WORD_COUNT(w) >= held ? 0 : 4;
+}
+
+/* Check invariants 1-4 with the mutex held; 0 or the first one broken,
+ * its org in org (QUOTA_ORG_MAX bytes). */
+static int quota_check(struct quota *q, int today, char *org)
+{
+    uint32_t i, used = 0;
+    int which;
+
+    org[0] = '\0';
+    for (i = 0; i <= q->mask; i++) {
+        const struct quota_entry *e = &q->tab[i];
+
+        name_note(org, QUOTA_ORG_MAX, e->org, sizeof(e->org));
+        if (e->seq & 1)
+            return 1;
+        if (e->seq == 0 && (e->word != 0 || org[0] != '\0'))
+            return 2;
+        used += e->seq != 0;
+        if (e->seq != 0 && org[0] == '\0' && WORD_COUNT(e->word) != 0)
+            return 3;
+        if (e->seq != 0 && org[0] != '\0' && (which = slot_check(q, i, org)) != 0)
+            return which;
+    }
+    org[0] = '\0';
+    if (used != q->hdr->used)
+        return 2;
+    for (i = 0; i < q->hdr->nholds; i++) {
+        name_note(org, QUOTA_ORG_MAX, q->holds[i].org, sizeof(q->holds[i].org));
+        if ((which = hold_check(q, i, today)) != 0)
+            return which;
+    }
+    return 0;
+}
+
+void quota_check_invariants(struct quota *q)
+{
+    char org[QUOTA_ORG_MAX];
+    int which;
+
+    if (shm_lock_take(&q->guard, 0) != 0)
+        invariant_fail("quota: the mutex is unrecoverable");
+    which = quota_check(q, (int)(util_now() / 86400), org);
+    shm_lock_release(&q->guard);
+    if (which != 0)
+        invariant_fail("quota %d: org \"%s\"", which, org);
+}
+
+void quota_foreach(struct quota *q, quota_foreach_fn fn, void *arg)
+{
+    uint32_t i;
+
+    for (i = 0; i <= q->mask; i++) {
+        struct quota_entry *e = &q->tab[i];
+        struct shm_reader rd = { 0, 0, 0 };
+        char org[QUOTA_ORG_MAX];
+        uint64_t w = 0;
+
+        do {
+            if (shm_seq_read_begin(&q->guard, &e->seq, &rd) != 0)
+                return;
+            memcpy(org, e->org, sizeof(org));
+            w = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE);
+        } while (!shm_seq_read_end(&q->guard, &e->seq, &rd));
+        org[sizeof(org) - 1] = '\0';
+        if (rd.seq != 0 && org[0] != '\0')
+            fn(org, WORD_DAY(w), WORD_COUNT(w), arg);
+    }
 }

@@ -80,4 +80,17 @@ int quota_reclaim(struct quota *q, int pid, quota_settled_fn settled, void *arg)
 int quota_count(struct quota *q, const char *org, int day, quota_load_fn load, void *arg,
                 int64_t *count);
 
+/* Call fn for every org the table has a counter for: the org, the day it
+ * counts and its count then (a snapshot per slot; creates nothing, loads
+ * nothing). */
+typedef void (*quota_foreach_fn)(const char *org, int day, int64_t count, void *arg);
+void quota_foreach(struct quota *q, quota_foreach_fn fn, void *arg);
+
+/* Runnable invariants (lib/invariant.h): check quota.c's invariants 1-4,
+ * holds against counters, taking the mutex; on a violation, log it naming
+ * the invariant and the org, and abort(). Only where no other process or
+ * thread takes, holds or gives back runs meanwhile (the supervisor's
+ * recovery, the unit tests): the holds and counters move separately. */
+void quota_check_invariants(struct quota *q);
+
 #endif

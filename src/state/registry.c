@@ -6,7 +6,8 @@
  * worker, inherited across fork or attached by name), its layout (a compact
  * index and a separate payload area), the writers' process-shared robust
  * mutex inside it, the seqlock that lets readers copy entries without taking
- * that mutex, and the lock-free authorisation epoch counter.
+ * that mutex (both locked and bumped through lib/shm_lock.c; the repair after
+ * a dead writer, registry_recover, is this file's).
  *
  * Must never: log (callers get a code, and an am_error where the signature
  * has one); touch the database (store.c is the source of truth and the
@@ -79,8 +80,9 @@
  * After a worker dies the supervisor reconciles the registry against the
  * database, which re-loads whatever was dropped.
  *
- * INVARIANTS (checked by registry_check_invariants after every recovery and
- * by the unit tests after every operation)
+ * INVARIANTS (2 and 4-6 checked by table_check after every recovery and by
+ * the unit tests after every operation, and by registry_check_invariants,
+ * which aborts naming the invariant and the key, in invariant builds)
  *
  *  1. The segment holds no pointers. Its geometry (capacity, nslots,
  *     slot_bytes, entry_bytes, payload_off, payload_stride, total_bytes) is
@@ -112,8 +114,6 @@
  *     not checked: a reader racing a release may fault pages back in (see
  *     above), and a writer that dies mid-compaction leaves pages behind
  *     until recovery trims every slot.
- * 10. `auth_epoch` only grows, by atomic adds of 1 from any process, outside
- *     the mutex and the seqlock; no writer, compaction or recovery stores it.
  *
  * Thread safety: a struct registry handle is read-only after create/attach
  * and may be shared by all threads of a process.
@@ -122,21 +122,22 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 #include "state/registry.h"
 #include "lib/hash.h"
+#include "lib/invariant.h"
+#include "lib/shm_lock.h"
 #include "lib/util.h"
 
 #define REGISTRY_MAGIC          UINT64_C(0x414d52454753484d) /* "AMREGSHM" */
-#define REGISTRY_LAYOUT_VERSION 2u        /* 2: index and payload areas split */
-#define REGISTRY_ALIGN          64u        /* bytes: index offset multiple; auth_epoch's own line */
+#define REGISTRY_LAYOUT_VERSION 4u        /* 2: index and payload areas split; 3: 32-bit seq,
+                                              shm_lock; 4: no auth_epoch (auth_state.c) */
+#define REGISTRY_ALIGN          64u        /* bytes: index offset multiple; the mutex's own line */
 #define REGISTRY_PAGE           4096u      /* bytes: payload area offset and stride multiple */
 #define REGISTRY_MIN_SLOTS      8u         /* slots: smallest probe table */
 #define REGISTRY_CAPACITY_MAX   (1 << 20)  /* agents */
@@ -154,7 +155,7 @@ enum registry_slot_state {
 };
 
 /* Segment header, at offset 0. Fields after `total_bytes` change only under
- * the mutex with `seq` odd (except `seq` itself and `auth_epoch`). */
+ * the mutex with `seq` odd (except `seq` itself). */
 struct registry_shm_header {
     uint64_t magic;           /* REGISTRY_MAGIC, stored last by create (release) */
     uint32_t layout_version;  /* REGISTRY_LAYOUT_VERSION */
@@ -166,16 +167,14 @@ struct registry_shm_header {
     uint64_t payload_off;     /* bytes: offset of the payload area, multiple of REGISTRY_PAGE */
     uint64_t payload_stride;  /* bytes: one payload slot, slot_bytes rounded up to REGISTRY_PAGE */
     uint64_t total_bytes;     /* bytes: size of the whole segment */
-    uint64_t seq;             /* counter: seqlock, odd while a write is in progress (atomic) */
+    uint32_t seq;             /* counter: seqlock, odd while a write is in progress (atomic; shm_seq_*) */
+    uint32_t seq_pad;         /* unused, zero: keeps the fields below 64-bit aligned */
     uint64_t count;           /* agents: USED entries (atomic loads by readers) */
     uint64_t tombstones;      /* slots: TOMB entries */
     uint64_t last_generation; /* counter: generation handed to the latest load */
     uint64_t write_slot;      /* slot index: entry the in-flight write changes, or REGISTRY_NO_SLOT */
     uint64_t recoveries;      /* counter: repairs after a writer died holding the mutex */
-    /* counter: authorisation epoch (invariant 10; atomic, lock-free). On a
-     * cache line of its own, so bumping it does not disturb readers of seq. */
-    _Alignas(REGISTRY_ALIGN) uint64_t auth_epoch;
-    _Alignas(REGISTRY_ALIGN) pthread_mutex_t lock; /* opaque: process-shared robust mutex taken by writers */
+    _Alignas(REGISTRY_ALIGN) struct shm_lock lock; /* opaque: process-shared robust mutex taken by writers */
 };
 
 /* One index entry: everything about a slot except its YAML, which lives in
@@ -207,14 +206,8 @@ struct registry {
     uint64_t slot_bytes;             /* bytes (validated copy) */
     uint64_t payload_off;            /* bytes (validated copy) */
     uint64_t payload_stride;         /* bytes (validated copy) */
+    struct shm_guard guard;          /* the mutex in hdr, registry_recover, reader patience */
     char name[REGISTRY_NAME_MAX + 1];/* shm name, for unlink at close */
-};
-
-/* A reader's progress through one seqlock read. */
-struct registry_reader {
-    uint64_t seq;     /* even seq seen at the start of this attempt */
-    unsigned spins;   /* attempts so far */
-    int locked;       /* 1 if this attempt holds the mutex */
 };
 
 struct registry_geometry {
@@ -335,12 +328,12 @@ static uint64_t table_find(const struct registry *r, const char *key, size_t kle
 static void write_begin(struct registry *r, uint64_t slot)
 {
     struct registry_shm_header *h = r->hdr;
-    uint64_t s = __atomic_load_n(&h->seq, __ATOMIC_RELAXED);
 
-    assert((s & 1) == 0);
-    /* seq goes odd before write_slot is named (release keeps that order),
-     * so recovery that finds seq even knows nothing was being changed. */
-    __atomic_store_n(&h->seq, s + 1, __ATOMIC_RELAXED);
+    assert((__atomic_load_n(&h->seq, __ATOMIC_RELAXED) & 1) == 0);
+    /* seq goes odd before write_slot is named (the fence keeps that
+     * order), so recovery that finds seq even knows nothing was being
+     * changed. */
+    shm_seq_write_begin(&h->seq);
     __atomic_store_n(&h->write_slot, slot, __ATOMIC_RELEASE);
     /* Both become visible before any change below. */
     __atomic_thread_fence(__ATOMIC_RELEASE);
@@ -349,12 +342,11 @@ static void write_begin(struct registry *r, uint64_t slot)
 static void write_end(struct registry *r)
 {
     struct registry_shm_header *h = r->hdr;
-    uint64_t s = __atomic_load_n(&h->seq, __ATOMIC_RELAXED);
 
-    assert((s & 1) == 1);
+    assert((__atomic_load_n(&h->seq, __ATOMIC_RELAXED) & 1) == 1);
     /* Release: every change made since write_begin lands before these. */
     __atomic_store_n(&h->write_slot, REGISTRY_NO_SLOT, __ATOMIC_RELEASE);
-    __atomic_store_n(&h->seq, s + 1, __ATOMIC_RELEASE);
+    shm_seq_write_end(&h->seq);
 }
 
 /*
@@ -467,16 +459,30 @@ static int entry_valid(const struct registry *r, const struct registry_shm_entry
     return e->yaml_len <= r->slot_bytes;
 }
 
+/* Copy key into buf (cap bytes) for a report; buf may be NULL. */
+static void key_note(char *buf, size_t cap, const struct registry_shm_entry *e)
+{
+    if (buf == NULL || cap == 0)
+        return;
+    buf[0] = '\0';
+    if (e->key_len < REGISTRY_KEY_MAX && e->key[e->key_len] == '\0')
+        util_strlcpy(buf, e->key, cap);
+}
+
 /*
- * Check invariants 2 (seq parity aside, which the caller knows) and 4-6.
- * Caller holds the mutex or is the only process touching the segment.
- * Returns 0, or AM_EINTERNAL naming nothing: this is a debugging aid.
+ * Check invariants 4-6 (2, seq parity, is the caller's: it knows whether it
+ * is inside a write). Caller holds the mutex or is the only process
+ * touching the segment. Returns 0, or the number of the first invariant
+ * found broken, with the key it broke on in key (cap bytes; "" when it is
+ * a count; key may be NULL).
  */
-static int registry_check_invariants(struct registry *r)
+static int table_check(const struct registry *r, char *key, size_t cap)
 {
     struct registry_shm_header *h = r->hdr;
     uint64_t used = 0, tombs = 0;
 
+    if (key != NULL && cap > 0)
+        key[0] = '\0';
     for (uint64_t i = 0; i < r->nslots; i++) {
         struct registry_shm_entry *e = slot_at(r, i);
 
@@ -484,18 +490,21 @@ static int registry_check_invariants(struct registry *r)
             tombs++;
         if (e->state == SLOT_EMPTY || e->state == SLOT_TOMB)
             continue;
+        key_note(key, cap, e);
         if (e->state != SLOT_USED || !entry_valid(r, e))
-            return AM_EINTERNAL;
+            return 4;
         if (table_find(r, e->key, e->key_len, e->hash, NULL) != i)
-            return AM_EINTERNAL;   /* unreachable, or a duplicate key */
+            return 4;   /* unreachable, or a duplicate key */
         if (e->generation > h->last_generation)
-            return AM_EINTERNAL;
+            return 6;
         used++;
     }
+    if (key != NULL && cap > 0)
+        key[0] = '\0';
     if (used != h->count || tombs != h->tombstones || used > r->capacity)
-        return AM_EINTERNAL;
+        return 5;
     if ((used + tombs) * 4 > r->nslots * 3)
-        return AM_EINTERNAL;
+        return 5;
     return 0;
 }
 
@@ -507,10 +516,10 @@ static int registry_check_invariants(struct registry *r)
 static void registry_recover(struct registry *r)
 {
     struct registry_shm_header *h = r->hdr;
-    uint64_t s = __atomic_load_n(&h->seq, __ATOMIC_RELAXED), ws, used = 0;
+    uint64_t ws, used = 0;
     int rc;
 
-    if ((s & 1) == 1) {
+    if ((__atomic_load_n(&h->seq, __ATOMIC_RELAXED) & 1) == 1) {
         /* It died inside its odd section: drop what it was changing. */
         ws = h->write_slot;
         if (ws < r->nslots && slot_state(r, ws) == SLOT_USED)
@@ -518,8 +527,7 @@ static void registry_recover(struct registry *r)
     } else {
         /* It died outside it (nothing half-done); readers must still retry
          * while we check. */
-        __atomic_store_n(&h->seq, s + 1, __ATOMIC_RELAXED);
-        __atomic_thread_fence(__ATOMIC_RELEASE);
+        shm_seq_write_begin(&h->seq);
     }
     for (uint64_t i = 0; i < r->nslots; i++) {
         uint32_t st = slot_state(r, i);
@@ -548,98 +556,41 @@ static void registry_recover(struct registry *r)
     table_maybe_compact(r);
     payload_trim_all(r);   /* the dropped entries' pages, and any a dead mover left */
     h->recoveries++;
-    rc = registry_check_invariants(r);
+    rc = table_check(r, NULL, 0);
     assert(rc == 0);
     (void)rc;
     write_end(r);
 }
 
-/*
- * Take the writers' mutex; with try_only, give up if a live thread holds it.
- * Returns 0 (held), 1 (busy, try_only) or AM_EUNAVAILABLE (unrecoverable:
- * only if someone unlocked after EOWNERDEAD without repairing, a bug).
- */
+/* The repair shm_lock_take runs on EOWNERDEAD. */
+static void recover_cb(void *arg)
+{
+    registry_recover(arg);
+}
+
+/* Take the writers' mutex; see shm_lock_take. Returns 0 (held), 1 (busy,
+ * try_only) or AM_EUNAVAILABLE (unrecoverable). */
 static int lock_acquire(struct registry *r, int try_only)
 {
-    pthread_mutex_t *m = &r->hdr->lock;
-    int e = try_only ? pthread_mutex_trylock(m) : pthread_mutex_lock(m);
-
-    if (e == 0)
-        return 0;
-    if (e == EBUSY && try_only)
-        return 1;
-    if (e != EOWNERDEAD)
-        return AM_EUNAVAILABLE;
-    registry_recover(r);
-    if (pthread_mutex_consistent(m) != 0) {
-        pthread_mutex_unlock(m);
-        return AM_EUNAVAILABLE;
-    }
-    return 0;
+    return shm_lock_take(&r->guard, try_only);
 }
 
 static void lock_release(struct registry *r)
 {
-    pthread_mutex_unlock(&r->hdr->lock);
+    shm_lock_release(&r->guard);
 }
 
 /* ---- reader side ---------------------------------------------------------- */
 
-static void reader_pause(struct registry_reader *rd)
+/* A seqlock read of the whole table; see shm_seq_read_begin/_end. */
+static int reader_begin(struct registry *r, struct shm_reader *rd)
 {
-    rd->spins++;
-    if (rd->spins > REGISTRY_SPIN_LIMIT) {
-        struct timespec ts = { 0, REGISTRY_BACKOFF_NS };
-
-        nanosleep(&ts, NULL);
-    } else if (rd->spins > REGISTRY_SPIN_BUSY) {
-        sched_yield();
-    }
+    return shm_seq_read_begin(&r->guard, &r->hdr->seq, rd);
 }
 
-/*
- * Start (or restart) a read. Returns 0 when the caller may copy: either
- * rd->seq holds an even seq, or rd->locked is set and the mutex is held.
- * Returns AM_EUNAVAILABLE, holding nothing, if the mutex is unrecoverable.
- */
-static int reader_begin(struct registry *r, struct registry_reader *rd)
+static int reader_end(struct registry *r, struct shm_reader *rd)
 {
-    for (;;) {
-        uint64_t s;
-
-        if (rd->spins >= REGISTRY_SPIN_LIMIT) {
-            int rc = lock_acquire(r, 1);
-
-            if (rc == 0) {
-                rd->locked = 1;
-                return 0;
-            }
-            if (rc < 0)
-                return rc;
-        }
-        s = __atomic_load_n(&r->hdr->seq, __ATOMIC_ACQUIRE);
-        if ((s & 1) == 0) {
-            rd->seq = s;
-            return 0;
-        }
-        reader_pause(rd);
-    }
-}
-
-/* Finish a read. Returns 1 if what was copied since reader_begin is
- * consistent (releasing the mutex if held), 0 if the caller must retry. */
-static int reader_end(struct registry *r, struct registry_reader *rd)
-{
-    if (rd->locked) {
-        rd->locked = 0;
-        lock_release(r);
-        return 1;
-    }
-    __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    if (__atomic_load_n(&r->hdr->seq, __ATOMIC_RELAXED) == rd->seq)
-        return 1;
-    reader_pause(rd);
-    return 0;
+    return shm_seq_read_end(&r->guard, &r->hdr->seq, rd);
 }
 
 /* ---- mapping -------------------------------------------------------------- */
@@ -672,24 +623,14 @@ static struct registry *handle_new(struct registry_shm_header *h, size_t bytes,
     r->slot_bytes = h->slot_bytes;
     r->payload_off = g->payload_off;
     r->payload_stride = g->payload_stride;
+    r->guard.lock = &h->lock;
+    r->guard.repair = recover_cb;
+    r->guard.arg = r;
+    r->guard.spin_busy = REGISTRY_SPIN_BUSY;
+    r->guard.spin_limit = REGISTRY_SPIN_LIMIT;
+    r->guard.nap_ns = REGISTRY_BACKOFF_NS;
     util_strlcpy(r->name, name, sizeof r->name);
     return r;
-}
-
-static int init_mutex(pthread_mutex_t *m)
-{
-    pthread_mutexattr_t a;
-    int e;
-
-    if (pthread_mutexattr_init(&a) != 0)
-        return -1;
-    e = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
-    if (e == 0)
-        e = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
-    if (e == 0)
-        e = pthread_mutex_init(m, &a);
-    pthread_mutexattr_destroy(&a);
-    return e == 0 ? 0 : -1;
 }
 
 /*
@@ -742,7 +683,7 @@ int registry_create(struct registry **out, const char *name, int capacity,
     h->payload_stride = g.payload_stride;
     h->total_bytes = g.total_bytes;
     h->write_slot = REGISTRY_NO_SLOT;
-    if (init_mutex(&h->lock) != 0) {
+    if (shm_lock_init(&h->lock) != 0) {
         rc = error_set(err, AM_EUNAVAILABLE, "registry: cannot init robust shared mutex");
         goto out;
     }
@@ -955,7 +896,7 @@ out:
  */
 int registry_get(struct registry *r, const char *key, struct registry_agent *out)
 {
-    struct registry_reader rd = { 0, 0, 0 };
+    struct shm_reader rd = { 0, 0, 0 };
     struct registry_agent snap;
     char *buf = NULL;
     size_t klen, cap = 0;
@@ -1012,7 +953,7 @@ out:
 /* 1 (and *version_out if not NULL) if key is loaded, else 0. */
 int registry_contains(struct registry *r, const char *key, uint64_t *version_out)
 {
-    struct registry_reader rd = { 0, 0, 0 };
+    struct shm_reader rd = { 0, 0, 0 };
     uint64_t hash, version = 0;
     size_t klen;
     int found = 0;
@@ -1038,7 +979,7 @@ int registry_contains(struct registry *r, const char *key, uint64_t *version_out
 /* Number of loaded agents, or AM_EUNAVAILABLE if the mutex is unusable. */
 int registry_count(struct registry *r)
 {
-    struct registry_reader rd = { 0, 0, 0 };
+    struct shm_reader rd = { 0, 0, 0 };
     uint64_t n;
 
     do {
@@ -1056,7 +997,7 @@ int registry_count(struct registry *r)
  */
 void registry_foreach(struct registry *r, void (*fn)(const char *key, void *arg), void *arg)
 {
-    struct registry_reader rd = { 0, 0, 0 };
+    struct shm_reader rd = { 0, 0, 0 };
     char (*keys)[REGISTRY_KEY_MAX] = NULL;
     size_t n = 0, cap = 0;
     int more;
@@ -1104,19 +1045,22 @@ void registry_foreach(struct registry *r, void (*fn)(const char *key, void *arg)
     free(keys);
 }
 
-/* The authorisation epoch, as last bumped by any process. Lock-free; the
- * acquire pairs with the bump's release, so whatever the bumping process
- * wrote before bumping is visible once the new value is seen. */
-uint64_t registry_auth_epoch(struct registry *r)
+/* Check invariants 2 and 4-6 under the writers' mutex (so live writers
+ * may run meanwhile); see registry.h. */
+void registry_check_invariants(struct registry *r)
 {
-    return __atomic_load_n(&r->hdr->auth_epoch, __ATOMIC_ACQUIRE);
-}
+    char key[REGISTRY_KEY_MAX];
+    int which;
 
-/* Add 1 to the authorisation epoch (atomic, so concurrent bumps from any
- * processes all count). Takes no lock and never touches seq. */
-void registry_auth_epoch_bump(struct registry *r)
-{
-    __atomic_add_fetch(&r->hdr->auth_epoch, 1, __ATOMIC_ACQ_REL);
+    if (lock_acquire(r, 0) != 0)
+        invariant_fail("registry 8: the writers' mutex is unrecoverable");
+    which = (__atomic_load_n(&r->hdr->seq, __ATOMIC_RELAXED) & 1) != 0 ? 2
+                                                                       : table_check(r, key, sizeof key);
+    lock_release(r);
+    if (which == 2)
+        invariant_fail("registry 2: seq is odd with no write in progress");
+    if (which != 0)
+        invariant_fail("registry %d: key \"%s\"", which, key);
 }
 
 /* Free what registry_get put in *a and zero it; a may be NULL. */

@@ -66,12 +66,11 @@ int registry_count(struct registry *r);
  * registry_unload). */
 void registry_foreach(struct registry *r, void (*fn)(const char *key, void *arg), void *arg);
 
-/* A counter shared by every process: bumped whenever something a worker
- * may have cached about authorisation changes (a token family revoked, a
- * membership changed). Readers compare it with the value they cached at;
- * neither call takes a lock. */
-uint64_t registry_auth_epoch(struct registry *r);
-void registry_auth_epoch_bump(struct registry *r);
+/* Runnable invariants (lib/invariant.h): check invariants 2 and 4-6 of
+ * registry.c under the writers' mutex (live writers may run meanwhile);
+ * on a violation, log it naming the invariant and the key, and abort().
+ * Returns only if they all hold. */
+void registry_check_invariants(struct registry *r);
 
 /* Free what registry_get put in *a. */
 void registry_agent_clear(struct registry_agent *a);

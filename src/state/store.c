@@ -20,6 +20,12 @@
  *     failed attempt did is visible.
  *  4. A dead process's locks and transactions are released by failchk,
  *     which the supervisor runs after reaping it (is_alive below).
+ *  5. From store_open's return to store_close, the environment and every
+ *     database of enum store_db are open.
+ *  6. Between calls, no transaction of this handle is open (transact
+ *     commits or aborts every one it begins), and group commit never marks
+ *     done a commit that was not made.
+ * store_check_invariants checks 5 and 6.
  */
 #include <db.h>
 #include <errno.h>
@@ -31,6 +37,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "state/store.h"
+#include "lib/invariant.h"
 #include "lib/util.h"
 
 #define STORE_DEADLOCK_RETRIES 64
@@ -55,6 +62,7 @@ struct store {
     pthread_cond_t fl_cond;     /* wakes the flusher to stop */
     int fl_stop;
     uint64_t fl_pending;        /* deferred commits since the last flush; atomic */
+    int64_t open_txns;          /* transactions begun and not yet ended (transact); atomic */
 };
 
 static int flusher_start(struct store *s);
@@ -327,9 +335,11 @@ static int transact(struct store *s, store_txn_fn fn, void *arg, enum commit_mod
         }
         if (s->env->txn_begin(s->env, NULL, &t.txn, 0) != 0)
             return AM_EIO;
+        __atomic_add_fetch(&s->open_txns, 1, __ATOMIC_RELAXED);
         rc = fn(s, &t, arg);
         if (rc != 0) {
             t.txn->abort(t.txn);
+            __atomic_sub_fetch(&s->open_txns, 1, __ATOMIC_RELAXED);
             if (rc == AM_EDEADLOCK)
                 continue;
             return rc;
@@ -342,6 +352,7 @@ static int transact(struct store *s, store_txn_fn fn, void *arg, enum commit_mod
             mode = COMMIT_SYNC;
         flags = !s->sync ? 0 : mode == COMMIT_DEFERRED ? DB_TXN_WRITE_NOSYNC : DB_TXN_NOSYNC;
         rc = store_rc(t.txn->commit(t.txn, flags));
+        __atomic_sub_fetch(&s->open_txns, 1, __ATOMIC_RELAXED);
         if (rc == 0 && mode == COMMIT_SYNC && s->sync)
             rc = group_flush(s);
         if (rc == 0 && mode == COMMIT_DEFERRED && s->sync)
@@ -556,4 +567,24 @@ int store_del_prefix(struct store *s, struct store_txn *t, int db, const void *p
     free(k.data);
     free(v.data);
     return rc;
+}
+
+/* Invariants 5 and 6 (see the top); aborts naming the one broken. */
+void store_check_invariants(struct store *s)
+{
+    int64_t open;
+    int i;
+
+    if (s->env == NULL)
+        invariant_fail("store 5: no environment handle");
+    for (i = 0; i < STORE_DB_COUNT; i++)
+        if (s->db[i] == NULL)
+            invariant_fail("store 5: database %s is not open", store_db_files[i]);
+    if ((open = __atomic_load_n(&s->open_txns, __ATOMIC_RELAXED)) != 0)
+        invariant_fail("store 6: %lld transactions of this handle left open", (long long)open);
+    pthread_mutex_lock(&s->gc_lock);
+    i = s->gc_done <= s->gc_next;
+    pthread_mutex_unlock(&s->gc_lock);
+    if (!i)
+        invariant_fail("store 6: group commit marks more commits done than were made");
 }

@@ -120,6 +120,12 @@ typedef int (*store_scan_fn)(const char *key, size_t klen, const char *val,
 int store_scan(struct store *s, struct store_txn *t, int db, const void *prefix,
                size_t plen, store_scan_fn fn, void *arg);
 
+/* Runnable invariants (lib/invariant.h): every handle open, no transaction
+ * of this handle open, group commit's marks in order (store.c, 5-6); on a
+ * violation, log it and abort(). Only where no other thread of this
+ * process is inside a store call. */
+void store_check_invariants(struct store *s);
+
 /* Test hook: make the Nth following write (put/del) fail with AM_EIO
  * (0 = off). Used by fault-injection tests; process-wide. */
 void store_test_fail_write_after(int n);

@@ -22,6 +22,7 @@
 #include <ftw.h>
 #include <sys/mman.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,7 @@
 #include "state/config.h"
 #include "state/registry.h"
 #include "state/store.h"
+#include "lib/invariant.h"
 #include "lib/util.h"
 
 #define NCASES(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -266,6 +268,15 @@ static int snap_equal(const struct snap *a, const struct snap *b)
            (a->wc == NULL) == (b->wc == NULL) && (a->wc == NULL || strcmp(a->wc, b->wc) == 0) &&
            a->version == b->version && a->in_reg == b->in_reg &&
            (!a->in_reg || a->reg_version == b->reg_version);
+}
+
+/* The runnable invariants of what these tests touch (lib/invariant.h):
+ * each aborts the test, naming what broke, in invariant builds. */
+static void check_invariants(void)
+{
+    CHECK_INVARIANTS(store_check_invariants(app.store));
+    CHECK_INVARIANTS(registry_check_invariants(app.reg));
+    CHECK_INVARIANTS(agent_check_invariants(&app));
 }
 
 /* Invariant 1: deployed exactly when loaded, with the record's version. */
@@ -1092,6 +1103,7 @@ START_TEST(deploy_with_write_failure_leaves_old_state)
     error_clear(&err);
     ck_assert_int_eq(agent_deploy(&app, "acme", "bot", &out, &err), AM_EIO);
     store_test_fail_write_after(0);
+    check_invariants();
     ck_assert_int_eq(err.code, AM_EIO);
     ck_assert_ptr_null(out);
     ck_assert_str_eq(status_of("bot"), "draft");
@@ -1114,6 +1126,7 @@ START_TEST(pause_with_write_failure_leaves_old_state)
     error_clear(&err);
     ck_assert_int_eq(agent_pause(&app, "acme", "bot", &out, &err), AM_EIO);
     store_test_fail_write_after(0);
+    check_invariants();
     ck_assert_ptr_null(out);
     ck_assert_str_eq(status_of("bot"), "deployed");
     ck_assert(in_registry("bot"));
@@ -1136,6 +1149,7 @@ START_TEST(delete_with_write_failure_leaves_old_state)
     error_clear(&err);
     ck_assert_int_eq(agent_delete(&app, "acme", "bot", &err), AM_EIO);
     store_test_fail_write_after(0);
+    check_invariants();
     ck_assert_str_eq(status_of("bot"), states[_i]);
     ck_assert_int_eq(in_registry("bot"), _i == 1);
     assert_consistent("bot");
@@ -1152,6 +1166,7 @@ START_TEST(update_with_write_failure_keeps_config)
     store_test_fail_write_after(1);
     ck_assert_int_eq(update_json("bot", "{\"step2\":{\"tone\":\"casual\"}}", &err), AM_EIO);
     store_test_fail_write_after(0);
+    check_invariants();
     after = wizard_config_of("bot");
     ck_assert_str_eq(after, before);
     ck_assert_int_eq(stored_version("bot"), 1);
@@ -1169,6 +1184,7 @@ START_TEST(create_with_write_failure_stores_nothing)
     error_clear(&err);
     ck_assert_int_eq(agent_create(&app, "acme", wc, &out, &err), AM_EIO);
     store_test_fail_write_after(0);
+    check_invariants();
     ck_assert_int_eq(err.code, AM_EIO);
     ck_assert_ptr_null(out);
     ck_assert_str_eq(status_of("bot"), "absent");
@@ -1209,6 +1225,7 @@ START_TEST(transition_with_fault_at_each_write_is_all_or_nothing)
     default: rc = agent_delete(&app, "acme", "bot", &err); break;
     }
     store_test_fail_write_after(0);
+    check_invariants();
     json_object_put(out);
     json_object_put(patch);
     snap_take(&after, "bot");
@@ -1231,8 +1248,38 @@ START_TEST(transition_with_fault_at_each_write_is_all_or_nothing)
     snap_free(&before);
     snap_free(&after);
     assert_consistent("bot");
+    check_invariants();
 }
 END_TEST
+
+#if AM_INVARIANTS
+/* The check is not vacuous: a registry entry with no stored agent behind
+ * it (invariant 1) makes agent_check_invariants abort. */
+START_TEST(agent_invariants_abort_on_an_entry_with_no_stored_agent)
+{
+    struct am_error err;
+
+    create_bot();
+    deploy_ok("bot");
+    check_invariants();
+    error_clear(&err);
+    ck_assert_int_eq(registry_load(app.reg, "acme__ghost", 1, 0, "x: 1\n", 5, &err), 0);
+    agent_check_invariants(&app);
+    ck_abort_msg("agent_check_invariants returned on a registry entry with no agent");
+}
+END_TEST
+
+/* ... and a deployed agent missing from the registry makes it abort too. */
+START_TEST(agent_invariants_abort_on_a_deployed_agent_not_in_the_registry)
+{
+    create_bot();
+    deploy_ok("bot");
+    ck_assert_int_eq(registry_unload(app.reg, "acme__bot"), 0);
+    agent_check_invariants(&app);
+    ck_abort_msg("agent_check_invariants returned on a deployed agent not served");
+}
+END_TEST
+#endif
 
 /* ---- concurrency ------------------------------------------------------------------ */
 
@@ -1422,6 +1469,13 @@ static Suite *agent_suite(void)
                         3 * NCASES(sweep));
 
     tcase_add_test(race, concurrent_transitions_agree);
+#if AM_INVARIANTS
+    tcase_add_test_raise_signal(fault, agent_invariants_abort_on_an_entry_with_no_stored_agent,
+                                SIGABRT);
+    tcase_add_test_raise_signal(fault,
+                                agent_invariants_abort_on_a_deployed_agent_not_in_the_registry,
+                                SIGABRT);
+#endif
 
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         tcase_add_checked_fixture(all[i], setup, teardown);

@@ -149,9 +149,9 @@ static uint32_t used_slots(const struct quota *q)
 /* The mutex is free and consistent (not left owner-dead). */
 static int mutex_usable(struct quota *q)
 {
-    if (pthread_mutex_trylock(&q->hdr->lock) != 0)
+    if (pthread_mutex_trylock(&q->hdr->lock.mutex) != 0)
         return 0;
-    pthread_mutex_unlock(&q->hdr->lock);
+    pthread_mutex_unlock(&q->hdr->lock.mutex);
     return 1;
 }
 
@@ -215,6 +215,7 @@ START_TEST(take_counts_up_to_the_limit)
     ck_assert_int_eq(take(q, "zero", DAY, 0, &l, &count, NULL), AM_ERATELIMIT);
     ck_assert_int_eq(count, 0);
     ck_assert_int_eq(count_of(q, "zero", DAY, &l), 0);
+    CHECK_INVARIANTS(quota_check_invariants(q));
     quota_close(q);
     quota_close(NULL);
 }
@@ -269,6 +270,7 @@ START_TEST(load_is_called_once_and_its_count_is_respected)
     ck_assert_int_eq(count, 1);
     ck_assert_int_eq(good.calls, 1);
     ck_assert_int_eq(slots_of(q, "beta", NULL), 1);
+    CHECK_INVARIANTS(quota_check_invariants(q));
     quota_close(q);
 }
 END_TEST
@@ -300,6 +302,7 @@ START_TEST(a_new_day_starts_from_zero)
     ck_assert_msg(count == 0,
                   "quota_count(acme, DAY) = %lld: day DAY+1's count reported for day DAY",
                   (long long)count);
+    CHECK_INVARIANTS(quota_check_invariants(q));
     quota_close(q);
 }
 END_TEST
@@ -327,6 +330,7 @@ START_TEST(a_later_day_is_adopted)
     ck_assert_int_eq(take(q, "acme", DAY, 2, &l, &count, &day), AM_ERATELIMIT);
     ck_assert_int_eq(count, 2);
     ck_assert_int_eq(day, DAY + 1);
+    CHECK_INVARIANTS(quota_check_invariants(q));
     quota_close(q);
 }
 END_TEST
@@ -374,6 +378,7 @@ START_TEST(give_back)
     l.value = 0;
     ck_assert_int_eq(count_of(q, "ghost", DAY, &l), 0);
     ck_assert_int_eq(l.calls, 1);
+    CHECK_INVARIANTS(quota_check_invariants(q));
     quota_close(q);
 }
 END_TEST
@@ -397,6 +402,7 @@ START_TEST(orgs_are_separate)
     quota_give_back(q, "alpha", DAY);
     ck_assert_int_eq(count_of(q, "alpha", DAY, &l), 1);
     ck_assert_int_eq(count_of(q, "beta", DAY, &l), 3);
+    CHECK_INVARIANTS(quota_check_invariants(q));
     quota_close(q);
 
     /* 40 orgs in a table for 100: each counted on its own, loaded once. */
@@ -418,6 +424,7 @@ START_TEST(orgs_are_separate)
     }
     ck_assert_int_eq(l.calls, 40);
     ck_assert_uint_eq(q->hdr->used, 40);
+    CHECK_INVARIANTS(quota_check_invariants(q));
     quota_close(q);
 }
 END_TEST
@@ -542,6 +549,7 @@ static void run_race(int norgs, int64_t limit)
     ck_assert_int_ge(r->load_calls, norgs);
     ck_assert_uint_eq(q->hdr->used, (uint32_t)norgs);
     ck_assert_int_eq(odd_slots(q), 0);
+    CHECK_INVARIANTS(quota_check_invariants(q));
     quota_close(q);
     munmap(r, sizeof(struct race));
 }
@@ -650,6 +658,7 @@ START_TEST(table_full_then_stale_slots_are_reused)
     ck_assert_int_eq(l.calls, 2);
     ck_assert_int_eq(count_of(q, fresh, DAY + 1, &l), 5);
     ck_assert_uint_eq(q->hdr->used, 48);
+    CHECK_INVARIANTS(quota_check_invariants(q));
     quota_close(q);
 }
 END_TEST
@@ -680,6 +689,7 @@ START_TEST(a_new_day_is_not_refused_for_a_table_of_yesterdays_orgs)
                   "%s refused (%d) on DAY+1 although all 48 orgs in the table are of DAY",
                   late, rc);
     ck_assert_int_eq(count, 1);
+    CHECK_INVARIANTS(quota_check_invariants(q));
     quota_close(q);
 }
 END_TEST
@@ -756,8 +766,8 @@ START_TEST(a_claim_racing_the_first_take_of_a_day_loses_no_run)
         usleep(500);
     ck_assert(__atomic_load_n(&h->loaded, __ATOMIC_ACQUIRE));
     for (int i = 0; i < 4000 && !held; i++) {
-        if (pthread_mutex_trylock(&q->hdr->lock) == 0)
-            pthread_mutex_unlock(&q->hdr->lock);
+        if (pthread_mutex_trylock(&q->hdr->lock.mutex) == 0)
+            pthread_mutex_unlock(&q->hdr->lock.mutex);
         else
             held = 1;
         if (!held)
@@ -783,6 +793,7 @@ START_TEST(a_claim_racing_the_first_take_of_a_day_loses_no_run)
                   "x's second run of DAY+1 accepted (count %lld) with a limit of 1: "
                   "its first was lost when its slot was re-keyed", (long long)count);
     ck_assert_int_eq(count_of(q, x, DAY + 1, &l), 1);
+    CHECK_INVARIANTS(quota_check_invariants(q));
     quota_close(q);
     munmap(h, sizeof(struct hook));
 }
@@ -872,6 +883,7 @@ START_TEST(claims_racing_takes_never_exceed_the_limit)
                   st->violations);
     ck_assert_int_eq(st->errors, 0);
     ck_assert_int_eq(odd_slots(q), 0);
+    CHECK_INVARIANTS(quota_check_invariants(q));
     quota_close(q);
     munmap(st, sizeof(struct stress));
 }
@@ -905,6 +917,7 @@ START_TEST(a_new_tag_never_moves_the_day)
     ck_assert_int_eq(count, 1);
     ck_assert_msg(day == DAY, "the run was counted on day %d, not on DAY (%d)", day, DAY);
     ck_assert_int_eq(count_of(q, b, DAY, &l), 1);
+    CHECK_INVARIANTS(quota_check_invariants(q));
     quota_close(q);
 }
 END_TEST
@@ -922,7 +935,7 @@ static void die_mid_claim(struct quota *q, uint32_t s, const char *intruder, int
     uint64_t w;
 
     child_dies_with_parent(parent);
-    if (pthread_mutex_lock(&q->hdr->lock) != 0)
+    if (pthread_mutex_lock(&q->hdr->lock.mutex) != 0)
         _exit(2);
     if (never_used)
         q->hdr->used++;
@@ -987,6 +1000,7 @@ START_TEST(dead_claimer_is_repaired_by_a_reader)
     ck_assert_int_eq(slots_of(q, "intruder", NULL), 1);
     ck_assert_int_eq(take(q, "victim", DAY + 1, 10, &l, &count, NULL), 0);
     ck_assert_int_eq(count, 4);
+    CHECK_INVARIANTS(quota_check_invariants(q));
     quota_close(q);
 }
 END_TEST
@@ -1036,6 +1050,7 @@ START_TEST(dead_claimer_is_repaired_by_the_next_claim)
     ck_assert_int_eq(slots_of(q, "ghost", &at), 1);
     ck_assert_uint_eq(at, s);
     ck_assert_uint_eq(q->hdr->used, 2);
+    CHECK_INVARIANTS(quota_check_invariants(q));
     quota_close(q);
 }
 END_TEST
@@ -1071,9 +1086,29 @@ START_TEST(holds_are_bounded_and_reused)
     ck_assert_int_eq(quota_hold(q, "acme", DAY), -1);
     quota_release(q, -1);                                  /* none: nothing */
     quota_hold_trace(q, -1, "x");
+    CHECK_INVARIANTS(quota_check_invariants(q));
     quota_close(q);
 }
 END_TEST
+
+#if AM_INVARIANTS
+/* The check is not vacuous: a hold on a run its counter no longer counts
+ * (given back, but still held: invariant 4) makes it abort. */
+START_TEST(quota_invariants_abort_on_a_hold_with_no_count)
+{
+    struct quota *q = must_create(4);
+    struct loader l = { 0 };
+    int64_t count;
+
+    ck_assert_int_eq(take(q, "acme", DAY, 5, &l, &count, NULL), 0);
+    ck_assert_int_ge(quota_hold(q, "acme", DAY), 0);
+    quota_check_invariants(q);
+    quota_give_back(q, "acme", DAY);
+    quota_check_invariants(q);
+    ck_abort_msg("quota_check_invariants returned on a hold with no count");
+}
+END_TEST
+#endif
 
 /* A child takes five runs of acme and dies holding some of them:
  *   A held, no trace id (died before it settled)       -> given back
@@ -1133,6 +1168,7 @@ START_TEST(reclaim_gives_back_what_a_dead_holder_had_not_settled)
     ck_assert_int_eq(quota_reclaim(q, 0, settled_fake, &calls), 1);
     ck_assert_int_eq(count_of(q, "acme", DAY, &l), 3);
     ck_assert_int_eq(q->holds[mine].pid, 0);
+    CHECK_INVARIANTS(quota_check_invariants(q));
     quota_close(q);
 }
 END_TEST
@@ -1150,6 +1186,7 @@ START_TEST(reclaim_of_an_old_day_leaves_the_new_day_alone)
     ck_assert_int_eq(take(q, "acme", DAY + 1, 100, &l, &count, NULL), 0);
     ck_assert_int_eq(quota_reclaim(q, 0, settled_fake, &calls), 1);
     ck_assert_int_eq(count_of(q, "acme", DAY + 1, &l), 1);
+    CHECK_INVARIANTS(quota_check_invariants(q));
     quota_close(q);
 }
 END_TEST
@@ -1185,6 +1222,9 @@ static Suite *quota_suite(void)
     tcase_add_test(crash, holds_are_bounded_and_reused);
     tcase_add_test(crash, reclaim_gives_back_what_a_dead_holder_had_not_settled);
     tcase_add_test(crash, reclaim_of_an_old_day_leaves_the_new_day_alone);
+#if AM_INVARIANTS
+    tcase_add_test_raise_signal(crash, quota_invariants_abort_on_a_hold_with_no_count, SIGABRT);
+#endif
     tcase_set_timeout(crash, 30);
     suite_add_tcase(s, crash);
     return s;

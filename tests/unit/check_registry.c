@@ -239,7 +239,7 @@ START_TEST(load_then_get_returns_copy)
     ck_assert_int_eq(registry_get(r, "acme__empty", &a), 0);
     ck_assert_str_eq(a.yaml, "");
     registry_agent_clear(&a);
-    ck_assert_int_eq(registry_check_invariants(r), 0);
+    ck_assert_int_eq(table_check(r, NULL, 0), 0);
     registry_close(r, 1);
 }
 END_TEST
@@ -287,7 +287,7 @@ START_TEST(unload_removes_and_count_drops)
     ck_assert_int_eq(registry_unload(r, "o__b"), AM_ENOENT);
     ck_assert_int_eq(registry_get(r, "o__a", &a), 0);
     registry_agent_clear(&a);
-    ck_assert_int_eq(registry_check_invariants(r), 0);
+    ck_assert_int_eq(table_check(r, NULL, 0), 0);
     registry_close(r, 1);
 }
 END_TEST
@@ -330,7 +330,7 @@ START_TEST(full_table_rejected)
     ck_assert_int_eq(registry_unload(r, "o__k0"), 0);
     ck_assert_int_eq(load_str(r, "o__k4", 1, "x"), 0);
     ck_assert_int_eq(registry_count(r), 4);
-    ck_assert_int_eq(registry_check_invariants(r), 0);
+    ck_assert_int_eq(table_check(r, NULL, 0), 0);
     registry_close(r, 1);
 }
 END_TEST
@@ -416,7 +416,7 @@ START_TEST(tombstones_do_not_break_lookup)
     for (int i = 0; i < 8; i += 2)
         ck_assert_int_eq(registry_unload(r, keys[i]), 0);
     ck_assert_uint_gt(r->hdr->tombstones, 0);
-    ck_assert_int_eq(registry_check_invariants(r), 0);
+    ck_assert_int_eq(table_check(r, NULL, 0), 0);
     for (int i = 1; i < 8; i += 2) {
         struct registry_agent a;
 
@@ -430,10 +430,10 @@ START_TEST(tombstones_do_not_break_lookup)
     for (int i = 0; i < 8; i++)
         ck_assert_int_eq(registry_contains(r, keys[live[i]], NULL), 1);
     ck_assert_int_eq(registry_count(r), 8);
-    ck_assert_int_eq(registry_check_invariants(r), 0);
+    ck_assert_int_eq(table_check(r, NULL, 0), 0);
     for (int i = 0; i < 8; i++)
         ck_assert_int_eq(registry_unload(r, keys[live[i]]), 0);
-    ck_assert_int_eq(registry_check_invariants(r), 0);
+    ck_assert_int_eq(table_check(r, NULL, 0), 0);
     ck_assert_int_eq(registry_count(r), 0);
 
     /* Random churn against a model; compaction must keep everything findable. */
@@ -459,7 +459,7 @@ START_TEST(tombstones_do_not_break_lookup)
             nloaded -= loaded[k] != 0;
             loaded[k] = 0;
         }
-        ck_assert_int_eq(registry_check_invariants(r), 0);
+        ck_assert_int_eq(table_check(r, NULL, 0), 0);
         ck_assert(payload_pages_only_where_used(r));
         ck_assert_int_eq(registry_count(r), nloaded);
         for (int j = 0; j < 40; j++) {
@@ -786,66 +786,9 @@ START_TEST(concurrent_readers_never_see_torn_entry)
         ck_assert_int_eq(t[i].seen_a + t[i].seen_b, TORN_GETS);
     }
     ck_assert_uint_gt(__atomic_load_n(&ctl->progress, __ATOMIC_ACQUIRE), 100);
-    ck_assert_int_eq(registry_check_invariants(r), 0);
+    ck_assert_int_eq(table_check(r, NULL, 0), 0);
     ck_assert_int_eq(registry_count(r), 2);
     munmap(ctl, sizeof *ctl);
-    registry_close(r, 1);
-}
-END_TEST
-
-#define EPOCH_BUMPS 1000
-
-/* In a child: bump the epoch EPOCH_BUMPS times through r, or through a
- * handle attached by name when name is not NULL. */
-static void bump_epoch_and_exit(struct registry *r, const char *name)
-{
-    struct registry *w = r;
-
-    if (name != NULL && registry_attach(&w, name, NULL) != 0)
-        _exit(1);
-    for (int i = 0; i < EPOCH_BUMPS; i++)
-        registry_auth_epoch_bump(w);
-    if (w != r)
-        registry_close(w, 0);
-    _exit(0);
-}
-
-START_TEST(auth_epoch_bumps_are_seen_by_other_processes)
-{
-    struct registry *r = must_create("epoch", 4, 256);
-    uint64_t e0 = registry_auth_epoch(r);
-    char name[96];
-    pid_t a, b;
-
-    seg_name(name, sizeof name, "epoch");
-    a = fork();
-    ck_assert_int_ge(a, 0);
-    if (a == 0)
-        bump_epoch_and_exit(r, NULL);
-    ck_assert(child_ok(a));
-    ck_assert_uint_eq(registry_auth_epoch(r), e0 + EPOCH_BUMPS);
-
-    /* Concurrent bumps from an inherited and an attached mapping and from
-     * this process: none is lost. */
-    a = fork();
-    ck_assert_int_ge(a, 0);
-    if (a == 0)
-        bump_epoch_and_exit(r, NULL);
-    b = fork();
-    ck_assert_int_ge(b, 0);
-    if (b == 0)
-        bump_epoch_and_exit(r, name);
-    for (int i = 0; i < EPOCH_BUMPS; i++)
-        registry_auth_epoch_bump(r);
-    ck_assert(child_ok(a));
-    ck_assert(child_ok(b));
-    ck_assert_uint_eq(registry_auth_epoch(r), e0 + 4 * EPOCH_BUMPS);
-
-    /* Registry writes neither take nor move it. */
-    ck_assert_int_eq(load_str(r, "o__a", 1, "a"), 0);
-    ck_assert_int_eq(registry_unload(r, "o__a"), 0);
-    ck_assert_uint_eq(registry_auth_epoch(r), e0 + 4 * EPOCH_BUMPS);
-    ck_assert_uint_eq(r->hdr->seq & 1, 0);
     registry_close(r, 1);
 }
 END_TEST
@@ -927,7 +870,7 @@ START_TEST(reader_racing_unload_never_sees_released_pages)
         ck_assert_int_eq(t[i].found + t[i].missing, RACE_GETS);
     }
     ck_assert_int_gt(t[0].found + t[1].found, 0);
-    ck_assert_int_eq(registry_check_invariants(r), 0);
+    ck_assert_int_eq(table_check(r, NULL, 0), 0);
     ck_assert_int_eq(registry_count(r), 0);
     munmap(ctl, sizeof *ctl);
     registry_close(r, 1);
@@ -974,7 +917,7 @@ START_TEST(dead_writer_does_not_block_readers)
     ck_assert_int_eq(registry_count(r), 1);
     ck_assert_uint_eq(r->hdr->seq & 1, 0);
     ck_assert_uint_eq(r->hdr->recoveries, 1);
-    ck_assert_int_eq(registry_check_invariants(r), 0);
+    ck_assert_int_eq(table_check(r, NULL, 0), 0);
 
     /* Writers work again, and the supervisor's reconcile can reload it. */
     ck_assert_int_eq(load_str(r, "o__b", 2, "reconciled"), 0);
@@ -1008,7 +951,7 @@ START_TEST(dead_lock_holder_between_writes_loses_nothing)
     registry_agent_clear(&a);
     ck_assert_int_eq(registry_get(r, "o__b", &a), 0);
     registry_agent_clear(&a);
-    ck_assert_int_eq(registry_check_invariants(r), 0);
+    ck_assert_int_eq(table_check(r, NULL, 0), 0);
     registry_close(r, 1);
 }
 END_TEST
@@ -1047,7 +990,7 @@ START_TEST(dead_writer_mid_compaction_leaves_no_duplicates)
     ck_assert(child_ok(pid));
 
     ck_assert_int_eq(registry_count(r), 5);   /* reader recovers via trylock */
-    ck_assert_int_eq(registry_check_invariants(r), 0);
+    ck_assert_int_eq(table_check(r, NULL, 0), 0);
     for (int i = 1; i < 6; i++)
         ck_assert_int_eq(registry_contains(r, keys[i], NULL), 1);
     ck_assert_int_eq(registry_contains(r, keys[0], NULL), 0);
@@ -1122,7 +1065,7 @@ START_TEST(killed_writer_leaves_table_consistent)
         rc = load_str(r, "o__sentinel", 1, "s");   /* takes the mutex */
         ck_assert(rc == 0 || rc == AM_EREGISTRYFULL);
         ck_assert_int_eq(registry_unload(r, "o__sentinel"), rc == 0 ? 0 : AM_ENOENT);
-        ck_assert_int_eq(registry_check_invariants(r), 0);
+        ck_assert_int_eq(table_check(r, NULL, 0), 0);
         ck_assert_msg(payload_pages_only_where_used(r), "round %d: stray payload pages", round);
         ck_assert_int_eq(registry_count(r), found);
         memset(&ks, 0, sizeof ks);
@@ -1179,7 +1122,6 @@ static Suite *registry_suite(void)
     tcase_add_test(shared, attach_sees_writes_from_creator);
     tcase_add_test(shared, forked_child_writes_visible_to_parent);
     tcase_add_test(shared, concurrent_readers_never_see_torn_entry);
-    tcase_add_test(shared, auth_epoch_bumps_are_seen_by_other_processes);
     tcase_add_test(shared, reader_racing_unload_never_sees_released_pages);
     tcase_set_timeout(shared, 300);
     suite_add_tcase(s, shared);

@@ -32,6 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "state/store.h"
+#include "lib/invariant.h"
 #include "lib/util.h"
 
 #define NCASES(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -76,6 +77,8 @@ static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW 
 static void teardown(void)
 {
     store_test_fail_write_after(0);
+    if (st != NULL)
+        CHECK_INVARIANTS(store_check_invariants(st));
     store_close(st);
     st = NULL;
     if (home[0] != '\0')

@@ -43,6 +43,7 @@
 #include "state/quota.h"
 #include "state/store.h"
 #include "control/usage.h"
+#include "lib/invariant.h"
 #include "lib/util.h"
 
 #define NCASES(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -101,6 +102,11 @@ static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW 
 static void teardown(void)
 {
     store_test_fail_write_after(0);
+    if (st != NULL && qt != NULL) {
+        CHECK_INVARIANTS(store_check_invariants(st));
+        CHECK_INVARIANTS(quota_check_invariants(qt));
+        CHECK_INVARIANTS(usage_check_invariants(&app));
+    }
     close_all();
     if (home[0] != '\0')
         nftw(home, rm_one, 16, FTW_DEPTH | FTW_PHYS);
