@@ -2,8 +2,7 @@
  * check_account.c - unit tests for account.c (users, orgs, memberships,
  * dev login, refresh-token families, the per-thread auth memo), run against
  * a real Berkeley DB environment (fresh mkdtemp directory per test) and a
- * real shared-memory registry for the auth epoch ("/am-test-<pid>-<n>",
- * unlinked at teardown).
+ * real shared mapping for the auth epoch (auth_state.c).
  *
  * What is asserted: dev login creates the user and a personal org once and
  * the same org on every later login; the slug derived from the e-mail
@@ -13,9 +12,7 @@
  * moves, and not after; each bad input gives its AM_* code (tables).
  */
 #include <check.h>
-#include <dirent.h>
 #include <ftw.h>
-#include <sys/mman.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +22,7 @@
 #include "control/auth.h"
 #include "state/app.h"
 #include "state/config.h"
-#include "state/registry.h"
+#include "control/auth_state.h"
 #include "state/store.h"
 #include "lib/key.h"
 #include "lib/util.h"
@@ -34,10 +31,7 @@
 #define SECRET "check-account-jwt-secret-0123456789abcdef"
 
 static char base[64];
-static pid_t runner_pid;
 static char home[96];
-static char reg_name[64];
-static int reg_seq;
 static struct config cfg;
 static struct app app;
 
@@ -56,9 +50,7 @@ static void setup(void)
     app.cfg = &cfg;
     error_clear(&err);
     ck_assert_msg(store_open(&app.store, &o, STORE_OPEN_CREATE, &err) == 0, "%s", err.message);
-    snprintf(reg_name, sizeof reg_name, "/am-test-%d-%d-%d", (int)runner_pid, (int)getpid(),
-             ++reg_seq);
-    ck_assert_msg(registry_create(&app.reg, reg_name, 8, 64 * 1024, &err) == 0, "%s", err.message);
+    ck_assert_msg(auth_state_create(&app.auth, &err) == 0, "%s", err.message);
 }
 
 static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
@@ -69,7 +61,7 @@ static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW 
 
 static void teardown(void)
 {
-    registry_close(app.reg, 1);
+    auth_state_close(app.auth);
     store_close(app.store);
     memset(&app, 0, sizeof app);
     if (home[0] != '\0')
@@ -367,7 +359,7 @@ START_TEST(memo_answers_until_the_auth_epoch_moves)
     revoke_quietly(who.fam);
     /* the memo still vouches for the token: no database read was made */
     ck_assert_int_eq(authenticate(t.access, &who), 0);
-    registry_auth_epoch_bump(app.reg);
+    auth_state_bump(app.auth);
     ck_assert_int_eq(authenticate(t.access, &who), AM_EUNAUTH);
 }
 END_TEST
@@ -400,7 +392,7 @@ START_TEST(memoised_role_follows_a_membership_change_after_the_epoch_moves)
     ck_assert_int_eq(account_member_role(&app, &who, owner.slug), ROLE_NONE);
     put_member(owner.slug, "guest@example.com", "admin");
     ck_assert_int_eq(account_member_role(&app, &who, owner.slug), ROLE_NONE);  /* memo */
-    registry_auth_epoch_bump(app.reg);
+    auth_state_bump(app.auth);
     ck_assert_int_eq(authenticate(guest.access, &who), 0);
     ck_assert_int_eq(account_member_role(&app, &who, owner.slug), ROLE_ADMIN);
 }
@@ -572,17 +564,6 @@ static Suite *account_suite(void)
 
 static void remove_leftovers(void)
 {
-    char prefix[48], name[300];
-    DIR *d = opendir("/dev/shm");
-    struct dirent *de;
-
-    snprintf(prefix, sizeof prefix, "am-test-%d-", (int)runner_pid);
-    while (d != NULL && (de = readdir(d)) != NULL)
-        if (strncmp(de->d_name, prefix, strlen(prefix)) == 0 &&
-            util_snprintf(name, sizeof name, "/%s", de->d_name) == 0)
-            shm_unlink(name);
-    if (d != NULL)
-        closedir(d);
     nftw(base, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
@@ -593,7 +574,6 @@ int main(void)
 
     if (auth_init() != 0)
         return EXIT_FAILURE;
-    runner_pid = getpid();
     util_strlcpy(base, "/tmp/am-check-account-XXXXXX", sizeof base);
     if (mkdtemp(base) == NULL) {
         perror("mkdtemp");
