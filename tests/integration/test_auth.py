@@ -5,7 +5,7 @@ import json
 import time
 
 from harness import (InstanceTestCase, SLUG_RE, TIME_RE, assert_error, assert_json,
-                     jwt_decode, jwt_sign, b64url_encode, main)
+                     jwt_decode, jwt_sign, b64url_encode, main, run_concurrently)
 
 WIZARD = {
     "name": "support-bot",
@@ -182,6 +182,22 @@ class BadTokenTest(InstanceTestCase):
 class TenancyTest(InstanceTestCase):
     """A valid token on another org's slug: 403 on every agent route and
     method, whether the agent exists or not, and nothing changes."""
+
+    def test_logout_is_seen_at_once_by_every_worker_thread(self):
+        """A logged-out access token is refused by every accept thread of
+        every worker, also by those whose per-thread memo had accepted it a
+        moment before: the logout's auth epoch reaches all processes."""
+        tok = self.inst.login(self.unique_email("logout"))["access_token"]
+        n = 64
+
+        def me():
+            return self.inst.request("GET", "/api/v1/orgs/me", token=tok)[0]
+
+        for _ in range(3):          # warm the memo of as many threads as we can
+            self.assertEqual(run_concurrently([me] * n), [200] * n)
+        self.assertEqual(self.inst.request("POST", "/api/v1/auth/logout", token=tok)[0], 204)
+        for _ in range(3):
+            self.assertEqual(run_concurrently([me] * n), [401] * n)
 
     def test_other_org_is_forbidden_everywhere(self):
         owner_tok, owner_slug = self.inst.user("owner@example.com")
