@@ -605,6 +605,8 @@ static int map_segment(int fd, size_t bytes, struct registry_shm_header **out)
     return 0;
 }
 
+/* A handle over the mapping h of `bytes` bytes. Takes h: registry_close()
+ * unmaps it, so the caller must not. */
 static struct registry *handle_new(struct registry_shm_header *h, size_t bytes,
                                    const struct registry_geometry *g, const char *name)
 {
