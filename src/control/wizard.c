@@ -39,6 +39,7 @@
 #include <strings.h>
 #include "control/wizard.h"
 #include "runtime/agent_yaml.h"
+#include "runtime/tools/tools.h"
 #include "lib/buf.h"
 #include "lib/key.h"
 #include "lib/util.h"
@@ -57,6 +58,7 @@ enum wz_kind {
     WZ_BOOL,          /* JSON true/false */
     WZ_ENUM,          /* one string of values[] */
     WZ_ENUM_SET,      /* array of unique strings of values[], at most max */
+    WZ_TOOL_SET,      /* array of unique tool names (tools_name), at most max */
     WZ_STRING_LIST,   /* array of strings, at most max, each item_min..item_max bytes */
     WZ_MODEL,         /* "provider/model" */
     WZ_NAME,          /* the agent name */
@@ -75,9 +77,6 @@ struct wz_field {
 
 static const char *const wz_tones[] = {
     "professional", "casual", "technical", "empathetic", NULL };
-static const char *const wz_tool_names[] = {
-    "calculator", "datetime", "json_parser", "http_request", "web_search",
-    "text_summarizer", "translator", "email_sender", "file_reader", NULL };
 static const char *const wz_memory_types[] = { "none", "conversational", NULL };
 static const char *const wz_input_guardrails[] = {
     "pii_filter", "content_safety", "max_length", NULL };
@@ -97,7 +96,7 @@ static const struct wz_field wz_step2[] = {
     { NULL, WZ_STRING, 0, 0, NULL, NULL, 0, 0 }
 };
 static const struct wz_field wz_step3[] = {
-    { "tools", WZ_ENUM_SET, 0, 16, wz_tool_names, NULL, 0, 0 },
+    { "tools", WZ_TOOL_SET, 0, 16, NULL, NULL, 0, 0 },
     { "tool_configs", WZ_TOOL_CONFIGS, 0, 0, NULL, NULL, 0, 0 },
     { NULL, WZ_STRING, 0, 0, NULL, NULL, 0, 0 }
 };
@@ -420,17 +419,24 @@ static void wz_check_enum(struct wz_ctx *c, const char *path,
         wz_problem_enum(c, path, "must be one of: ", values);
 }
 
-/* WZ_ENUM_SET and WZ_STRING_LIST: an array of strings. */
+/* WZ_ENUM_SET, WZ_TOOL_SET and WZ_STRING_LIST: an array of strings. */
 static void wz_check_list(struct wz_ctx *c, const char *path,
                           struct json_object *v, const struct wz_field *f)
 {
     char sub[WZ_PATH_MAX];
     unsigned long seen = 0;   /* WZ_ENUM_SET: bit i = values[i] seen */
+    const char *tool_names[TOOL_COUNT + 1];
+    const char *const *values = f->values;
     size_t i, n;
 
     if (!json_object_is_type(v, json_type_array)) {
         wz_problem(c, path, "must be an array of strings");
         return;
+    }
+    if (f->kind == WZ_TOOL_SET) {
+        for (i = 0; i <= TOOL_COUNT; i++)
+            tool_names[i] = tools_name((int)i);   /* NULL at TOOL_COUNT */
+        values = tool_names;
     }
     n = json_object_array_length(v);
     if ((int64_t)n > f->max)
@@ -448,10 +454,10 @@ static void wz_check_list(struct wz_ctx *c, const char *path,
             wz_problem(c, sub, "must be a string");
             continue;
         }
-        idx = wz_enum_index(f->values, json_object_get_string(item),
+        idx = wz_enum_index(values, json_object_get_string(item),
                             (size_t)json_object_get_string_len(item));
         if (idx < 0)
-            wz_problem_enum(c, sub, "must be one of: ", f->values);
+            wz_problem_enum(c, sub, "must be one of: ", values);
         else if (seen & (1UL << idx))
             wz_problem(c, sub, "duplicate value");
         else
@@ -531,7 +537,7 @@ static void wz_check_tool_configs(struct wz_ctx *c, const char *path,
     }
     json_object_object_foreach(v, tool, conf) {
         wz_path_key(sub, sizeof(sub), path, tool);
-        if (wz_enum_index(wz_tool_names, tool, strlen(tool)) < 0) {
+        if (tools_from_name(tool) < 0) {
             wz_problem(c, sub, "unknown tool");
             continue;
         }
@@ -563,6 +569,7 @@ static void wz_check_value(struct wz_ctx *c, const char *path,
         wz_check_enum(c, path, v, f->values);
         break;
     case WZ_ENUM_SET:
+    case WZ_TOOL_SET:
     case WZ_STRING_LIST:
         wz_check_list(c, path, v, f);
         break;
