@@ -6,6 +6,11 @@
  * the only allocations are the merged object and the YAML buffer, and both
  * are handed to the caller.
  *
+ * Compilation maps the WizardConfig onto a struct agent_yaml_doc (tone
+ * sentences, guardrail names such as pii_filter -> pii_detection, defaults)
+ * and lets agent_yaml emit it: the format's words and its bytes are that
+ * module's, so the wizard validates against agent_yaml's word tables.
+ *
  * Must not: do I/O, log, touch the database or the registry, or write a
  * provider secret anywhere. Compile writes key *references* (key_refs) and
  * never looks at cfg->providers[].api_key.
@@ -32,8 +37,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <yaml.h>
 #include "control/wizard.h"
+#include "runtime/agent_yaml.h"
+#include "runtime/tools/tools.h"
+#include "lib/buf.h"
 #include "lib/key.h"
 #include "lib/util.h"
 
@@ -51,6 +58,7 @@ enum wz_kind {
     WZ_BOOL,          /* JSON true/false */
     WZ_ENUM,          /* one string of values[] */
     WZ_ENUM_SET,      /* array of unique strings of values[], at most max */
+    WZ_TOOL_SET,      /* array of unique tool names (tools_name), at most max */
     WZ_STRING_LIST,   /* array of strings, at most max, each item_min..item_max bytes */
     WZ_MODEL,         /* "provider/model" */
     WZ_NAME,          /* the agent name */
@@ -67,27 +75,18 @@ struct wz_field {
     int64_t item_min, item_max;      /* WZ_STRING_LIST: bytes per item */
 };
 
-static const char *const wz_routing[] = {
-    "cost_optimized", "latency_optimized", "quality_first", "round_robin", NULL };
 static const char *const wz_tones[] = {
     "professional", "casual", "technical", "empathetic", NULL };
-static const char *const wz_tool_names[] = {
-    "calculator", "datetime", "json_parser", "http_request", "web_search",
-    "text_summarizer", "translator", "email_sender", "file_reader", NULL };
 static const char *const wz_memory_types[] = { "none", "conversational", NULL };
-static const char *const wz_memory_strategies[] = {
-    "sliding_window", "token_budget", NULL };
 static const char *const wz_input_guardrails[] = {
     "pii_filter", "content_safety", "max_length", NULL };
 static const char *const wz_output_guardrails[] = {
     "pii_filter", "content_safety", NULL };
-static const char *const wz_orchestrations[] = {
-    "single_pass", "react", "plan_and_execute", NULL };
 
 static const struct wz_field wz_step1[] = {
     { "model", WZ_MODEL, 0, 0, NULL, NULL, 0, 0 },
     { "fallback_model", WZ_MODEL, 0, 0, NULL, NULL, 0, 0 },
-    { "routing_strategy", WZ_ENUM, 0, 0, wz_routing, NULL, 0, 0 },
+    { "routing_strategy", WZ_ENUM, 0, 0, agent_yaml_routings, NULL, 0, 0 },
     { NULL, WZ_STRING, 0, 0, NULL, NULL, 0, 0 }
 };
 static const struct wz_field wz_step2[] = {
@@ -97,13 +96,13 @@ static const struct wz_field wz_step2[] = {
     { NULL, WZ_STRING, 0, 0, NULL, NULL, 0, 0 }
 };
 static const struct wz_field wz_step3[] = {
-    { "tools", WZ_ENUM_SET, 0, 16, wz_tool_names, NULL, 0, 0 },
+    { "tools", WZ_TOOL_SET, 0, 16, NULL, NULL, 0, 0 },
     { "tool_configs", WZ_TOOL_CONFIGS, 0, 0, NULL, NULL, 0, 0 },
     { NULL, WZ_STRING, 0, 0, NULL, NULL, 0, 0 }
 };
 static const struct wz_field wz_step4[] = {
     { "memory_type", WZ_ENUM, 0, 0, wz_memory_types, NULL, 0, 0 },
-    { "memory_strategy", WZ_ENUM, 0, 0, wz_memory_strategies, NULL, 0, 0 },
+    { "memory_strategy", WZ_ENUM, 0, 0, agent_yaml_memory_strategies, NULL, 0, 0 },
     { "window_size", WZ_INT, 1, 100, NULL, NULL, 0, 0 },
     { "token_budget", WZ_INT, 100, 200000, NULL, NULL, 0, 0 },
     { NULL, WZ_STRING, 0, 0, NULL, NULL, 0, 0 }
@@ -113,7 +112,7 @@ static const struct wz_field wz_step5[] = {
     { "output_guardrails", WZ_ENUM_SET, 0, 2, wz_output_guardrails, NULL, 0, 0 },
     { "max_tokens", WZ_INT, 1, 32768, NULL, NULL, 0, 0 },
     { "max_input_chars", WZ_INT, 1, 32768, NULL, NULL, 0, 0 },
-    { "orchestration", WZ_ENUM, 0, 0, wz_orchestrations, NULL, 0, 0 },
+    { "orchestration", WZ_ENUM, 0, 0, agent_yaml_patterns, NULL, 0, 0 },
     { NULL, WZ_STRING, 0, 0, NULL, NULL, 0, 0 }
 };
 static const struct wz_field wz_top[] = {
@@ -420,17 +419,24 @@ static void wz_check_enum(struct wz_ctx *c, const char *path,
         wz_problem_enum(c, path, "must be one of: ", values);
 }
 
-/* WZ_ENUM_SET and WZ_STRING_LIST: an array of strings. */
+/* WZ_ENUM_SET, WZ_TOOL_SET and WZ_STRING_LIST: an array of strings. */
 static void wz_check_list(struct wz_ctx *c, const char *path,
                           struct json_object *v, const struct wz_field *f)
 {
     char sub[WZ_PATH_MAX];
     unsigned long seen = 0;   /* WZ_ENUM_SET: bit i = values[i] seen */
+    const char *tool_names[TOOL_COUNT + 1];
+    const char *const *values = f->values;
     size_t i, n;
 
     if (!json_object_is_type(v, json_type_array)) {
         wz_problem(c, path, "must be an array of strings");
         return;
+    }
+    if (f->kind == WZ_TOOL_SET) {
+        for (i = 0; i <= TOOL_COUNT; i++)
+            tool_names[i] = tools_name((int)i);   /* NULL at TOOL_COUNT */
+        values = tool_names;
     }
     n = json_object_array_length(v);
     if ((int64_t)n > f->max)
@@ -448,10 +454,10 @@ static void wz_check_list(struct wz_ctx *c, const char *path,
             wz_problem(c, sub, "must be a string");
             continue;
         }
-        idx = wz_enum_index(f->values, json_object_get_string(item),
+        idx = wz_enum_index(values, json_object_get_string(item),
                             (size_t)json_object_get_string_len(item));
         if (idx < 0)
-            wz_problem_enum(c, sub, "must be one of: ", f->values);
+            wz_problem_enum(c, sub, "must be one of: ", values);
         else if (seen & (1UL << idx))
             wz_problem(c, sub, "duplicate value");
         else
@@ -531,7 +537,7 @@ static void wz_check_tool_configs(struct wz_ctx *c, const char *path,
     }
     json_object_object_foreach(v, tool, conf) {
         wz_path_key(sub, sizeof(sub), path, tool);
-        if (wz_enum_index(wz_tool_names, tool, strlen(tool)) < 0) {
+        if (tools_from_name(tool) < 0) {
             wz_problem(c, sub, "unknown tool");
             continue;
         }
@@ -563,6 +569,7 @@ static void wz_check_value(struct wz_ctx *c, const char *path,
         wz_check_enum(c, path, v, f->values);
         break;
     case WZ_ENUM_SET:
+    case WZ_TOOL_SET:
     case WZ_STRING_LIST:
         wz_check_list(c, path, v, f);
         break;
@@ -793,161 +800,9 @@ void wizard_providers(struct json_object *wc, int out[2])
     out[1] = wz_model_provider(wz_get_str(step1, "fallback_model"));
 }
 
-/* ---- compile: the emitter ------------------------------------------------ */
+/* ---- compile: WizardConfig -> the agent document ------------------------- */
 
-/* The growing output buffer behind yaml_emitter_set_output. */
-struct wz_out {
-    char *buf;      /* from xmalloc, NUL-terminated once anything is written */
-    size_t len;
-    size_t cap;
-};
-
-static int wz_out_write(void *data, unsigned char *bytes, size_t size)
-{
-    struct wz_out *o = data;
-
-    if (o->len + size + 1 > o->cap) {
-        size_t cap = o->cap ? o->cap * 2 : 4096;
-        while (cap < o->len + size + 1)
-            cap *= 2;
-        o->buf = xrealloc(o->buf, cap);
-        o->cap = cap;
-    }
-    memcpy(o->buf + o->len, bytes, size);
-    o->len += size;
-    o->buf[o->len] = '\0';
-    return 1;
-}
-
-struct wz_em {
-    yaml_emitter_t emitter;
-    int failed;     /* set by the first failure; every later call is a no-op */
-};
-
-static void wz_emit(struct wz_em *e, yaml_event_t *ev, int initialised)
-{
-    if (!initialised) {
-        e->failed = 1;
-        return;
-    }
-    if (!yaml_emitter_emit(&e->emitter, ev))   /* takes ev either way */
-        e->failed = 1;
-}
-
-static void wz_scalar(struct wz_em *e, const char *s, yaml_scalar_style_t style)
-{
-    yaml_event_t ev;
-    size_t len = strlen(s);
-    int plain = style == YAML_PLAIN_SCALAR_STYLE;
-
-    if (e->failed)
-        return;
-    if (len > INT_MAX) {
-        e->failed = 1;
-        return;
-    }
-    wz_emit(e, &ev, yaml_scalar_event_initialize(&ev, NULL, NULL,
-            (const yaml_char_t *)s, (int)len, plain, !plain, style));
-}
-
-/* A plain scalar is safe when no YAML 1.1/1.2 resolver can read it as
- * anything but a string: a letter, then letters, digits, ' ', '.', '_',
- * '/', '-', no trailing space, and not a bool/null word. */
-static int wz_plain_safe(const char *s)
-{
-    static const char *const words[] = {
-        "y", "n", "yes", "no", "on", "off", "true", "false", "null", NULL };
-    size_t i, len = strlen(s);
-
-    if (len == 0 || !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= 'A' && s[0] <= 'Z')))
-        return 0;
-    if (s[len - 1] == ' ')
-        return 0;
-    for (i = 0; i < len; i++)
-        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
-              (s[i] >= '0' && s[i] <= '9') || strchr(" ._/-", s[i]) != NULL))
-            return 0;
-    for (i = 0; words[i] != NULL; i++)
-        if (strcasecmp(s, words[i]) == 0)
-            return 0;
-    return 1;
-}
-
-/* A string value: plain when that is unambiguous, else double-quoted. */
-static void wz_str(struct wz_em *e, const char *s)
-{
-    wz_scalar(e, s, wz_plain_safe(s) ? YAML_PLAIN_SCALAR_STYLE
-                                     : YAML_DOUBLE_QUOTED_SCALAR_STYLE);
-}
-
-static void wz_quoted(struct wz_em *e, const char *s)
-{
-    wz_scalar(e, s, YAML_DOUBLE_QUOTED_SCALAR_STYLE);
-}
-
-static void wz_int(struct wz_em *e, int64_t v)
-{
-    char buf[24];
-
-    (void)util_snprintf(buf, sizeof(buf), "%" PRId64, v);
-    wz_scalar(e, buf, YAML_PLAIN_SCALAR_STYLE);
-}
-
-static void wz_map_start(struct wz_em *e)
-{
-    yaml_event_t ev;
-
-    if (!e->failed)
-        wz_emit(e, &ev, yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1,
-                                                            YAML_BLOCK_MAPPING_STYLE));
-}
-
-static void wz_map_end(struct wz_em *e)
-{
-    yaml_event_t ev;
-
-    if (!e->failed)
-        wz_emit(e, &ev, yaml_mapping_end_event_initialize(&ev));
-}
-
-static void wz_seq_start(struct wz_em *e)
-{
-    yaml_event_t ev;
-
-    if (!e->failed)
-        wz_emit(e, &ev, yaml_sequence_start_event_initialize(&ev, NULL, NULL, 1,
-                                                             YAML_BLOCK_SEQUENCE_STYLE));
-}
-
-static void wz_seq_end(struct wz_em *e)
-{
-    yaml_event_t ev;
-
-    if (!e->failed)
-        wz_emit(e, &ev, yaml_sequence_end_event_initialize(&ev));
-}
-
-/* key: value, for our own fixed keys */
-static void wz_kv_str(struct wz_em *e, const char *key, const char *value)
-{
-    wz_scalar(e, key, YAML_PLAIN_SCALAR_STYLE);
-    wz_str(e, value);
-}
-
-static void wz_kv_int(struct wz_em *e, const char *key, int64_t value)
-{
-    wz_scalar(e, key, YAML_PLAIN_SCALAR_STYLE);
-    wz_int(e, value);
-}
-
-static void wz_key(struct wz_em *e, const char *key)
-{
-    wz_scalar(e, key, YAML_PLAIN_SCALAR_STYLE);
-}
-
-/* ---- compile: the document ----------------------------------------------- */
-
-/* What every section emitter needs. */
+/* What every section mapper needs. */
 struct wz_src {
     struct json_object *wc;
     const char *org;
@@ -956,38 +811,23 @@ struct wz_src {
     const struct config *cfg;        /* may be NULL */
 };
 
-static void wz_emit_metadata(struct wz_em *e, const struct wz_src *src)
+static void wz_doc_identity(struct agent_yaml_doc *d, const struct wz_src *src)
 {
-    char id[WIZARD_SLUG_MAX + 2 + WIZARD_NAME_MAX + 1];
-    char version[24];
-
-    (void)key_agent_id(id, sizeof(id), src->org, wz_get_str(src->wc, "name"));
-    (void)util_snprintf(version, sizeof(version), "%" PRIu64, src->version);
-    wz_key(e, "metadata");
-    wz_map_start(e);
-    wz_kv_str(e, "name", id);
-    wz_key(e, "version");
-    wz_quoted(e, version);
-    wz_kv_str(e, "namespace", src->org);
-    wz_map_end(e);
-}
-
-static void wz_emit_identity(struct wz_em *e, const struct wz_src *src)
-{
+    const char *name = wz_get_str(src->wc, "name");
     const char *display = wz_get_str(src->wc, "display_name");
     const char *persona = wz_get_str(wz_get(src->wc, "step2"), "persona");
 
-    wz_key(e, "identity");
-    wz_map_start(e);
-    wz_kv_str(e, "display_name", display ? display : wz_get_str(src->wc, "name"));
+    (void)key_agent_id(d->name, sizeof(d->name), src->org, name);
+    util_strlcpy(d->namespace_, src->org, sizeof(d->namespace_));
+    d->version = src->version;
+    d->display_name = xstrdup(display ? display : name);
     if (persona != NULL && persona[0] != '\0')
-        wz_kv_str(e, "description", persona);
-    wz_map_end(e);
+        d->description = xstrdup(persona);
 }
 
-/* One of model.primary / model.fallback. */
-static void wz_emit_model_entry(struct wz_em *e, const struct wz_src *src,
-                                const char *key, const char *model)
+/* "provider/model" -> one of model.primary / model.fallback. */
+static void wz_doc_model(struct agent_yaml_model *m, const struct wz_src *src,
+                         const char *model)
 {
     int p = wz_model_provider(model);
     struct json_object *max_tokens = wz_get(wz_get(src->wc, "step5"), "max_tokens");
@@ -995,49 +835,18 @@ static void wz_emit_model_entry(struct wz_em *e, const struct wz_src *src,
 
     if (p < 0 || config_provider_name(p) == NULL)
         return;
-    wz_key(e, key);
-    wz_map_start(e);
-    wz_kv_str(e, "provider", config_provider_name(p));
-    wz_kv_str(e, "model", strchr(model, '/') + 1);
+    m->present = 1;
+    m->provider = p;
+    util_strlcpy(m->model, strchr(model, '/') + 1, sizeof(m->model));
     if (p == PROVIDER_OLLAMA && src->cfg != NULL) {
         base_url = src->cfg->providers[p].base_url;
-        if (memchr(base_url, '\0', sizeof(src->cfg->providers[p].base_url)) != NULL &&
-            base_url[0] != '\0') {
-            wz_key(e, "endpoint");
-            wz_quoted(e, base_url);
-        }
+        if (memchr(base_url, '\0', sizeof(src->cfg->providers[p].base_url)) != NULL)
+            util_strlcpy(m->endpoint, base_url, sizeof(m->endpoint));
     }
-    if (src->key_refs != NULL && src->key_refs[p] != NULL) {
-        wz_key(e, "api_key_ref");
-        wz_quoted(e, src->key_refs[p]);
-    }
-    if (json_object_is_type(max_tokens, json_type_int)) {
-        wz_key(e, "parameters");
-        wz_map_start(e);
-        wz_kv_int(e, "max_tokens", json_object_get_int64(max_tokens));
-        wz_map_end(e);
-    }
-    wz_map_end(e);
-}
-
-static void wz_emit_model(struct wz_em *e, const struct wz_src *src)
-{
-    struct json_object *step1 = wz_get(src->wc, "step1");
-    const char *primary = wz_get_str(step1, "model");
-    const char *fallback = wz_get_str(step1, "fallback_model");
-    const char *strategy = wz_get_str(step1, "routing_strategy");
-
-    wz_key(e, "model");
-    wz_map_start(e);
-    if (primary != NULL)
-        wz_emit_model_entry(e, src, "primary", primary);
-    if (fallback != NULL)
-        wz_emit_model_entry(e, src, "fallback", fallback);
-    wz_key(e, "routing");
-    wz_map_start(e);
-    wz_kv_str(e, "strategy", strategy ? strategy : "cost_optimized");
-    wz_map_end(e);
-    wz_map_end(e);
+    if (src->key_refs != NULL && src->key_refs[p] != NULL)
+        util_strlcpy(m->key_ref, src->key_refs[p], sizeof(m->key_ref));
+    if (json_object_is_type(max_tokens, json_type_int))
+        m->max_tokens = (int)json_object_get_int64(max_tokens);
 }
 
 static const struct {
@@ -1062,77 +871,37 @@ static const char *wz_tone_sentence(const char *tone)
 
 /* prompts.system = tone sentence, blank line, system prompt (either part
  * may be missing in a draft). */
-static void wz_emit_prompts(struct wz_em *e, const struct wz_src *src)
+static char *wz_system_prompt(const struct wz_src *src)
 {
     struct json_object *step2 = wz_get(src->wc, "step2");
     const char *prompt = wz_get_str(step2, "system_prompt");
     const char *sentence = wz_tone_sentence(wz_get_str(step2, "tone"));
-    char *system = NULL;
-    size_t slen, plen;
+    struct buf b = { NULL, 0, 0 };
 
-    wz_key(e, "prompts");
-    wz_map_start(e);
-    if (sentence != NULL && prompt != NULL) {
-        slen = strlen(sentence);
-        plen = strlen(prompt);
-        system = xmalloc(slen + 2 + plen + 1);
-        memcpy(system, sentence, slen);
-        memcpy(system + slen, "\n\n", 2);
-        memcpy(system + slen + 2, prompt, plen + 1);
-    } else if (sentence != NULL || prompt != NULL) {
-        system = xstrdup(sentence ? sentence : prompt);
-    }
-    if (system != NULL) {
-        wz_key(e, "system");
-        wz_quoted(e, system);
-    }
-    wz_map_end(e);
-    free(system);
-}
-
-static void wz_emit_orchestration(struct wz_em *e, const struct wz_src *src)
-{
-    const char *pattern = wz_get_str(wz_get(src->wc, "step5"), "orchestration");
-
-    wz_key(e, "orchestration");
-    wz_map_start(e);
-    wz_kv_str(e, "pattern", pattern ? pattern : "single_pass");
-    wz_kv_int(e, "max_iterations", 10);
-    wz_map_end(e);
+    if (sentence == NULL && prompt == NULL)
+        return NULL;
+    if (sentence != NULL)
+        buf_puts(&b, sentence);
+    if (sentence != NULL && prompt != NULL)
+        buf_puts(&b, "\n\n");
+    if (prompt != NULL)
+        buf_puts(&b, prompt);
+    return buf_take(&b);
 }
 
 /* A tool's config: the schema's keys, in schema order, that are present. */
-static void wz_emit_tool_config(struct wz_em *e, const char *tool,
-                                struct json_object *conf)
+static struct json_object *wz_doc_tool_config(const char *tool, struct json_object *conf)
 {
+    struct json_object *out = json_object_new_object(), *v;
     const struct wz_field *f;
-    struct json_object *v;
-    size_t i, n;
 
-    wz_map_start(e);
-    for (f = wz_tool_fields(tool); f->key != NULL; f++) {
-        if ((v = wz_get(conf, f->key)) == NULL)
-            continue;
-        wz_key(e, f->key);
-        if (f->kind == WZ_BOOL) {
-            wz_scalar(e, json_object_get_boolean(v) ? "true" : "false",
-                      YAML_PLAIN_SCALAR_STYLE);
-        } else if (f->kind == WZ_INT) {
-            wz_int(e, json_object_get_int64(v));
-        } else if (f->kind == WZ_STRING_LIST) {
-            wz_seq_start(e);
-            n = json_object_array_length(v);
-            for (i = 0; i < n; i++)
-                wz_str(e, json_object_get_string(json_object_array_get_idx(v, i)));
-            wz_seq_end(e);
-        } else {
-            wz_str(e, json_object_get_string(v));
-        }
-    }
-    wz_map_end(e);
+    for (f = wz_tool_fields(tool); f->key != NULL; f++)
+        if ((v = wz_get(conf, f->key)) != NULL)
+            json_object_object_add(out, f->key, json_object_get(v));
+    return out;
 }
 
-static void wz_emit_tools(struct wz_em *e, const struct wz_src *src)
+static void wz_doc_tools(struct agent_yaml_doc *d, const struct wz_src *src)
 {
     struct json_object *step3 = wz_get(src->wc, "step3");
     struct json_object *tools = wz_get(step3, "tools");
@@ -1140,129 +909,101 @@ static void wz_emit_tools(struct wz_em *e, const struct wz_src *src)
     size_t i, n = json_object_is_type(tools, json_type_array) ?
                   json_object_array_length(tools) : 0;
 
-    wz_key(e, "tools");
-    wz_seq_start(e);
-    for (i = 0; i < n; i++) {
+    for (i = 0; i < n && d->ntools < TOOL_COUNT; i++) {
         const char *name = json_object_get_string(json_object_array_get_idx(tools, i));
+        int id = tools_from_name(name);
 
-        if (name == NULL)
+        if (id < 0 || d->tool_config[id] != NULL)
             continue;
-        wz_map_start(e);
-        wz_kv_str(e, "name", name);
-        wz_kv_str(e, "type", "builtin");
-        wz_key(e, "config");
-        wz_emit_tool_config(e, name, wz_get(configs, name));
-        wz_map_end(e);
+        d->tools[d->ntools++] = id;
+        d->tool_config[id] = wz_doc_tool_config(name, wz_get(configs, name));
     }
-    wz_seq_end(e);
 }
 
-static void wz_emit_memory(struct wz_em *e, const struct wz_src *src)
+static void wz_doc_memory(struct agent_yaml_doc *d, const struct wz_src *src)
 {
     struct json_object *step4 = wz_get(src->wc, "step4");
     const char *type = wz_get_str(step4, "memory_type");
     const char *strategy = wz_get_str(step4, "memory_strategy");
 
-    wz_key(e, "memory");
-    wz_map_start(e);
-    if (type != NULL && strcmp(type, "conversational") == 0) {
-        if (strategy == NULL)
-            strategy = "sliding_window";
-        wz_key(e, "conversational");
-        wz_map_start(e);
-        wz_kv_str(e, "backend", "berkeleydb");
-        wz_kv_str(e, "strategy", strategy);
-        if (strcmp(strategy, "token_budget") == 0)
-            wz_kv_int(e, "max_tokens", wz_get_int(step4, "token_budget", 4000));
-        else    /* the runtime schema counts messages; a turn is two of them */
-            wz_kv_int(e, "max_turns", 2 * wz_get_int(step4, "window_size", 20));
-        wz_map_end(e);
-    }
-    wz_map_end(e);
+    if (type == NULL || strcmp(type, "conversational") != 0)
+        return;
+    d->memory_on = 1;
+    d->memory_strategy = strategy != NULL ? wz_enum_index(agent_yaml_memory_strategies,
+                                                          strategy, strlen(strategy))
+                                          : MEMORY_SLIDING_WINDOW;
+    if (d->memory_strategy == MEMORY_TOKEN_BUDGET)
+        d->memory_limit = (int)wz_get_int(step4, "token_budget", 4000);
+    else    /* the runtime schema counts messages; a turn is two of them */
+        d->memory_limit = (int)(2 * wz_get_int(step4, "window_size", 20));
 }
 
-/* WizardConfig guardrail name -> runtime guardrail entry. */
+/* WizardConfig guardrail name -> runtime guardrail type. */
 static const struct {
     const char *name;
-    const char *type;
-    const char *action;     /* NULL: max_length, which takes max_chars */
+    int type;       /* enum agent_yaml_guardrail_type */
 } wz_guardrail_map[] = {
-    { "pii_filter", "pii_detection", "redact" },
-    { "content_safety", "content_filter", "block" },
-    { "max_length", "max_length", NULL },
+    { "pii_filter", AGENT_YAML_PII_DETECTION },
+    { "content_safety", AGENT_YAML_CONTENT_FILTER },
+    { "max_length", AGENT_YAML_MAX_LENGTH },
 };
 
-static void wz_emit_guardrail_list(struct wz_em *e, const char *key,
-                                   struct json_object *list, struct json_object *step5,
-                                   int cost_limit)
+/* The entries for list, plus a cost_limit when asked; returns the count. */
+static int wz_doc_guardrail_list(struct agent_yaml_guardrail *out, struct json_object *list,
+                                 struct json_object *step5, int cost_limit)
 {
     size_t i, j, n = json_object_is_type(list, json_type_array) ?
                      json_object_array_length(list) : 0;
+    int count = 0;
 
-    wz_key(e, key);
-    wz_seq_start(e);
     for (i = 0; i < n; i++) {
         const char *name = json_object_get_string(json_object_array_get_idx(list, i));
 
         for (j = 0; j < sizeof(wz_guardrail_map) / sizeof(wz_guardrail_map[0]); j++) {
-            if (name == NULL || strcmp(name, wz_guardrail_map[j].name) != 0)
+            if (name == NULL || strcmp(name, wz_guardrail_map[j].name) != 0 ||
+                count == AGENT_YAML_GUARDRAILS_MAX)
                 continue;
-            wz_map_start(e);
-            wz_kv_str(e, "type", wz_guardrail_map[j].type);
-            if (wz_guardrail_map[j].action != NULL)
-                wz_kv_str(e, "action", wz_guardrail_map[j].action);
-            else
-                wz_kv_int(e, "max_chars", wz_get_int(step5, "max_input_chars", 4000));
-            wz_map_end(e);
+            out[count].type = wz_guardrail_map[j].type;
+            if (out[count].type == AGENT_YAML_MAX_LENGTH)
+                out[count].limit = (int)wz_get_int(step5, "max_input_chars", 4000);
+            count++;
         }
     }
-    if (cost_limit) {
-        wz_map_start(e);
-        wz_kv_str(e, "type", "cost_limit");
-        wz_kv_int(e, "max_tokens_per_turn", wz_get_int(step5, "max_tokens", 0));
-        wz_map_end(e);
+    if (cost_limit && count < AGENT_YAML_GUARDRAILS_MAX) {
+        out[count].type = AGENT_YAML_COST_LIMIT;
+        out[count].limit = (int)wz_get_int(step5, "max_tokens", 0);
+        count++;
     }
-    wz_seq_end(e);
+    return count;
 }
 
-static void wz_emit_guardrails(struct wz_em *e, const struct wz_src *src)
+/* The document for a WizardConfig that passes the draft rules. */
+static void wz_doc(struct agent_yaml_doc *d, const struct wz_src *src)
 {
+    struct json_object *step1 = wz_get(src->wc, "step1");
     struct json_object *step5 = wz_get(src->wc, "step5");
+    const char *primary = wz_get_str(step1, "model");
+    const char *fallback = wz_get_str(step1, "fallback_model");
+    const char *routing = wz_get_str(step1, "routing_strategy");
+    const char *pattern = wz_get_str(step5, "orchestration");
 
-    wz_key(e, "guardrails");
-    wz_map_start(e);
-    wz_emit_guardrail_list(e, "input", wz_get(step5, "input_guardrails"), step5, 0);
-    wz_emit_guardrail_list(e, "output", wz_get(step5, "output_guardrails"), step5,
-                           json_object_is_type(wz_get(step5, "max_tokens"), json_type_int));
-    wz_map_end(e);
-}
-
-static void wz_emit_document(struct wz_em *e, const struct wz_src *src)
-{
-    yaml_event_t ev;
-
-    wz_emit(e, &ev, yaml_stream_start_event_initialize(&ev, YAML_UTF8_ENCODING));
-    if (!e->failed)
-        wz_emit(e, &ev, yaml_document_start_event_initialize(&ev, NULL, NULL, NULL, 1));
-    wz_map_start(e);
-    wz_kv_str(e, "apiVersion", "astromesh/v1");
-    wz_kv_str(e, "kind", "Agent");
-    wz_emit_metadata(e, src);
-    wz_key(e, "spec");
-    wz_map_start(e);
-    wz_emit_identity(e, src);
-    wz_emit_model(e, src);
-    wz_emit_prompts(e, src);
-    wz_emit_orchestration(e, src);
-    wz_emit_tools(e, src);
-    wz_emit_memory(e, src);
-    wz_emit_guardrails(e, src);
-    wz_map_end(e);
-    wz_map_end(e);
-    if (!e->failed)
-        wz_emit(e, &ev, yaml_document_end_event_initialize(&ev, 1));
-    if (!e->failed)
-        wz_emit(e, &ev, yaml_stream_end_event_initialize(&ev));
+    wz_doc_identity(d, src);
+    if (primary != NULL)
+        wz_doc_model(&d->primary, src, primary);
+    if (fallback != NULL)
+        wz_doc_model(&d->fallback, src, fallback);
+    d->routing = routing != NULL ? wz_enum_index(agent_yaml_routings, routing, strlen(routing))
+                                 : AGENT_YAML_ROUTE_COST;
+    d->system = wz_system_prompt(src);
+    d->pattern = pattern != NULL ? wz_enum_index(agent_yaml_patterns, pattern, strlen(pattern))
+                                 : AGENT_YAML_PATTERN_SINGLE;
+    d->max_iterations = 10;
+    wz_doc_tools(d, src);
+    wz_doc_memory(d, src);
+    d->ninput = wz_doc_guardrail_list(d->input, wz_get(step5, "input_guardrails"), step5, 0);
+    d->noutput = wz_doc_guardrail_list(d->output, wz_get(step5, "output_guardrails"), step5,
+                                       json_object_is_type(wz_get(step5, "max_tokens"),
+                                                           json_type_int));
 }
 
 /* Compile accepts anything that passes the draft rules (GET /yaml compiles
@@ -1274,9 +1015,8 @@ int wizard_compile(struct json_object *wc, const char *org, uint64_t version,
 {
     struct wz_ctx c = { err, 0, 0, NULL };
     struct wz_src src = { wc, org, version, key_refs, cfg };
-    struct wz_out out = { NULL, 0, 0 };
-    struct wz_em e;
-    int rc = 0;
+    struct agent_yaml_doc doc;
+    int rc;
 
     *yaml_out = NULL;
     *len_out = 0;
@@ -1286,27 +1026,9 @@ int wizard_compile(struct json_object *wc, const char *org, uint64_t version,
     wz_check_draft(&c, wc, 0);
     if (c.nproblems != 0)
         return error_set(err, AM_EINVALIDCONFIG, "Agent config cannot be compiled");
-    if (!yaml_emitter_initialize(&e.emitter))
-        return error_set(err, AM_EINTERNAL, "cannot initialise the YAML emitter");
-    e.failed = 0;
-    yaml_emitter_set_output(&e.emitter, wz_out_write, &out);
-    yaml_emitter_set_unicode(&e.emitter, 1);
-    yaml_emitter_set_indent(&e.emitter, 2);
-    yaml_emitter_set_width(&e.emitter, -1);
-    yaml_emitter_set_break(&e.emitter, YAML_LN_BREAK);
-    wz_emit_document(&e, &src);
-    if (!e.failed && !yaml_emitter_flush(&e.emitter))
-        e.failed = 1;
-    if (e.failed || out.buf == NULL) {
-        rc = error_set(err, AM_EINTERNAL, "YAML emitter failed: %s",
-                       e.emitter.problem ? e.emitter.problem : "bad event");
-        goto out;
-    }
-    *yaml_out = out.buf;
-    *len_out = out.len;
-    out.buf = NULL;
-out:
-    yaml_emitter_delete(&e.emitter);
-    free(out.buf);
+    memset(&doc, 0, sizeof(doc));
+    wz_doc(&doc, &src);
+    rc = agent_yaml_emit(&doc, yaml_out, len_out, err);
+    agent_yaml_doc_clear(&doc);
     return rc;
 }

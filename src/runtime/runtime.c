@@ -1,6 +1,9 @@
 /*
  * runtime.c - load a compiled agent and run the pipeline.
  *
+ * The agent comes from its compiled YAML through agent_yaml_load (the
+ * format is agent_yaml's); this file keeps only run-time state.
+ *
  * Owns: a per-thread cache of parsed agents keyed by registry key and
  * generation (a redeploy changes the generation, so a stale parse is never
  * used), and a per-process circuit breaker per provider/model.
@@ -17,8 +20,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <yaml.h>
 #include "state/config.h"
+#include "runtime/agent_yaml.h"
 #include "runtime/guardrails.h"
 #include "runtime/memory.h"
 #include "runtime/providers/providers.h"
@@ -28,295 +31,63 @@
 #include "lib/key.h"
 #include "lib/util.h"
 
-#define YAML_DEPTH_MAX 32
 #define AGENT_CACHE_SLOTS 8
 
-enum pattern { PATTERN_SINGLE = 0, PATTERN_REACT, PATTERN_PLAN };
-enum routing { ROUTE_COST = 0, ROUTE_LATENCY, ROUTE_QUALITY, ROUTE_ROUND_ROBIN };
-
-struct model_ref {
-    int present;
-    int provider;                /* enum config_provider */
-    char model[129];
-    char key_ref[96];            /* "server:openai", "org:acme/openai" or "" */
-    int max_tokens;              /* 0 = provider default */
-};
-
-/* An agent as the pipeline uses it, parsed from its compiled YAML. */
+/* An agent as the pipeline uses it: the loaded document, plus what the
+ * pipeline derives from its guardrail lists once per load. */
 struct agent_rt {
     char key[REGISTRY_KEY_MAX];
     uint64_t generation;
-    struct model_ref primary, fallback;
-    int routing;                 /* enum routing */
-    char *system;                /* tone sentence + system prompt */
-    char *persona;               /* identity.description or NULL */
-    int pattern;                 /* enum pattern */
-    int max_iterations;
-    int tools[TOOL_COUNT];
-    int ntools;
-    struct json_object *tool_config[TOOL_COUNT];  /* owned, {} when none */
-    int memory_on;
-    int memory_strategy;         /* enum memory_strategy */
-    int memory_limit;            /* messages or tokens */
+    struct agent_yaml_doc doc;
     int in_pii, in_content, in_max_chars;   /* in_max_chars 0 = no cap */
     int out_pii, out_content, out_max_tokens;
 };
 
 static void agent_rt_free(struct agent_rt *a)
 {
-    int i;
-
     if (a == NULL)
         return;
-    free(a->system);
-    free(a->persona);
-    for (i = 0; i < TOOL_COUNT; i++)
-        json_object_put(a->tool_config[i]);
+    agent_yaml_doc_clear(&a->doc);
     free(a);
 }
 
-/* ---- YAML to json-c -------------------------------------------------------- */
-
-/* A plain scalar that looks like an integer or a boolean becomes one;
- * quoted scalars stay strings (our emitter quotes anything ambiguous). */
-static struct json_object *scalar_to_json(const yaml_event_t *ev)
-{
-    const char *v = (const char *)ev->data.scalar.value;
-    size_t len = ev->data.scalar.length;
-    char *end;
-    long long n;
-
-    if (ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE && len > 0) {
-        if (strcmp(v, "true") == 0)
-            return json_object_new_boolean(1);
-        if (strcmp(v, "false") == 0)
-            return json_object_new_boolean(0);
-        n = strtoll(v, &end, 10);
-        if (*end == '\0' && len < 19)
-            return json_object_new_int64(n);
-    }
-    return json_object_new_string_len(v, (int)len);
-}
-
-/* Parse the next node (the event just read is its first). */
-static struct json_object *yaml_node(yaml_parser_t *p, yaml_event_t *ev, int depth)
-{
-    struct json_object *o = NULL, *child;
-    yaml_event_t next;
-    char *key;
-
-    if (depth > YAML_DEPTH_MAX)
-        return NULL;
-    switch (ev->type) {
-    case YAML_SCALAR_EVENT:
-        return scalar_to_json(ev);
-    case YAML_SEQUENCE_START_EVENT:
-        o = json_object_new_array();
-        for (;;) {
-            if (!yaml_parser_parse(p, &next))
-                goto fail;
-            if (next.type == YAML_SEQUENCE_END_EVENT) {
-                yaml_event_delete(&next);
-                return o;
-            }
-            child = yaml_node(p, &next, depth + 1);
-            yaml_event_delete(&next);
-            if (child == NULL)
-                goto fail;
-            json_object_array_add(o, child);
-        }
-    case YAML_MAPPING_START_EVENT:
-        o = json_object_new_object();
-        for (;;) {
-            if (!yaml_parser_parse(p, &next))
-                goto fail;
-            if (next.type == YAML_MAPPING_END_EVENT) {
-                yaml_event_delete(&next);
-                return o;
-            }
-            if (next.type != YAML_SCALAR_EVENT) {
-                yaml_event_delete(&next);
-                goto fail;
-            }
-            key = xstrdup((const char *)next.data.scalar.value);
-            yaml_event_delete(&next);
-            if (!yaml_parser_parse(p, &next)) {
-                free(key);
-                goto fail;
-            }
-            child = yaml_node(p, &next, depth + 1);
-            yaml_event_delete(&next);
-            if (child == NULL) {
-                free(key);
-                goto fail;
-            }
-            json_object_object_add(o, key, child);
-            free(key);
-        }
-    default:
-        return NULL;
-    }
-fail:
-    json_object_put(o);
-    return NULL;
-}
-
-static struct json_object *yaml_to_json(const char *text, size_t len)
-{
-    yaml_parser_t p;
-    yaml_event_t ev;
-    struct json_object *root = NULL;
-    int done = 0, tried = 0;
-
-    if (!yaml_parser_initialize(&p))
-        return NULL;
-    yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
-    while (!done && yaml_parser_parse(&p, &ev)) {
-        if (ev.type == YAML_MAPPING_START_EVENT && !tried) {
-            tried = 1;
-            root = yaml_node(&p, &ev, 0);
-        }
-        done = ev.type == YAML_STREAM_END_EVENT || ev.type == YAML_NO_EVENT ||
-               (tried && root == NULL);
-        yaml_event_delete(&ev);
-    }
-    yaml_parser_delete(&p);
-    return root;
-}
-
-/* ---- the compiled YAML to struct agent_rt ---------------------------------- */
-
-/* Walk a dotted path of object keys ("spec.model.primary"). */
-static struct json_object *at(struct json_object *o, const char *path)
-{
-    char buf[128], *save = NULL, *k;
-
-    util_strlcpy(buf, path, sizeof(buf));
-    for (k = strtok_r(buf, ".", &save); k != NULL && o != NULL; k = strtok_r(NULL, ".", &save))
-        if (!json_object_object_get_ex(o, k, &o))
-            return NULL;
-    return o;
-}
-
-static const char *str_at(struct json_object *o, const char *path)
-{
-    struct json_object *v = at(o, path);
-    return v != NULL && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
-}
-
-static int int_at(struct json_object *o, const char *path, int dflt)
-{
-    struct json_object *v = at(o, path);
-    return v != NULL && json_object_is_type(v, json_type_int) ? json_object_get_int(v) : dflt;
-}
-
-static int word_index(const char *s, const char *const words[], int n, int dflt)
+/* pii / content flags and the limit of the last entry of limit_type. */
+static void guard_flags(const struct agent_yaml_guardrail *list, int n, int limit_type,
+                        int *pii, int *content, int *limit)
 {
     int i;
 
-    for (i = 0; s != NULL && i < n; i++)
-        if (strcmp(s, words[i]) == 0)
-            return i;
-    return dflt;
-}
-
-static int model_from(struct json_object *m, struct model_ref *out)
-{
-    const char *prov = str_at(m, "provider"), *model = str_at(m, "model"), *ref;
-
-    memset(out, 0, sizeof(*out));
-    if (m == NULL)
-        return 0;
-    if (prov == NULL || model == NULL || (out->provider = config_provider_from_name(prov)) < 0)
-        return -1;
-    util_strlcpy(out->model, model, sizeof(out->model));
-    if ((ref = str_at(m, "api_key_ref")) != NULL)
-        util_strlcpy(out->key_ref, ref, sizeof(out->key_ref));
-    out->max_tokens = int_at(m, "parameters.max_tokens", 0);
-    out->present = 1;
-    return 0;
-}
-
-static void guardrails_from(struct json_object *list, int *pii, int *content, int *num,
-                            const char *num_type, const char *num_key)
-{
-    size_t i;
-
-    for (i = 0; list != NULL && i < json_object_array_length(list); i++) {
-        struct json_object *g = json_object_array_get_idx(list, i);
-        const char *type = str_at(g, "type");
-        if (type == NULL)
-            continue;
-        if (strcmp(type, "pii_detection") == 0)
+    for (i = 0; i < n; i++) {
+        if (list[i].type == AGENT_YAML_PII_DETECTION)
             *pii = 1;
-        else if (strcmp(type, "content_filter") == 0)
+        else if (list[i].type == AGENT_YAML_CONTENT_FILTER)
             *content = 1;
-        else if (strcmp(type, num_type) == 0)
-            *num = int_at(g, num_key, 0);
+        else if (list[i].type == limit_type)
+            *limit = list[i].limit;
     }
 }
 
-static void tools_from(struct json_object *list, struct agent_rt *a)
-{
-    size_t i;
-
-    for (i = 0; list != NULL && i < json_object_array_length(list) && a->ntools < TOOL_COUNT; i++) {
-        struct json_object *t = json_object_array_get_idx(list, i), *cfg;
-        int id = tools_from_name(str_at(t, "name"));
-        if (id < 0 || a->tool_config[id] != NULL)
-            continue;
-        cfg = at(t, "config");
-        a->tool_config[id] = cfg != NULL && json_object_is_type(cfg, json_type_object)
-                                 ? json_object_get(cfg) : json_object_new_object();
-        a->tools[a->ntools++] = id;
-    }
-}
-
-/* Parse a compiled agent. Returns NULL if the YAML is not one. */
+/* Load a compiled agent. Returns NULL if the YAML is not one. */
 static struct agent_rt *agent_parse(const char *key, uint64_t generation, const char *yaml,
                                     size_t len)
 {
-    static const char *const patterns[] = { "single_pass", "react", "plan_and_execute" };
-    static const char *const routings[] = { "cost_optimized", "latency_optimized",
-                                            "quality_first", "round_robin" };
-    struct json_object *doc = yaml_to_json(yaml, len), *spec;
-    struct agent_rt *a = NULL;
-    const char *s;
+    struct agent_rt *a = xcalloc(1, sizeof(*a));
+    struct agent_yaml_doc *d = &a->doc;
 
-    if (doc == NULL || (spec = at(doc, "spec")) == NULL)
-        goto out;
-    a = xcalloc(1, sizeof(*a));
+    if (agent_yaml_load(yaml, len, d, NULL) != 0) {
+        agent_rt_free(a);
+        return NULL;
+    }
     util_strlcpy(a->key, key, sizeof(a->key));
     a->generation = generation;
-    if (model_from(at(spec, "model.primary"), &a->primary) != 0 || !a->primary.present ||
-        model_from(at(spec, "model.fallback"), &a->fallback) != 0) {
-        agent_rt_free(a);
-        a = NULL;
-        goto out;
-    }
-    a->routing = word_index(str_at(spec, "model.routing.strategy"), routings, 4, ROUTE_COST);
-    a->system = xstrdup((s = str_at(spec, "prompts.system")) != NULL ? s : "");
-    a->persona = (s = str_at(spec, "identity.description")) != NULL ? xstrdup(s) : NULL;
-    a->pattern = word_index(str_at(spec, "orchestration.pattern"), patterns, 3, PATTERN_SINGLE);
-    a->max_iterations = int_at(spec, "orchestration.max_iterations", 10);
-    if (a->max_iterations < 1 || a->max_iterations > 50)
-        a->max_iterations = 10;
-    tools_from(at(spec, "tools"), a);
-    if (at(spec, "memory.conversational") != NULL) {
-        a->memory_on = 1;
-        s = str_at(spec, "memory.conversational.strategy");
-        a->memory_strategy = s != NULL && strcmp(s, "token_budget") == 0
-                                 ? MEMORY_TOKEN_BUDGET : MEMORY_SLIDING_WINDOW;
-        a->memory_limit = a->memory_strategy == MEMORY_TOKEN_BUDGET
-                              ? int_at(spec, "memory.conversational.max_tokens", 4000)
-                              : int_at(spec, "memory.conversational.max_turns", 40);
-    }
-    guardrails_from(at(spec, "guardrails.input"), &a->in_pii, &a->in_content, &a->in_max_chars,
-                    "max_length", "max_chars");
-    guardrails_from(at(spec, "guardrails.output"), &a->out_pii, &a->out_content,
-                    &a->out_max_tokens, "cost_limit", "max_tokens_per_turn");
-out:
-    json_object_put(doc);
+    if (d->system == NULL)
+        d->system = xstrdup("");
+    if (d->max_iterations < 1 || d->max_iterations > 50)
+        d->max_iterations = 10;
+    guard_flags(d->input, d->ninput, AGENT_YAML_MAX_LENGTH, &a->in_pii, &a->in_content,
+                &a->in_max_chars);
+    guard_flags(d->output, d->noutput, AGENT_YAML_COST_LIMIT, &a->out_pii, &a->out_content,
+                &a->out_max_tokens);
     return a;
 }
 
@@ -388,7 +159,7 @@ static struct breaker *breaker_of(int provider, const char *model)
 }
 
 /* 1 if the provider/model is cooling down after repeated failures. */
-static int breaker_is_open(const struct model_ref *m, uint64_t *ewma)
+static int breaker_is_open(const struct agent_yaml_model *m, uint64_t *ewma)
 {
     struct breaker *b;
     int open = 0;
@@ -404,7 +175,7 @@ static int breaker_is_open(const struct model_ref *m, uint64_t *ewma)
     return open;
 }
 
-static void breaker_record(const struct config *cfg, const struct model_ref *m, int ok,
+static void breaker_record(const struct config *cfg, const struct agent_yaml_model *m, int ok,
                            uint64_t ms)
 {
     struct breaker *b;
@@ -491,7 +262,7 @@ static struct providers_response *run_new_response(struct run *r)
 
 /* ---- the model router ---------------------------------------------------------- */
 
-static const char *api_key_of(const struct config *cfg, const struct model_ref *m)
+static const char *api_key_of(const struct config *cfg, const struct agent_yaml_model *m)
 {
     if (strncmp(m->key_ref, "server:", 7) == 0)
         return cfg->providers[m->provider].api_key;
@@ -501,27 +272,27 @@ static const char *api_key_of(const struct config *cfg, const struct model_ref *
 /* Candidates in the order to try: primary then fallback, except that
  * round_robin alternates and latency_optimized puts the one measured
  * faster first once both have answered before. */
-static int route_order(const struct agent_rt *a, const struct model_ref *order[2])
+static int route_order(const struct agent_rt *a, const struct agent_yaml_model *order[2])
 {
     uint64_t lp = 0, lf = 0;
     int n = 1;
 
-    order[0] = &a->primary;
+    order[0] = &a->doc.primary;
     order[1] = NULL;
-    if (!a->fallback.present)
+    if (!a->doc.fallback.present)
         return 1;
-    order[1] = &a->fallback;
+    order[1] = &a->doc.fallback;
     n = 2;
-    if (a->routing == ROUTE_ROUND_ROBIN &&
+    if (a->doc.routing == AGENT_YAML_ROUTE_ROUND_ROBIN &&
         (__atomic_fetch_add(&round_robin_turn, 1, __ATOMIC_RELAXED) & 1)) {
-        order[0] = &a->fallback;
-        order[1] = &a->primary;
-    } else if (a->routing == ROUTE_LATENCY) {
-        breaker_is_open(&a->primary, &lp);
-        breaker_is_open(&a->fallback, &lf);
+        order[0] = &a->doc.fallback;
+        order[1] = &a->doc.primary;
+    } else if (a->doc.routing == AGENT_YAML_ROUTE_LATENCY) {
+        breaker_is_open(&a->doc.primary, &lp);
+        breaker_is_open(&a->doc.fallback, &lf);
         if (lp && lf && lf < lp) {
-            order[0] = &a->fallback;
-            order[1] = &a->primary;
+            order[0] = &a->doc.fallback;
+            order[1] = &a->doc.primary;
         }
     }
     return n;
@@ -534,19 +305,19 @@ static int route_chat(struct run *r, const struct providers_message *msgs, size_
 {
     const struct config *cfg = r->app->cfg;
     const struct agent_rt *a = r->agent;
-    const struct model_ref *order[2];
+    const struct agent_yaml_model *order[2];
     struct providers_tool tools[TOOL_COUNT];
     struct providers_request req;
     struct providers_response *resp;
     int i, ncand = route_order(a, order), tried = 0, rc = AM_EPROVIDER;
 
-    for (i = 0; i < a->ntools; i++) {
-        tools[i].name = tools_name(a->tools[i]);
-        tools[i].description = tools_description(a->tools[i]);
-        tools[i].parameters = tools_parameters(a->tools[i]);
+    for (i = 0; i < a->doc.ntools; i++) {
+        tools[i].name = tools_name(a->doc.tools[i]);
+        tools[i].description = tools_description(a->doc.tools[i]);
+        tools[i].parameters = tools_parameters(a->doc.tools[i]);
     }
     for (i = 0; i < ncand; i++) {
-        const struct model_ref *m = order[i];
+        const struct agent_yaml_model *m = order[i];
         uint64_t t0;
 
         if (breaker_is_open(m, NULL))
@@ -561,8 +332,8 @@ static int route_chat(struct run *r, const struct providers_message *msgs, size_
         req.max_tokens = m->max_tokens;
         req.messages = msgs;
         req.nmessages = n;
-        req.tools = with_tools && a->ntools > 0 ? tools : NULL;
-        req.ntools = with_tools ? (size_t)a->ntools : 0;
+        req.tools = with_tools && a->doc.ntools > 0 ? tools : NULL;
+        req.ntools = with_tools ? (size_t)a->doc.ntools : 0;
         resp = run_new_response(r);
         error_clear(err);
         providers_init();    /* once per process; not part of any model's latency */
@@ -609,7 +380,7 @@ static int llm_subcall(void *arg, const char *system, const char *prompt, char *
 
 static int agent_has_tool(const struct agent_rt *a, int id)
 {
-    return id >= 0 && a->tool_config[id] != NULL;
+    return id >= 0 && a->doc.tool_config[id] != NULL;
 }
 
 /* Answer each tool call of resp with a "tool" message. */
@@ -630,7 +401,7 @@ static void run_tools(struct run *r, const struct providers_response *resp)
         if (!agent_has_tool(r->agent, id)) {
             result = xstrdup("{\"error\":\"this agent has no such tool\"}");
         } else {
-            struct tools_ctx ctx = { &ts, r->agent->tool_config[id], llm_subcall, r };
+            struct tools_ctx ctx = { &ts, r->agent->doc.tool_config[id], llm_subcall, r };
             if (tools_call(id, call->arguments ? call->arguments : "{}", &ctx, &result) != 0 ||
                 result == NULL) {
                 free(result);
@@ -653,7 +424,7 @@ static int tool_loop(struct run *r, int rounds, char **answer, struct am_error *
     int round, rc;
 
     for (round = 0;; round++) {
-        int offer = round < rounds && r->agent->ntools > 0;
+        int offer = round < rounds && r->agent->doc.ntools > 0;
         if ((rc = route_chat(r, r->msgs, r->nmsgs, offer, &resp, err)) != 0)
             return rc;
         if (resp->ncalls == 0 || !offer) {
@@ -682,10 +453,10 @@ static int orchestrate(struct run *r, char **answer, struct am_error *err)
     char *plan;
     int rc;
 
-    if (a->pattern == PATTERN_SINGLE)
+    if (a->doc.pattern == AGENT_YAML_PATTERN_SINGLE)
         return tool_loop(r, 1, answer, err);
-    if (a->pattern == PATTERN_REACT)
-        return tool_loop(r, a->max_iterations, answer, err);
+    if (a->doc.pattern == AGENT_YAML_PATTERN_REACT)
+        return tool_loop(r, a->doc.max_iterations, answer, err);
     run_push(r, "system", plan_note);
     rc = route_chat(r, r->msgs, r->nmsgs, 0, &resp, err);
     r->nmsgs--;                       /* the planning instruction is not kept */
@@ -701,7 +472,7 @@ static int orchestrate(struct run *r, char **answer, struct am_error *err)
         run_push(r, "system", note);
         free(note);
     }
-    return tool_loop(r, a->max_iterations, answer, err);
+    return tool_loop(r, a->doc.max_iterations, answer, err);
 }
 
 /* ---- the pipeline -------------------------------------------------------------- */
@@ -710,25 +481,25 @@ static int orchestrate(struct run *r, char **answer, struct am_error *err)
  * request's JSON, already through the input guardrails). */
 static char *system_prompt(const struct agent_rt *a, const char *context)
 {
-    size_t cap = strlen(a->system) + 4096, n;
+    size_t cap = strlen(a->doc.system) + 4096, n;
     char *s;
     int i;
 
     if (context != NULL)
         cap += strlen(context);
-    if (a->persona != NULL)
-        cap += strlen(a->persona);
+    if (a->doc.description != NULL)
+        cap += strlen(a->doc.description);
     s = xmalloc(cap);
-    n = (size_t)snprintf(s, cap, "%s", a->system);
-    if (a->persona != NULL && a->persona[0] != '\0')
-        n += (size_t)snprintf(s + n, cap - n, "\n\nYou are acting as: %s.", a->persona);
-    if (a->pattern == PATTERN_REACT)
+    n = (size_t)snprintf(s, cap, "%s", a->doc.system);
+    if (a->doc.description != NULL && a->doc.description[0] != '\0')
+        n += (size_t)snprintf(s + n, cap - n, "\n\nYou are acting as: %s.", a->doc.description);
+    if (a->doc.pattern == AGENT_YAML_PATTERN_REACT)
         n += (size_t)snprintf(s + n, cap - n, "\n\n%s", react_note);
-    if (a->ntools > 0) {
+    if (a->doc.ntools > 0) {
         n += (size_t)snprintf(s + n, cap - n, "\n\nTools you can call:");
-        for (i = 0; i < a->ntools && n < cap; i++)
-            n += (size_t)snprintf(s + n, cap - n, "\n- %s: %s", tools_name(a->tools[i]),
-                                  tools_description(a->tools[i]));
+        for (i = 0; i < a->doc.ntools && n < cap; i++)
+            n += (size_t)snprintf(s + n, cap - n, "\n- %s: %s", tools_name(a->doc.tools[i]),
+                                  tools_description(a->doc.tools[i]));
     }
     if (context != NULL && n < cap)
         snprintf(s + n, cap - n, "\n\nContext (JSON): %s", context);
@@ -849,7 +620,7 @@ int runtime_execute(struct app *app, const struct runtime_request *req,
         rc = err->code;
         goto out;
     }
-    if (a->memory_on && memory_load(app, key, mode, res->session_id, &hist) != 0) {
+    if (a->doc.memory_on && memory_load(app, key, mode, res->session_id, &hist) != 0) {
         rc = error_set(err, AM_EUNAVAILABLE, "Conversation memory unavailable, retry");
         goto out;
     }
@@ -865,9 +636,9 @@ int runtime_execute(struct app *app, const struct runtime_request *req,
     if ((rc = orchestrate(&r, &answer, err)) != 0)
         goto out;
     answer = guard_output(a, answer, &res->blocked);
-    if (a->memory_on && !disposable)
-        memory_append(app, key, mode, res->session_id, query, answer, a->memory_strategy,
-                      a->memory_limit);
+    if (a->doc.memory_on && !disposable)
+        memory_append(app, key, mode, res->session_id, query, answer, a->doc.memory_strategy,
+                      a->doc.memory_limit);
     res->answer = answer;
     answer = NULL;
     rc = 0;

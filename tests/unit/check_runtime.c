@@ -105,22 +105,22 @@ START_TEST(compiled_yaml_loads_every_setting)
         "\"step5\":{\"input_guardrails\":[\"pii_filter\",\"max_length\"],\"max_input_chars\":50,"
         "\"output_guardrails\":[\"content_safety\"],\"max_tokens\":99,\"orchestration\":\"react\"}}");
 
-    ck_assert_int_eq(a->primary.provider, PROVIDER_OPENAI);
-    ck_assert_str_eq(a->primary.model, "gpt-4o-mini");
-    ck_assert_str_eq(a->primary.key_ref, "server:openai");
-    ck_assert_int_eq(a->primary.max_tokens, 99);
-    ck_assert(a->fallback.present);
-    ck_assert_int_eq(a->fallback.provider, PROVIDER_ECHO);
-    ck_assert_int_eq(a->routing, ROUTE_ROUND_ROBIN);
-    ck_assert_str_eq(a->system, "Respond in a casual, friendly tone.\n\nBe brief.");
-    ck_assert_str_eq(a->persona, "Clerk");
-    ck_assert_int_eq(a->pattern, PATTERN_REACT);
-    ck_assert_int_eq(a->max_iterations, 10);
-    ck_assert_int_eq(a->ntools, 2);
-    ck_assert_int_eq(a->tools[0], TOOL_CALCULATOR);
-    ck_assert(a->memory_on);
-    ck_assert_int_eq(a->memory_strategy, MEMORY_SLIDING_WINDOW);
-    ck_assert_int_eq(a->memory_limit, 12);   /* 6 turns are 12 messages */
+    ck_assert_int_eq(a->doc.primary.provider, PROVIDER_OPENAI);
+    ck_assert_str_eq(a->doc.primary.model, "gpt-4o-mini");
+    ck_assert_str_eq(a->doc.primary.key_ref, "server:openai");
+    ck_assert_int_eq(a->doc.primary.max_tokens, 99);
+    ck_assert(a->doc.fallback.present);
+    ck_assert_int_eq(a->doc.fallback.provider, PROVIDER_ECHO);
+    ck_assert_int_eq(a->doc.routing, AGENT_YAML_ROUTE_ROUND_ROBIN);
+    ck_assert_str_eq(a->doc.system, "Respond in a casual, friendly tone.\n\nBe brief.");
+    ck_assert_str_eq(a->doc.description, "Clerk");
+    ck_assert_int_eq(a->doc.pattern, AGENT_YAML_PATTERN_REACT);
+    ck_assert_int_eq(a->doc.max_iterations, 10);
+    ck_assert_int_eq(a->doc.ntools, 2);
+    ck_assert_int_eq(a->doc.tools[0], TOOL_CALCULATOR);
+    ck_assert(a->doc.memory_on);
+    ck_assert_int_eq(a->doc.memory_strategy, MEMORY_SLIDING_WINDOW);
+    ck_assert_int_eq(a->doc.memory_limit, 12);   /* 6 turns are 12 messages */
     ck_assert(a->in_pii);
     ck_assert_int_eq(a->in_max_chars, 50);
     ck_assert(!a->in_content);
@@ -220,12 +220,12 @@ START_TEST(failing_model_is_skipped_after_breaker_opens)
     a = agent_from("{\"name\":\"bot\",\"step1\":{\"model\":\"openai/gpt-4o-mini\","
                    "\"fallback_model\":\"echo/e1\"},\"step2\":{\"system_prompt\":\"x\"}}");
     for (i = 0; i < 3; i++) {
-        ck_assert(!breaker_is_open(&a->primary, NULL));
+        ck_assert(!breaker_is_open(&a->doc.primary, NULL));
         memset(&res, 0, sizeof(res));
         ck_assert_int_eq(ask(a, &res, &err), 0);
         ck_assert_str_eq(res.model, "echo/e1");
     }
-    ck_assert(breaker_is_open(&a->primary, NULL));
+    ck_assert(breaker_is_open(&a->doc.primary, NULL));
     /* With no fallback, an open circuit answers at once instead of calling. */
     alone = agent_from("{\"name\":\"bot\",\"step1\":{\"model\":\"openai/gpt-4o-mini\"},"
                        "\"step2\":{\"system_prompt\":\"x\"}}");
@@ -240,7 +240,7 @@ END_TEST
 
 START_TEST(success_closes_the_breaker_count)
 {
-    struct model_ref m = { 1, PROVIDER_OPENAI, "gpt", "", 0 };
+    struct agent_yaml_model m = { .present = 1, .provider = PROVIDER_OPENAI, .model = "gpt" };
 
     cfg.breaker_failures = 3;
     breaker_record(&cfg, &m, 0, 10);
@@ -256,7 +256,7 @@ END_TEST
 
 START_TEST(fast_answers_never_look_unmeasured)
 {
-    struct model_ref m = { 1, PROVIDER_ECHO, "quick", "", 0 };
+    struct agent_yaml_model m = { .present = 1, .provider = PROVIDER_ECHO, .model = "quick" };
     uint64_t ewma = 0;
     int i;
 
@@ -290,7 +290,7 @@ END_TEST
 
 START_TEST(cost_optimized_keeps_primary_first)
 {
-    const struct model_ref *order[2];
+    const struct agent_yaml_model *order[2];
     struct agent_rt *a = agent_from(
         "{\"name\":\"bot\",\"step1\":{\"model\":\"echo/e1\",\"fallback_model\":\"echo/e2\"},"
         "\"step2\":{\"system_prompt\":\"x\"}}");
