@@ -25,8 +25,8 @@
 
 enum agent_status { AGENT_DRAFT = 0, AGENT_DEPLOYED, AGENT_PAUSED };
 
-/* Create a draft from a WizardConfig body (validated here). On 0, *out is
- * the agent object (caller puts). Errors: AM_EVALIDATION, AM_EEXISTS,
+/* Create a draft from a WizardConfig body (validated here; borrowed: the
+ * caller still puts wc). On 0, *out is the agent object (caller puts). Errors: AM_EVALIDATION, AM_EEXISTS,
  * AM_EPLANLIMIT, AM_EIO. */
 int agent_create(struct app *app, const char *org, struct json_object *wc,
                  struct json_object **out, struct am_error *err);
@@ -50,7 +50,8 @@ int agent_health(struct app *app, struct json_object **out);
 int agent_list(struct app *app, const char *org, struct json_object **out,
                struct am_error *err);
 
-/* Merge a partial WizardConfig into a draft or paused agent. */
+/* Merge a partial WizardConfig into a draft or paused agent (patch is
+ * borrowed: the caller still puts it). */
 int agent_update(struct app *app, const char *org, const char *name,
                  struct json_object *patch, struct json_object **out,
                  struct am_error *err);

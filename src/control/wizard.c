@@ -703,6 +703,8 @@ static struct json_object *wz_copy(struct json_object *v)
     return dst;
 }
 
+/* Set obj[key] = v, taking v (obj now owns it, and it replaces and puts
+ * whatever was there). */
 static void wz_put(struct json_object *obj, const char *key, struct json_object *v)
 {
     if (json_object_object_add(obj, key, v) != 0)
