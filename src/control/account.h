@@ -11,11 +11,29 @@
 
 enum account_role { ROLE_NONE = 0, ROLE_MEMBER, ROLE_ADMIN, ROLE_OWNER };
 
-/* Who a request comes from, once its bearer token is verified. */
+/* What an API key may do (a bit set). A key never manages keys, providers
+ * or members, whatever its scopes. */
+enum account_scope {
+    SCOPE_NONE = 0,
+    SCOPE_RUN = 1 << 0,     /* list and get agents, run, test, stream */
+    SCOPE_MANAGE = 1 << 1,  /* also create, edit, delete, deploy, pause agents; read usage */
+};
+
+/* How a request proved who it is. */
+enum account_kind {
+    PRINCIPAL_USER = 0,     /* a person's access token (Authorization: Bearer) */
+    PRINCIPAL_KEY,          /* an org's API key (X-API-Key) */
+};
+
+/* Who a request comes from, once its credentials are verified. */
 struct account_principal {
-    char email[256];        /* the user */
+    int kind;               /* enum account_kind */
+    char email[256];        /* the user (PRINCIPAL_USER) */
     char fam[48];           /* the token's family (logout revokes it) */
     int memo;               /* internal: this thread's memo slot, or -1 */
+    char org[48];           /* PRINCIPAL_KEY: the only org the key belongs to */
+    char key_id[48];        /* PRINCIPAL_KEY: the key's public id */
+    int scopes;             /* PRINCIPAL_KEY: enum account_scope bits */
 };
 
 /* Verify an access token (signature, expiry, type) and that its family is

@@ -45,7 +45,10 @@ enum am_err {
     AM_ECONFIG = -29,         /* config file error (never reaches HTTP) */
     AM_ENOENT = -30,          /* internal: key not found in a store lookup */
     AM_EGUARDRAIL = -31,      /* 400 guardrail_blocked */
-    AM_ERR_LAST = -32
+    AM_ECONFLICT = -32,       /* 409 conflict (a member already there, the last owner, ...) */
+    AM_EKEYNOTFOUND = -33,    /* 404 key_not_found (an API key or a provider key) */
+    AM_EMEMBERNOTFOUND = -34, /* 404 member_not_found */
+    AM_ERR_LAST = -35
 };
 
 #define AM_ERROR_MSG_MAX 256

@@ -6,6 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 #include "state/config.h"
+#include "state/vault.h"
+#include "server/routes.h"
 #include "server/supervisor.h"
 
 #ifndef SYSCONFDIR
@@ -15,9 +17,10 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: astromesh-cloudd [-c config.yaml] [-t] [-V]\n"
+    fprintf(f, "usage: astromesh-cloudd [-c config.yaml] [-t] [-R] [-V]\n"
                "  -c FILE  configuration file (default " DEFAULT_CONFIG ")\n"
-               "  -t       check the configuration and exit (0 good, 1 bad)\n"
+               "  -t       check the configuration and the master key, and exit (0 good, 1 bad)\n"
+               "  -R       print the route table (who may call what) and exit\n"
                "  -V       print the version and exit\n"
                "Runs in the foreground; stop with SIGTERM, reload with SIGHUP.\n");
 }
@@ -27,10 +30,11 @@ int main(int argc, char **argv)
     const char *path = DEFAULT_CONFIG;
     int opt, check_only = 0;
 
-    while ((opt = getopt(argc, argv, "c:tVh")) != -1) {
+    while ((opt = getopt(argc, argv, "c:tRVh")) != -1) {
         switch (opt) {
         case 'c': path = optarg; break;
         case 't': check_only = 1; break;
+        case 'R': routes_print(stdout); return 0;
         case 'V': printf("astromesh-cloudd %s\n", PACKAGE_VERSION); return 0;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -42,13 +46,15 @@ int main(int argc, char **argv)
     }
     if (check_only) {
         struct config cfg;
+        struct vault *vault = NULL;
         struct am_error err;
 
         config_defaults(&cfg);
-        if (config_load(&cfg, path, &err) != 0) {
+        if (config_load(&cfg, path, &err) != 0 || vault_open(&vault, cfg.master_key_file, &err) != 0) {
             fprintf(stderr, "astromesh-cloudd: %s\n", err.message);
             return 1;
         }
+        vault_close(vault);
         printf("astromesh-cloudd: %s: configuration OK\n", path);
         return 0;
     }

@@ -2,9 +2,14 @@
  * routes.c - the route table, authentication of each request, body checks,
  * and the handlers that turn a request into a module call and its answer.
  *
- * Order of checks for every request: route (404), method (405), bearer
- * token (401), membership of {slug} (403), body size (413), media type
- * (415), JSON syntax (400), validation (422, in the modules).
+ * Order of checks for every request: route (404), method (405),
+ * credentials (401), access to {slug}: membership with the route's role, or
+ * an API key of {slug} with the route's scope (403), body size (413), media
+ * type (415), JSON syntax (400), validation (422, in the modules).
+ *
+ * Who may call a route is written in its row of the table, never in a
+ * handler: the access kind, the least role of a person, the scope an API
+ * key needs (or KEY_NEVER). `astromesh-cloudd --routes` prints the table.
  *
  * Must never: talk to the database directly (agent, account, usage and
  * memory do; health is agent_health); answer anything but the SPEC
@@ -36,11 +41,15 @@
 #define JSON_MAX_DEPTH 64
 #define PATH_SEGMENTS_MAX 12
 
-enum route_auth {
-    AUTH_NONE = 0,   /* public */
-    AUTH_USER,       /* a valid access token */
-    AUTH_MEMBER,     /* a valid access token of a member of {slug} */
+enum route_access {
+    ACCESS_PUBLIC = 0,  /* anyone, no credentials read */
+    ACCESS_USER,        /* a person's valid access token; API keys get 403 */
+    ACCESS_ORG,         /* a member of {slug} with the row's role, or an API
+                         * key of {slug} with the row's scope */
 };
+
+/* The scope column's "no API key, whatever its scopes". */
+#define KEY_NEVER SCOPE_NONE
 
 /* What a handler gets besides the request. */
 struct route_ctx {
@@ -49,6 +58,7 @@ struct route_ctx {
     struct http_response *resp;
     const char *slug;                  /* {slug} capture or NULL */
     const char *name;                  /* {name} capture or NULL */
+    const char *item;                  /* {email}, {id} or {provider} capture or NULL */
     struct account_principal who;      /* authenticated user */
     int role;                          /* enum account_role in {slug} */
 };
@@ -57,9 +67,12 @@ typedef void (*route_fn)(struct route_ctx *c);
 
 struct route {
     const char *method;
-    const char *pattern;               /* segments; "{slug}" and "{name}" capture */
+    const char *pattern;               /* segments; "{slug}", "{name}" and one of
+                                        * "{email}", "{id}", "{provider}" capture */
     route_fn fn;
-    int auth;                          /* enum route_auth */
+    int access;                        /* enum route_access */
+    int role;                          /* ACCESS_ORG: least enum account_role of a person */
+    int scope;                         /* ACCESS_ORG: enum account_scope a key needs, or KEY_NEVER */
 };
 
 /* Reply with err, or with a generic envelope if err carries no code. */
@@ -527,27 +540,50 @@ static void route_usage(struct route_ctx *c)
 #define ORG "/api/v1/orgs/{slug}"
 #define AGENT ORG "/agents/{name}"
 
+/* Access columns: who may call a route (SPEC section 3). */
+#define PUBLIC ACCESS_PUBLIC, ROLE_NONE, KEY_NEVER
+#define USER ACCESS_USER, ROLE_NONE, KEY_NEVER
+#define MEMBER_OR_KEY(scope) ACCESS_ORG, ROLE_MEMBER, (scope)
+#define MEMBER_ONLY ACCESS_ORG, ROLE_MEMBER, KEY_NEVER
+#define ADMIN_ONLY ACCESS_ORG, ROLE_ADMIN, KEY_NEVER
+
 static const struct route routes[] = {
-    { "GET", "/api/v1/health", route_health, AUTH_NONE },
-    { "POST", "/api/v1/auth/dev/login", route_auth_dev_login, AUTH_NONE },
-    { "POST", "/api/v1/auth/refresh", route_auth_refresh, AUTH_NONE },
-    { "POST", "/api/v1/auth/logout", route_auth_logout, AUTH_USER },
-    { "POST", "/api/v1/auth/google", route_not_implemented, AUTH_NONE },
-    { "POST", "/api/v1/auth/github", route_not_implemented, AUTH_NONE },
-    { "GET", "/api/v1/orgs/me", route_orgs_me, AUTH_USER },
-    { "GET", "/api/v1/orgs", route_orgs_list, AUTH_USER },
-    { "GET", ORG "/agents", route_agents_list, AUTH_MEMBER },
-    { "POST", ORG "/agents", route_agents_create, AUTH_MEMBER },
-    { "GET", AGENT, route_agent_get, AUTH_MEMBER },
-    { "PUT", AGENT, route_agent_put, AUTH_MEMBER },
-    { "DELETE", AGENT, route_agent_delete, AUTH_MEMBER },
-    { "POST", AGENT "/deploy", route_agent_deploy, AUTH_MEMBER },
-    { "POST", AGENT "/pause", route_agent_pause, AUTH_MEMBER },
-    { "GET", AGENT "/yaml", route_agent_yaml, AUTH_MEMBER },
-    { "POST", AGENT "/run", route_agent_run, AUTH_MEMBER },
-    { "POST", AGENT "/test", route_agent_test, AUTH_MEMBER },
-    { "GET", ORG "/usage", route_usage, AUTH_MEMBER },
+    { "GET", "/api/v1/health", route_health, PUBLIC },
+    { "POST", "/api/v1/auth/dev/login", route_auth_dev_login, PUBLIC },
+    { "POST", "/api/v1/auth/refresh", route_auth_refresh, PUBLIC },
+    { "POST", "/api/v1/auth/logout", route_auth_logout, USER },
+    { "POST", "/api/v1/auth/google", route_not_implemented, PUBLIC },
+    { "POST", "/api/v1/auth/github", route_not_implemented, PUBLIC },
+    { "GET", "/api/v1/orgs/me", route_orgs_me, USER },
+    { "GET", "/api/v1/orgs", route_orgs_list, USER },
+    { "GET", ORG "/agents", route_agents_list, MEMBER_OR_KEY(SCOPE_RUN) },
+    { "POST", ORG "/agents", route_agents_create, MEMBER_OR_KEY(SCOPE_MANAGE) },
+    { "GET", AGENT, route_agent_get, MEMBER_OR_KEY(SCOPE_RUN) },
+    { "PUT", AGENT, route_agent_put, MEMBER_OR_KEY(SCOPE_MANAGE) },
+    { "DELETE", AGENT, route_agent_delete, MEMBER_OR_KEY(SCOPE_MANAGE) },
+    { "POST", AGENT "/deploy", route_agent_deploy, MEMBER_OR_KEY(SCOPE_MANAGE) },
+    { "POST", AGENT "/pause", route_agent_pause, MEMBER_OR_KEY(SCOPE_MANAGE) },
+    { "GET", AGENT "/yaml", route_agent_yaml, MEMBER_OR_KEY(SCOPE_RUN) },
+    { "POST", AGENT "/run", route_agent_run, MEMBER_OR_KEY(SCOPE_RUN) },
+    { "POST", AGENT "/test", route_agent_test, MEMBER_OR_KEY(SCOPE_RUN) },
+    { "GET", ORG "/usage", route_usage, MEMBER_OR_KEY(SCOPE_MANAGE) },
 };
+
+void routes_print(FILE *f)
+{
+    static const char *const access[] = { "public", "user", "org" };
+    static const char *const roles[] = { "-", "member", "admin", "owner" };
+    size_t i;
+
+    for (i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        const struct route *r = &routes[i];
+        int org = r->access == ACCESS_ORG;
+
+        fprintf(f, "%s\t%s\t%s\t%s\t%s\n", r->method, r->pattern, access[r->access],
+                org ? roles[r->role] : "-",
+                r->scope == SCOPE_MANAGE ? "manage" : r->scope == SCOPE_RUN ? "run" : "never");
+    }
+}
 
 /* ---- dispatch -------------------------------------------------------------- */
 
@@ -589,6 +625,9 @@ static int pattern_match(const char *pattern, char *seg[], int n, struct route_c
             c->slug = seg[i];
         else if (strcmp(pseg[i], "{name}") == 0)
             c->name = seg[i];
+        else if (strcmp(pseg[i], "{email}") == 0 || strcmp(pseg[i], "{id}") == 0 ||
+                 strcmp(pseg[i], "{provider}") == 0)
+            c->item = seg[i];
         else if (strcmp(pseg[i], seg[i]) != 0)
             return 0;
     }
@@ -614,6 +653,52 @@ static int authenticate(struct route_ctx *c)
         ;
     if (account_authenticate(c->app, h, &c->who, &err) != 0) {
         http_reply_error(c->resp, &err);
+        return -1;
+    }
+    return 0;
+}
+
+/* May the authenticated caller c->who use route r on c->slug? Sets c->role
+ * for a person. Replies (401 or 403) and returns -1 if not. */
+static int authorize(struct route_ctx *c, const struct route *r)
+{
+    const struct account_principal *who = &c->who;
+
+    if (r->access == ACCESS_USER) {
+        if (who->kind == PRINCIPAL_USER)
+            return 0;
+        http_reply_errorf(c->resp, AM_EFORBIDDEN, "API keys cannot be used here; sign in");
+        return -1;
+    }
+    if (who->kind == PRINCIPAL_KEY) {
+        int need = r->scope == SCOPE_RUN ? (SCOPE_RUN | SCOPE_MANAGE) : r->scope;
+
+        if (!wizard_slug_valid(c->slug) || strcmp(who->org, c->slug) != 0)
+            http_reply_errorf(c->resp, AM_EFORBIDDEN,
+                              "This API key does not have access to this organization");
+        else if (r->scope == KEY_NEVER)
+            http_reply_errorf(c->resp, AM_EFORBIDDEN,
+                              "API keys cannot manage keys, providers, members or the "
+                              "organization; sign in as an owner or admin");
+        else if ((who->scopes & need) == 0)
+            http_reply_errorf(c->resp, AM_EFORBIDDEN, "This API key lacks the '%s' scope",
+                              r->scope == SCOPE_MANAGE ? "manage" : "run");
+        else
+            return 0;
+        return -1;
+    }
+    if (!wizard_slug_valid(c->slug) ||
+        (c->role = account_member_role(c->app, &c->who, c->slug)) == ROLE_NONE) {
+        if (!account_user_exists(c->app, who->email))
+            http_reply_errorf(c->resp, AM_EUNAUTH, "Unknown user");
+        else
+            http_reply_errorf(c->resp, AM_EFORBIDDEN,
+                              "You do not have access to this organization");
+        return -1;
+    }
+    if (c->role < r->role) {
+        http_reply_errorf(c->resp, AM_EFORBIDDEN, "Only an owner or an admin of this "
+                          "organization may do this");
         return -1;
     }
     return 0;
@@ -672,19 +757,8 @@ void routes_handle(void *app, const struct http_request *req, struct http_respon
         }
         return;
     }
-    if (r->auth != AUTH_NONE && authenticate(&c) != 0)
+    if (r->access != ACCESS_PUBLIC && (authenticate(&c) != 0 || authorize(&c, r) != 0))
         return;
-    if (r->auth == AUTH_MEMBER) {
-        if (!wizard_slug_valid(c.slug) ||
-            (c.role = account_member_role(c.app, &c.who, c.slug)) == ROLE_NONE) {
-            if (!account_user_exists(c.app, c.who.email))
-                http_reply_errorf(resp, AM_EUNAUTH, "Unknown user");
-            else
-                http_reply_errorf(resp, AM_EFORBIDDEN,
-                                  "You do not have access to this organization");
-            return;
-        }
-    }
     r->fn(&c);
     /* Log what went wrong on our side, once; provider failures (502/504)
      * are the provider's and are in the run log. */

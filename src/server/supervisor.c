@@ -64,6 +64,7 @@
 #include "control/usage.h"
 #include "lib/hash.h"
 #include "lib/invariant.h"
+#include "state/vault.h"
 #include "lib/util.h"
 #include "server/worker.h"
 
@@ -90,6 +91,7 @@ struct supervisor {
     int socket_owned;                  /* we bound it (not socket activation) */
     char shm_name[64];
     struct app app;                    /* cfg, store, reg of this process */
+    struct vault *vault;               /* the master key; app.vault borrows it */
     struct worker_slot slots[MAX_WORKERS];
     struct worker_slot retiring[MAX_WORKERS];
     uint64_t last_checkpoint_ms;
@@ -340,7 +342,7 @@ static void spawn_worker(struct supervisor *sv, struct worker_slot *w)
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         /* The child keeps the lock fd (invariant 3) and the listener. */
-        worker_run(&sv->cfg, sv->listen_fd, sv->app.reg, sv->app.quota, sv->app.auth);
+        worker_run(&sv->app, sv->listen_fd);
     }
     w->pid = pid;
     w->state = W_RUNNING;
@@ -605,6 +607,12 @@ static int start(struct supervisor *sv)
         log_error("%s", err.message);
         return -1;
     }
+    /* The master key: refuse to start without a good one. */
+    if (vault_open(&sv->vault, sv->cfg.master_key_file, &err) != 0) {
+        log_error("%s", err.message);
+        return -1;
+    }
+    sv->app.vault = sv->vault;
     /* The authorisation epoch, shared like the quota table. */
     if (auth_state_create(&sv->app.auth, &err) != 0) {
         log_error("%s", err.message);
@@ -632,6 +640,7 @@ static void finish(struct supervisor *sv)
         registry_close(sv->app.reg, 1);
     quota_close(sv->app.quota);
     auth_state_close(sv->app.auth);
+    vault_close(sv->vault);
     if (sv->cfg.pid_file[0] != '\0')
         unlink(sv->cfg.pid_file);
     if (sv->lock_fd >= 0)

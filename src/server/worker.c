@@ -61,13 +61,13 @@ static void worker_signals(sigset_t *stopset)
     pthread_sigmask(SIG_SETMASK, stopset, NULL);
 }
 
-void worker_run(const struct config *cfg, int listen_fd, struct registry *reg,
-                struct quota *quota, struct auth_state *auth)
+void worker_run(const struct app *shared, int listen_fd)
 {
+    const struct config *cfg = shared->cfg;
     struct store_options so = { cfg->data_dir, cfg->db_cache_mb, cfg->db_sync,
                                 cfg->workers * cfg->threads * 2 + 64, cfg->db_run_flush_ms };
     struct worker_thread_arg arg;
-    struct app app = { cfg, NULL, reg, quota, auth };
+    struct app app = *shared;
     struct am_error err;
     pthread_t *threads;
     pthread_attr_t attr;
@@ -75,6 +75,7 @@ void worker_run(const struct config *cfg, int listen_fd, struct registry *reg,
     int wake[2], i, started = 0, sig = 0;
     pid_t parent = getppid();
 
+    app.store = NULL;
     log_set_ident("astromesh-cloudd/worker");
     worker_signals(&stopset);
     /* Die with the supervisor: never serve from an environment that a new

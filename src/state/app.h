@@ -1,8 +1,8 @@
 /*
  * app.h - what one process serves with: its configuration, its store
- * handle, its registry mapping, the quota table and the authorisation epoch. Built by the worker (or a test), passed
- * down to the route handlers and the modules they call. Holds no state of
- * its own.
+ * handle, its registry mapping, the quota table, the authorisation epoch
+ * and the vault. Built by the worker (or a test), passed down to the route
+ * handlers and the modules they call. Holds no state of its own.
  */
 #ifndef AM_APP_H
 #define AM_APP_H
@@ -12,6 +12,7 @@ struct store;
 struct registry;
 struct quota;
 struct auth_state;
+struct vault;
 
 struct app {
     const struct config *cfg;   /* borrowed; lives as long as the process */
@@ -19,6 +20,7 @@ struct app {
     struct registry *reg;       /* this process's mapping of the registry */
     struct quota *quota;        /* the daily quota counters, shared by all processes */
     struct auth_state *auth;    /* the authorisation epoch, shared by all processes */
+    const struct vault *vault;  /* the master key, read once by the supervisor */
 };
 
 #endif

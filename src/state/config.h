@@ -48,6 +48,7 @@ struct config {
 
     /* auth */
     char jwt_secret[256];   /* HS256 secret, >= 32 bytes, required */
+    char master_key_file[256]; /* 32 random bytes, mode 0600: seals org secrets (vault.c) */
     int dev_login;          /* 1 = POST /auth/dev/login enabled */
     int access_ttl;         /* seconds, default 900 */
     int refresh_ttl;        /* seconds, default 604800 */

@@ -87,6 +87,9 @@ static const char *const store_db_files[STORE_DB_COUNT] = {
     [STORE_SESSIONS] = "sessions.db",
     [STORE_USAGE] = "usage.db",
     [STORE_RUNLOG] = "runlog.db",
+    [STORE_INVITES] = "invites.db",
+    [STORE_APIKEYS] = "apikeys.db",
+    [STORE_PROVIDER_KEYS] = "provider_keys.db",
 };
 
 /* Berkeley DB's own diagnostics go here instead of stderr: the store

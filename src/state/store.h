@@ -33,6 +33,9 @@ enum store_db {
     STORE_USAGE,       /* the first of STORE_USAGE_SHARDS databases, each
                           org \0 date \0 agent -> {"r":requests,"t":tokens} */
     STORE_RUNLOG = STORE_USAGE + STORE_USAGE_SHARDS,  /* trace id -> run record JSON */
+    STORE_INVITES,     /* pending invitations (account.c owns the format) */
+    STORE_APIKEYS,     /* API keys, by keyed hash and by org (apikey.c owns the format) */
+    STORE_PROVIDER_KEYS, /* org provider keys, sealed (vault.c owns the format) */
     STORE_DB_COUNT
 };
 

@@ -223,6 +223,7 @@ FAKE_PID=$pid
 # requests_per_day so the daily limit never interferes with the run figures.
 # Part 4c rewrites this file without the workers and threads lines and
 # reloads the daemon (SIGHUP), so that it runs with the defaults.
+(umask 077 && head -c 32 /dev/urandom >"$TMP/master.key")
 cat >"$TMP/bench.yaml" <<EOF
 server:
   socket: $TMP/fcgi.sock
@@ -237,6 +238,7 @@ limits:
   requests_per_day: 100000000
 auth:
   jwt_secret: "$SECRET"
+  master_key_file: $TMP/master.key
   dev_login: true
   access_ttl: 86400
 log:

@@ -386,12 +386,17 @@ class Instance:
         os.makedirs(self.data_dir)
         self.port = free_port()
         self.jwt_secret = secrets.token_hex(24)           # 48 chars
+        self.master_key_file = os.path.join(self.dir, "master.key")
+        fd = os.open(self.master_key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, secrets.token_bytes(32))
+        os.close(fd)
         self.config_path = os.path.join(self.dir, "astromesh-cloud.yaml")
         self.config = merge_config({
             "server": {"socket": self.socket, "workers": 2, "threads": 8,
                        "shutdown_timeout_ms": 5000},
             "storage": {"data_dir": self.data_dir},
-            "auth": {"jwt_secret": self.jwt_secret, "dev_login": True},
+            "auth": {"jwt_secret": self.jwt_secret, "master_key_file": self.master_key_file,
+                     "dev_login": True},
             "log": {"level": "info"},
         }, config)
         self.write_config()

@@ -235,6 +235,16 @@ class ConfigCheckTest(InstanceTestCase):
         os.makedirs(tmproot, exist_ok=True)
         self.dir = tempfile.mkdtemp(prefix="cfg-", dir=tmproot)
         self.addCleanup(shutil.rmtree, self.dir, True)
+        self.key = os.path.join(self.dir, "master.key")
+        self.write_key(os.urandom(32))
+
+    def write_key(self, data, mode=0o600):
+        if os.path.exists(self.key):
+            os.unlink(self.key)
+        fd = os.open(self.key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        os.write(fd, data)
+        os.close(fd)
+        os.chmod(self.key, mode)        # whatever the umask
 
     def write(self, text):
         path = os.path.join(self.dir, "astromesh-cloud.yaml")
@@ -257,9 +267,11 @@ class ConfigCheckTest(InstanceTestCase):
                 "  data_dir: %s/db\n"
                 "auth:\n"
                 "  jwt_secret: %s\n"
+                "  master_key_file: %s\n"
                 "  dev_login: true\n"
                 "log:\n"
-                "  level: info\n%s" % (self.dir, extra_server, self.dir, "k" * 40, extra))
+                "  level: info\n%s" % (self.dir, extra_server, self.dir, "k" * 40,
+                                       self.key, extra))
 
     def assert_rejected(self, text, key, line):
         rc, out = self.check(text)
@@ -279,17 +291,46 @@ class ConfigCheckTest(InstanceTestCase):
         self.assert_rejected(self.good(extra_server="  bogus_key: 1\n"), "bogus_key", 4)
 
     def test_unknown_section_names_key_and_line(self):
-        self.assert_rejected(self.good(extra="colour: blue\n"), "colour", 11)
+        self.assert_rejected(self.good(extra="colour: blue\n"), "colour", 12)
 
     def test_unknown_nested_key(self):
         self.assert_rejected(self.good(extra="providers:\n  openai:\n    api_kee: x\n"),
-                             "api_kee", 13)
+                             "api_kee", 14)
 
     def test_bad_values_are_rejected(self):
         for value in ("0", "abc", "-1", "100000"):
             with self.subTest(workers=value):
                 text = self.good().replace("workers: 2", "workers: " + value)
                 self.assert_rejected(text, "workers", 3)
+
+    def test_master_key_missing_short_long_or_readable_by_others_is_refused(self):
+        """The master key that seals org secrets must be exactly 32 bytes
+        and mode 0600: anything else is one clear line and exit status 1,
+        from -t and from a real start alike."""
+        cases = [
+            ("missing", None, 0o600, "No such file"),
+            ("short", os.urandom(31), 0o600, "31 bytes, must be exactly 32"),
+            ("long", os.urandom(33), 0o600, "33 bytes, must be exactly 32"),
+            ("group-readable", os.urandom(32), 0o640, "chmod 600"),
+            ("world-readable", os.urandom(32), 0o604, "chmod 600"),
+        ]
+        for what, data, mode, says in cases:
+            with self.subTest(what=what):
+                if data is None:
+                    os.unlink(self.key)
+                else:
+                    self.write_key(data, mode)
+                rc, out = self.check(self.good())
+                self.assertEqual(rc, 1, out)
+                self.assertIn("master key %s" % self.key, out)
+                self.assertIn(says, out)
+                self.assertEqual(len(out.strip().splitlines()), 1, out)
+                p = subprocess.run([DAEMON, "-c", self.write(self.good())],
+                                   stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+                err = p.stderr.decode("utf-8", "replace")
+                self.assertNotEqual(p.returncode, 0, err)
+                self.assertIn(says, err)
+                self.assertFalse(os.path.exists(os.path.join(self.dir, "fcgi.sock")))
 
     def test_short_or_missing_jwt_secret(self):
         rc, out = self.check(self.good().replace("k" * 40, "short"))

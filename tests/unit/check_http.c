@@ -233,6 +233,9 @@ static const struct {
     { AM_EDEADLOCK, 503, "service_unavailable" },
     { AM_EIO, 503, "storage_unavailable" },
     { AM_EGUARDRAIL, 400, "guardrail_blocked" },
+    { AM_ECONFLICT, 409, "conflict" },
+    { AM_EKEYNOTFOUND, 404, "key_not_found" },
+    { AM_EMEMBERNOTFOUND, 404, "member_not_found" },
     /* never client input: a bug, so 500 */
     { AM_EINTERNAL, 500, "internal_error" },
     { AM_ECONFIG, 500, "internal_error" },
