@@ -417,6 +417,11 @@ class Instance:
         self.exit_codes = []          # of every daemon process that ended
         self.shm_seen = set()         # shared memory the daemons mapped
         self._logs_printed = False
+        # Every org secret a test hands the daemon (a provider key) or gets
+        # from it once (an API key's secret): stop() greps the database
+        # files, the logs and every recorded answer for each (secret_leaks).
+        self.secrets = set()
+        self.responses_log = os.path.join(self.dir, "responses.log")
 
     # -- config ------------------------------------------------------------------
     def write_config(self, text=None):
@@ -667,6 +672,9 @@ class Instance:
                     os.unlink(name)
         finally:
             sanitizer = self.sanitizer_report()
+            leaks = self.secret_leaks()
+            if leaks:
+                sanitizer += "".join("secret %s... in clear in %s\n" % (s, p) for p, s in leaks)
             if failed or sanitizer:
                 self.print_logs("test failed" if failed else "sanitizer report")
             elif not os.environ.get("ASTROMESH_KEEP_TMP"):
@@ -676,7 +684,8 @@ class Instance:
                 with contextlib.suppress(OSError):
                     os.rmdir(os.path.dirname(self.dir))      # tests/tmp, if empty
         if sanitizer:
-            raise AssertionError("sanitizer report in the daemon log:\n" + sanitizer)
+            raise AssertionError("sanitizer report in the daemon log, or a secret in "
+                                 "clear:\n" + sanitizer)
 
     def __enter__(self):
         return self.start()
@@ -759,7 +768,45 @@ class Instance:
             status = resp.status
         finally:
             conn.close()
+        self._record(method, path, body, status, rheaders, payload)
         return status, rheaders, parse_body(rheaders, payload)
+
+    def _record(self, method, path, body, status, rheaders, payload):
+        """Note the secrets this exchange carried and append the answer to
+        responses.log. An API key's secret is in exactly one answer, its
+        create answer: that one is recorded without it."""
+        if method == "POST" and re.search(r"/orgs/[^/]+/providers/?$", path) and \
+                isinstance(body, dict) and isinstance(body.get("api_key"), str) and \
+                len(body["api_key"]) >= 8:
+            self.secrets.add(body["api_key"])
+        if method == "POST" and re.search(r"/orgs/[^/]+/keys/?$", path) and status == 201:
+            created = parse_body(rheaders, payload)
+            if isinstance(created, dict) and isinstance(created.get("secret"), str):
+                self.secrets.add(created["secret"])
+                payload = payload.replace(created["secret"].encode(), b"<shown once>")
+        with open(self.responses_log, "ab") as f:
+            f.write(("%s %s -> %d\n" % (method, path, status)).encode())
+            for k, v in rheaders.items():
+                f.write(("%s: %s\n" % (k, v)).encode("utf-8", "replace"))
+            f.write(payload + b"\n\n")
+
+    def secret_leaks(self):
+        """[(file, secret's first 8 chars)] for every recorded secret found in
+        clear in any file of this instance: the database environment, the
+        daemon's and the front server's logs, responses.log."""
+        leaks = []
+        if not self.secrets:
+            return leaks
+        needles = [(s, s.encode("utf-8")) for s in self.secrets]
+        for root, _, files in os.walk(self.dir):
+            for name in files:
+                path = os.path.join(root, name)
+                if path == self.config_path or not os.path.isfile(path):
+                    continue
+                with open(path, "rb") as f:
+                    data = f.read()
+                leaks += [(path, s[:8]) for s, b in needles if b in data]
+        return leaks
 
     def login(self, email, name=None):
         """POST /auth/dev/login; assert 200; return the answer
