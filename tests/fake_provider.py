@@ -57,7 +57,10 @@ Control API (JSON):
   GET /_control     the current setting
   GET /_requests    every request received, oldest first: {"method", "path",
                     "protocol", "headers" (Authorization and x-api-key values
-                    replaced by "<present>"), "body" (parsed JSON or null),
+                    replaced by "<present>"), "key_sha256" (hex SHA-256 of
+                    the key presented: the Bearer token or x-api-key, or
+                    null; a test can tell which key arrived without the
+                    fake keeping it), "body" (parsed JSON or null),
                     "raw" (the text, only when it was not JSON), "peer_port"
                     (the client's TCP port: one per connection)}
   DELETE /_requests forget them
@@ -75,6 +78,7 @@ Python 3 standard library only.
 """
 import argparse
 import copy
+import hashlib
 import json
 import os
 import select
@@ -564,8 +568,8 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             pass
         entry = {"method": "POST", "path": path, "protocol": proto,
-                 "headers": self.recorded_headers(), "body": body,
-                 "peer_port": self.client_address[1]}
+                 "headers": self.recorded_headers(), "key_sha256": self.key_digest(),
+                 "body": body, "peer_port": self.client_address[1]}
         if body is None and raw:
             entry["raw"] = raw.decode("utf-8", "replace")
         STATE.record(entry)
@@ -573,6 +577,11 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json(404, {"error": f"no such endpoint {path}"})
         STATE.reload_control_file()
         self.provider(proto, body)
+
+    def key_digest(self):
+        h = self.headers.get("Authorization") or ""
+        key = h[7:].strip() if h.startswith("Bearer ") else (self.headers.get("x-api-key") or "")
+        return hashlib.sha256(key.encode("utf-8")).hexdigest() if key else None
 
     def recorded_headers(self):
         out = {}

@@ -32,6 +32,7 @@
 #include "runtime/memory.h"
 #include "state/registry.h"
 #include "state/store.h"
+#include "state/vault.h"
 #include "lib/invariant.h"
 #include "lib/key.h"
 #include "lib/util.h"
@@ -395,14 +396,18 @@ out:
     return rc;
 }
 
-/* api_key_ref for each provider the config uses; AM_EKEYMISSING if a
- * provider that needs a key has none. refs_joined gets "p=ref;…". */
-static int key_refs_for(struct app *app, struct json_object *wc,
-                        const char *refs[PROVIDER_COUNT],
+/* api_key_ref for each provider the config uses (primary and fallback):
+ * the org's own key first ("org:openai", read inside t when t is not NULL,
+ * so a concurrent delete is ordered before or after the deploy), then the
+ * server's ("server:openai"). AM_EKEYMISSING names a provider that needs a
+ * key and has neither; AM_EDEADLOCK/AM_EIO from the store pass through.
+ * refs_joined gets "ref;…". */
+static int key_refs_for(struct app *app, struct store_txn *t, const char *org,
+                        struct json_object *wc, const char *refs[PROVIDER_COUNT],
                         char bufs[PROVIDER_COUNT][64], char *joined, size_t cap,
                         struct am_error *err)
 {
-    int used[2], i, p;
+    int used[2], i, p, has;
     size_t n = 0;
 
     memset(refs, 0, sizeof(refs[0]) * PROVIDER_COUNT);
@@ -412,11 +417,16 @@ static int key_refs_for(struct app *app, struct json_object *wc,
         p = used[i];
         if (p < 0 || p == PROVIDER_ECHO || p == PROVIDER_OLLAMA || refs[p] != NULL)
             continue;
-        if (app->cfg->providers[p].api_key[0] == '\0')
+        if ((has = vault_provider_exists(app->store, t, org, config_provider_name(p))) < 0)
+            return has == AM_EDEADLOCK ? has   /* the transaction runs again */
+                   : error_set(err, has == AM_EIO ? AM_EIO : AM_EUNAVAILABLE,
+                               "Storage unavailable, retry");
+        if (!has && app->cfg->providers[p].api_key[0] == '\0')
             return error_set(err, AM_EKEYMISSING,
                              "No API key for provider '%s': add one to the organization "
-                             "or the server config", config_provider_name(p));
-        snprintf(bufs[p], 64, "server:%s", config_provider_name(p));
+                             "(POST /orgs/%s/providers) or the server config",
+                             config_provider_name(p), org);
+        snprintf(bufs[p], 64, "%s:%s", has ? "org" : "server", config_provider_name(p));
         refs[p] = bufs[p];
         n += (size_t)snprintf(joined + n, n < cap ? cap - n : 0, "%s;", bufs[p]);
     }
@@ -461,7 +471,7 @@ static int ensure_compiled(struct tx_ctx *c, struct store_txn *t, struct json_ob
 
     *yaml = NULL;
     json_object_object_get_ex(rec, "wizard", &wc);
-    if ((rc = key_refs_for(c->app, wc, refs, bufs, joined, sizeof(joined), err)) != 0)
+    if ((rc = key_refs_for(c->app, t, c->org, wc, refs, bufs, joined, sizeof(joined), err)) != 0)
         return rc;
     comp = compiled_load(c->app, t, c->org, c->name, &rc);
     if (rc != 0 && rc != AM_ENOENT)
@@ -656,7 +666,7 @@ int agent_yaml(struct app *app, const char *org, const char *name, char **yaml,
     /* A draft, or an edited paused agent: compile on the fly, even when
      * incomplete or when a provider key does not exist yet. */
     json_object_object_get_ex(rec, "wizard", &wc);
-    if (key_refs_for(app, wc, refs, bufs, joined, sizeof(joined), NULL) != 0)
+    if (key_refs_for(app, NULL, org, wc, refs, bufs, joined, sizeof(joined), NULL) != 0)
         memset(refs, 0, sizeof(refs));
     rc = wizard_compile(wc, org, (uint64_t)int_field(rec, "version"), refs, app->cfg,
                         yaml, len, err);

@@ -55,7 +55,7 @@ struct agent_yaml_model {
     int provider;                /* enum config_provider */
     char model[129];
     char endpoint[256];          /* "" = none */
-    char key_ref[96];            /* "server:openai", "org:acme/openai" or "" */
+    char key_ref[96];            /* "server:openai", "org:openai" (the running org's) or "" */
     int max_tokens;              /* parameters.max_tokens; 0 = none (provider default) */
 };
 

@@ -14,9 +14,11 @@
  *   the orchestration pattern (tools) -> output guardrails -> memory save.
  * Accounting (usage) is the caller's (routes), so `test` can skip it.
  *
- * Must never: log; put an API key anywhere but the provider request.
+ * Must never: log; put an API key anywhere but the provider request (an
+ * org's key is unsealed into a stack buffer for one call, then wiped).
  */
 #include <pthread.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +28,7 @@
 #include "runtime/memory.h"
 #include "runtime/providers/providers.h"
 #include "state/registry.h"
+#include "state/vault.h"
 #include "runtime/runtime.h"
 #include "runtime/tools/tools.h"
 #include "lib/key.h"
@@ -201,6 +204,7 @@ static void breaker_record(const struct config *cfg, const struct agent_yaml_mod
 
 struct run {
     struct app *app;
+    const char *org;                  /* the org whose agent runs (its keys) */
     const struct agent_rt *agent;
     struct runtime_result *res;
     struct providers_message *msgs;   /* the conversation sent to the model */
@@ -262,11 +266,41 @@ static struct providers_response *run_new_response(struct run *r)
 
 /* ---- the model router ---------------------------------------------------------- */
 
-static const char *api_key_of(const struct config *cfg, const struct agent_yaml_model *m)
+/* The API key model m calls with, into buf (cap bytes, "" for echo and
+ * ollama): the server's for "server:X"; for "org:X" the org's own, unsealed
+ * for this call only (no cache: a put or delete is seen at once by every
+ * worker), or the server's when the org's was removed since the deploy.
+ * Returns 0, or AM_EPROVIDER / AM_EIO with a message naming the missing or
+ * unreadable key (never the key). */
+static int api_key_of(const struct run *r, const struct agent_yaml_model *m, char *buf,
+                      size_t cap, struct am_error *err)
 {
-    if (strncmp(m->key_ref, "server:", 7) == 0)
-        return cfg->providers[m->provider].api_key;
-    return "";   /* echo, ollama; org keys arrive with the tenancy milestone */
+    const char *server = r->app->cfg->providers[m->provider].api_key;
+    const char *pname = config_provider_name(m->provider);
+    int rc;
+
+    buf[0] = '\0';
+    if (strncmp(m->key_ref, "server:", 7) == 0) {
+        util_strlcpy(buf, server, cap);
+        return 0;
+    }
+    if (strncmp(m->key_ref, "org:", 4) != 0)
+        return 0;
+    rc = vault_provider_get(r->app->store, NULL, r->app->vault, r->org, pname, buf, cap, NULL);
+    if (rc == 0)
+        return 0;
+    if (rc == AM_ENOENT && server[0] != '\0') {
+        util_strlcpy(buf, server, cap);
+        return 0;
+    }
+    if (rc == AM_ENOENT)
+        return error_set(err, AM_EPROVIDER, "The organization's %s key was removed; add it "
+                         "again or redeploy", pname);
+    if (rc == AM_EIO)
+        return error_set(err, AM_EIO, "Storage unavailable, retry");
+    return error_set(err, AM_EPROVIDER, "The organization's %s key cannot be decrypted with "
+                     "this server's master key (was the master key changed?); save the key "
+                     "again", pname);
 }
 
 /* Candidates in the order to try: primary then fallback, except that
@@ -309,6 +343,7 @@ static int route_chat(struct run *r, const struct providers_message *msgs, size_
     struct providers_tool tools[TOOL_COUNT];
     struct providers_request req;
     struct providers_response *resp;
+    char key[VAULT_PROVIDER_KEY_MAX + 1];
     int i, ncand = route_order(a, order), tried = 0, rc = AM_EPROVIDER;
 
     for (i = 0; i < a->doc.ntools; i++) {
@@ -327,7 +362,12 @@ static int route_chat(struct run *r, const struct providers_message *msgs, size_
         req.provider = m->provider;
         req.model = m->model;
         req.base_url = cfg->providers[m->provider].base_url;
-        req.api_key = api_key_of(cfg, m);
+        error_clear(err);
+        if ((rc = api_key_of(r, m, key, sizeof(key), err)) != 0) {
+            r->last_timeout = 0;
+            continue;       /* no key to call it with: the next candidate, if any */
+        }
+        req.api_key = key;
         req.timeout_ms = cfg->providers[m->provider].timeout_ms;
         req.max_tokens = m->max_tokens;
         req.messages = msgs;
@@ -340,6 +380,7 @@ static int route_chat(struct run *r, const struct providers_message *msgs, size_
         t0 = util_monotonic_ms();
         r->res->provider_called = 1;
         rc = providers_chat(&req, resp, err);
+        sodium_memzero(key, sizeof(key));
         breaker_record(cfg, m, rc == 0, util_monotonic_ms() - t0);
         if (rc == 0) {
             r->res->tokens_used += resp->prompt_tokens + resp->completion_tokens;
@@ -614,6 +655,7 @@ int runtime_execute(struct app *app, const struct runtime_request *req,
         return corrupt ? error_set(err, AM_EUNAVAILABLE, "Agent '%s' could not be loaded", req->name)
                        : error_set(err, AM_ENOTDEPLOYED, "Agent '%s' is not deployed", req->name);
     r.app = app;
+    r.org = req->org;
     r.agent = a;
     r.res = res;
     if ((query = guard_input(a, req->query, err)) == NULL) {

@@ -28,6 +28,7 @@
 #include "control/account.h"
 #include "control/agent.h"
 #include "control/auth.h"
+#include "control/provider_keys.h"
 #include "state/config.h"
 #include "runtime/memory.h"
 #include "state/registry.h"
@@ -537,6 +538,45 @@ static void route_usage(struct route_ctx *c)
     reply_with(c, rc, out, &err, 200);
 }
 
+/* ---- the org's own provider keys (BYOK) --------------------------------------- */
+
+static void route_providers_list(struct route_ctx *c)
+{
+    struct json_object *out;
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    rc = provider_keys_list(c->app, c->slug, &out, &err);
+    reply_with(c, rc, out, &err, 200);
+}
+
+static void route_providers_put(struct route_ctx *c)
+{
+    struct json_object *body, *out;
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    if ((body = json_body(c)) == NULL)
+        return;
+    rc = provider_keys_put(c->app, c->slug, body, &out, &err);
+    json_object_put(body);
+    reply_with(c, rc, out, &err, 200);
+}
+
+static void route_providers_delete(struct route_ctx *c)
+{
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    if ((rc = provider_keys_delete(c->app, c->slug, c->item, &err)) != 0)
+        reply_err(c, rc, &err);
+    else
+        c->resp->status = 204;
+}
+
 #define ORG "/api/v1/orgs/{slug}"
 #define AGENT ORG "/agents/{name}"
 
@@ -567,6 +607,9 @@ static const struct route routes[] = {
     { "POST", AGENT "/run", route_agent_run, MEMBER_OR_KEY(SCOPE_RUN) },
     { "POST", AGENT "/test", route_agent_test, MEMBER_OR_KEY(SCOPE_RUN) },
     { "GET", ORG "/usage", route_usage, MEMBER_OR_KEY(SCOPE_MANAGE) },
+    { "GET", ORG "/providers", route_providers_list, ADMIN_ONLY },
+    { "POST", ORG "/providers", route_providers_put, ADMIN_ONLY },
+    { "DELETE", ORG "/providers/{provider}", route_providers_delete, ADMIN_ONLY },
 };
 
 void routes_print(FILE *f)

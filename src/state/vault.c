@@ -2,18 +2,24 @@
  * vault.c - the master key (vault.h). Owns one sodium_malloc'd, read-only,
  * locked page holding the master key; derives subkeys with crypto_kdf and
  * seals with XChaCha20-Poly1305 (IETF AEAD), nonce prepended, the whole in
- * URL-safe base64 without padding.
+ * URL-safe base64 without padding. Owns the record format of
+ * STORE_PROVIDER_KEYS (vault.h); the plaintext of a provider key lives only
+ * in the caller's buffer and, during a put, in the sealing call.
  *
- * Must never: log, or copy the master key anywhere but the locked page.
+ * Must never: log, or copy the master key anywhere but the locked page;
+ * write a provider key into a record unsealed or into an error message.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <json-c/json.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "state/store.h"
 #include "state/vault.h"
+#include "lib/key.h"
 #include "lib/util.h"
 
 #define VAULT_KDF_CONTEXT "amvault1"     /* crypto_kdf context: 8 bytes */
@@ -150,4 +156,216 @@ out:
         sodium_memzero(out, cap);
     free(box);
     return rc;
+}
+
+/* ---- org provider keys (STORE_PROVIDER_KEYS) ------------------------------ */
+
+#define VAULT_RECORD_KEY_MAX 96      /* "org\0provider" */
+
+void vault_mask(const char *key, char *out, size_t cap)
+{
+    size_t n = strlen(key);
+
+    if (n >= 12)
+        snprintf(out, cap, "%.3s...%s", key, key + n - 4);
+    else
+        snprintf(out, cap, "...%s", n >= 2 ? key + n - 2 : key);
+}
+
+struct put_ctx {
+    const char *org, *provider;
+    char rkey[VAULT_RECORD_KEY_MAX];
+    size_t rklen;
+    const char *value;           /* the record's JSON text */
+};
+
+static int put_txn(struct store *s, struct store_txn *t, void *arg)
+{
+    struct put_ctx *c = arg;
+
+    return store_put(s, t, STORE_PROVIDER_KEYS, c->rkey, c->rklen, c->value, strlen(c->value));
+}
+
+/* The record of key for the ad rkey/rklen: a new JSON object. */
+static struct json_object *record_new(const struct vault *v, const char *rkey, size_t rklen,
+                                      const char *key)
+{
+    struct json_object *rec = json_object_new_object();
+    char masked[24], *sealed = vault_seal(v, rkey, rklen, key, strlen(key));
+
+    vault_mask(key, masked, sizeof(masked));
+    json_object_object_add(rec, "sealed", json_object_new_string(sealed));
+    json_object_object_add(rec, "masked", json_object_new_string(masked));
+    json_object_object_add(rec, "added_at", json_object_new_int64(util_now()));
+    free(sealed);
+    return rec;
+}
+
+int vault_provider_put(struct store *s, const struct vault *v, const char *org,
+                       const char *provider, const char *key, struct am_error *err)
+{
+    struct put_ctx c = { org, provider, "", 0, NULL };
+    struct json_object *rec;
+    int rc;
+
+    if (strlen(key) > VAULT_PROVIDER_KEY_MAX)
+        return error_set(err, AM_EINTERNAL, "provider key longer than %d bytes",
+                         VAULT_PROVIDER_KEY_MAX);
+    if ((c.rklen = key_pair(c.rkey, sizeof(c.rkey), org, provider)) == 0)
+        return error_set(err, AM_EINTERNAL, "organization or provider name too long");
+    rec = record_new(v, c.rkey, c.rklen, key);
+    c.value = json_object_to_json_string_ext(rec, JSON_C_TO_STRING_PLAIN);
+    rc = store_transact(s, put_txn, &c);
+    json_object_put(rec);
+    if (rc != 0)
+        return error_set(err, rc == AM_EIO ? AM_EIO : AM_EUNAVAILABLE,
+                         "Storage unavailable, retry");
+    return 0;
+}
+
+/* The string field name of rec, or NULL. */
+static const char *rec_str(struct json_object *rec, const char *name)
+{
+    struct json_object *f;
+
+    if (!json_object_object_get_ex(rec, name, &f) || !json_object_is_type(f, json_type_string))
+        return NULL;
+    return json_object_get_string(f);
+}
+
+int vault_provider_get(struct store *s, struct store_txn *t, const struct vault *v,
+                       const char *org, const char *provider, char *out, size_t cap,
+                       struct am_error *err)
+{
+    char rkey[VAULT_RECORD_KEY_MAX], *val = NULL;
+    size_t rklen = key_pair(rkey, sizeof(rkey), org, provider), n = 0;
+    struct json_object *rec = NULL;
+    const char *sealed;
+    int rc;
+
+    if (cap > 0)
+        out[0] = '\0';
+    if (rklen == 0)
+        return error_set(err, AM_ENOENT, "no %s key saved", provider);
+    rc = store_get(s, t, STORE_PROVIDER_KEYS, rkey, rklen, 0, &val, NULL);
+    if (rc == AM_ENOENT) {
+        rc = error_set(err, AM_ENOENT, "no %s key saved", provider);
+        goto out;
+    }
+    if (rc != 0) {
+        rc = error_set(err, rc == AM_EIO ? AM_EIO : AM_EUNAVAILABLE, "Storage unavailable");
+        goto out;
+    }
+    rec = json_tokener_parse(val);
+    if ((sealed = rec_str(rec, "sealed")) == NULL ||
+        vault_unseal(v, rkey, rklen, sealed, out, cap, &n) != 0) {
+        rc = error_set(err, AM_EUNAVAILABLE, "the saved %s key cannot be decrypted with "
+                       "this server's master key", provider);
+        goto out;
+    }
+    rc = 0;
+out:
+    json_object_put(rec);
+    free(val);
+    return rc;
+}
+
+int vault_provider_exists(struct store *s, struct store_txn *t, const char *org,
+                          const char *provider)
+{
+    char rkey[VAULT_RECORD_KEY_MAX], *val = NULL;
+    size_t rklen = key_pair(rkey, sizeof(rkey), org, provider);
+    int rc;
+
+    if (rklen == 0)
+        return 0;
+    rc = store_get(s, t, STORE_PROVIDER_KEYS, rkey, rklen, 0, &val, NULL);
+    free(val);
+    return rc == 0 ? 1 : rc == AM_ENOENT ? 0 : rc;
+}
+
+struct del_ctx {
+    char rkey[VAULT_RECORD_KEY_MAX];
+    size_t rklen;
+};
+
+static int del_txn(struct store *s, struct store_txn *t, void *arg)
+{
+    struct del_ctx *c = arg;
+
+    return store_del(s, t, STORE_PROVIDER_KEYS, c->rkey, c->rklen);
+}
+
+int vault_provider_del(struct store *s, const char *org, const char *provider,
+                       struct am_error *err)
+{
+    struct del_ctx c;
+    int rc;
+
+    if ((c.rklen = key_pair(c.rkey, sizeof(c.rkey), org, provider)) == 0)
+        rc = AM_ENOENT;
+    else
+        rc = store_transact(s, del_txn, &c);
+    if (rc == AM_ENOENT)
+        return error_set(err, AM_EKEYNOTFOUND, "No %s key is saved for this organization",
+                         provider);
+    if (rc != 0)
+        return error_set(err, rc == AM_EIO ? AM_EIO : AM_EUNAVAILABLE,
+                         "Storage unavailable, retry");
+    return 0;
+}
+
+struct list_ctx {
+    struct vault_provider_entry *e;
+    size_t n, cap;
+};
+
+static int list_one(const char *key, size_t klen, const char *val, size_t vlen, void *arg)
+{
+    struct list_ctx *c = arg;
+    const char *prov = memchr(key, '\0', klen), *masked;
+    struct json_object *rec, *at;
+    struct vault_provider_entry *e;
+
+    (void)vlen;
+    if (prov == NULL)
+        return 0;
+    prov++;
+    if (c->n == c->cap) {
+        c->cap = c->cap ? 2 * c->cap : 8;
+        c->e = xrealloc(c->e, c->cap * sizeof(*c->e));
+    }
+    e = &c->e[c->n];
+    memset(e, 0, sizeof(*e));
+    snprintf(e->provider, sizeof(e->provider), "%.*s", (int)(key + klen - prov), prov);
+    rec = json_tokener_parse(val);
+    masked = rec_str(rec, "masked");
+    util_strlcpy(e->masked, masked ? masked : "...", sizeof(e->masked));
+    if (json_object_object_get_ex(rec, "added_at", &at))
+        e->added_at = json_object_get_int64(at);
+    json_object_put(rec);
+    c->n++;
+    return 0;
+}
+
+int vault_provider_list(struct store *s, const char *org,
+                        struct vault_provider_entry **out, size_t *n, struct am_error *err)
+{
+    struct list_ctx c = { NULL, 0, 0 };
+    char prefix[VAULT_RECORD_KEY_MAX];
+    size_t plen = strlen(org) + 1;
+    int rc;
+
+    *out = NULL;
+    *n = 0;
+    if (plen > sizeof(prefix))
+        return 0;
+    memcpy(prefix, org, plen);          /* "org\0" */
+    if ((rc = store_scan(s, NULL, STORE_PROVIDER_KEYS, prefix, plen, list_one, &c)) != 0) {
+        free(c.e);
+        return error_set(err, rc == AM_EIO ? AM_EIO : AM_EUNAVAILABLE, "Storage unavailable");
+    }
+    *out = c.e;
+    *n = c.n;
+    return 0;
 }

@@ -1292,6 +1292,58 @@ START_TEST(provider_error_text_is_quoted_but_scrubbed_of_the_key)
 }
 END_TEST
 
+/* providers_scrub_key: the whole key and any run of 8+ of its characters. */
+static const struct {
+    const char *key, *message, *want;
+} scrubs[] = {
+    { "sk-live-0123456789abcdef", "Incorrect API key provided: sk-live-0123456789abcdef.",
+      "Incorrect API key provided: [redacted]." },
+    { "sk-live-0123456789abcdef", "key sk-live-0123456789abcdef twice sk-live-0123456789abcdef",
+      "key [redacted] twice [redacted]" },
+    /* a prefix, a suffix and a middle of 8+ characters */
+    { "sk-live-0123456789abcdef", "provided: sk-live-01****", "provided: [redacted]****" },
+    { "sk-live-0123456789abcdef", "ends in ...456789abcdef!", "ends in ...[redacted]!" },
+    { "sk-live-0123456789abcdef", "middle e-012345 here", "middle [redacted] here" },
+    /* 7 characters of it are not enough to say anything */
+    { "sk-live-0123456789abcdef", "prefix sk-live is fine", "prefix sk-live is fine" },
+    { "sk-live-0123456789abcdef", "no key at all", "no key at all" },
+    /* a short key goes only whole */
+    { "abc12", "bad key abc12!", "bad key [redacted]!" },
+    { "", "empty key: nothing to do", "empty key: nothing to do" },
+};
+
+START_TEST(scrub_removes_the_key_and_its_long_runs)
+{
+    struct am_error err;
+
+    error_clear(&err);
+    error_set(&err, AM_EPROVIDER, "%s", scrubs[_i].message);
+    providers_scrub_key(&err, scrubs[_i].key);
+    ck_assert_str_eq(err.message, scrubs[_i].want);
+}
+END_TEST
+
+START_TEST(partly_quoted_key_in_an_answer_is_scrubbed)
+{
+    struct providers_request req = simple_request(PROVIDER_OPENAI, KEY);
+    struct providers_response r;
+    struct am_error err;
+    char quoted[64];
+
+    /* the provider quotes all but the last character of the key */
+    snprintf(quoted, sizeof(quoted), "%.*s", (int)strlen(KEY) - 1, KEY);
+    {
+        char ctl[256];
+        snprintf(ctl, sizeof(ctl), "{\"mode\":\"fail\",\"status\":400,\"error_message\":"
+                 "\"Incorrect API key provided: %s*\"}", quoted);
+        fake_control(ctl);
+    }
+    ck_assert_int_eq(chat(&req, &r, &err), AM_EPROVIDER);
+    ck_assert_ptr_nonnull(strstr(err.message, "Incorrect API key provided: [redacted]*"));
+    ck_assert_ptr_null(strstr(err.message, quoted + strlen(quoted) - 8));
+}
+END_TEST
+
 START_TEST(rate_limit_and_server_errors_carry_the_status)
 {
     struct providers_request req = simple_request(PROVIDER_ANTHROPIC, KEY);
@@ -1546,6 +1598,9 @@ static Suite *providers_suite(void)
                         (int)(sizeof(keyed_providers) / sizeof(keyed_providers[0])));
     tcase_add_test(tc, unauthorized_answer_maps_to_provider_error);
     tcase_add_test(tc, provider_error_text_is_quoted_but_scrubbed_of_the_key);
+    tcase_add_test(tc, partly_quoted_key_in_an_answer_is_scrubbed);
+    tcase_add_loop_test(tc, scrub_removes_the_key_and_its_long_runs, 0,
+                        (int)(sizeof(scrubs) / sizeof(scrubs[0])));
     tcase_add_test(tc, rate_limit_and_server_errors_carry_the_status);
     tcase_add_test(tc, hang_times_out_within_the_timeout);
     tcase_add_test(tc, slow_answer_within_the_timeout_succeeds);

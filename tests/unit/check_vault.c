@@ -2,7 +2,10 @@
  * check_vault.c - unit tests for vault.c: the master key file's checks,
  * subkey derivation, and sealing (round trip; a wrong master key, another
  * associated data, a flipped or truncated byte all fail cleanly, never
- * with garbage in the caller's buffer).
+ * with garbage in the caller's buffer); the org provider-key records
+ * (put, get, masked list, delete, a record moved to another org does not
+ * open, a wrong master key is AM_EUNAVAILABLE, the raw record never holds
+ * the key), against a real Berkeley DB environment.
  */
 #include <check.h>
 #include <fcntl.h>
@@ -12,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "state/store.h"
 #include "state/vault.h"
 
 static char dir[64];
@@ -217,6 +221,168 @@ START_TEST(plaintext_larger_than_the_buffer_is_refused)
 }
 END_TEST
 
+/* ---- org provider keys ------------------------------------------------------ */
+
+static struct store *open_store(void)
+{
+    char home[128];
+    struct store_options o = { home, 8, 1, 16, 0 };
+    struct store *st = NULL;
+    struct am_error err;
+
+    snprintf(home, sizeof(home), "%s/env", dir);
+    ck_assert_int_eq(mkdir(home, 0700), 0);
+    error_clear(&err);
+    ck_assert_msg(store_open(&st, &o, STORE_OPEN_CREATE, &err) == 0, "%s", err.message);
+    return st;
+}
+
+static const struct {
+    const char *key, *masked;
+} masks[] = {
+    { "sk-live-0123456789abcd", "sk-...abcd" },
+    { "sk-abcdefghij", "sk-...ghij" },          /* 13 */
+    { "abcdefghijkl", "abc...ijkl" },           /* 12: the long form */
+    { "abcdefghijk", "...jk" },                 /* 11: only the last 2 */
+    { "short", "...rt" },
+    { "x", "...x" },
+};
+
+START_TEST(mask_shows_three_and_four_or_only_the_last_two)
+{
+    char out[24];
+
+    vault_mask(masks[_i].key, out, sizeof(out));
+    ck_assert_str_eq(out, masks[_i].masked);
+}
+END_TEST
+
+static const char *KEY1 = "sk-org-acme-openai-0123456789";
+
+START_TEST(provider_key_put_get_list_delete)
+{
+    struct vault *v = open_ok("a", 1);
+    struct store *st = open_store();
+    struct vault_provider_entry *e = NULL;
+    struct am_error err;
+    char out[VAULT_PROVIDER_KEY_MAX + 1];
+    size_t n = 0;
+
+    error_clear(&err);
+    ck_assert_int_eq(vault_provider_get(st, NULL, v, "acme", "openai", out, sizeof(out), &err),
+                     AM_ENOENT);
+    ck_assert_int_eq(vault_provider_exists(st, NULL, "acme", "openai"), 0);
+    ck_assert_int_eq(vault_provider_put(st, v, "acme", "openai", "sk-first-key-000000", &err), 0);
+    ck_assert_int_eq(vault_provider_put(st, v, "acme", "openai", KEY1, &err), 0);  /* replaces */
+    ck_assert_int_eq(vault_provider_put(st, v, "acme", "groq", "gsk_short", &err), 0);
+    ck_assert_int_eq(vault_provider_put(st, v, "acme2", "anthropic", "sk-ant-other-org", &err), 0);
+    ck_assert_int_eq(vault_provider_exists(st, NULL, "acme", "openai"), 1);
+    ck_assert_int_eq(vault_provider_get(st, NULL, v, "acme", "openai", out, sizeof(out), &err), 0);
+    ck_assert_str_eq(out, KEY1);
+
+    ck_assert_int_eq(vault_provider_list(st, "acme", &e, &n, &err), 0);
+    ck_assert_uint_eq(n, 2);                    /* not acme2's */
+    ck_assert_str_eq(e[0].provider, "groq");
+    ck_assert_str_eq(e[0].masked, "...rt");
+    ck_assert_str_eq(e[1].provider, "openai");
+    ck_assert_str_eq(e[1].masked, "sk-...6789");
+    ck_assert_int_gt(e[1].added_at, 1700000000);
+    free(e);
+
+    ck_assert_int_eq(vault_provider_del(st, "acme", "openai", &err), 0);
+    ck_assert_int_eq(vault_provider_del(st, "acme", "openai", &err), AM_EKEYNOTFOUND);
+    ck_assert_int_eq(vault_provider_get(st, NULL, v, "acme", "openai", out, sizeof(out), &err),
+                     AM_ENOENT);
+    ck_assert_int_eq(vault_provider_list(st, "acme", &e, &n, &err), 0);
+    ck_assert_uint_eq(n, 1);
+    free(e);
+    ck_assert_int_eq(vault_provider_list(st, "nobody", &e, &n, &err), 0);
+    ck_assert_uint_eq(n, 0);
+    ck_assert_ptr_null(e);
+    store_close(st);
+    vault_close(v);
+}
+END_TEST
+
+/* Assert that no record of db holds needle (the raw bytes). */
+static int raw_has(const char *key, size_t klen, const char *val, size_t vlen, void *arg)
+{
+    (void)key; (void)klen; (void)vlen;
+    return strstr(val, arg) != NULL ? -1 : 0;
+}
+
+START_TEST(stored_record_never_holds_the_key)
+{
+    struct vault *v = open_ok("a", 1);
+    struct store *st = open_store();
+    struct am_error err;
+    char *val = NULL;
+
+    error_clear(&err);
+    ck_assert_int_eq(vault_provider_put(st, v, "acme", "openai", KEY1, &err), 0);
+    ck_assert_int_eq(store_scan(st, NULL, STORE_PROVIDER_KEYS, "", 0, raw_has,
+                                (void *)"acme-openai-0123"), 0);
+    ck_assert_int_eq(store_scan(st, NULL, STORE_PROVIDER_KEYS, "", 0, raw_has,
+                                (void *)"sk-...6789"), -1);   /* the scan does see records */
+    ck_assert_int_eq(store_get(st, NULL, STORE_PROVIDER_KEYS, "acme\0openai", 11, 0, &val, NULL),
+                     0);
+    ck_assert_ptr_null(strstr(val, KEY1));
+    ck_assert_ptr_nonnull(strstr(val, "\"sealed\""));
+    free(val);
+    store_close(st);
+    vault_close(v);
+}
+END_TEST
+
+START_TEST(record_copied_to_another_org_does_not_unseal)
+{
+    struct vault *v = open_ok("a", 1);
+    struct store *st = open_store();
+    struct am_error err;
+    char out[VAULT_PROVIDER_KEY_MAX + 1], *val = NULL;
+    size_t vlen = 0;
+
+    error_clear(&err);
+    ck_assert_int_eq(vault_provider_put(st, v, "acme", "openai", KEY1, &err), 0);
+    ck_assert_int_eq(store_get(st, NULL, STORE_PROVIDER_KEYS, "acme\0openai", 11, 0, &val, &vlen),
+                     0);
+    ck_assert_int_eq(store_put(st, NULL, STORE_PROVIDER_KEYS, "evil\0openai", 11, val, vlen), 0);
+    ck_assert_int_eq(store_put(st, NULL, STORE_PROVIDER_KEYS, "acme\0groq", 9, val, vlen), 0);
+    memset(out, 'Z', sizeof(out));
+    ck_assert_int_eq(vault_provider_get(st, NULL, v, "evil", "openai", out, sizeof(out), &err),
+                     AM_EUNAVAILABLE);
+    ck_assert_int_eq(out[0], 0);
+    ck_assert_ptr_null(strstr(err.message, KEY1));
+    ck_assert_int_eq(vault_provider_get(st, NULL, v, "acme", "groq", out, sizeof(out), &err),
+                     AM_EUNAVAILABLE);
+    free(val);
+    store_close(st);
+    vault_close(v);
+}
+END_TEST
+
+START_TEST(wrong_master_key_gives_unavailable_never_garbage)
+{
+    struct vault *v = open_ok("a", 1), *w = open_ok("b", 2);
+    struct store *st = open_store();
+    struct am_error err;
+    char out[VAULT_PROVIDER_KEY_MAX + 1];
+
+    error_clear(&err);
+    ck_assert_int_eq(vault_provider_put(st, v, "acme", "openai", KEY1, &err), 0);
+    memset(out, 'Z', sizeof(out));
+    ck_assert_int_eq(vault_provider_get(st, NULL, w, "acme", "openai", out, sizeof(out), &err),
+                     AM_EUNAVAILABLE);
+    for (size_t i = 0; i < sizeof(out); i++)
+        ck_assert_int_eq(out[i], 0);
+    ck_assert_ptr_nonnull(strstr(err.message, "master key"));
+    ck_assert_int_eq(vault_provider_get(st, NULL, v, "acme", "openai", out, sizeof(out), &err), 0);
+    store_close(st);
+    vault_close(v);
+    vault_close(w);
+}
+END_TEST
+
 static Suite *vault_suite(void)
 {
     Suite *s = suite_create("vault");
@@ -235,6 +401,16 @@ static Suite *vault_suite(void)
     tcase_add_test(tc, sealing_twice_gives_different_text);
     tcase_add_test(tc, wrong_master_key_other_record_or_tampering_fail_cleanly);
     tcase_add_test(tc, plaintext_larger_than_the_buffer_is_refused);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("org provider keys");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 30);
+    tcase_add_loop_test(tc, mask_shows_three_and_four_or_only_the_last_two, 0,
+                        (int)(sizeof(masks) / sizeof(masks[0])));
+    tcase_add_test(tc, provider_key_put_get_list_delete);
+    tcase_add_test(tc, stored_record_never_holds_the_key);
+    tcase_add_test(tc, record_copied_to_another_org_does_not_unseal);
+    tcase_add_test(tc, wrong_master_key_gives_unavailable_never_garbage);
     suite_add_tcase(s, tc);
     return s;
 }

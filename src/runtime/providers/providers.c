@@ -29,8 +29,9 @@
  * Invariants:
  *  1. The API key goes into exactly one place: an auth header line in the
  *     curl_slist of the call, wiped before it is freed. It is never in a
- *     URL or a body, and every error message is scrubbed of it before
- *     providers_chat returns (a provider may quote it back at us).
+ *     URL or a body, and every error message is scrubbed of it, and of
+ *     every run of 8+ of its characters, before providers_chat returns (a
+ *     provider may quote it back at us, whole or in part).
  *  2. An answer is read into a buffer of at most PROVIDERS_MAX_ANSWER
  *     bytes; a bigger one fails the call instead of growing memory.
  *  3. Every answer is parsed with a depth limit and every field read is
@@ -56,6 +57,7 @@
 #define PROVIDERS_ANSWER_HINT 16384                 /* first allocation for an answer */
 #define PROVIDERS_DEFAULT_TIMEOUT_MS 60000          /* when the request says 0 */
 #define PROVIDERS_SNIPPET 120                       /* provider error text quoted */
+#define PROVIDERS_SCRUB_MIN 8                       /* shortest run of a key scrubbed */
 
 #ifdef PACKAGE_VERSION
 #define PROVIDERS_USER_AGENT "astromesh-cloud/" PACKAGE_VERSION
@@ -342,21 +344,37 @@ static int transport_error(const char *pname, CURLcode cc, const char *errbuf, i
     return error_set(err, AM_EPROVIDER, "provider %s: transport error: %s", pname, detail);
 }
 
-/* Replace every occurrence of key in err->message (invariant 1). */
-static void scrub_key(struct am_error *err, const char *key)
+/* Length of the longest run of key (any start in it) that begins at p,
+ * or 0 when shorter than PROVIDERS_SCRUB_MIN. */
+static size_t key_run_at(const char *p, const char *key, size_t klen)
+{
+    size_t best = 0, s, n;
+
+    for (s = 0; s + PROVIDERS_SCRUB_MIN <= klen; s++) {
+        for (n = 0; s + n < klen && p[n] != '\0' && p[n] == key[s + n]; n++)
+            ;
+        if (n > best)
+            best = n;
+    }
+    return best >= PROVIDERS_SCRUB_MIN ? best : 0;
+}
+
+void providers_scrub_key(struct am_error *err, const char *key)
 {
     static const char mask[] = "[redacted]";
     char out[AM_ERROR_MSG_MAX];
-    size_t klen = key ? strlen(key) : 0, o = 0;
+    size_t klen = key ? strlen(key) : 0, o = 0, run;
     const char *p = err ? err->message : NULL;
 
-    if (p == NULL || klen == 0 || strstr(p, key) == NULL)
+    if (p == NULL || klen == 0)
         return;
     while (*p && o + sizeof(mask) < sizeof(out)) {
-        if (strncmp(p, key, klen) == 0) {
+        run = klen < PROVIDERS_SCRUB_MIN ? (strncmp(p, key, klen) == 0 ? klen : 0)
+                                         : key_run_at(p, key, klen);
+        if (run > 0) {
             memcpy(out + o, mask, sizeof(mask) - 1);
             o += sizeof(mask) - 1;
-            p += klen;
+            p += run;
         } else {
             out[o++] = *p++;
         }
@@ -485,7 +503,7 @@ int providers_chat(const struct providers_request *req, struct providers_respons
         util_strlcpy(resp->model, req->model, sizeof(resp->model));
 out:
     if (rc != 0)
-        scrub_key(err, req->api_key);
+        providers_scrub_key(err, req->api_key);
     buf_free(&b.body);
     free(body);
     free(url);

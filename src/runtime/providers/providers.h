@@ -72,6 +72,12 @@ int providers_chat(const struct providers_request *req, struct providers_respons
 
 void providers_response_free(struct providers_response *resp);
 
+/* Replace in err->message (err may be NULL) the key and every run of 8 or
+ * more of its characters with "[redacted]"; a key under 8 characters only
+ * whole. providers_chat does this to every error it returns; exposed for
+ * unit tests and for callers that build messages around a key. */
+void providers_scrub_key(struct am_error *err, const char *key);
+
 /* The wire format, exposed for unit tests: the URL path and JSON body of a
  * request (malloc'd), and the parse of an answer body. */
 int providers_build(const struct providers_request *req, char **url, char **body,
