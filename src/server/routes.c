@@ -782,7 +782,7 @@ void routes_handle(void *app, const struct http_request *req, struct http_respon
         return;
     }
     for (i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
-        c.slug = c.name = NULL;
+        c.slug = c.name = c.item = NULL;
         if (!pattern_match(routes[i].pattern, seg, n, &c))
             continue;
         path_known = 1;
