@@ -8,7 +8,8 @@
  * VAULT_APIKEY_HASH subkey:
  *   "h\0<hash>"       -> {"id","org","name","prefix","scopes":["run",…],
  *                         "created_at","created_by","last_used_at"}
- *                        (times in epoch seconds; last_used_at 0 = never)
+ *                        (times in epoch seconds; last_used_at 0 = never;
+ *                        "created_us", microseconds, orders the list)
  *   "o\0<org>\0<id>"  -> "<hash>" (an org's keys, without scanning others')
  *
  * Invariants:
@@ -29,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sodium.h>
 #include "control/apikey.h"
 #include "control/auth_state.h"
@@ -411,7 +413,7 @@ static int list_one(const char *key, size_t klen, const char *val, size_t vlen, 
 static int by_creation(const void *a, const void *b)
 {
     struct json_object *x = *(struct json_object *const *)a, *y = *(struct json_object *const *)b;
-    int64_t tx = int_field(x, "created_at"), ty = int_field(y, "created_at");
+    int64_t tx = int_field(x, "created_us"), ty = int_field(y, "created_us");
 
     if (tx != ty)
         return tx < ty ? -1 : 1;
@@ -450,6 +452,7 @@ struct create_ctx {
     const char *org, *name, *created_by;
     int scopes;
     int64_t now;
+    int64_t now_us;                      /* orders the list within a second */
     char secret[APIKEY_SECRET_LEN + 1];  /* OUT: the new secret (wiped by the caller) */
     char id[APIKEY_ID_LEN + 1];          /* OUT */
     struct am_error *err;
@@ -504,6 +507,7 @@ static int create_records(struct store *s, struct store_txn *t, struct create_ct
     json_object_object_add(rec, "prefix", json_object_new_string_len(c->secret, APIKEY_SHOWN_PREFIX));
     json_object_object_add(rec, "scopes", scopes_json(c->scopes));
     json_object_object_add(rec, "created_at", json_object_new_int64(c->now));
+    json_object_object_add(rec, "created_us", json_object_new_int64(c->now_us));
     json_object_object_add(rec, "created_by", json_object_new_string(c->created_by));
     json_object_object_add(rec, "last_used_at", json_object_new_int64(0));
     rc = save_json(s, t, hk, hlen, rec);
@@ -574,6 +578,7 @@ int apikey_create(struct app *app, const char *org, const char *created_by,
                   struct am_error *err)
 {
     struct create_ctx c;
+    struct timespec ts;
     char when[32];
     int rc;
 
@@ -587,7 +592,9 @@ int apikey_create(struct app *app, const char *org, const char *created_by,
         return rc;
     if (app->vault == NULL)
         return error_set(err, AM_EUNAVAILABLE, "API keys need the server's master key");
-    c.now = util_now();
+    clock_gettime(CLOCK_REALTIME, &ts);
+    c.now = (int64_t)ts.tv_sec;
+    c.now_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
     if ((rc = store_transact(app->store, create_txn, &c)) != 0) {
         if (err->code == AM_OK)
             error_set(err, AM_EUNAVAILABLE, "Storage unavailable, retry");
