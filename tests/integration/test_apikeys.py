@@ -9,8 +9,9 @@ secret never appears in a list, an error message or the daemon's log."""
 import json
 import re
 import secrets
+import time
 
-from harness import (InstanceTestCase, TIME_RE, assert_error, assert_json, main,
+from harness import (InstanceTestCase, TIME_RE, assert_error, assert_json, main, poll,
                      run_concurrently)
 
 SECRET_RE = re.compile(r"^ask-[A-Za-z0-9_-]{43}$")
@@ -328,6 +329,9 @@ class KeyAuthenticationTest(ApiKeyTestCase):
         self.assertEqual(self.with_key(k["secret"], "GET", self.org("/agents"))[0], 200)
         first = self.keys()[0]["last_used_at"]
         self.assertRegex(first or "", TIME_RE)
+        # let the clock pass a second, so a second write would show
+        t0 = int(time.time())
+        poll(lambda: int(time.time()) > t0 + 1, 5, what="two seconds to pass")
 
         def call():
             return self.with_key(k["secret"], "GET", self.org("/agents"))[0]
