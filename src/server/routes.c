@@ -27,6 +27,7 @@
 #include <strings.h>
 #include "control/account.h"
 #include "control/agent.h"
+#include "control/apikey.h"
 #include "control/auth.h"
 #include "control/provider_keys.h"
 #include "state/config.h"
@@ -538,6 +539,45 @@ static void route_usage(struct route_ctx *c)
     reply_with(c, rc, out, &err, 200);
 }
 
+/* ---- API keys (control/apikey.c) ------------------------------------------------ */
+
+static void route_keys_list(struct route_ctx *c)
+{
+    struct json_object *out;
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    rc = apikey_list(c->app, c->slug, &out, &err);
+    reply_with(c, rc, out, &err, 200);
+}
+
+static void route_keys_create(struct route_ctx *c)
+{
+    struct json_object *body, *out;
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    if ((body = json_body(c)) == NULL)
+        return;
+    rc = apikey_create(c->app, c->slug, c->who.email, body, &out, &err);
+    json_object_put(body);
+    reply_with(c, rc, out, &err, 201);
+}
+
+static void route_key_delete(struct route_ctx *c)
+{
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    if ((rc = apikey_delete(c->app, c->slug, c->item, &err)) != 0)
+        reply_err(c, rc, &err);
+    else
+        c->resp->status = 204;
+}
+
 /* ---- the org's own provider keys (BYOK) --------------------------------------- */
 
 static void route_providers_list(struct route_ctx *c)
@@ -607,6 +647,9 @@ static const struct route routes[] = {
     { "POST", AGENT "/run", route_agent_run, MEMBER_OR_KEY(SCOPE_RUN) },
     { "POST", AGENT "/test", route_agent_test, MEMBER_OR_KEY(SCOPE_RUN) },
     { "GET", ORG "/usage", route_usage, MEMBER_OR_KEY(SCOPE_MANAGE) },
+    { "GET", ORG "/keys", route_keys_list, ADMIN_ONLY },
+    { "POST", ORG "/keys", route_keys_create, ADMIN_ONLY },
+    { "DELETE", ORG "/keys/{id}", route_key_delete, ADMIN_ONLY },
     { "GET", ORG "/providers", route_providers_list, ADMIN_ONLY },
     { "POST", ORG "/providers", route_providers_put, ADMIN_ONLY },
     { "DELETE", ORG "/providers/{provider}", route_providers_delete, ADMIN_ONLY },
@@ -677,15 +720,25 @@ static int pattern_match(const char *pattern, char *seg[], int n, struct route_c
     return 1;
 }
 
-/* Check the bearer token; fills c->who. Replies and returns -1 on failure. */
+/* Check the credentials; fills c->who. A bearer token when there is an
+ * Authorization header, else the X-API-Key header. Replies and returns -1
+ * on failure. */
 static int authenticate(struct route_ctx *c)
 {
-    const char *h = c->req->authorization;
+    const char *h = c->req->authorization, *key = c->req->api_key;
     struct am_error err;
 
     error_clear(&err);
+    if ((h == NULL || *h == '\0') && key != NULL && *key != '\0') {
+        if (apikey_authenticate(c->app, key, &c->who, &err) != 0) {
+            http_reply_error(c->resp, &err);
+            return -1;
+        }
+        return 0;
+    }
     if (h == NULL || *h == '\0') {
-        http_reply_errorf(c->resp, AM_EUNAUTH, "Missing credentials: send Authorization: Bearer <token>");
+        http_reply_errorf(c->resp, AM_EUNAUTH, "Missing credentials: send Authorization: "
+                          "Bearer <token> or X-API-Key: <key>");
         return -1;
     }
     if (strncasecmp(h, "Bearer ", 7) != 0) {

@@ -291,6 +291,36 @@ def wrk(url, token, duration, backend_pid, script=None):
 
 # --- the three parts ------------------------------------------------------------------
 
+def api_key_script(token, slug, name, lines):
+    """Create an API key (scopes run) in slug with the person's token and
+    write a wrk Lua script sending it as X-API-Key, after lines (Lua).
+    Returns (secret, script path)."""
+    c = Client(token)
+    doc, _ = c.expect(201, "POST", "/api/v1/orgs/%s/keys" % slug, {"name": "bench " + name})
+    c.close()
+    script = os.path.join(os.path.dirname(E["CONFIG"]), name + ".lua")
+    with open(script, "w") as f:
+        f.write("-- %s with an API key (written by bench.py)\n" % name + lines
+                + "wrk.headers[\"X-API-Key\"] = \"%s\"\n" % doc["secret"])
+    return doc["secret"], script
+
+
+def check_api_key(secret, method, path, body=None):
+    """One request with the key through http.client; its status."""
+    conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)
+    headers = {"X-API-Key": secret}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    try:
+        conn.request(method, path, body=None if body is None else json.dumps(body),
+                     headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
 def pct(xs, q):
     """The q-th percentile (nearest rank) of xs."""
     s = sorted(xs)
@@ -320,6 +350,12 @@ def throughput(token, slug):
             raise BenchError("%s: GET %s answered %d %r, expected %d" % (name, path, got, doc, status))
     c.close()
     targets = [(name, base + path, pid, status, None) for name, path, pid, status in targets]
+    # the same GET of one agent, authenticated by X-API-Key instead of the JWT
+    secret, script = api_key_script(token, slug, "get-by-key", "")
+    path = org + "/agents/bench-bot"
+    if check_api_key(secret, "GET", path) != 200:
+        raise BenchError("GET %s with an API key did not answer 200" % path)
+    targets.insert(3, ("GET one agent, X-API-Key", base + path, PIDS["daemon"], 200, script))
     return targets, measure(targets, token)
 
 
@@ -565,6 +601,16 @@ def exec_throughput(token, slug):
     targets = [("hello-world POST /hello", base + "/hello", PIDS["hello"], 200, script)]
     targets += [(label, base + run_path(slug, name), PIDS["daemon"], 200, script)
                 for label, name, _, _ in EXEC_AGENTS]
+    # the echo run again, authenticated by X-API-Key instead of the JWT
+    secret, kscript = api_key_script(token, slug, "run-by-key",
+                                     "wrk.method = \"POST\"\nwrk.body = '%s'\n"
+                                     "wrk.headers[\"Content-Type\"] = \"application/json\"\n"
+                                     % body)
+    path = run_path(slug, EXEC_AGENTS[0][1])
+    if check_api_key(secret, "POST", path, {"query": RUN_QUERY}) != 200:
+        raise BenchError("POST %s with an API key did not answer 200" % path)
+    targets.append(("run echo, X-API-Key", base + path, PIDS["daemon"], 200,
+                    kscript))
     runs = measure(targets, token)
     fake("DELETE", "/_requests")       # the fake keeps every request: let it go
     return targets, runs

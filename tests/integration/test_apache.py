@@ -7,9 +7,10 @@ arrives, bodies up to the daemon's limit arrive whole and the 413 over it is
 the daemon's own, execution answers keep their X-RateLimit-* headers, and
 stop() leaves no apache2 process behind.
 
-The daemon has no API-key routes yet, so X-API-Key is checked one step
-earlier: a FastCGI peer recording what Apache sends (FcgiRecorder) sees it
-as HTTP_X_API_KEY, which is where the daemon reads it (src/http.c)."""
+X-API-Key is checked twice: end to end (a key made through Apache runs an
+agent, and is refused once deleted), and one step earlier: a FastCGI peer
+recording what Apache sends (FcgiRecorder) sees it as HTTP_X_API_KEY, which
+is where the daemon reads it (src/server/http.c)."""
 
 import http.client
 import os
@@ -96,6 +97,22 @@ class ApacheTest(InstanceTestCase):
         self.assertIn("paused", err["message"])
         self.assertEqual(self.call("DELETE", "/agents/%s" % name)[0], 204)
         assert_error(self, self.call("GET", "/agents/%s" % name), 404, "agent_not_found")
+
+    def test_api_key_reaches_the_daemon(self):
+        name = "key-bot"
+        assert_json(self, self.call("POST", "/agents", dict(WC, name=name)), 201)
+        assert_json(self, self.call("POST", "/agents/%s/deploy" % name), 200)
+        key = assert_json(self, self.call("POST", "/keys", {"name": "apache"}), 201)
+        h = {"X-API-Key": key["secret"]}
+        path = "/api/v1/orgs/%s/agents/%s/run" % (self.slug, name)
+        body = assert_json(self, self.inst.request("POST", path, {"query": "by key"},
+                                                   headers=h), 200)
+        self.assertIn("by key", body["answer"])
+        assert_error(self, self.inst.request("GET", "/api/v1/orgs/%s/keys" % self.slug,
+                                             headers=h), 403, "forbidden")
+        self.assertEqual(self.call("DELETE", "/keys/" + key["id"])[0], 204)
+        assert_error(self, self.inst.request("POST", path, {"query": "x"}, headers=h), 401,
+                     "unauthorized")
 
     def test_daemon_errors_arrive_untouched(self):
         """Each answer is the daemon's JSON envelope, not an Apache page."""
