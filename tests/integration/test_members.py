@@ -205,5 +205,31 @@ class MembersTest(InstanceTestCase):
         self.assertEqual(self.orgs(o_tok)[slug]["display_name"], before, "nothing renamed")
 
 
+class MembersApacheTest(InstanceTestCase):
+    """PATCH and a %40 in the path as Apache hands them over."""
+    front = "apache"
+
+    def test_patch_and_encoded_email_through_apache(self):
+        o_tok, slug = self.inst.user(fresh("own"))
+        org = assert_json(self, self.inst.request("PATCH", "/api/v1/orgs/" + slug,
+                                                  {"display_name": "Via Apache"},
+                                                  token=o_tok), 200)
+        self.assertEqual(org["display_name"], "Via Apache")
+        invited = [fresh("x"), fresh("y")]
+        for email in invited:
+            assert_json(self, self.inst.request(
+                "POST", "/api/v1/orgs/%s/members/invite" % slug, {"email": email},
+                token=o_tok), 201)
+        for email in (invited[0], invited[1].replace("@", "%40")):
+            status, _, body = self.inst.request(
+                "DELETE", "/api/v1/orgs/%s/members/%s" % (slug, email), token=o_tok)
+            self.assertEqual(status, 204, (email, body))
+        assert_error(self, self.inst.request(
+            "DELETE", "/api/v1/orgs/%s/members/%s" % (slug, invited[0]), token=o_tok),
+            404, "member_not_found")
+        listed = assert_json(self, self.inst.request(
+            "GET", "/api/v1/orgs/%s/members" % slug, token=o_tok), 200)["members"]
+        self.assertEqual(len(listed), 1, listed)
+
 if __name__ == "__main__":
     main()
