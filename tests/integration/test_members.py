@@ -231,5 +231,6 @@ class MembersApacheTest(InstanceTestCase):
             "GET", "/api/v1/orgs/%s/members" % slug, token=o_tok), 200)["members"]
         self.assertEqual(len(listed), 1, listed)
 
+
 if __name__ == "__main__":
     main()
