@@ -6,9 +6,15 @@
  * "display_name","plan","created_at"}) and STORE_MEMBERS
  * ("slug\0email" -> {"role","joined_at"}).
  *
+ * Membership changes after the first login (invite, accept, remove) are
+ * members.c's rules; it changes these records only through account_txn_join
+ * and account_txn_leave, inside its own transactions, and dev login calls
+ * members_accept_txn in the login transaction.
+ *
  * Invariants:
  *  1. A user's "orgs" list and the membership records name the same orgs;
- *     both are written in the same transaction.
+ *     both are written in the same transaction (account_txn_join/_leave
+ *     write both).
  *  2. A slug is never reused: creating an org checks and writes in one
  *     transaction, and a taken slug gets a numeric suffix.
  *
@@ -22,6 +28,7 @@
 #include "control/account.h"
 #include "control/auth.h"
 #include "control/auth_state.h"
+#include "control/members.h"
 #include "state/config.h"
 #include "state/store.h"
 #include "lib/key.h"
@@ -30,7 +37,7 @@
 
 static const char *const role_names[] = { "none", "member", "admin", "owner" };
 
-static int role_from_name(const char *s)
+int account_role_from_name(const char *s)
 {
     int i;
 
@@ -38,6 +45,11 @@ static int role_from_name(const char *s)
         if (s != NULL && strcmp(s, role_names[i]) == 0)
             return i;
     return ROLE_NONE;
+}
+
+const char *account_role_name(int role)
+{
+    return role >= ROLE_NONE && role <= ROLE_OWNER ? role_names[role] : "none";
 }
 
 static struct json_object *load_json(struct store *s, struct store_txn *t, int db,
@@ -72,7 +84,7 @@ int account_role(struct app *app, const char *org, const char *email)
         return ROLE_NONE;
     m = load_json(app->store, NULL, STORE_MEMBERS, key, klen, 0, &rc);
     if (m != NULL && json_object_object_get_ex(m, "role", &r))
-        role = role_from_name(json_object_get_string(r));
+        role = account_role_from_name(json_object_get_string(r));
     json_object_put(m);
     return role;
 }
@@ -112,7 +124,8 @@ static void slug_from_email(const char *email, char *out, size_t max)
 struct login_ctx {
     const char *email;
     const char *name;
-    char slug[WIZARD_SLUG_MAX + 1];   /* OUT: the user's first org */
+    char slug[WIZARD_SLUG_MAX + 1];   /* OUT: the user's first org, "" if none */
+    int accepted;                     /* OUT: invitations turned into memberships */
 };
 
 /* Find a free slug for base (suffix -2, -3 … when taken) and claim it. */
@@ -146,27 +159,17 @@ static int claim_slug(struct store *s, struct store_txn *t, const char *base,
     return AM_EUNAVAILABLE;
 }
 
-static int login_txn(struct store *s, struct store_txn *t, void *arg)
+/* A new user with a personal org (first login); c->slug gets the org. */
+static int create_user(struct store *s, struct store_txn *t, struct login_ctx *c)
 {
-    struct login_ctx *c = arg;
-    struct json_object *user, *org = NULL, *member = NULL, *orgs, *first;
+    struct json_object *user, *org, *member, *orgs;
     char base[WIZARD_SLUG_MAX + 1], key[320];
     int64_t now = util_now();
     int rc;
 
-    user = load_json(s, t, STORE_USERS, c->email, strlen(c->email), STORE_RMW, &rc);
-    if (rc == 0) {
-        if (json_object_object_get_ex(user, "orgs", &orgs) &&
-            (first = json_object_array_get_idx(orgs, 0)) != NULL)
-            util_strlcpy(c->slug, json_object_get_string(first), sizeof(c->slug));
-        json_object_put(user);
-        return 0;
-    }
-    if (rc != AM_ENOENT)
-        return rc;
     slug_from_email(c->email, base, WIZARD_SLUG_MAX);
     if ((rc = claim_slug(s, t, base, c->slug, sizeof(c->slug))) != 0)
-        goto out;
+        return rc;
     org = json_object_new_object();
     json_object_object_add(org, "slug", json_object_new_string(c->slug));
     json_object_object_add(org, "display_name", json_object_new_string(c->name));
@@ -182,16 +185,134 @@ static int login_txn(struct store *s, struct store_txn *t, void *arg)
     orgs = json_object_new_array();
     json_object_array_add(orgs, json_object_new_string(c->slug));
     json_object_object_add(user, "orgs", orgs);
-    if ((rc = save_json(s, t, STORE_ORGS, c->slug, strlen(c->slug), org)) != 0 ||
+    if ((rc = save_json(s, t, STORE_ORGS, c->slug, strlen(c->slug), org)) == 0 &&
         (rc = save_json(s, t, STORE_MEMBERS, key,
-                        key_pair(key, sizeof(key), c->slug, c->email), member)) != 0 ||
-        (rc = save_json(s, t, STORE_USERS, c->email, strlen(c->email), user)) != 0)
-        goto out;
-out:
+                        key_pair(key, sizeof(key), c->slug, c->email), member)) == 0)
+        rc = save_json(s, t, STORE_USERS, c->email, strlen(c->email), user);
     json_object_put(user);
     json_object_put(org);
     json_object_put(member);
     return rc;
+}
+
+/* The user's first org into c->slug ("" if none). */
+static int first_org_txn(struct store *s, struct store_txn *t, struct login_ctx *c)
+{
+    struct json_object *user, *orgs, *first;
+    int rc;
+
+    c->slug[0] = '\0';
+    user = load_json(s, t, STORE_USERS, c->email, strlen(c->email), 0, &rc);
+    if (user != NULL && json_object_object_get_ex(user, "orgs", &orgs) &&
+        (first = json_object_array_get_idx(orgs, 0)) != NULL)
+        util_strlcpy(c->slug, json_object_get_string(first), sizeof(c->slug));
+    json_object_put(user);
+    return rc;
+}
+
+/* Create the user on first login, then turn every pending invitation for
+ * the e-mail into a membership (members.c), all in this transaction. */
+static int login_txn(struct store *s, struct store_txn *t, void *arg)
+{
+    struct login_ctx *c = arg;
+    char *val = NULL;
+    int rc;
+
+    c->accepted = 0;
+    rc = store_get(s, t, STORE_USERS, c->email, strlen(c->email), STORE_RMW, &val, NULL);
+    free(val);
+    if (rc == AM_ENOENT)
+        rc = create_user(s, t, c);
+    if (rc != 0)
+        return rc;
+    if ((rc = members_accept_txn(s, t, c->email, &c->accepted)) != 0)
+        return rc;
+    return first_org_txn(s, t, c);
+}
+
+/* ---- memberships inside a transaction (members.c calls these) ------------- */
+
+int account_txn_role(struct store *s, struct store_txn *t, const char *slug,
+                     const char *email, int flags)
+{
+    char key[320];
+    size_t klen = key_pair(key, sizeof(key), slug, email);
+    struct json_object *m, *r;
+    int rc, role = ROLE_NONE;
+
+    if (klen == 0)
+        return ROLE_NONE;
+    m = load_json(s, t, STORE_MEMBERS, key, klen, flags, &rc);
+    if (rc != 0 && rc != AM_ENOENT)
+        return rc;
+    if (m != NULL && json_object_object_get_ex(m, "role", &r))
+        role = account_role_from_name(json_object_get_string(r));
+    json_object_put(m);
+    return role;
+}
+
+/* Add slug to (add != 0) or drop it from the user's "orgs" list. A missing
+ * user is AM_ENOENT when adding, nothing to do when dropping. */
+static int user_orgs_edit(struct store *s, struct store_txn *t, const char *email,
+                          const char *slug, int add)
+{
+    struct json_object *user, *orgs, *kept;
+    size_t i;
+    int rc;
+
+    user = load_json(s, t, STORE_USERS, email, strlen(email), STORE_RMW, &rc);
+    if (rc != 0)
+        return rc == AM_ENOENT && !add ? 0 : rc;
+    if (!json_object_object_get_ex(user, "orgs", &orgs)) {
+        orgs = json_object_new_array();
+        json_object_object_add(user, "orgs", orgs);
+    }
+    kept = json_object_new_array();
+    for (i = 0; i < json_object_array_length(orgs); i++) {
+        struct json_object *o = json_object_array_get_idx(orgs, i);
+        if (strcmp(json_object_get_string(o), slug) != 0)
+            json_object_array_add(kept, json_object_get(o));
+    }
+    if (add)
+        json_object_array_add(kept, json_object_new_string(slug));
+    json_object_object_add(user, "orgs", kept);
+    rc = save_json(s, t, STORE_USERS, email, strlen(email), user);
+    json_object_put(user);
+    return rc;
+}
+
+int account_txn_join(struct store *s, struct store_txn *t, const char *slug,
+                     const char *email, int role, int64_t now)
+{
+    struct json_object *m;
+    char key[320];
+    size_t klen = key_pair(key, sizeof(key), slug, email);
+    int rc;
+
+    if (klen == 0 || role <= ROLE_NONE || role > ROLE_OWNER)
+        return AM_EINTERNAL;
+    if ((rc = user_orgs_edit(s, t, email, slug, 1)) != 0)
+        return rc;
+    m = json_object_new_object();
+    json_object_object_add(m, "role", json_object_new_string(role_names[role]));
+    json_object_object_add(m, "joined_at", json_object_new_int64(now));
+    rc = save_json(s, t, STORE_MEMBERS, key, klen, m);
+    json_object_put(m);
+    return rc;
+}
+
+int account_txn_leave(struct store *s, struct store_txn *t, const char *slug,
+                      const char *email)
+{
+    char key[320];
+    size_t klen = key_pair(key, sizeof(key), slug, email);
+    int rc;
+
+    if (klen == 0)
+        return AM_ENOENT;
+    if ((rc = store_del(s, t, STORE_MEMBERS, key, klen)) != 0)
+        return rc;
+    return user_orgs_edit(s, t, email, slug, 0);
 }
 
 /* A plausible e-mail address: local@domain, printable, no spaces. */
@@ -209,13 +330,22 @@ static int email_valid(const char *e, size_t len)
     return 1;
 }
 
+int account_email_normalize(const char *e, size_t len, char *out, size_t cap)
+{
+    size_t i;
+
+    if (!email_valid(e, len) || len >= cap)
+        return -1;
+    for (i = 0; i < len; i++)
+        out[i] = (char)tolower((unsigned char)e[i]);
+    out[len] = '\0';
+    return 0;
+}
+
 static int login_body(struct json_object *body, char *email, size_t cap,
                       const char **name, struct am_error *err)
 {
     struct json_object *v;
-    const char *e;
-    size_t i, len;
-
     *name = NULL;
     error_set(err, AM_EVALIDATION, "Invalid login request");
     json_object_object_foreach(body, key, val) {
@@ -227,12 +357,9 @@ static int login_body(struct json_object *body, char *email, size_t cap,
         error_add_detail(err, "email", "required");
     else if (!json_object_is_type(v, json_type_string))
         error_add_detail(err, "email", "must be a string");
-    else if (!email_valid((e = json_object_get_string(v)), (len = (size_t)json_object_get_string_len(v))) ||
-             len >= cap)
+    else if (account_email_normalize(json_object_get_string(v),
+                                     (size_t)json_object_get_string_len(v), email, cap) != 0)
         error_add_detail(err, "email", "must be an e-mail address");
-    else
-        for (i = 0; i <= len; i++)
-            email[i] = (char)tolower((unsigned char)e[i]);
     if (json_object_object_get_ex(body, "name", &v)) {
         if (!json_object_is_type(v, json_type_string) || json_object_get_string_len(v) < 1 ||
             json_object_get_string_len(v) > 128)
@@ -371,6 +498,8 @@ int account_dev_login(struct app *app, struct json_object *body,
         c.name = email;
     if ((rc = store_transact(app->store, login_txn, &c)) != 0)
         return error_set(err, rc == AM_EDEADLOCK ? AM_EUNAVAILABLE : rc, "Storage unavailable");
+    if (c.accepted > 0)     /* a memo may hold "not a member" for these orgs */
+        auth_state_bump(app->auth);
     return issue_tokens(app, email, c.slug, NULL, NULL, out, err);
 }
 
@@ -504,7 +633,7 @@ int account_member_role(struct app *app, struct account_principal *who, const ch
 
 /* ---- organisations --------------------------------------------------------- */
 
-static struct json_object *org_view(struct app *app, const char *slug, const char *email)
+struct json_object *account_org_view(struct app *app, const char *slug, const char *email)
 {
     struct json_object *org, *o, *limits, *v;
     char when[32];
@@ -560,7 +689,7 @@ int account_org_list(struct app *app, const char *email, struct json_object **ou
                                : error_set(err, AM_EIO, "Storage unavailable");
     arr = json_object_new_array();
     for (i = 0; i < json_object_array_length(orgs); i++) {
-        struct json_object *o = org_view(app, json_object_get_string(
+        struct json_object *o = account_org_view(app, json_object_get_string(
                                                   json_object_array_get_idx(orgs, i)), email);
         if (o != NULL)
             json_object_array_add(arr, o);

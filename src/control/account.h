@@ -6,7 +6,9 @@
 #define AM_ACCOUNT_H
 
 #include <json-c/json.h>
+#include <stdint.h>
 #include "state/app.h"
+#include "state/store.h"
 #include "lib/error.h"
 
 enum account_role { ROLE_NONE = 0, ROLE_MEMBER, ROLE_ADMIN, ROLE_OWNER };
@@ -84,5 +86,39 @@ int account_org_me(struct app *app, const char *email, struct json_object **out,
                    struct am_error *err);
 int account_org_list(struct app *app, const char *email, struct json_object **out,
                      struct am_error *err);
+
+/* One org object as GET /orgs shows it, with email's role in it: a new
+ * object (caller puts), or NULL if there is no such org. */
+struct json_object *account_org_view(struct app *app, const char *slug, const char *email);
+
+/* "owner" -> ROLE_OWNER ...; ROLE_NONE for anything else (NULL too). */
+int account_role_from_name(const char *s);
+
+/* ROLE_MEMBER -> "member" ...; "none" for anything out of range. Static. */
+const char *account_role_name(int role);
+
+/* Check e (len bytes, not NUL-terminated) is a plausible e-mail address
+ * and write it lower-cased, NUL-terminated, into out (cap bytes).
+ * Returns 0, or -1 if it is not an address or does not fit. */
+int account_email_normalize(const char *e, size_t len, char *out, size_t cap);
+
+/* Inside a transaction t (members.c): */
+
+/* email's role in slug, read with flags (STORE_RMW locks the membership
+ * record): an enum account_role, or a negative AM_* code (AM_EDEADLOCK,
+ * AM_EIO). */
+int account_txn_role(struct store *s, struct store_txn *t, const char *slug,
+                     const char *email, int flags);
+
+/* Make the existing user email a member of slug with role (joined now):
+ * the membership record and the user's "orgs" list (invariant 1). Returns
+ * 0, AM_ENOENT (no such user), AM_EDEADLOCK or AM_EIO. */
+int account_txn_join(struct store *s, struct store_txn *t, const char *slug,
+                     const char *email, int role, int64_t now);
+
+/* Remove email's membership of slug and slug from the user's "orgs" list.
+ * Returns 0, AM_ENOENT (not a member), AM_EDEADLOCK or AM_EIO. */
+int account_txn_leave(struct store *s, struct store_txn *t, const char *slug,
+                      const char *email);
 
 #endif

@@ -29,6 +29,7 @@
 #include "control/agent.h"
 #include "control/apikey.h"
 #include "control/auth.h"
+#include "control/members.h"
 #include "control/provider_keys.h"
 #include "state/config.h"
 #include "runtime/memory.h"
@@ -617,6 +618,92 @@ static void route_providers_delete(struct route_ctx *c)
         c->resp->status = 204;
 }
 
+/* ---- organisation settings, members and invitations (members.c) --------------- */
+
+/* Percent-decode a path segment into out (cap bytes). Returns 0, or -1 if
+ * it does not fit, has a bad escape or decodes to a NUL. */
+static int segment_decode(const char *in, char *out, size_t cap)
+{
+    size_t n = 0;
+
+    for (; *in != '\0'; in++) {
+        int c = (unsigned char)*in;
+
+        if (c == '%') {
+            char hex[3] = { in[1], in[1] ? in[2] : '\0', '\0' };
+            char *end;
+
+            if (!isxdigit((unsigned char)hex[0]) || !isxdigit((unsigned char)hex[1]))
+                return -1;
+            c = (int)strtol(hex, &end, 16);
+            in += 2;
+            if (c == 0)
+                return -1;
+        }
+        if (n + 1 >= cap)
+            return -1;
+        out[n++] = (char)c;
+    }
+    out[n] = '\0';
+    return 0;
+}
+
+static void route_org_patch(struct route_ctx *c)
+{
+    struct json_object *body, *out;
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    if ((body = json_body(c)) == NULL)
+        return;
+    rc = members_org_update(c->app, c->slug, c->who.email, body, &out, &err);
+    json_object_put(body);
+    reply_with(c, rc, out, &err, 200);
+}
+
+static void route_members_list(struct route_ctx *c)
+{
+    struct json_object *out;
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    rc = members_list(c->app, c->slug, &out, &err);
+    reply_with(c, rc, out, &err, 200);
+}
+
+static void route_members_invite(struct route_ctx *c)
+{
+    struct json_object *body, *out;
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    if ((body = json_body(c)) == NULL)
+        return;
+    rc = members_invite(c->app, c->slug, c->who.email, body, &out, &err);
+    json_object_put(body);
+    reply_with(c, rc, out, &err, 201);
+}
+
+static void route_member_delete(struct route_ctx *c)
+{
+    char email[MEMBERS_EMAIL_MAX];
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    if (segment_decode(c->item, email, sizeof(email)) != 0) {
+        http_reply_errorf(c->resp, AM_EMEMBERNOTFOUND, "No member or invitation for that address");
+        return;
+    }
+    if ((rc = members_remove(c->app, c->slug, c->who.email, email, &err)) != 0)
+        reply_err(c, rc, &err);
+    else
+        c->resp->status = 204;
+}
+
 #define ORG "/api/v1/orgs/{slug}"
 #define AGENT ORG "/agents/{name}"
 
@@ -647,6 +734,10 @@ static const struct route routes[] = {
     { "POST", AGENT "/run", route_agent_run, MEMBER_OR_KEY(SCOPE_RUN) },
     { "POST", AGENT "/test", route_agent_test, MEMBER_OR_KEY(SCOPE_RUN) },
     { "GET", ORG "/usage", route_usage, MEMBER_OR_KEY(SCOPE_MANAGE) },
+    { "PATCH", ORG, route_org_patch, ADMIN_ONLY },
+    { "GET", ORG "/members", route_members_list, MEMBER_ONLY },
+    { "POST", ORG "/members/invite", route_members_invite, ADMIN_ONLY },
+    { "DELETE", ORG "/members/{email}", route_member_delete, ADMIN_ONLY },
     { "GET", ORG "/keys", route_keys_list, ADMIN_ONLY },
     { "POST", ORG "/keys", route_keys_create, ADMIN_ONLY },
     { "DELETE", ORG "/keys/{id}", route_key_delete, ADMIN_ONLY },
