@@ -44,13 +44,6 @@
 #define JSON_MAX_DEPTH 64
 #define PATH_SEGMENTS_MAX 12
 
-enum route_access {
-    ACCESS_PUBLIC = 0,  /* anyone, no credentials read */
-    ACCESS_USER,        /* a person's valid access token; API keys get 403 */
-    ACCESS_ORG,         /* a member of {slug} with the row's role, or an API
-                         * key of {slug} with the row's scope */
-};
-
 /* The scope column's "no API key, whatever its scopes". */
 #define KEY_NEVER SCOPE_NONE
 
@@ -845,50 +838,62 @@ static int authenticate(struct route_ctx *c)
     return 0;
 }
 
-/* May the authenticated caller c->who use route r on c->slug? Sets c->role
- * for a person. Replies (401 or 403) and returns -1 if not. */
+int routes_decide(int access, int least_role, int scope, const struct account_principal *who,
+                  int own_org, int role, const char **why)
+{
+    int need = scope == SCOPE_RUN ? (SCOPE_RUN | SCOPE_MANAGE) : scope;
+
+    *why = NULL;
+    if (access == ACCESS_PUBLIC)
+        return 0;
+    if (access == ACCESS_USER) {
+        if (who->kind == PRINCIPAL_USER)
+            return 0;
+        *why = "API keys cannot be used here; sign in";
+    } else if (who->kind == PRINCIPAL_KEY) {
+        if (!own_org)
+            *why = "This API key does not have access to this organization";
+        else if (scope == KEY_NEVER)
+            *why = "API keys cannot manage keys, providers, members or the organization; "
+                   "sign in as an owner or admin";
+        else if ((who->scopes & need) == 0)
+            *why = scope == SCOPE_MANAGE ? "This API key lacks the 'manage' scope"
+                                         : "This API key lacks the 'run' scope";
+        else
+            return 0;
+    } else if (role == ROLE_NONE) {
+        *why = "You do not have access to this organization";
+    } else if (role < least_role) {
+        *why = "Only an owner or an admin of this organization may do this";
+    } else {
+        return 0;
+    }
+    return AM_EFORBIDDEN;
+}
+
+/* Apply routes_decide to c->who on route r and c->slug; sets c->role for a
+ * person. Replies (401 or 403) and returns -1 if the caller may not. */
 static int authorize(struct route_ctx *c, const struct route *r)
 {
     const struct account_principal *who = &c->who;
+    const char *why;
+    int own_org = 0;
 
-    if (r->access == ACCESS_USER) {
-        if (who->kind == PRINCIPAL_USER)
-            return 0;
-        http_reply_errorf(c->resp, AM_EFORBIDDEN, "API keys cannot be used here; sign in");
-        return -1;
-    }
-    if (who->kind == PRINCIPAL_KEY) {
-        int need = r->scope == SCOPE_RUN ? (SCOPE_RUN | SCOPE_MANAGE) : r->scope;
-
-        if (!wizard_slug_valid(c->slug) || strcmp(who->org, c->slug) != 0)
-            http_reply_errorf(c->resp, AM_EFORBIDDEN,
-                              "This API key does not have access to this organization");
-        else if (r->scope == KEY_NEVER)
-            http_reply_errorf(c->resp, AM_EFORBIDDEN,
-                              "API keys cannot manage keys, providers, members or the "
-                              "organization; sign in as an owner or admin");
-        else if ((who->scopes & need) == 0)
-            http_reply_errorf(c->resp, AM_EFORBIDDEN, "This API key lacks the '%s' scope",
-                              r->scope == SCOPE_MANAGE ? "manage" : "run");
+    if (r->access == ACCESS_ORG && wizard_slug_valid(c->slug)) {
+        if (who->kind == PRINCIPAL_KEY)
+            own_org = strcmp(who->org, c->slug) == 0;
         else
-            return 0;
-        return -1;
+            c->role = account_member_role(c->app, &c->who, c->slug);
     }
-    if (!wizard_slug_valid(c->slug) ||
-        (c->role = account_member_role(c->app, &c->who, c->slug)) == ROLE_NONE) {
-        if (!account_user_exists(c->app, who->email))
-            http_reply_errorf(c->resp, AM_EUNAUTH, "Unknown user");
-        else
-            http_reply_errorf(c->resp, AM_EFORBIDDEN,
-                              "You do not have access to this organization");
-        return -1;
-    }
-    if (c->role < r->role) {
-        http_reply_errorf(c->resp, AM_EFORBIDDEN, "Only an owner or an admin of this "
-                          "organization may do this");
-        return -1;
-    }
-    return 0;
+    if (routes_decide(r->access, r->role, r->scope, who, own_org, c->role, &why) == 0)
+        return 0;
+    /* a token of a user deleted since it was issued: not a 403 */
+    if (r->access == ACCESS_ORG && who->kind == PRINCIPAL_USER && c->role == ROLE_NONE &&
+        !account_user_exists(c->app, who->email))
+        http_reply_errorf(c->resp, AM_EUNAUTH, "Unknown user");
+    else
+        http_reply_errorf(c->resp, AM_EFORBIDDEN, "%s", why);
+    return -1;
 }
 
 static void set_allow(struct http_response *resp, char *seg[], int n)

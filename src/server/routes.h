@@ -9,6 +9,25 @@
 #include <stdio.h>
 #include "state/app.h"
 #include "server/http.h"
+#include "control/account.h"
+
+/* Who may call a route: the access column of the route table. */
+enum route_access {
+    ACCESS_PUBLIC = 0,  /* anyone, no credentials read */
+    ACCESS_USER,        /* a person's valid access token; API keys get 403 */
+    ACCESS_ORG,         /* a member of {slug} with the row's least role, or an
+                         * API key of {slug} with the row's scope */
+};
+
+/* The access decision of one request, pure (the table's rule, SPEC section
+ * 3): may the authenticated principal who call a route of access kind
+ * `access` needing `least_role` (enum account_role) of a person or `scope`
+ * (enum account_scope; SCOPE_NONE: no key ever) of a key? own_org: the key
+ * belongs to the route's {slug}; role: the person's role there (ROLE_NONE
+ * if none). Returns 0, or AM_EFORBIDDEN with *why set to a static message
+ * for the client. */
+int routes_decide(int access, int least_role, int scope, const struct account_principal *who,
+                  int own_org, int role, const char **why);
 
 /* Print the route table to f, one route a line, tab-separated:
  *   METHOD  PATTERN  ACCESS  ROLE  KEY-SCOPE
