@@ -1,11 +1,74 @@
 /*
- * error.c - filling struct am_error. Never logs; see error.h.
+ * error.c - filling struct am_error, and the one table of what each code
+ * means to a client (its HTTP status and stable name). Never logs; see error.h.
  */
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include "lib/error.h"
 #include "lib/util.h"
+
+/* Each code's HTTP status and stable snake_case name: the one table. */
+static const struct {
+    int code;
+    int status;
+    const char *name;
+} error_table[] = {
+    { AM_EBADJSON, 400, "invalid_json" },
+    { AM_EBADREQ, 400, "bad_request" },
+    { AM_EUNAUTH, 401, "unauthorized" },
+    { AM_EFORBIDDEN, 403, "forbidden" },
+    { AM_ENOTFOUND, 404, "not_found" },
+    { AM_EAGENTNOTFOUND, 404, "agent_not_found" },
+    { AM_EMETHOD, 405, "method_not_allowed" },
+    { AM_EEXISTS, 409, "agent_exists" },
+    { AM_EPLANLIMIT, 409, "plan_limit_reached" },
+    { AM_EDEPLOYED, 409, "agent_deployed" },
+    { AM_EALREADYDEPLOYED, 409, "already_deployed" },
+    { AM_EALREADYPAUSED, 409, "already_paused" },
+    { AM_ETRANSITION, 409, "invalid_transition" },
+    { AM_ETOOLARGE, 413, "payload_too_large" },
+    { AM_EMEDIATYPE, 415, "unsupported_media_type" },
+    { AM_EVALIDATION, 422, "validation_error" },
+    { AM_EINVALIDCONFIG, 422, "invalid_config" },
+    { AM_EKEYMISSING, 422, "provider_key_missing" },
+    { AM_ENOTDEPLOYED, 400, "agent_not_deployed" },
+    { AM_EGUARDRAIL, 400, "guardrail_blocked" },
+    { AM_ECONFLICT, 409, "conflict" },
+    { AM_EKEYNOTFOUND, 404, "key_not_found" },
+    { AM_EMEMBERNOTFOUND, 404, "member_not_found" },
+    { AM_ECANCELLED, 499, "client_closed" },
+    { AM_ERATELIMIT, 429, "daily_limit_reached" },
+    { AM_ENOTIMPL, 501, "not_implemented" },
+    { AM_EPROVIDER, 502, "provider_error" },
+    { AM_ETIMEOUT, 504, "provider_timeout" },
+    { AM_EUNAVAILABLE, 503, "service_unavailable" },
+    { AM_EREGISTRYFULL, 503, "registry_full" },
+    { AM_EDEADLOCK, 503, "service_unavailable" },
+    { AM_EIO, 503, "storage_unavailable" },
+};
+
+static int error_index(int code)
+{
+    size_t i;
+
+    for (i = 0; i < sizeof(error_table) / sizeof(error_table[0]); i++)
+        if (error_table[i].code == code)
+            return (int)i;
+    return -1;
+}
+
+int error_status(int code)
+{
+    int i = error_index(code);
+    return i < 0 ? 500 : error_table[i].status;
+}
+
+const char *error_name(int code)
+{
+    int i = error_index(code);
+    return i < 0 ? "internal_error" : error_table[i].name;
+}
 
 void error_clear(struct am_error *err)
 {

@@ -48,7 +48,8 @@ enum am_err {
     AM_ECONFLICT = -32,       /* 409 conflict (a member already there, the last owner, ...) */
     AM_EKEYNOTFOUND = -33,    /* 404 key_not_found (an API key or a provider key) */
     AM_EMEMBERNOTFOUND = -34, /* 404 member_not_found */
-    AM_ERR_LAST = -35
+    AM_ECANCELLED = -35,      /* 499 client_closed: the client went away mid-run (never sent) */
+    AM_ERR_LAST = -36
 };
 
 #define AM_ERROR_MSG_MAX 256
@@ -65,6 +66,12 @@ struct am_error {
     int ndetails;                              /* used entries of details */
     struct am_error_detail details[AM_ERROR_DETAILS_MAX];
 };
+
+/* The HTTP status of code (500 if the code has none: a bug) and its stable
+ * snake_case name ("internal_error" if none). The one table; http.c sends
+ * them, the run log records the name. */
+int error_status(int code);
+const char *error_name(int code);
 
 /* Reset err to "no error". err may be NULL. */
 void error_clear(struct am_error *err);

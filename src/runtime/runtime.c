@@ -637,11 +637,6 @@ int runtime_execute(struct app *app, const struct runtime_request *req,
     memset(&r, 0, sizeof(r));
     util_random_hex(res->trace_id, sizeof(res->trace_id), 16);
     if (req->session_id != NULL) {
-        if (!memory_session_valid(req->session_id)) {
-            error_set(err, AM_EVALIDATION, "Invalid run request");
-            error_add_detail(err, "session_id", "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -");
-            return AM_EVALIDATION;
-        }
         util_strlcpy(res->session_id, req->session_id, sizeof(res->session_id));
     } else {
         char hex[33];
@@ -658,6 +653,9 @@ int runtime_execute(struct app *app, const struct runtime_request *req,
     r.org = req->org;
     r.agent = a;
     r.res = res;
+    if (req->admit != NULL && (rc = req->admit(req->admit_arg, err)) != 0)
+        goto out;
+    res->admitted = 1;
     if ((query = guard_input(a, req->query, err)) == NULL) {
         rc = err->code;
         goto out;
@@ -678,9 +676,13 @@ int runtime_execute(struct app *app, const struct runtime_request *req,
     if ((rc = orchestrate(&r, &answer, err)) != 0)
         goto out;
     answer = guard_output(a, answer, &res->blocked);
+    if (req->sink != NULL && req->sink->token(req->sink->arg, answer, strlen(answer)) != 0) {
+        rc = error_set(err, AM_ECANCELLED, "The client went away");
+        goto out;
+    }
     if (a->doc.memory_on && !disposable)
-        memory_append(app, key, mode, res->session_id, query, answer, a->doc.memory_strategy,
-                      a->doc.memory_limit);
+        res->memory_error = memory_append(app, key, mode, res->session_id, query, answer,
+                                          a->doc.memory_strategy, a->doc.memory_limit);
     res->answer = answer;
     answer = NULL;
     rc = 0;

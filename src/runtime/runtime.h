@@ -16,13 +16,29 @@ enum runtime_mode { RUNTIME_RUN = 0, RUNTIME_TEST = 1 };
 
 #define RUNTIME_QUERY_MAX (32 * 1024)
 
+/* Where the answer goes, piece by piece, as the model produces it: the
+ * same pipeline serves a buffered answer (no sink) and a stream. */
+struct runtime_sink {
+    /* The next n bytes of the answer (after the output guardrails), in
+     * order. Returns 0 to go on, non-zero to cancel the run (the client has
+     * gone): the provider call is abandoned and the run ends AM_ECANCELLED. */
+    int (*token)(void *arg, const char *text, size_t n);
+    void *arg;
+};
+
 struct runtime_request {
     const char *org;
     const char *name;
     const char *query;              /* 1 byte .. RUNTIME_QUERY_MAX */
-    const char *session_id;         /* NULL: generate one */
+    const char *session_id;         /* NULL: generate one; else memory_session_valid() */
     struct json_object *context;    /* NULL or an object; borrowed */
     int mode;                       /* enum runtime_mode */
+    const struct runtime_sink *sink;/* NULL: the answer is only in the result */
+    /* Called once, when the agent is resolved and before anything reaches a
+     * provider (the daily limit is taken here). A non-zero return, an AM_E*
+     * code with err filled, ends the run with it. NULL: always admitted. */
+    int (*admit)(void *arg, struct am_error *err);
+    void *admit_arg;
 };
 
 struct runtime_result {
@@ -34,6 +50,8 @@ struct runtime_result {
     char trace_id[40];
     int blocked;                    /* output guardrail replaced the answer */
     int provider_called;            /* a provider was reached (the run counts) */
+    int admitted;                   /* admit() accepted the run */
+    int memory_error;               /* AM_E* of a memory save that failed, 0 if none */
 };
 
 /* Set up the provider clients now rather than at the first model call
@@ -43,8 +61,10 @@ int runtime_init(void);
 
 /* Run the agent org/name, which must be in the registry. Fills *res (free
  * with runtime_result_free) even on provider errors (trace id, latency).
- * Errors: AM_ENOTDEPLOYED (not in the registry), AM_EGUARDRAIL,
- * AM_EPROVIDER, AM_ETIMEOUT, AM_EVALIDATION (bad session id). */
+ * Errors: AM_ENOTDEPLOYED (not in the registry), whatever admit returned,
+ * AM_EGUARDRAIL, AM_EPROVIDER, AM_ETIMEOUT, AM_ECANCELLED (the sink said
+ * stop). A memory save that fails does not fail the run: it is in
+ * res->memory_error. */
 int runtime_execute(struct app *app, const struct runtime_request *req,
                     struct runtime_result *res, struct am_error *err);
 

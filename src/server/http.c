@@ -31,66 +31,6 @@
 #include "server/http.h"
 #include "lib/util.h"
 
-static const struct {
-    int code;
-    int status;
-    const char *name;
-} http_errors[] = {
-    { AM_EBADJSON, 400, "invalid_json" },
-    { AM_EBADREQ, 400, "bad_request" },
-    { AM_EUNAUTH, 401, "unauthorized" },
-    { AM_EFORBIDDEN, 403, "forbidden" },
-    { AM_ENOTFOUND, 404, "not_found" },
-    { AM_EAGENTNOTFOUND, 404, "agent_not_found" },
-    { AM_EMETHOD, 405, "method_not_allowed" },
-    { AM_EEXISTS, 409, "agent_exists" },
-    { AM_EPLANLIMIT, 409, "plan_limit_reached" },
-    { AM_EDEPLOYED, 409, "agent_deployed" },
-    { AM_EALREADYDEPLOYED, 409, "already_deployed" },
-    { AM_EALREADYPAUSED, 409, "already_paused" },
-    { AM_ETRANSITION, 409, "invalid_transition" },
-    { AM_ETOOLARGE, 413, "payload_too_large" },
-    { AM_EMEDIATYPE, 415, "unsupported_media_type" },
-    { AM_EVALIDATION, 422, "validation_error" },
-    { AM_EINVALIDCONFIG, 422, "invalid_config" },
-    { AM_EKEYMISSING, 422, "provider_key_missing" },
-    { AM_ENOTDEPLOYED, 400, "agent_not_deployed" },
-    { AM_EGUARDRAIL, 400, "guardrail_blocked" },
-    { AM_ECONFLICT, 409, "conflict" },
-    { AM_EKEYNOTFOUND, 404, "key_not_found" },
-    { AM_EMEMBERNOTFOUND, 404, "member_not_found" },
-    { AM_ERATELIMIT, 429, "daily_limit_reached" },
-    { AM_ENOTIMPL, 501, "not_implemented" },
-    { AM_EPROVIDER, 502, "provider_error" },
-    { AM_ETIMEOUT, 504, "provider_timeout" },
-    { AM_EUNAVAILABLE, 503, "service_unavailable" },
-    { AM_EREGISTRYFULL, 503, "registry_full" },
-    { AM_EDEADLOCK, 503, "service_unavailable" },
-    { AM_EIO, 503, "storage_unavailable" },
-};
-
-static int http_error_index(int code)
-{
-    size_t i;
-
-    for (i = 0; i < sizeof(http_errors) / sizeof(http_errors[0]); i++)
-        if (http_errors[i].code == code)
-            return (int)i;
-    return -1;
-}
-
-int http_status_of(int code)
-{
-    int i = http_error_index(code);
-    return i < 0 ? 500 : http_errors[i].status;
-}
-
-const char *http_error_name(int code)
-{
-    int i = http_error_index(code);
-    return i < 0 ? "internal_error" : http_errors[i].name;
-}
-
 static const char *http_reason(int status)
 {
     switch (status) {
@@ -149,9 +89,9 @@ void http_reply_json(struct http_response *resp, int status, struct json_object 
 void http_reply_error(struct http_response *resp, const struct am_error *err)
 {
     struct json_object *o = json_object_new_object(), *details;
-    int status = http_status_of(err->code), i;
+    int status = error_status(err->code), i;
 
-    json_object_object_add(o, "error", json_object_new_string(http_error_name(err->code)));
+    json_object_object_add(o, "error", json_object_new_string(error_name(err->code)));
     json_object_object_add(o, "message",
                            json_object_new_string(err->message[0] ? err->message
                                                                   : http_reason(status)));

@@ -95,9 +95,6 @@ void http_reply_errorf(struct http_response *resp, int code, const char *fmt, ..
 /* Append one "Name: value" header line. */
 void http_add_header(struct http_response *resp, const char *name, const char *value);
 
-/* HTTP status and snake_case name for an AM_* code. */
-int http_status_of(int code);
-const char *http_error_name(int code);
 
 /* Free resp->body (the response struct itself is the caller's). */
 void http_response_free(struct http_response *resp);

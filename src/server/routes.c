@@ -15,10 +15,9 @@
  * memory do; health is agent_health); answer anything but the SPEC
  * envelope on an error.
  *
- * One exception, to be removed by a "run module": the run and test
- * handlers read the registry themselves (registry_contains, "is this agent
- * deployed?") before they take a quota claim. Nothing else here calls
- * registry_ or store_.
+ * An agent call's business (resolve, the daily limit, execute, settle) is
+ * run.c's; the run and test handlers only map HTTP to a run_call and the
+ * outcome back. Nothing here calls registry_ or store_.
  */
 #include <ctype.h>
 #include <stdio.h>
@@ -32,12 +31,9 @@
 #include "control/members.h"
 #include "control/provider_keys.h"
 #include "state/config.h"
-#include "runtime/memory.h"
-#include "state/registry.h"
 #include "server/routes.h"
-#include "runtime/runtime.h"
+#include "control/run.h"
 #include "control/usage.h"
-#include "lib/key.h"
 #include "lib/util.h"
 #include "control/wizard.h"
 
@@ -332,158 +328,54 @@ static void route_agent_yaml(struct route_ctx *c)
 
 /* ---- execution ------------------------------------------------------------------ */
 
-/* Check a run/test body; fills req. req's strings and context are borrowed
- * from body, so body must outlive req. Returns 0 or replies 422 and
- * returns -1. */
-static int execution_body(struct route_ctx *c, struct json_object *body,
-                          struct runtime_request *req)
-{
-    struct am_error err;
-    struct json_object *v;
-
-    error_clear(&err);
-    error_set(&err, AM_EVALIDATION, "Invalid run request");
-    json_object_object_foreach(body, key, val) {
-        (void)val;
-        if (strcmp(key, "query") != 0 && strcmp(key, "session_id") != 0 &&
-            strcmp(key, "context") != 0)
-            error_add_detail(&err, key, "unknown field");
-    }
-    if (!json_object_object_get_ex(body, "query", &v))
-        error_add_detail(&err, "query", "required");
-    else if (!json_object_is_type(v, json_type_string))
-        error_add_detail(&err, "query", "must be a string");
-    else if (json_object_get_string_len(v) < 1 ||
-             json_object_get_string_len(v) > RUNTIME_QUERY_MAX)
-        error_add_detail(&err, "query", "must be between 1 and 32768 bytes");
-    else if (strlen(json_object_get_string(v)) != (size_t)json_object_get_string_len(v))
-        error_add_detail(&err, "query", "must not contain NUL characters");
-    else
-        req->query = json_object_get_string(v);
-    if (json_object_object_get_ex(body, "session_id", &v) && !json_object_is_type(v, json_type_null)) {
-        if (!json_object_is_type(v, json_type_string) || !memory_session_valid(json_object_get_string(v)))
-            error_add_detail(&err, "session_id",
-                             "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -");
-        else
-            req->session_id = json_object_get_string(v);
-    }
-    if (json_object_object_get_ex(body, "context", &v) && !json_object_is_type(v, json_type_null)) {
-        if (!json_object_is_type(v, json_type_object))
-            error_add_detail(&err, "context", "must be an object");
-        else
-            req->context = v;
-    }
-    if (err.ndetails > 0) {
-        http_reply_error(c->resp, &err);
-        return -1;
-    }
-    return 0;
-}
-
-static void rate_headers(struct route_ctx *c, int remaining)
+static void rate_headers(struct route_ctx *c, const struct run_outcome *o)
 {
     char buf[32];
 
-    snprintf(buf, sizeof(buf), "%d", c->app->cfg->requests_per_day);
+    snprintf(buf, sizeof(buf), "%d", o->limit);
     http_add_header(c->resp, "X-RateLimit-Limit", buf);
-    snprintf(buf, sizeof(buf), "%d", remaining < 0 ? 0 : remaining);
+    snprintf(buf, sizeof(buf), "%d", o->remaining < 0 ? 0 : o->remaining);
     http_add_header(c->resp, "X-RateLimit-Remaining", buf);
-    snprintf(buf, sizeof(buf), "%lld", (long long)usage_next_reset());
+    snprintf(buf, sizeof(buf), "%lld", (long long)o->reset);
     http_add_header(c->resp, "X-RateLimit-Reset", buf);
 }
 
-/* 400 agent_not_deployed naming the state, or 404. */
-static void reply_not_deployed(struct route_ctx *c)
-{
-    int st = agent_status(c->app, c->slug, c->name);
-
-    if (st == AM_EAGENTNOTFOUND)
-        http_reply_errorf(c->resp, AM_EAGENTNOTFOUND, "Agent '%s' not found", c->name);
-    else if (st < 0)
-        http_reply_errorf(c->resp, AM_EUNAVAILABLE, "Storage unavailable, retry");
-    else
-        http_reply_errorf(c->resp, AM_ENOTDEPLOYED, "Agent '%s' is in %s state. Deploy it first.",
-                          c->name, agent_status_name(st));
-}
-
+/* POST run or test: the body to a run_call, run.c's outcome to HTTP. */
 static void route_agent_execute(struct route_ctx *c, int mode)
 {
-    struct runtime_request req;
-    struct runtime_result res;
+    struct run_call call = { .org = c->slug, .name = c->name, .mode = mode };
+    struct run_outcome out;
     struct json_object *body, *o;
     struct am_error err;
-    char key[REGISTRY_KEY_MAX];
-    int limit = c->app->cfg->requests_per_day, remaining, rc;
-    struct usage_claim claim = { 0, -1 };
-    const char *agent = c->name;
+    int rc;
 
-    memset(&req, 0, sizeof(req));
-    memset(&res, 0, sizeof(res));
+    memset(&out, 0, sizeof(out));
     error_clear(&err);
-    if ((body = json_body(c)) == NULL || execution_body(c, body, &req) != 0) {
-        rate_headers(c, usage_remaining(c->app, c->slug, limit));
+    if ((body = json_body(c)) == NULL || (rc = run_parse_body(body, &call, &err)) != 0) {
+        run_limits(c->app, c->slug, &out);
+        rate_headers(c, &out);
+        if (body != NULL)
+            http_reply_error(c->resp, &err);
         goto out;
     }
-    req.org = c->slug;
-    req.name = c->name;
-    req.mode = mode;
-    (void)key_agent_id(key, sizeof(key), c->slug, c->name);
-    if (!wizard_name_valid(c->name) || !registry_contains(c->app->reg, key, NULL)) {
-        rate_headers(c, usage_remaining(c->app, c->slug, limit));
-        reply_not_deployed(c);
-        goto out;
-    }
-    if (mode == RUNTIME_RUN) {
-        if ((rc = usage_acquire(c->app, c->slug, limit, &claim, &remaining, &err)) != 0) {
-            rate_headers(c, 0);
-            reply_err(c, rc, &err);
-            goto out;
-        }
-    } else {
-        remaining = usage_remaining(c->app, c->slug, limit);
-    }
-    rc = runtime_execute(c->app, &req, &res, &err);
-    {
-        struct usage_run ur = {
-            .trace_id = res.trace_id, .org = c->slug, .agent = agent,
-            .mode = mode == RUNTIME_RUN ? "run" : "test", .model = res.model,
-            .outcome = rc == 0 ? (res.blocked ? "blocked_output" : "ok") : http_error_name(rc),
-            .claim = mode == RUNTIME_RUN ? &claim : NULL,
-            /* blocked before any provider: the run does not count */
-            .refund = mode == RUNTIME_RUN && !res.provider_called,
-            .tokens = res.tokens_used, .latency_ms = res.latency_ms,
-        };
-        /* The provider has answered: the client gets the answer even if
-         * its record could not be written, and the operator a log line. */
-        int settled = usage_settle(c->app, &ur);
-
-        if (settled != 0)
-            log_error("run %s of %s/%s: its usage and run log line were not written (%s)",
-                      res.trace_id, c->slug, agent, http_error_name(settled));
-        if (ur.refund)
-            remaining++;
-    }
-    rate_headers(c, remaining);
-    if (rc == AM_ENOTDEPLOYED) {
-        reply_not_deployed(c);
-        goto out;
-    }
+    rc = run_agent(c->app, &call, &out, &err);
+    rate_headers(c, &out);
     if (rc != 0) {
         reply_err(c, rc, &err);
         goto out;
     }
     o = json_object_new_object();
-    json_object_object_add(o, "answer", json_object_new_string(res.answer));
-    json_object_object_add(o, "session_id", json_object_new_string(res.session_id));
-    json_object_object_add(o, "tokens_used", json_object_new_int(res.tokens_used));
-    json_object_object_add(o, "model", json_object_new_string(res.model));
-    json_object_object_add(o, "latency_ms", json_object_new_int64(res.latency_ms));
-    json_object_object_add(o, "trace_id", json_object_new_string(res.trace_id));
-    if (res.blocked)
+    json_object_object_add(o, "answer", json_object_new_string(out.res.answer));
+    json_object_object_add(o, "session_id", json_object_new_string(out.res.session_id));
+    json_object_object_add(o, "tokens_used", json_object_new_int(out.res.tokens_used));
+    json_object_object_add(o, "model", json_object_new_string(out.res.model));
+    json_object_object_add(o, "latency_ms", json_object_new_int64(out.res.latency_ms));
+    json_object_object_add(o, "trace_id", json_object_new_string(out.res.trace_id));
+    if (out.res.blocked)
         json_object_object_add(o, "blocked", json_object_new_boolean(1));
     http_reply_json(c->resp, 200, o);
 out:
-    runtime_result_free(&res);
+    run_outcome_free(&out);
     json_object_put(body);
 }
 

@@ -236,6 +236,7 @@ static const struct {
     { AM_ECONFLICT, 409, "conflict" },
     { AM_EKEYNOTFOUND, 404, "key_not_found" },
     { AM_EMEMBERNOTFOUND, 404, "member_not_found" },
+    { AM_ECANCELLED, 499, "client_closed" },
     /* never client input: a bug, so 500 */
     { AM_EINTERNAL, 500, "internal_error" },
     { AM_ECONFIG, 500, "internal_error" },
@@ -246,8 +247,8 @@ static const struct {
 
 START_TEST(each_error_has_one_status_and_one_name)
 {
-    ck_assert_int_eq(http_status_of(error_cases[_i].code), error_cases[_i].status);
-    ck_assert_str_eq(http_error_name(error_cases[_i].code), error_cases[_i].name);
+    ck_assert_int_eq(error_status(error_cases[_i].code), error_cases[_i].status);
+    ck_assert_str_eq(error_name(error_cases[_i].code), error_cases[_i].name);
 }
 END_TEST
 
