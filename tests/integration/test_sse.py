@@ -414,6 +414,26 @@ class SseMixin:
                                        "provider_error")
         self.assertIn("x-ratelimit-remaining", headers)
 
+    def test_a_provider_cut_off_is_an_envelope_before_any_token_or_an_error_event_after(self):
+        """The fake ends its answer halfway. A provider client that reads
+        whole answers fails before any token: 502 envelope. One that
+        streams has passed tokens on already: 200, tokens, then an error
+        event (and nothing after it)."""
+        self.agent("cut", model="openai/cut-%d" % os.getpid())
+        self.fake.control(mode="truncated", reply="one two three four five six seven eight")
+        status, headers, got, _ = self.stream("cut", {"query": "x"})
+        if status != 200:
+            assert_error(self, (status, headers, got), 502, "provider_error")
+            return
+        names = [e[0] for e in got]
+        self.assertEqual(names, ["token"] * (len(got) - 1) + ["error"], names)
+        self.assertGreater(len(got), 1, got)
+        err = got[-1][1]
+        self.assertEqual(set(err), {"type", "error", "message"}, err)
+        self.assertEqual(err["type"], "error")
+        self.assertIn(err["error"], ("provider_error", "provider_timeout"), err)
+        self.assertTrue(err["message"], err)
+
     def test_over_the_daily_limit_is_a_429_envelope(self):
         self.agent("lim")
         for i in range(self.LIMIT):
