@@ -6,7 +6,8 @@
  * outlives a request. The only file that includes fcgiapp.h.
  *
  * Must never: let a handler's failure reach the client as anything but the
- * SPEC envelope; read a body larger than HTTP_BODY_MAX into memory.
+ * SPEC envelope; read a body larger than HTTP_BODY_MAX into memory; hold
+ * back an event of a streamed answer (each is flushed as it is written).
  *
  * Shutdown: the listening socket is non-blocking (the supervisor sets it),
  * so each thread waits in its own epoll set on both the socket (added
@@ -20,7 +21,9 @@
  * simply another turn of the loop.
  */
 #include <fcgiapp.h>
+#include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -28,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include "server/http.h"
 #include "lib/util.h"
 
@@ -182,7 +186,170 @@ char *http_request_from_params(struct http_request *req, char **envp)
     req->authorization = FCGX_GetParam("HTTP_AUTHORIZATION", envp);
     req->api_key = FCGX_GetParam("HTTP_X_API_KEY", envp);
     req->content_type = FCGX_GetParam("CONTENT_TYPE", envp);
+    req->accept = FCGX_GetParam("HTTP_ACCEPT", envp);
     return path;
+}
+
+/* ---- Accept -------------------------------------------------------------- */
+
+static const char *skip_ows(const char *p)
+{
+    while (*p == ' ' || *p == '\t')
+        p++;
+    return p;
+}
+
+/* The end of the RFC 9110 token starting at p (p itself if none). */
+static const char *token_end(const char *p)
+{
+    while (*p != '\0' && (isalnum((unsigned char)*p) || strchr("!#$%&'*+-.^_`|~", *p) != NULL))
+        p++;
+    return p;
+}
+
+/* p at an opening '"': the end of the quoted string (after the closing
+ * quote, or at the NUL of an unterminated one). */
+static const char *quoted_end(const char *p)
+{
+    for (p++; *p != '\0' && *p != '"'; p++)
+        if (*p == '\\' && p[1] != '\0')
+            p++;
+    return *p == '"' ? p + 1 : p;
+}
+
+/* Is the qvalue [v, end) zero ("0", "0.", "0.000")? */
+static int qvalue_zero(const char *v, const char *end)
+{
+    if (v == end || *v++ != '0')
+        return 0;
+    if (v < end && *v == '.')
+        v++;
+    while (v < end && *v == '0')
+        v++;
+    return v == end;
+}
+
+/* Parse the parameters after a media range (p just past type/subtype);
+ * sets *refused on q=0. Returns where they end. */
+static const char *accept_params(const char *p, int *refused)
+{
+    const char *name, *v, *vend;
+
+    *refused = 0;
+    for (;;) {
+        p = skip_ows(p);
+        if (*p != ';')
+            return p;
+        name = p = skip_ows(p + 1);
+        p = token_end(p);
+        if (*p != '=')
+            continue;
+        v = ++p;
+        p = *p == '"' ? quoted_end(p) : token_end(p);
+        vend = p;
+        if (name + 1 == v - 1 && (*name == 'q' || *name == 'Q') && qvalue_zero(v, vend))
+            *refused = 1;
+    }
+}
+
+int http_accepts(const char *accept, const char *type)
+{
+    const char *p = accept, *start;
+    size_t tlen = strlen(type);
+    int refused, match;
+
+    if (p == NULL)
+        return 0;
+    while (*p != '\0') {
+        start = p = skip_ows(p);
+        p = token_end(p);
+        if (*p == '/')
+            p = token_end(p + 1);
+        match = (size_t)(p - start) == tlen && strncasecmp(start, type, tlen) == 0;
+        p = accept_params(p, &refused);
+        if (match && !refused)
+            return 1;
+        while (*p != '\0' && *p != ',')       /* whatever is left of this range */
+            p = *p == '"' ? quoted_end(p) : p + 1;
+        if (*p == ',')
+            p++;
+    }
+    return 0;
+}
+
+/* ---- Server-Sent Events -------------------------------------------------- */
+
+struct http_stream {
+    FCGX_Stream *out;           /* the request's FastCGI stdout */
+    int started;                /* the head is written: resp is not */
+    int failed;                 /* a write failed: the peer is gone */
+};
+
+char *http_sse_format(const char *event, struct json_object *data, size_t *len)
+{
+    size_t jlen, n;
+    const char *js = json_object_to_json_string_length(
+        data, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &jlen);
+    char *out;
+
+    n = strlen("event: \ndata: \n\n") + strlen(event) + jlen;
+    out = xmalloc(n + 1);
+    snprintf(out, n + 1, "event: %s\ndata: %s\n\n", event, js);
+    *len = n;
+    return out;
+}
+
+/* Write and flush; once a write fails, every later one fails too. */
+static int stream_put(struct http_stream *s, const char *data, size_t len)
+{
+    if (s->failed)
+        return AM_ECANCELLED;
+    if (len > INT_MAX || FCGX_PutStr(data, (int)len, s->out) != (int)len ||
+        FCGX_FFlush(s->out) != 0 || FCGX_GetError(s->out) != 0) {
+        s->failed = 1;
+        return AM_ECANCELLED;
+    }
+    return 0;
+}
+
+int http_stream_start(struct http_stream *s, struct http_response *resp)
+{
+    char head[1024];
+    int n;
+
+    if (s == NULL || s->started)
+        return AM_EINTERNAL;
+    s->started = 1;
+    resp->status = 200;
+    /* X-Accel-Buffering: the same request to an nginx, should one stand
+     * in front of the front server. */
+    n = snprintf(head, sizeof(head), "Status: 200 OK\r\n"
+                 "Content-Type: text/event-stream; charset=utf-8\r\n"
+                 "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n%s\r\n", resp->headers);
+    if (n < 0 || (size_t)n >= sizeof(head))
+        return AM_EINTERNAL;
+    return stream_put(s, head, (size_t)n);
+}
+
+int http_stream_started(const struct http_stream *s)
+{
+    return s != NULL && s->started;
+}
+
+int http_stream_event(struct http_stream *s, const char *event, struct json_object *data)
+{
+    char *text;
+    size_t len;
+    int rc;
+
+    if (s == NULL || !s->started)
+        return AM_EINTERNAL;
+    if (s->failed)
+        return AM_ECANCELLED;
+    text = http_sse_format(event, data, &len);
+    rc = stream_put(s, text, len);
+    free(text);
+    return rc;
 }
 
 static void write_response(FCGX_Request *fr, const struct http_response *resp)
@@ -201,11 +368,13 @@ static void serve_one(FCGX_Request *fr, http_handler handler, void *app)
 {
     struct http_request req;
     struct http_response resp;
+    struct http_stream stream = { fr->out, 0, 0 };
     char *path, *body;
 
     memset(&req, 0, sizeof(req));
     memset(&resp, 0, sizeof(resp));
     path = http_request_from_params(&req, fr->envp);
+    req.stream = &stream;
     body = http_read_body(FCGX_GetParam("CONTENT_LENGTH", fr->envp), fcgx_read, fr->in,
                           &req.body_len, &req.body_too_large);
     req.body = body;
@@ -213,7 +382,8 @@ static void serve_one(FCGX_Request *fr, http_handler handler, void *app)
     handler(app, &req, &resp);
     if (resp.status == 0)
         http_reply_errorf(&resp, AM_EINTERNAL, "No response");
-    write_response(fr, &resp);
+    if (!stream.started)        /* a stream has answered already */
+        write_response(fr, &resp);
     http_response_free(&resp);
     free(body);
     free(path);

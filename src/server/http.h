@@ -8,6 +8,11 @@
  * struct http_response back. It also owns the one table that maps every
  * AM_* error code to an HTTP status and a stable snake_case name, so that
  * no error can leave as anything but the SPEC envelope.
+ *
+ * A handler may instead stream its answer as Server-Sent Events
+ * (http_stream_start, then http_stream_event per event, each flushed to the
+ * front server at once); the request's struct http_response is then not
+ * written.
  */
 #ifndef AM_HTTP_H
 #define AM_HTTP_H
@@ -19,6 +24,10 @@
 
 #define HTTP_BODY_MAX (1024 * 1024)   /* bodies over 1 MiB: 413 */
 
+/* A streamed answer (text/event-stream) of one request: opaque, owned by
+ * http.c for the length of the request. */
+struct http_stream;
+
 struct http_request {
     const char *method;         /* "GET", "POST", ... */
     const char *path;           /* URI path, without the query */
@@ -26,6 +35,8 @@ struct http_request {
     const char *authorization;  /* Authorization header or NULL */
     const char *api_key;        /* X-API-Key header or NULL */
     const char *content_type;   /* Content-Type or NULL */
+    const char *accept;         /* Accept header or NULL */
+    struct http_stream *stream; /* where to stream an answer; NULL: cannot (tests) */
     const char *body;           /* NUL-terminated body ("" if none) */
     size_t body_len;            /* bytes of body */
     int body_too_large;         /* the body was over HTTP_BODY_MAX and not read */
@@ -49,7 +60,7 @@ typedef int (*http_read_fn)(void *arg, char *buf, int n);
 /* The parsing half of serving a request, apart from FastCGI's I/O so it
  * can be tested. Fill req's method ("GET" if absent), path and query (split
  * at the first '?'; query "" if none; path "/" if there is no REQUEST_URI)
- * and the Authorization, X-API-Key and Content-Type headers (NULL if
+ * and the Authorization, X-API-Key, Content-Type and Accept headers (NULL if
  * absent) from envp, FastCGI's NULL-terminated "NAME=value" array. The
  * header and method pointers are borrowed from envp; path and query point
  * into the returned malloc'd copy of the URI, which the caller frees once
@@ -95,6 +106,36 @@ void http_reply_errorf(struct http_response *resp, int code, const char *fmt, ..
 /* Append one "Name: value" header line. */
 void http_add_header(struct http_response *resp, const char *name, const char *value);
 
+/* Does the Accept header value name media type (such as
+ * "text/event-stream") as acceptable? Each comma-separated media range is
+ * compared case-insensitively on type/subtype, parameters allowed (quoted
+ * strings may hold commas); a range with q=0 is a refusal. Wildcard ranges
+ * (any type, any text type) do not count: a client gets a stream only when
+ * it names it. Returns 1 or 0; 0 for a NULL header. */
+int http_accepts(const char *accept, const char *type);
+
+/* One Server-Sent Event: "event: <event>\ndata: <data as JSON>\n\n". The
+ * JSON is on one line (strings escape CR and LF), so the data line can
+ * never be cut by the text it carries. Returns a malloc'd string (caller
+ * frees) of *len bytes. event must be a plain word. */
+char *http_sse_format(const char *event, struct json_object *data, size_t *len);
+
+/* Start s as the answer to its request: status 200, Content-Type
+ * text/event-stream; charset=utf-8, Cache-Control: no-cache, resp's extra
+ * headers (add them first), written and flushed at once; resp->status is
+ * set to 200 and resp is not written again. Returns 0, AM_ECANCELLED if
+ * the front server or the client is gone (s stays unusable), or
+ * AM_EINTERNAL if s is NULL or already started. */
+int http_stream_start(struct http_stream *s, struct http_response *resp);
+
+/* Is s started (and no longer an ordinary answer)? 0 for NULL. */
+int http_stream_started(const struct http_stream *s);
+
+/* Write one event (http_sse_format) on a started s and flush it to the
+ * front server. Returns 0, or AM_ECANCELLED once a write has failed (the
+ * client or the front server went away; every later call fails the same
+ * way without writing). data is borrowed. */
+int http_stream_event(struct http_stream *s, const char *event, struct json_object *data);
 
 /* Free resp->body (the response struct itself is the caller's). */
 void http_response_free(struct http_response *resp);

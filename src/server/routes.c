@@ -20,6 +20,7 @@
  * outcome back. Nothing here calls registry_ or store_.
  */
 #include <ctype.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -340,14 +341,111 @@ static void rate_headers(struct route_ctx *c, const struct run_outcome *o)
     http_add_header(c->resp, "X-RateLimit-Reset", buf);
 }
 
-/* POST run or test: the body to a run_call, run.c's outcome to HTTP. */
+/* The fields of a run's answer, added to o: the JSON answer and the
+ * stream's done event carry the same ones. */
+static void answer_fields(struct json_object *o, const struct run_outcome *out)
+{
+    json_object_object_add(o, "answer", json_object_new_string(out->res.answer));
+    json_object_object_add(o, "session_id", json_object_new_string(out->res.session_id));
+    json_object_object_add(o, "tokens_used", json_object_new_int(out->res.tokens_used));
+    json_object_object_add(o, "model", json_object_new_string(out->res.model));
+    json_object_object_add(o, "latency_ms", json_object_new_int64(out->res.latency_ms));
+    json_object_object_add(o, "trace_id", json_object_new_string(out->res.trace_id));
+    if (out->res.blocked)
+        json_object_object_add(o, "blocked", json_object_new_boolean(1));
+}
+
+/* Server-Sent Events for run and test (Accept: text/event-stream). The
+ * stream starts with the first piece of the answer, so anything refused
+ * before it (validation, not deployed, the daily limit, a provider that
+ * failed before answering) keeps its HTTP status and JSON envelope; after
+ * it, an error is an error event. The runtime may call the sink once with
+ * the whole answer or once per token: either is a series of token events
+ * whose contents, joined, are the done event's answer. */
+struct sse_run {
+    struct route_ctx *c;
+    const struct run_outcome *out;     /* its limit, remaining and reset: the headers */
+};
+
+/* An event {"type":event, ...fields of o} on the stream; takes o. */
+static int sse_send(struct route_ctx *c, const char *event, struct json_object *o)
+{
+    struct json_object *e = json_object_new_object();
+    int rc;
+
+    json_object_object_add(e, "type", json_object_new_string(event));
+    json_object_object_foreach(o, k, v)
+        json_object_object_add(e, k, json_object_get(v));
+    json_object_put(o);
+    rc = http_stream_event(c->req->stream, event, e);
+    json_object_put(e);
+    return rc;
+}
+
+static int sse_begin(struct route_ctx *c, const struct run_outcome *out)
+{
+    if (http_stream_started(c->req->stream))
+        return 0;
+    rate_headers(c, out);
+    return http_stream_start(c->req->stream, c->resp);
+}
+
+/* runtime_sink.token: one token event. Non-zero (the client is gone)
+ * cancels the run. */
+static int sse_token(void *arg, const char *text, size_t n)
+{
+    struct sse_run *s = arg;
+    struct json_object *o;
+
+    if (n == 0)
+        return 0;
+    if (n > INT_MAX || sse_begin(s->c, s->out) != 0)
+        return 1;
+    o = json_object_new_object();
+    json_object_object_add(o, "content", json_object_new_string_len(text, (int)n));
+    return sse_send(s->c, "token", o) != 0;
+}
+
+/* The end of a streamed run: done, or the error (as an event once the
+ * stream has started, else as an ordinary answer). */
+static void sse_finish(struct route_ctx *c, int rc, const struct run_outcome *out,
+                       struct am_error *err)
+{
+    struct json_object *o;
+
+    if (rc == AM_ECANCELLED)        /* nobody is listening any more */
+        return;
+    if (rc != 0 && !http_stream_started(c->req->stream)) {
+        rate_headers(c, out);
+        reply_err(c, rc, err);
+        return;
+    }
+    if (sse_begin(c, out) != 0)
+        return;
+    o = json_object_new_object();
+    if (rc == 0) {
+        answer_fields(o, out);
+        (void)sse_send(c, "done", o);
+        return;
+    }
+    if (err->code == AM_OK)
+        error_set(err, rc, "Request failed");
+    json_object_object_add(o, "error", json_object_new_string(error_name(err->code)));
+    json_object_object_add(o, "message", json_object_new_string(err->message));
+    (void)sse_send(c, "error", o);
+}
+
+/* POST run or test: the body to a run_call, run.c's outcome to HTTP: a
+ * JSON answer, or events when the client asks for text/event-stream. */
 static void route_agent_execute(struct route_ctx *c, int mode)
 {
     struct run_call call = { .org = c->slug, .name = c->name, .mode = mode };
     struct run_outcome out;
+    struct sse_run sse = { c, &out };
+    struct runtime_sink sink = { sse_token, &sse };
     struct json_object *body, *o;
     struct am_error err;
-    int rc;
+    int rc, stream = c->req->stream != NULL && http_accepts(c->req->accept, "text/event-stream");
 
     memset(&out, 0, sizeof(out));
     error_clear(&err);
@@ -358,21 +456,20 @@ static void route_agent_execute(struct route_ctx *c, int mode)
             http_reply_error(c->resp, &err);
         goto out;
     }
+    if (stream)
+        call.sink = &sink;
     rc = run_agent(c->app, &call, &out, &err);
+    if (stream) {
+        sse_finish(c, rc, &out, &err);
+        goto out;
+    }
     rate_headers(c, &out);
     if (rc != 0) {
         reply_err(c, rc, &err);
         goto out;
     }
     o = json_object_new_object();
-    json_object_object_add(o, "answer", json_object_new_string(out.res.answer));
-    json_object_object_add(o, "session_id", json_object_new_string(out.res.session_id));
-    json_object_object_add(o, "tokens_used", json_object_new_int(out.res.tokens_used));
-    json_object_object_add(o, "model", json_object_new_string(out.res.model));
-    json_object_object_add(o, "latency_ms", json_object_new_int64(out.res.latency_ms));
-    json_object_object_add(o, "trace_id", json_object_new_string(out.res.trace_id));
-    if (out.res.blocked)
-        json_object_object_add(o, "blocked", json_object_new_boolean(1));
+    answer_fields(o, &out);
     http_reply_json(c->resp, 200, o);
 out:
     run_outcome_free(&out);

@@ -3,7 +3,8 @@
  * parsing from a FastCGI parameter array (method, path/query split, header
  * lookup), body reading through an in-memory reader (Content-Length, the
  * 1 MiB limit, bodies without a length as a chunked request sends them,
- * short reads, NULs), and the one error table with its SPEC envelope.
+ * short reads, NULs), the one error table with its SPEC envelope, the
+ * Accept header's parsing and the formatting of a Server-Sent Event.
  * Table-driven throughout.
  */
 #include <check.h>
@@ -57,7 +58,7 @@ START_TEST(headers_are_found_by_their_exact_names)
         "REQUEST_METHOD=POST", "REQUEST_URI=/x",
         "HTTP_AUTHORIZATIONX=wrong", "HTTP_AUTHORIZATION=Bearer abc=def",
         "HTTP_X_API_KEY=key-1", "CONTENT_TYPE=application/json; charset=utf-8",
-        "CONTENT_LENGTH=12", NULL,
+        "CONTENT_LENGTH=12", "HTTP_ACCEPT=text/event-stream", NULL,
     };
     struct http_request req;
     char *path;
@@ -68,6 +69,7 @@ START_TEST(headers_are_found_by_their_exact_names)
     ck_assert_str_eq(req.authorization, "Bearer abc=def");
     ck_assert_str_eq(req.api_key, "key-1");
     ck_assert_str_eq(req.content_type, "application/json; charset=utf-8");
+    ck_assert_str_eq(req.accept, "text/event-stream");
     ck_assert_ptr_null(req.body);                  /* the body is read separately */
     free(path);
 }
@@ -329,12 +331,106 @@ END_TEST
 
 /* ---- runner ----------------------------------------------------------------- */
 
+/* ---- Accept and Server-Sent Events ------------------------------------------ */
+
+static const struct {
+    const char *accept;     /* NULL = no header */
+    int streams;            /* http_accepts(accept, "text/event-stream") */
+} accept_cases[] = {
+    { "text/event-stream", 1 },
+    { "TEXT/Event-Stream", 1 },
+    { "text/event-stream;charset=utf-8", 1 },
+    { "text/event-stream ; q=0.5", 1 },
+    { "application/json, text/event-stream", 1 },
+    { "application/json,text/event-stream;q=1", 1 },
+    { "  ,, text/event-stream", 1 },
+    { "text/html;level=\"a,b;q=0\", text/event-stream", 1 },
+    { "text/event-stream;q=0.001", 1 },
+    { "text/event-stream;Q=1.0", 1 },
+    { "text/event-stream;q=0", 0 },
+    { "text/event-stream;q=0.", 0 },
+    { "text/event-stream; q=0.000", 0 },
+    { "text/event-stream;Q=0, application/json", 0 },
+    { "text/event-stream;q=0, text/event-stream", 1 },   /* listed again, acceptable */
+    { "text/html;x=\"text/event-stream\"", 0 },           /* only inside a quoted value */
+    { "text/html;x=\"a,text/event-stream\"", 0 },         /* a comma inside quotes */
+    { "text/html;x=\"a\\\",text/event-stream\"", 0 },     /* an escaped quote inside */
+    { "text/event-streams", 0 },
+    { "text/event", 0 },
+    { "xtext/event-stream", 0 },
+    { "text/event-stream-x", 0 },
+    { "*/*", 0 },
+    { "text/*", 0 },
+    { "application/json", 0 },
+    { "", 0 },
+    { ";;;,,,\"", 0 },
+    { "text/html;x=\"unterminated, text/event-stream", 0 },
+    { NULL, 0 },
+};
+
+START_TEST(accept_names_event_stream_among_ranges_with_parameters)
+{
+    ck_assert_msg(http_accepts(accept_cases[_i].accept, "text/event-stream") ==
+                  accept_cases[_i].streams, "Accept: %s", accept_cases[_i].accept
+                  ? accept_cases[_i].accept : "(none)");
+}
+END_TEST
+
+static const char *const sse_texts[] = {
+    "plain", "", "two\nlines", "cr\ronly", "crlf\r\nend", "\n\n\n", "event: x\ndata: y\n\n",
+    "quote \" back\\slash / slash", "caf\xc3\xa9 \xe2\x80\xa8 sep", "tab\tand\x01control",
+};
+
+START_TEST(sse_event_is_one_event_line_and_one_data_line_of_json)
+{
+    struct json_object *o = json_object_new_object(), *back, *v;
+    const char *text = sse_texts[_i], *data;
+    size_t len;
+    char *ev;
+
+    json_object_object_add(o, "type", json_object_new_string("token"));
+    json_object_object_add(o, "content", json_object_new_string(text));
+    ev = http_sse_format("token", o, &len);
+    ck_assert_uint_eq(len, strlen(ev));
+    ck_assert_msg(strncmp(ev, "event: token\ndata: ", 19) == 0, "%s", ev);
+    data = ev + 19;
+    /* the data line ends at the event's end, and nowhere before */
+    ck_assert_ptr_eq(strpbrk(data, "\r\n"), ev + len - 2);
+    ck_assert_str_eq(ev + len - 2, "\n\n");
+    ev[len - 2] = '\0';
+    back = json_tokener_parse(data);
+    ck_assert_ptr_nonnull(back);
+    ck_assert(json_object_object_get_ex(back, "content", &v));
+    ck_assert_str_eq(json_object_get_string(v), text);
+    ck_assert(json_object_object_get_ex(back, "type", &v));
+    ck_assert_str_eq(json_object_get_string(v), "token");
+    json_object_put(back);
+    json_object_put(o);
+    free(ev);
+}
+END_TEST
+
+START_TEST(sse_stream_functions_refuse_a_missing_stream)
+{
+    struct http_response resp;
+    struct json_object *o = json_object_new_object();
+
+    memset(&resp, 0, sizeof resp);
+    ck_assert_int_eq(http_stream_started(NULL), 0);
+    ck_assert_int_eq(http_stream_start(NULL, &resp), AM_EINTERNAL);
+    ck_assert_int_eq(http_stream_event(NULL, "token", o), AM_EINTERNAL);
+    ck_assert_int_eq(resp.status, 0);
+    json_object_put(o);
+}
+END_TEST
+
 static Suite *http_suite(void)
 {
     Suite *s = suite_create("http");
     TCase *params = tcase_create("params");
     TCase *body = tcase_create("body");
     TCase *errors = tcase_create("errors");
+    TCase *sse = tcase_create("sse");
 
     tcase_add_loop_test(params, uri_splits_into_path_and_query_at_the_first_question_mark, 0,
                         NCASES(uri_cases));
@@ -350,7 +446,13 @@ static Suite *http_suite(void)
     tcase_add_test(errors, headers_are_appended_as_lines);
     suite_add_tcase(s, params);
     suite_add_tcase(s, body);
+    tcase_add_loop_test(sse, accept_names_event_stream_among_ranges_with_parameters, 0,
+                        NCASES(accept_cases));
+    tcase_add_loop_test(sse, sse_event_is_one_event_line_and_one_data_line_of_json, 0,
+                        NCASES(sse_texts));
+    tcase_add_test(sse, sse_stream_functions_refuse_a_missing_stream);
     suite_add_tcase(s, errors);
+    suite_add_tcase(s, sse);
     return s;
 }
 
