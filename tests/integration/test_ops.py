@@ -108,7 +108,11 @@ class SignalTest(InstanceTestCase):
             return resp
         resp = poll(limited, 30, interval=0.2, what="max_agents 1 after SIGHUP")
         assert_error(self, resp, 409, "plan_limit_reached")
-        me = assert_json(self, inst.request("GET", "/api/v1/orgs/me", token=tok), 200)
+        # a reload is gradual: a retiring worker may still answer one request
+        # while it drains, so the new limit is awaited, not assumed, here too
+        me = poll(lambda: (lambda r: r[2] if r[0] == 200 and r[2]["limits"]["max_agents"] == 1
+                           else None)(inst.request("GET", "/api/v1/orgs/me", token=tok)),
+                  30, interval=0.2, what="/orgs/me showing max_agents 1")
         self.assertEqual(me["limits"]["max_agents"], 1)
 
     def test_sighup_with_a_broken_config_keeps_the_old_one(self):
