@@ -62,7 +62,10 @@ Control API (JSON):
                     null; a test can tell which key arrived without the
                     fake keeping it), "body" (parsed JSON or null),
                     "raw" (the text, only when it was not JSON), "peer_port"
-                    (the client's TCP port: one per connection)}
+                    (the client's TCP port: one per connection), and for a
+                    streamed answer "stream_end": "complete" or
+                    "client_gone" (the client closed the connection
+                    mid-stream; seen between chunks, within 50 ms)}
   DELETE /_requests forget them
   GET /_health      {"ok": true}
 
@@ -573,6 +576,7 @@ class Handler(BaseHTTPRequestHandler):
         if body is None and raw:
             entry["raw"] = raw.decode("utf-8", "replace")
         STATE.record(entry)
+        self.entry = entry
         if proto is None:
             return self.send_json(404, {"error": f"no such endpoint {path}"})
         STATE.reload_control_file()
@@ -687,11 +691,19 @@ class Handler(BaseHTTPRequestHandler):
                 else:
                     frame = f"data: {json.dumps(ev)}\n\n"
                 self.write_chunk(frame.encode())
-                if pause:
-                    self.sleep_ms(pause)
+                end = time.monotonic() + pause / 1000.0
+                while True:
+                    if self.client_gone():
+                        raise ConnectionResetError()
+                    left = end - time.monotonic()
+                    if left <= 0 or STOP.is_set():
+                        break
+                    time.sleep(min(0.05, left))
             self.write_chunk(b"")
+            self.entry["stream_end"] = "complete"
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+            self.entry["stream_end"] = "client_gone"
 
 
 # ---------------------------------------------------------------------------

@@ -220,10 +220,13 @@ static char *gr_pass_email(const char *z, int *count)
  * or 0. It reads a bounded number of bytes. */
 typedef size_t (*gr_matcher)(const char *z, size_t len, size_t i);
 
-static char *gr_pass_numbers(const char *z, gr_matcher match, const char *placeholder,
-                             int *count)
+/* The text of z from byte `from` on, every match of `match` starting at or
+ * after `from` replaced by placeholder; z[0..from) is only read, as left
+ * context (the streaming redactor's SSN window). */
+static char *gr_pass_numbers_from(const char *z, size_t from, gr_matcher match,
+                                  const char *placeholder, int *count)
 {
-    size_t len = strlen(z), copied = 0, i = 0;
+    size_t len = strlen(z), copied = from, i = from;
     struct buf b;
 
     buf_init(&b, len);
@@ -241,6 +244,12 @@ static char *gr_pass_numbers(const char *z, gr_matcher match, const char *placeh
     }
     buf_put(&b, z + copied, len - copied);
     return buf_take(&b);
+}
+
+static char *gr_pass_numbers(const char *z, gr_matcher match, const char *placeholder,
+                             int *count)
+{
+    return gr_pass_numbers_from(z, 0, match, placeholder, count);
 }
 
 /* Length of the digit run at z[p], counting at most max + 1 digits. */
@@ -334,12 +343,14 @@ static int gr_ssn_valid(int area, int group, int serial)
     return area != 0 && area != 666 && area < 900 && group != 0 && serial != 0;
 }
 
-/* Does "ssn" or "social security" (any case) appear in the 40 bytes
- * before z[i]? */
+#define GR_SSN_WINDOW 40
+
+/* Does "ssn" or "social security" (any case) appear in the GR_SSN_WINDOW
+ * bytes before z[i]? */
 static int gr_ssn_context(const char *z, size_t i)
 {
     static const char *const words[] = { "ssn", "social security" };
-    size_t from = i > 40 ? i - 40 : 0, p, w;
+    size_t from = i > GR_SSN_WINDOW ? i - GR_SSN_WINDOW : 0, p, w;
 
     for (p = from; p < i; p++) {
         for (w = 0; w < sizeof(words) / sizeof(words[0]); w++) {
@@ -506,6 +517,153 @@ char *guardrails_redact_pii(const char *text, struct guardrails_pii_counts *coun
     b = gr_pass_numbers(a, gr_match_phone, "[REDACTED_PHONE]", &counts->phone);
     free(a);
     return b;
+}
+
+/* ---- streaming redaction ------------------------------------------------ */
+
+/* A byte no match of any pass contains, and whose presence just before a
+ * match start or just after a match end decides nothing beyond "not glued":
+ * ASCII, not a letter or digit, not one of the bytes an e-mail address or a
+ * number is made of ("._%+-@ ()"), not a joiner ('/', ':') and not '$'
+ * (which forbids a match right after it). Bytes >= 0x80 are hard too, but
+ * only at the end of their UTF-8 sequence (gr_stream_cut). */
+static int gr_hard(unsigned char c)
+{
+    return c != 0 && c < 0x80 && !gr_alnum(c) && !strchr("._%+-@ ()$/:", c);
+}
+
+struct guardrails_stream {
+    struct buf pend;                  /* raw text after the last cut, not yet out */
+    unsigned char prev[2];            /* the two raw bytes before pend (0 = none) */
+    char ssn_ctx[GR_SSN_WINDOW + 1];  /* the SSN pass's input just before pend */
+    size_t nssn;
+};
+
+struct guardrails_stream *guardrails_stream_new(void)
+{
+    struct guardrails_stream *s = xcalloc(1, sizeof(*s));
+
+    buf_init(&s->pend, 256);
+    return s;
+}
+
+void guardrails_stream_free(struct guardrails_stream *s)
+{
+    if (s == NULL)
+        return;
+    buf_free(&s->pend);
+    free(s);
+}
+
+size_t guardrails_stream_held(const struct guardrails_stream *s)
+{
+    return s->pend.n;
+}
+
+/* Byte k of the raw text counted from the start of pend (k may be -1 or
+ * -2: the bytes before it; 0 when there are none). */
+static unsigned char gr_stream_at(const struct guardrails_stream *s, long k)
+{
+    if (k >= 0)
+        return (unsigned char)s->pend.z[k];
+    return k == -1 ? s->prev[1] : s->prev[0];
+}
+
+/* May the text be cut between pend[c-1] and pend[c] (c <= pend.n; at
+ * c == pend.n the next byte is not known yet)? Yes when no match of any
+ * pass can contain both bytes and nothing on one side changes a match on
+ * the other: after a hard byte; after a complete UTF-8 character; after a
+ * space that does not sit between two digit groups (a card, an SSN or a
+ * phone may be groups joined by spaces: "4111 1111 ...", "(555) 123").
+ * The only look across a cut is the SSN pass's context window, which the
+ * stream carries (ssn_ctx). */
+static int gr_stream_cut(const struct guardrails_stream *s, size_t c)
+{
+    unsigned char a = gr_stream_at(s, (long)c - 1), b, z;
+    int known = c < s->pend.n;
+
+    b = known ? (unsigned char)s->pend.z[c] : 0;
+    if (a >= 0x80)
+        return known && (b < 0x80 || b >= 0xC0);
+    if (gr_hard(a))
+        return 1;
+    if (a != ' ')
+        return 0;
+    z = gr_stream_at(s, (long)c - 2);
+    if (!gr_digit(z) && z != ')')
+        return 1;
+    return known && !gr_digit(b) && b != '(';
+}
+
+/* Redact raw[0..n), a piece that starts and ends at cuts, exactly as
+ * guardrails_redact_pii treats it inside the whole text; append to out. */
+static void gr_stream_segment(struct guardrails_stream *s, const char *raw, size_t n,
+                              struct buf *out)
+{
+    struct buf z;
+    char *x = xstrndup(raw, n), *a, *b;
+    int cnt = 0;
+    size_t keep;
+
+    a = gr_pass_email(x, &cnt);
+    b = gr_pass_numbers(a, gr_match_card, "[REDACTED_CC]", &cnt);
+    free(a);
+    free(x);
+    buf_init(&z, s->nssn + strlen(b) + 1);
+    buf_put(&z, s->ssn_ctx, s->nssn);
+    buf_puts(&z, b);
+    free(b);
+    a = gr_pass_numbers_from(z.z, s->nssn, gr_match_ssn, "[REDACTED_SSN]", &cnt);
+    keep = z.n < GR_SSN_WINDOW ? z.n : GR_SSN_WINDOW;
+    memcpy(s->ssn_ctx, z.z + z.n - keep, keep);
+    s->ssn_ctx[keep] = '\0';
+    s->nssn = keep;
+    buf_free(&z);
+    b = gr_pass_numbers(a, gr_match_phone, "[REDACTED_PHONE]", &cnt);
+    buf_puts(out, b);
+    free(a);
+    free(b);
+}
+
+/* Redact and drop pend[0..c); remember the bytes before the new pend. */
+static void gr_stream_emit(struct guardrails_stream *s, size_t c, struct buf *out)
+{
+    if (c == 0)
+        return;
+    gr_stream_segment(s, s->pend.z, c, out);
+    s->prev[0] = c >= 2 ? (unsigned char)s->pend.z[c - 2] : s->prev[1];
+    s->prev[1] = (unsigned char)s->pend.z[c - 1];
+    memmove(s->pend.z, s->pend.z + c, s->pend.n - c);
+    s->pend.n -= c;
+    s->pend.z[s->pend.n] = '\0';
+}
+
+char *guardrails_stream_feed(struct guardrails_stream *s, const char *text, size_t n,
+                             size_t *outn)
+{
+    struct buf out;
+    const char *nul = memchr(text, '\0', n);
+    size_t c;
+
+    if (nul != NULL)
+        n = (size_t)(nul - text);
+    buf_init(&out, n + 16);
+    buf_put(&s->pend, text, n);
+    for (c = s->pend.n; c > 0 && !gr_stream_cut(s, c); c--)
+        ;
+    gr_stream_emit(s, c, &out);
+    *outn = out.n;
+    return buf_take(&out);
+}
+
+char *guardrails_stream_finish(struct guardrails_stream *s, size_t *outn)
+{
+    struct buf out;
+
+    buf_init(&out, s->pend.n + 16);
+    gr_stream_emit(s, s->pend.n, &out);
+    *outn = out.n;
+    return buf_take(&out);
 }
 
 /* ---- content safety: the rule table ------------------------------------- */

@@ -14,6 +14,16 @@
  *   the orchestration pattern (tools) -> output guardrails -> memory save.
  * Accounting (usage) is the caller's (routes), so `test` can skip it.
  *
+ * With a sink (runtime_request.sink) the same pipeline streams: a model
+ * call that can only give the answer (no tools offered) is made streamed
+ * and its text goes through the output guard (struct out_stream: the
+ * streaming PII redactor, content_safety holding the whole answer, the
+ * max_tokens cap) to the sink as it arrives; a call offering tools is
+ * buffered (a tool round stays silent) and its text goes out in one piece
+ * when it is the answer. The fallback model runs only while nothing has
+ * reached the sink. The sink is called on the run's thread, never under a
+ * lock; res->answer is exactly what it was given.
+ *
  * Must never: log; put an API key anywhere but the provider request (an
  * org's key is unsealed into a stack buffer for one call, then wiped).
  */
@@ -31,6 +41,7 @@
 #include "state/vault.h"
 #include "runtime/runtime.h"
 #include "runtime/tools/tools.h"
+#include "lib/buf.h"
 #include "lib/key.h"
 #include "lib/util.h"
 
@@ -200,6 +211,127 @@ static void breaker_record(const struct config *cfg, const struct agent_yaml_mod
     pthread_mutex_unlock(&breaker_lock);
 }
 
+static char *guard_output(const struct agent_rt *a, char *answer, int *blocked);
+
+/* ---- the output guard of a streamed answer --------------------------------------- */
+
+/* With a sink, the answer's text goes through the output guardrails piece
+ * by piece on its way to the sink, and what reached the sink is the answer:
+ *  - pii_filter: guardrails_stream_* (only the tail that could still
+ *    become or change a match is held back; see guardrails.h);
+ *  - content_safety: the whole answer is held until it is complete, then
+ *    judged as one text; a blocked answer never goes out in part, the
+ *    refusal goes out instead (res->blocked);
+ *  - max_tokens (cost_limit): the same cap on code points as guard_output,
+ *    counted over what went out; the rest is dropped.
+ * The result is exactly guard_output's for the whole answer. */
+struct out_stream {
+    const struct runtime_sink *sink;
+    const struct agent_rt *agent;
+    struct guardrails_stream *pii;   /* NULL without pii_filter */
+    struct buf held;                 /* content_safety: the answer so far */
+    struct buf sent;                 /* what reached the sink */
+    size_t chars;                    /* code points in sent */
+};
+
+static void out_init(struct out_stream *o, const struct runtime_sink *sink,
+                     const struct agent_rt *a)
+{
+    memset(o, 0, sizeof(*o));
+    o->sink = sink;
+    o->agent = a;
+    o->pii = a->out_pii && !a->out_content ? guardrails_stream_new() : NULL;
+    buf_init(&o->held, 256);
+    buf_init(&o->sent, 256);
+}
+
+/* Forget what is held (a failed model call before anything went out). */
+static void out_reset(struct out_stream *o)
+{
+    if (o->pii != NULL) {
+        guardrails_stream_free(o->pii);
+        o->pii = guardrails_stream_new();
+    }
+    o->held.n = 0;
+}
+
+static void out_free(struct out_stream *o)
+{
+    guardrails_stream_free(o->pii);
+    buf_free(&o->held);
+    buf_free(&o->sent);
+}
+
+/* Text that passed the guardrails: cap it, send it. Returns the sink's
+ * verdict (non-zero: stop). */
+static int out_send(struct out_stream *o, const char *p, size_t n)
+{
+    size_t cap = o->agent->out_max_tokens > 0 ? (size_t)o->agent->out_max_tokens * 4 : 0;
+    char *t = NULL;
+    int rc;
+
+    if (cap > 0) {
+        char *z = xstrndup(p, n);
+
+        t = guardrails_truncate_chars(z, o->chars >= cap ? 0 : cap - o->chars, NULL);
+        free(z);
+        p = t;
+        n = strlen(t);
+        o->chars += guardrails_char_count(t);
+    }
+    rc = n > 0 ? o->sink->token(o->sink->arg, p, n) : 0;
+    buf_put(&o->sent, p, n);
+    free(t);
+    return rc;
+}
+
+/* The next piece of the model's answer. Returns non-zero to stop. */
+static int out_feed(struct out_stream *o, const char *p, size_t n)
+{
+    char *t;
+    size_t tn;
+    int rc;
+
+    if (o->agent->out_content) {
+        buf_put(&o->held, p, n);
+        return 0;
+    }
+    if (o->pii == NULL)
+        return out_send(o, p, n);
+    t = guardrails_stream_feed(o->pii, p, n, &tn);
+    rc = out_send(o, t, tn);
+    free(t);
+    return rc;
+}
+
+/* The answer is complete: send what was held. Returns non-zero to stop. */
+static int out_finish(struct out_stream *o, int *blocked)
+{
+    char *t;
+    size_t tn;
+    int rc;
+
+    if (o->agent->out_content) {
+        t = guard_output(o->agent, xstrndup(o->held.z ? o->held.z : "", o->held.n), blocked);
+        rc = o->sink->token(o->sink->arg, t, strlen(t));
+        buf_puts(&o->sent, t);
+        free(t);
+        return rc;
+    }
+    if (o->pii == NULL)
+        return 0;
+    t = guardrails_stream_finish(o->pii, &tn);
+    rc = out_send(o, t, tn);
+    free(t);
+    return rc;
+}
+
+/* The providers_sink of a model call whose text streams live. */
+static int out_text(void *arg, const char *text, size_t n)
+{
+    return out_feed(arg, text, n);
+}
+
 /* ---- one run's state --------------------------------------------------------- */
 
 struct run {
@@ -214,6 +346,7 @@ struct run {
     struct providers_response *resps; /* kept alive: messages point at their calls */
     size_t nresps, capresps;
     int last_timeout;                 /* the last provider failure was a timeout */
+    struct out_stream *out;           /* NULL: no sink, the answer is buffered */
 };
 
 static const char *run_own(struct run *r, char *s)
@@ -333,10 +466,16 @@ static int route_order(const struct agent_rt *a, const struct agent_yaml_model *
 }
 
 /* One model call through the router. msgs/n is the conversation; tools
- * are offered when with_tools. On 0, *out is a response owned by the run. */
+ * are offered when with_tools; live: the answer's text streams to the
+ * run's output guard as it arrives (r->out must be set). On 0, *out is a
+ * response owned by the run. The fallback runs only while nothing reached
+ * the sink: once it has, a failure ends the run (no restart mid-answer);
+ * AM_ECANCELLED (the sink said stop) ends it at once. */
 static int route_chat(struct run *r, const struct providers_message *msgs, size_t n,
-                      int with_tools, struct providers_response **out, struct am_error *err)
+                      int with_tools, int live, struct providers_response **out,
+                      struct am_error *err)
 {
+    struct providers_sink sink = { out_text, r->out };
     const struct config *cfg = r->app->cfg;
     const struct agent_rt *a = r->agent;
     const struct agent_yaml_model *order[2];
@@ -374,6 +513,7 @@ static int route_chat(struct run *r, const struct providers_message *msgs, size_
         req.nmessages = n;
         req.tools = with_tools && a->doc.ntools > 0 ? tools : NULL;
         req.ntools = with_tools ? (size_t)a->doc.ntools : 0;
+        req.sink = live && r->out != NULL ? &sink : NULL;
         resp = run_new_response(r);
         error_clear(err);
         providers_init();    /* once per process; not part of any model's latency */
@@ -381,6 +521,8 @@ static int route_chat(struct run *r, const struct providers_message *msgs, size_
         r->res->provider_called = 1;
         rc = providers_chat(&req, resp, err);
         sodium_memzero(key, sizeof(key));
+        if (rc == AM_ECANCELLED)
+            return error_set(err, AM_ECANCELLED, "The client went away");
         breaker_record(cfg, m, rc == 0, util_monotonic_ms() - t0);
         if (rc == 0) {
             r->res->tokens_used += resp->prompt_tokens + resp->completion_tokens;
@@ -390,6 +532,10 @@ static int route_chat(struct run *r, const struct providers_message *msgs, size_
             return 0;
         }
         r->last_timeout = rc == AM_ETIMEOUT;
+        if (req.sink != NULL && r->out->sent.n > 0)
+            return rc;      /* part of the answer is out: no fallback */
+        if (req.sink != NULL)
+            out_reset(r->out);
     }
     if (tried == 0)
         return error_set(err, AM_EPROVIDER,
@@ -413,7 +559,7 @@ static int llm_subcall(void *arg, const char *system, const char *prompt, char *
     m[0].content = system;
     m[1].role = "user";
     m[1].content = prompt;
-    rc = route_chat(r, m, 2, 0, &resp, err);
+    rc = route_chat(r, m, 2, 0, 0, &resp, err);
     if (rc == 0)
         *answer = xstrdup(resp->content != NULL ? resp->content : "");
     return rc;
@@ -457,7 +603,13 @@ static void run_tools(struct run *r, const struct providers_response *resp)
 }
 
 /* Call the model, run the tools it asks for, and repeat, at most `rounds`
- * tool rounds; the last call offers no tools so the model must answer. */
+ * tool rounds; the last call offers no tools so the model must answer.
+ *
+ * Streaming (r->out): a call that offers no tools can only give the
+ * answer, so its text streams live. A call that offers tools may turn out
+ * to be a tool round, whose text must not reach the client, so it is made
+ * buffered, and its text goes to the output guard in one piece when it
+ * turns out to be the answer (no tool calls). */
 static int tool_loop(struct run *r, int rounds, char **answer, struct am_error *err)
 {
     struct providers_response *resp;
@@ -466,10 +618,12 @@ static int tool_loop(struct run *r, int rounds, char **answer, struct am_error *
 
     for (round = 0;; round++) {
         int offer = round < rounds && r->agent->doc.ntools > 0;
-        if ((rc = route_chat(r, r->msgs, r->nmsgs, offer, &resp, err)) != 0)
+        if ((rc = route_chat(r, r->msgs, r->nmsgs, offer, !offer, &resp, err)) != 0)
             return rc;
         if (resp->ncalls == 0 || !offer) {
             *answer = xstrdup(resp->content != NULL ? resp->content : "");
+            if (offer && r->out != NULL && out_feed(r->out, *answer, strlen(*answer)) != 0)
+                return error_set(err, AM_ECANCELLED, "The client went away");
             return 0;
         }
         m = run_push(r, "assistant", resp->content);
@@ -499,7 +653,7 @@ static int orchestrate(struct run *r, char **answer, struct am_error *err)
     if (a->doc.pattern == AGENT_YAML_PATTERN_REACT)
         return tool_loop(r, a->doc.max_iterations, answer, err);
     run_push(r, "system", plan_note);
-    rc = route_chat(r, r->msgs, r->nmsgs, 0, &resp, err);
+    rc = route_chat(r, r->msgs, r->nmsgs, 0, 0, &resp, err);
     r->nmsgs--;                       /* the planning instruction is not kept */
     if (rc != 0)
         return rc;
@@ -576,6 +730,7 @@ static char *guard_input(const struct agent_rt *a, const char *query, struct am_
 /* Output guardrails: redact, refuse, cap. Takes answer, returns the result. */
 static char *guard_output(const struct agent_rt *a, char *answer, int *blocked)
 {
+    /* out_stream gives the same result piece by piece: keep them in step */
     char *t;
 
     if (a->out_pii) {
@@ -623,36 +778,28 @@ void runtime_result_free(struct runtime_result *res)
     res->answer = NULL;
 }
 
-int runtime_execute(struct app *app, const struct runtime_request *req,
-                    struct runtime_result *res, struct am_error *err)
+/* The pipeline for the resolved agent a (registry key `key`); res has its
+ * trace and session ids. disposable: a test run's generated session, never
+ * saved. t0: when the run started (latency). */
+static int run_pipeline(struct app *app, struct agent_rt *a, const char *key, int disposable,
+                        uint64_t t0, const struct runtime_request *req,
+                        struct runtime_result *res, struct am_error *err)
 {
-    uint64_t t0 = util_monotonic_ms();
-    char key[REGISTRY_KEY_MAX], *query = NULL, *system = NULL, *answer = NULL, *context = NULL;
+    char *query = NULL, *system = NULL, *answer = NULL, *context = NULL;
     struct json_object *hist = NULL;
+    struct out_stream out;
     struct run r;
-    struct agent_rt *a;
-    int rc, corrupt, disposable = 0, mode = req->mode == RUNTIME_TEST ? MEMORY_TEST : MEMORY_RUN;
+    int rc, mode = req->mode == RUNTIME_TEST ? MEMORY_TEST : MEMORY_RUN;
 
-    memset(res, 0, sizeof(*res));
     memset(&r, 0, sizeof(r));
-    util_random_hex(res->trace_id, sizeof(res->trace_id), 16);
-    if (req->session_id != NULL) {
-        util_strlcpy(res->session_id, req->session_id, sizeof(res->session_id));
-    } else {
-        char hex[33];
-        util_random_hex(hex, sizeof(hex), 16);
-        snprintf(res->session_id, sizeof(res->session_id), "%s-%s",
-                 req->mode == RUNTIME_TEST ? "test" : "s", hex);
-        disposable = req->mode == RUNTIME_TEST;
-    }
-    (void)key_agent_id(key, sizeof(key), req->org, req->name);
-    if ((a = agent_lookup(app->reg, key, &corrupt)) == NULL)
-        return corrupt ? error_set(err, AM_EUNAVAILABLE, "Agent '%s' could not be loaded", req->name)
-                       : error_set(err, AM_ENOTDEPLOYED, "Agent '%s' is not deployed", req->name);
     r.app = app;
     r.org = req->org;
     r.agent = a;
     r.res = res;
+    if (req->sink != NULL) {
+        out_init(&out, req->sink, a);
+        r.out = &out;
+    }
     if (req->admit != NULL && (rc = req->admit(req->admit_arg, err)) != 0)
         goto out;
     res->admitted = 1;
@@ -675,10 +822,16 @@ int runtime_execute(struct app *app, const struct runtime_request *req,
     run_push(&r, "user", query);
     if ((rc = orchestrate(&r, &answer, err)) != 0)
         goto out;
-    answer = guard_output(a, answer, &res->blocked);
-    if (req->sink != NULL && req->sink->token(req->sink->arg, answer, strlen(answer)) != 0) {
-        rc = error_set(err, AM_ECANCELLED, "The client went away");
-        goto out;
+    if (r.out == NULL) {
+        answer = guard_output(a, answer, &res->blocked);
+    } else {
+        free(answer);
+        answer = NULL;
+        if (out_finish(r.out, &res->blocked) != 0) {
+            rc = error_set(err, AM_ECANCELLED, "The client went away");
+            goto out;
+        }
+        answer = xstrndup(r.out->sent.z ? r.out->sent.z : "", r.out->sent.n);
     }
     if (a->doc.memory_on && !disposable)
         res->memory_error = memory_append(app, key, mode, res->session_id, query, answer,
@@ -693,6 +846,34 @@ out:
     free(context);
     free(query);
     json_object_put(hist);
+    if (r.out != NULL)
+        out_free(r.out);
     run_free(&r);
     return rc;
+}
+
+int runtime_execute(struct app *app, const struct runtime_request *req,
+                    struct runtime_result *res, struct am_error *err)
+{
+    uint64_t t0 = util_monotonic_ms();
+    char key[REGISTRY_KEY_MAX];
+    struct agent_rt *a;
+    int corrupt, disposable = 0;
+
+    memset(res, 0, sizeof(*res));
+    util_random_hex(res->trace_id, sizeof(res->trace_id), 16);
+    if (req->session_id != NULL) {
+        util_strlcpy(res->session_id, req->session_id, sizeof(res->session_id));
+    } else {
+        char hex[33];
+        util_random_hex(hex, sizeof(hex), 16);
+        snprintf(res->session_id, sizeof(res->session_id), "%s-%s",
+                 req->mode == RUNTIME_TEST ? "test" : "s", hex);
+        disposable = req->mode == RUNTIME_TEST;
+    }
+    (void)key_agent_id(key, sizeof(key), req->org, req->name);
+    if ((a = agent_lookup(app->reg, key, &corrupt)) == NULL)
+        return corrupt ? error_set(err, AM_EUNAVAILABLE, "Agent '%s' could not be loaded", req->name)
+                       : error_set(err, AM_ENOTDEPLOYED, "Agent '%s' is not deployed", req->name);
+    return run_pipeline(app, a, key, disposable, t0, req, res, err);
 }

@@ -493,10 +493,137 @@ END_TEST
 
 /* ---- runner ------------------------------------------------------------- */
 
+/* ---- streaming redaction ------------------------------------------------ */
+
+/* Feed text to a stream cut at the positions cuts[0..ncuts) (ascending);
+ * check that every piece given back extends a prefix of the whole-text
+ * redaction (so no byte of a span that ends up redacted ever goes out) and
+ * that the pieces add up to exactly that redaction. */
+static void check_stream_split(const char *text, const char *want, const size_t *cuts,
+                               size_t ncuts)
+{
+    struct guardrails_stream *s = guardrails_stream_new();
+    size_t len = strlen(text), wlen = strlen(want), at = 0, got = 0, k, n;
+    char *piece;
+
+    for (k = 0; k <= ncuts; k++) {
+        size_t end = k < ncuts ? cuts[k] : len;
+
+        piece = guardrails_stream_feed(s, text + at, end - at, &n);
+        ck_assert_msg(got + n <= wlen && memcmp(want + got, piece, n) == 0,
+                      "stream(\"%s\") cut at %zu gave \"%s\" after %zu bytes; whole: \"%s\"",
+                      text, end, piece, got, want);
+        got += n;
+        at = end;
+        free(piece);
+    }
+    piece = guardrails_stream_finish(s, &n);
+    ck_assert_msg(got + n == wlen && memcmp(want + got, piece, n) == 0,
+                  "stream(\"%s\") ended with \"%s\" after %zu bytes; whole: \"%s\"", text,
+                  piece, got, want);
+    free(piece);
+    guardrails_stream_free(s);
+}
+
+/* Every split into two and three pieces, and one byte at a time. */
+static void check_stream_every_split(const char *text)
+{
+    char *want = guardrails_redact_pii(text, NULL);
+    size_t len = strlen(text), i, j, cuts[2], *each = malloc((len + 1) * sizeof(*each));
+
+    for (i = 0; i <= len; i++) {
+        cuts[0] = i;
+        check_stream_split(text, want, cuts, 1);
+        for (j = i; j <= len && len <= 160; j++) {
+            cuts[1] = j;
+            check_stream_split(text, want, cuts, 2);
+        }
+        each[i] = i;
+    }
+    check_stream_split(text, want, each, len);
+    free(each);
+    free(want);
+}
+
+/* The texts the redaction tables use, alone and inside sentences (a
+ * number right after a space that follows a digit group, an SSN whose
+ * "ssn" context is in an earlier piece). */
+static const char *stream_text(int i, char *buf, size_t cap)
+{
+    static const struct { const char *pre, *mid, *post; } frames[] = {
+        { "", NULL, "" }, { "Reach me at ", NULL, ", thanks." }, { "", " ", "" },
+        { "SSN: ", NULL, "\nok" }, { "call 555 ", NULL, " (x)" },
+    };
+    const char *t;
+    int nf = NCASES(frames), f = i % nf, k = i / nf;
+
+    if (k < NCASES(email_cases))
+        t = email_cases[k].in;
+    else if ((k -= NCASES(email_cases)) < NCASES(phone_cases))
+        t = phone_cases[k].in;
+    else if ((k -= NCASES(phone_cases)) < NCASES(card_cases))
+        t = card_cases[k].in;
+    else if ((k -= NCASES(card_cases)) < NCASES(ssn_cases))
+        t = ssn_cases[k].in;
+    else if ((k -= NCASES(ssn_cases)) < NCASES(not_pii))
+        t = not_pii[k];
+    else
+        t = utf8_cases[k - NCASES(not_pii)].in;
+    snprintf(buf, cap, "%s%s%s%s%s", frames[f].pre, t, frames[f].mid ? frames[f].mid : "",
+             frames[f].mid ? t : "", frames[f].post);
+    return buf;
+}
+
+#define STREAM_FRAMES 5
+#define STREAM_TEXTS (STREAM_FRAMES * (NCASES(email_cases) + NCASES(phone_cases) + \
+                      NCASES(card_cases) + NCASES(ssn_cases) + NCASES(not_pii) + \
+                      NCASES(utf8_cases)))
+
+START_TEST(stream_redaction_equals_whole_text_redaction_at_every_split)
+{
+    char buf[1024];
+
+    check_stream_every_split(stream_text(_i, buf, sizeof(buf)));
+}
+END_TEST
+
+START_TEST(stream_redaction_of_a_long_mixed_answer)
+{
+    check_stream_every_split(
+        "Sure! Write to jane.doe+news@mail.example.org or call +1 (555) 123-4567; "
+        "the card 4111 1111 1111 1111 and SSN 123-45-6789 are on file. Her ssn is "
+        "123456789, office 020 7946 0958, fax 555.123.4567.\n");
+}
+END_TEST
+
+START_TEST(stream_holds_back_only_the_word_being_written)
+{
+    struct guardrails_stream *s = guardrails_stream_new();
+    size_t n;
+    char *out;
+
+    out = guardrails_stream_feed(s, "Hello there, my frie", 20, &n);
+    ck_assert_str_eq(out, "Hello there, my ");  /* "frie" may become an address */
+    ck_assert_uint_eq(guardrails_stream_held(s), 4);
+    free(out);
+    out = guardrails_stream_feed(s, "nd@example.com wrote 555 ", 25, &n);
+    ck_assert_str_eq(out, "[REDACTED_EMAIL] wrote ");   /* "555 " may go on */
+    free(out);
+    out = guardrails_stream_feed(s, "123 4567", 8, &n);
+    ck_assert_str_eq(out, "");
+    free(out);
+    out = guardrails_stream_finish(s, &n);
+    ck_assert_str_eq(out, "[REDACTED_PHONE]");
+    free(out);
+    guardrails_stream_free(s);
+}
+END_TEST
+
 static Suite *guardrails_suite(void)
 {
     Suite *s = suite_create("guardrails");
     TCase *pii = tcase_create("pii");
+    TCase *stream = tcase_create("stream");
     TCase *safety = tcase_create("content_safety");
     TCase *length = tcase_create("length");
 
@@ -513,6 +640,13 @@ static Suite *guardrails_suite(void)
                         NCASES(heavy_patterns));
     tcase_set_timeout(pii, 60);
     suite_add_tcase(s, pii);
+
+    tcase_add_loop_test(stream, stream_redaction_equals_whole_text_redaction_at_every_split, 0,
+                        STREAM_TEXTS);
+    tcase_add_test(stream, stream_redaction_of_a_long_mixed_answer);
+    tcase_add_test(stream, stream_holds_back_only_the_word_being_written);
+    tcase_set_timeout(stream, 120);
+    suite_add_tcase(s, stream);
 
     tcase_add_loop_test(safety, unsafe_matches_rule_table, 0, NCASES(unsafe_cases));
     tcase_add_test(safety, unsafe_accepts_null_category_and_null_text);

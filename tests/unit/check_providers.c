@@ -1541,6 +1541,321 @@ END_TEST
 
 /* ------------------------------------------------------------------------ */
 
+/* ------------------------------------------------------------------------ */
+/* Streaming                                                                 */
+
+/* A sink that records every piece, and stops after stop_after pieces
+ * (0 = never). */
+struct tape {
+    char text[4096];
+    size_t n;
+    int calls, stop_after;
+};
+
+static int tape_text(void *arg, const char *text, size_t n)
+{
+    struct tape *t = arg;
+
+    ck_assert_uint_lt(t->n + n, sizeof(t->text));
+    memcpy(t->text + t->n, text, n);
+    t->n += n;
+    t->text[t->n] = '\0';
+    t->calls++;
+    return t->stop_after > 0 && t->calls >= t->stop_after;
+}
+
+/* The raw 2xx body of a streamed call to the fake: the request body is
+ * what providers_build makes with a sink set. Caller frees. */
+static char *fake_stream_bytes(int p, size_t *len)
+{
+    struct tape t = {0};
+    struct providers_sink sink = { tape_text, &t };
+    struct providers_request req = simple_request(p, KEY);
+    struct curl_slist *h = NULL;
+    struct grow g = { xstrdup(""), 0 };
+    struct am_error err;
+    char *url, *body;
+    long status = 0;
+    CURL *c = curl_easy_init();
+
+    req.tools = &calc_tool;
+    req.ntools = 1;
+    req.sink = &sink;
+    ck_assert_int_eq(providers_build(&req, &url, &body, &err), 0);
+    h = curl_slist_append(h, "Content-Type: application/json");
+    h = curl_slist_append(h, "Authorization: Bearer " KEY);
+    h = curl_slist_append(h, "x-api-key: " KEY);
+    h = curl_slist_append(h, "anthropic-version: 2023-06-01");
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, grow_write);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &g);
+    ck_assert_int_eq(curl_easy_perform(c), CURLE_OK);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    ck_assert_int_eq(status, 200);
+    curl_easy_cleanup(c);
+    curl_slist_free_all(h);
+    free(url);
+    free(body);
+    *len = g.n;
+    return g.p;
+}
+
+/* Ids carry the fake's per-answer serial: compare them without it. */
+static void assert_same_id(const char *a, const char *b)
+{
+    size_t na = strlen(a), nb = strlen(b);
+
+    while (na > 0 && isdigit((unsigned char)a[na - 1]))
+        na--;
+    while (nb > 0 && isdigit((unsigned char)b[nb - 1]))
+        nb--;
+    ck_assert_msg(na == nb && memcmp(a, b, na) == 0, "ids %s and %s differ", a, b);
+}
+
+static void assert_same_response(const struct providers_response *a,
+                                 const struct providers_response *b)
+{
+    size_t i;
+
+    ck_assert_str_eq(a->content, b->content);
+    ck_assert_int_eq(a->prompt_tokens, b->prompt_tokens);
+    ck_assert_int_eq(a->completion_tokens, b->completion_tokens);
+    ck_assert_str_eq(a->model, b->model);
+    ck_assert_uint_eq(a->ncalls, b->ncalls);
+    for (i = 0; i < a->ncalls; i++) {
+        assert_same_id(a->calls[i].id, b->calls[i].id);
+        ck_assert_str_eq(a->calls[i].name, b->calls[i].name);
+        ck_assert_str_eq(a->calls[i].arguments, b->calls[i].arguments);
+    }
+}
+
+/* Feed raw to a stream reader in the pieces cut at cuts[0..ncuts). */
+static int stream_read(int p, const char *raw, size_t len, const size_t *cuts, size_t ncuts,
+                       struct tape *t, struct providers_response *r, struct am_error *err)
+{
+    struct providers_sink sink = { tape_text, t };
+    struct providers_stream *s = providers_stream_new(p, &sink);
+    size_t at = 0, k;
+    int rc = 0;
+
+    error_clear(err);
+    for (k = 0; k <= ncuts && rc == 0; k++) {
+        size_t end = k < ncuts ? cuts[k] : len;
+
+        rc = providers_stream_feed(s, raw + at, end - at, err);
+        at = end;
+    }
+    if (rc == 0)
+        rc = providers_stream_finish(s, r, err);
+    providers_stream_free(s);
+    return rc;
+}
+
+static const char *const stream_settings[] = {
+    "{\"reply\":\"streamed words, one by one: 42\"}",
+    "{\"tool_call\":{\"name\":\"calculator\",\"arguments\":{\"expression\":\"6*7\"}}}",
+};
+
+START_TEST(every_split_of_a_recorded_stream_gives_the_buffered_response)
+{
+    int p = remote_providers[_i / 2];
+    const char *setting = stream_settings[_i % 2];
+    struct providers_request req = simple_request(p, KEY);
+    struct providers_response want, got;
+    struct am_error err;
+    size_t len, k, *each;
+    char *raw;
+    struct tape t;
+
+    req.tools = &calc_tool;
+    req.ntools = 1;
+    fake_control(setting);
+    raw = fake_stream_bytes(p, &len);
+    fake_control(setting);
+    ck_assert_msg(chat(&req, &want, &err) == 0, "%s", err.message);
+    each = malloc((len + 1) * sizeof(*each));
+    for (k = 0; k <= len; k++) {
+        memset(&t, 0, sizeof(t));
+        ck_assert_msg(stream_read(p, raw, len, &k, 1, &t, &got, &err) == 0,
+                      "%s cut at %zu: %s", config_provider_name(p), k, err.message);
+        if (got.model[0] == '\0')
+            util_strlcpy(got.model, req.model, sizeof(got.model));
+        assert_same_response(&want, &got);
+        ck_assert_str_eq(t.text, got.content);
+        providers_response_free(&got);
+        each[k] = k;
+    }
+    memset(&t, 0, sizeof(t));
+    ck_assert_int_eq(stream_read(p, raw, len, each, len, &t, &got, &err), 0);
+    ck_assert_str_eq(t.text, got.content);
+    if (got.content[0] != '\0')
+        ck_assert_int_gt(t.calls, 3);      /* word by word, not one piece */
+    else
+        ck_assert_int_eq(t.calls, 0);      /* a tool call sends no text */
+    providers_response_free(&got);
+    providers_response_free(&want);
+    free(each);
+    free(raw);
+}
+END_TEST
+
+START_TEST(streamed_chat_asks_for_a_stream_and_hands_over_words_in_order)
+{
+    int p = remote_providers[_i];
+    struct providers_request req = simple_request(p, p == PROVIDER_OLLAMA ? NULL : KEY);
+    struct tape t = {0};
+    struct providers_sink sink = { tape_text, &t };
+    struct providers_response r;
+    struct am_error err;
+    struct json_object *reqs;
+
+    req.sink = &sink;
+    fake_control("{\"reply\":\"one two three four five\"}");
+    ck_assert_msg(chat(&req, &r, &err) == 0, "%s: %s", config_provider_name(p), err.message);
+    ck_assert_str_eq(r.content, "one two three four five");
+    ck_assert_str_eq(t.text, r.content);
+    ck_assert_int_eq(t.calls, 5);
+    ck_assert_int_eq(r.prompt_tokens, 3 + 5);
+    ck_assert_int_eq(r.completion_tokens, 5);
+    ck_assert_str_eq(r.model, "fake-model");
+    providers_response_free(&r);
+    reqs = fake_requests();
+    ck_assert(json_object_get_boolean(jpath(reqs, "0.body.stream")));
+    if (p == PROVIDER_OPENAI || p == PROVIDER_GROQ || p == PROVIDER_MISTRAL)
+        ck_assert(json_object_get_boolean(jpath(reqs, "0.body.stream_options.include_usage")));
+    json_object_put(reqs);
+}
+END_TEST
+
+START_TEST(buffered_chat_sends_the_same_bytes_as_before)
+{
+    int p = remote_providers[_i];
+    struct providers_request req = simple_request(p, KEY);
+    struct am_error err;
+    char *url, *body;
+
+    ck_assert_int_eq(providers_build(&req, &url, &body, &err), 0);
+    ck_assert_ptr_null(strstr(body, "\"stream\":true"));
+    ck_assert_ptr_null(strstr(body, "stream_options"));
+    free(url);
+    free(body);
+}
+END_TEST
+
+START_TEST(a_sink_that_says_stop_abandons_the_transfer_at_once)
+{
+    int p = remote_providers[_i];
+    struct providers_request req = simple_request(p, p == PROVIDER_OLLAMA ? NULL : KEY);
+    struct tape t = {0};
+    struct providers_sink sink = { tape_text, &t };
+    struct providers_response r;
+    struct am_error err;
+    uint64_t t0 = util_monotonic_ms();
+
+    t.stop_after = 2;
+    req.sink = &sink;
+    fake_control("{\"reply\":\"a b c d e f g h i j k l m n o p\",\"chunk_delay_ms\":150}");
+    ck_assert_int_eq(chat(&req, &r, &err), AM_ECANCELLED);
+    ck_assert_int_eq(t.calls, 2);
+    ck_assert_uint_lt(util_monotonic_ms() - t0, 1500);   /* 18 chunks would take 2.7 s */
+    ck_assert_ptr_null(r.content);
+}
+END_TEST
+
+static const struct { int p; const char *raw, *want; } bad_streams[] = {
+    { PROVIDER_OPENAI, "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n"
+                       "data: {\"choices\":[{\"delta\":{\"cont\n\n", "stream event: " },
+    { PROVIDER_OPENAI, "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n",
+      "truncated stream" },
+    { PROVIDER_OPENAI, "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n"
+                       "data: {\"error\":{\"message\":\"overloaded, try later\"}}\n\n",
+      "provider openai: overloaded, try later" },
+    { PROVIDER_OPENAI, "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":99,"
+                       "\"id\":\"c\"}]}}]}\n\n", "index missing or out of range" },
+    { PROVIDER_OPENAI, "data: [1,2]\n\n", "not a JSON object" },
+    { PROVIDER_ANTHROPIC, "event: message_start\ndata: {\"type\":\"message_start\","
+                          "\"message\":{\"model\":\"m\"}}\n\nevent: error\ndata: {\"type\":"
+                          "\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":"
+                          "\"Overloaded\"}}\n\n", "provider anthropic: Overloaded" },
+    { PROVIDER_ANTHROPIC, "event: content_block_start\ndata: {\"type\":\"content_block_start\","
+                          "\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":\"t\","
+                          "\"name\":\"calculator\"}}\n\nevent: content_block_delta\ndata: "
+                          "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":"
+                          "\"input_json_delta\",\"partial_json\":\"{\\\"a\\\":\"}}\n\n"
+                          "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+      "input is not an object" },
+    { PROVIDER_COHERE, "event: content-delta\ndata: {\"type\":\"content-delta\",\"delta\":"
+                       "{\"message\":{\"content\":{\"text\":\"hi\"}}}}\n\n", "truncated stream" },
+    { PROVIDER_OLLAMA, "{\"message\":{\"content\":\"hi\"},\"done\":false}\n{\"message\":{\"con",
+      "stream event: " },
+    { PROVIDER_OLLAMA, "{\"message\":{\"content\":\"hi\"},\"done\":false}\n",
+      "truncated stream" },
+    { PROVIDER_OLLAMA, "{\"message\":{\"content\":\"hi\"},\"done\":false}\n"
+                       "{\"error\":\"model runner crashed\"}\n",
+      "provider ollama: model runner crashed" },
+};
+
+START_TEST(malformed_streams_are_clean_provider_errors)
+{
+    struct tape t = {0};
+    struct providers_response r;
+    struct am_error err;
+    const char *raw = bad_streams[_i].raw;
+
+    ck_assert_int_eq(stream_read(bad_streams[_i].p, raw, strlen(raw), NULL, 0, &t, &r, &err),
+                     AM_EPROVIDER);
+    ck_assert_msg(strstr(err.message, bad_streams[_i].want) != NULL, "got \"%s\", want \"%s\"",
+                  err.message, bad_streams[_i].want);
+}
+END_TEST
+
+START_TEST(truncated_stream_over_http_is_a_provider_error)
+{
+    int p = remote_providers[_i];
+    struct providers_request req = simple_request(p, p == PROVIDER_OLLAMA ? NULL : KEY);
+    struct tape t = {0};
+    struct providers_sink sink = { tape_text, &t };
+    struct providers_response r;
+    struct am_error err;
+
+    req.sink = &sink;
+    fake_control("{\"mode\":\"truncated\",\"reply\":\"one two three four five six\"}");
+    ck_assert_int_eq(chat(&req, &r, &err), AM_EPROVIDER);
+    ck_assert_msg(strstr(err.message, "truncated") != NULL, "%s", err.message);
+    ck_assert_int_gt(t.calls, 0);           /* the words before the cut went out */
+    memset(&t, 0, sizeof(t));
+    fake_control("{\"mode\":\"fail\",\"status\":503}");
+    ck_assert_int_eq(chat(&req, &r, &err), AM_EPROVIDER);
+    ck_assert_msg(strstr(err.message, "HTTP 503") != NULL, "%s", err.message);
+    ck_assert_int_eq(t.calls, 0);
+}
+END_TEST
+
+START_TEST(echo_streams_word_by_word)
+{
+    static const struct providers_message m[] = { { .role = "user", .content = "a  bc d" } };
+    struct tape t = {0};
+    struct providers_sink sink = { tape_text, &t };
+    struct providers_request req = { .provider = PROVIDER_ECHO, .model = "e", .messages = m,
+                                     .nmessages = 1, .sink = &sink };
+    struct providers_response r;
+    struct am_error err;
+
+    ck_assert_int_eq(chat(&req, &r, &err), 0);
+    ck_assert_str_eq(r.content, "echo: a  bc d");
+    ck_assert_str_eq(t.text, r.content);
+    ck_assert_int_eq(t.calls, 4);           /* "echo: " "a  " "bc " "d" */
+    providers_response_free(&r);
+    memset(&t, 0, sizeof(t));
+    t.stop_after = 1;
+    ck_assert_int_eq(chat(&req, &r, &err), AM_ECANCELLED);
+}
+END_TEST
+
 static Suite *providers_suite(void)
 {
     Suite *s = suite_create("providers");
@@ -1611,6 +1926,21 @@ static Suite *providers_suite(void)
     tcase_add_test(tc, per_model_behaviour_applies_to_that_model_only);
     tcase_add_test(tc, key_with_control_characters_is_never_sent);
     tcase_add_test(tc, concurrent_calls_from_many_threads_all_succeed);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("stream");
+    tcase_set_timeout(tc, 120);
+    tcase_add_loop_test(tc, every_split_of_a_recorded_stream_gives_the_buffered_response, 0,
+                        (int)NREMOTE * 2);
+    tcase_add_loop_test(tc, streamed_chat_asks_for_a_stream_and_hands_over_words_in_order, 0,
+                        (int)NREMOTE);
+    tcase_add_loop_test(tc, buffered_chat_sends_the_same_bytes_as_before, 0, (int)NREMOTE);
+    tcase_add_loop_test(tc, a_sink_that_says_stop_abandons_the_transfer_at_once, 0,
+                        (int)NREMOTE);
+    tcase_add_loop_test(tc, malformed_streams_are_clean_provider_errors, 0,
+                        (int)(sizeof(bad_streams) / sizeof(bad_streams[0])));
+    tcase_add_loop_test(tc, truncated_stream_over_http_is_a_provider_error, 0, (int)NREMOTE);
+    tcase_add_test(tc, echo_streams_word_by_word);
     suite_add_tcase(s, tc);
     return s;
 }

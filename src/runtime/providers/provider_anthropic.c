@@ -139,6 +139,8 @@ static int anth_build_body(const struct providers_request *req, struct json_obje
     json_object_object_add(body, "messages", l.messages);
     if (tools)
         json_object_object_add(body, "tools", tools);
+    if (req->sink != NULL)
+        json_object_object_add(body, "stream", json_object_new_boolean(1));
     *out = body;
     return 0;
 }
@@ -196,6 +198,85 @@ static int anth_parse(struct json_object *root, const char *pname,
                                      resp, err);
 }
 
+/* content_block_start: a text block's first text, or a tool_use block's
+ * id and name (its input follows in input_json_delta pieces; an input
+ * given whole here is taken as is). */
+static int anth_stream_block(struct provider_stream *s, struct json_object *root,
+                             struct am_error *err)
+{
+    struct json_object *b = provider_stream_path(root, "content_block");
+    struct json_object *type = provider_stream_path(b, "type"), *input;
+    struct provider_stream_slot *slot;
+
+    if (!json_object_is_type(type, json_type_string))
+        return provider_wire_malformed(err, s->pname, "content_block without a type");
+    if (strcmp(json_object_get_string(type), "text") == 0)
+        return provider_stream_text(s, provider_stream_path(b, "text"), err);
+    if (strcmp(json_object_get_string(type), "tool_use") != 0)
+        return 0;
+    if ((slot = provider_stream_slot(s, provider_stream_path(root, "index"), err)) == NULL)
+        return AM_EPROVIDER;
+    input = provider_stream_path(b, "input");
+    if (json_object_is_type(input, json_type_object) && json_object_object_length(input) > 0) {
+        struct json_object *text = json_object_new_string(provider_wire_json_text(input));
+        int rc = provider_stream_slot_fill(s, slot, provider_stream_path(b, "id"),
+                                           provider_stream_path(b, "name"), text, err);
+        json_object_put(text);
+        return rc;
+    }
+    return provider_stream_slot_fill(s, slot, provider_stream_path(b, "id"),
+                                     provider_stream_path(b, "name"), NULL, err);
+}
+
+/* The events: message_start (model, input tokens), content_block_start,
+ * content_block_delta (text_delta, input_json_delta), message_delta
+ * (output tokens), message_stop (the end), error; ping and the rest
+ * carry nothing we use. */
+static int anth_stream_event(struct provider_stream *s, const char *event,
+                             struct json_object *root, struct am_error *err)
+{
+    struct json_object *type = provider_stream_path(root, "type"), *usage, *d;
+    struct provider_stream_slot *slot;
+    const char *t;
+
+    (void)event;
+    if (!json_object_is_type(type, json_type_string))
+        return provider_wire_malformed(err, s->pname, "stream event without a type");
+    t = json_object_get_string(type);
+    if (strcmp(t, "message_start") == 0) {
+        provider_wire_set_model(&s->resp, provider_stream_path(root, "message.model"));
+        usage = provider_stream_path(root, "message.usage");
+        return usage ? provider_wire_counts(usage, "message.usage", "input_tokens",
+                                            "output_tokens", s->pname, &s->resp, err) : 0;
+    }
+    if (strcmp(t, "content_block_start") == 0)
+        return anth_stream_block(s, root, err);
+    if (strcmp(t, "content_block_delta") == 0) {
+        d = provider_stream_path(root, "delta");
+        type = provider_stream_path(d, "type");
+        if (!json_object_is_type(type, json_type_string))
+            return provider_wire_malformed(err, s->pname, "delta without a type");
+        if (strcmp(json_object_get_string(type), "text_delta") == 0)
+            return provider_stream_text(s, provider_stream_path(d, "text"), err);
+        if (strcmp(json_object_get_string(type), "input_json_delta") != 0)
+            return 0;
+        if ((slot = provider_stream_slot(s, provider_stream_path(root, "index"), err)) == NULL)
+            return AM_EPROVIDER;
+        return provider_stream_slot_fill(s, slot, NULL, NULL,
+                                         provider_stream_path(d, "partial_json"), err);
+    }
+    if (strcmp(t, "message_delta") == 0) {
+        usage = provider_stream_path(root, "usage");
+        return usage ? provider_wire_counts(usage, "usage", "input_tokens", "output_tokens",
+                                            s->pname, &s->resp, err) : 0;
+    }
+    if (strcmp(t, "message_stop") == 0)
+        s->done = 1;
+    else if (strcmp(t, "error") == 0)
+        return provider_stream_error(s, provider_stream_path(root, "error.message"), err);
+    return 0;
+}
+
 static const char *const anth_headers[] = { "anthropic-version: 2023-06-01", NULL };
 
 const struct provider_wire provider_anthropic_wire = {
@@ -204,4 +285,6 @@ const struct provider_wire provider_anthropic_wire = {
     .headers = anth_headers,
     .build_body = anth_build_body,
     .parse = anth_parse,
+    .stream_event = anth_stream_event,
+    .args_object = 1,
 };

@@ -35,7 +35,11 @@ static struct json_object *cohere_message(const struct providers_message *m)
 static int cohere_build_body(const struct providers_request *req, struct json_object **out,
                              struct am_error *err)
 {
-    return provider_wire_chat_body(req, cohere_message, "max_tokens", out, err);
+    int rc = provider_wire_chat_body(req, cohere_message, "max_tokens", out, err);
+
+    if (rc == 0 && req->sink != NULL)
+        json_object_object_add(*out, "stream", json_object_new_boolean(1));
+    return rc;
 }
 
 /* message.content: text blocks joined; other block types skipped. */
@@ -104,10 +108,48 @@ static int cohere_parse(struct json_object *root, const char *pname,
     return cohere_usage(root, pname, resp, err);
 }
 
+/* The v2 events: content-start / content-delta (delta.message.content.
+ * text), tool-call-start (the call's id, name and first arguments) and
+ * tool-call-delta (more arguments), both by index, message-end (usage,
+ * the end). tool-plan-delta, citations and the rest are skipped, as the
+ * buffered parse skips tool_plan. */
+static int cohere_stream_event(struct provider_stream *s, const char *event,
+                               struct json_object *root, struct am_error *err)
+{
+    struct json_object *type = provider_stream_path(root, "type"), *c;
+    struct provider_stream_slot *slot;
+    const char *t;
+    int rc;
+
+    (void)event;
+    if (!json_object_is_type(type, json_type_string))
+        return provider_wire_malformed(err, s->pname, "stream event without a type");
+    t = json_object_get_string(type);
+    if (strcmp(t, "content-start") == 0 || strcmp(t, "content-delta") == 0)
+        return provider_stream_text(s, provider_stream_path(root, "delta.message.content.text"),
+                                    err);
+    if (strcmp(t, "tool-call-start") == 0 || strcmp(t, "tool-call-delta") == 0) {
+        if ((slot = provider_stream_slot(s, provider_stream_path(root, "index"), err)) == NULL)
+            return AM_EPROVIDER;
+        c = provider_stream_path(root, "delta.message.tool_calls");
+        return provider_stream_slot_fill(s, slot, provider_stream_path(c, "id"),
+                                         provider_stream_path(c, "function.name"),
+                                         provider_stream_path(c, "function.arguments"), err);
+    }
+    if (strcmp(t, "message-end") == 0) {
+        if ((c = provider_stream_path(root, "delta")) != NULL &&
+            (rc = cohere_usage(c, s->pname, &s->resp, err)) != 0)
+            return rc;
+        s->done = 1;
+    }
+    return 0;
+}
+
 const struct provider_wire provider_cohere_wire = {
     .path = "/chat",
     .auth_prefix = "Authorization: Bearer ",
     .headers = NULL,
     .build_body = cohere_build_body,
     .parse = cohere_parse,
+    .stream_event = cohere_stream_event,
 };

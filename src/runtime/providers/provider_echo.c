@@ -17,6 +17,8 @@
  *    calculator with {"expression":"2+2"}.
  *  - Otherwise the answer is "echo: " + U ("echo: " if there is no user
  *    message).
+ *  - With a sink (req->sink), the text answer goes to it word by word,
+ *    each word with the blanks after it one piece; a tool call sends none.
  *  - prompt_tokens is the number of words (runs of non-blanks) in the
  *    content of all messages; completion_tokens the words of the answer
  *    (of the arguments text for a tool call). model is the requested one.
@@ -117,6 +119,29 @@ static int echo_call(struct providers_response *resp, const struct providers_too
     return rc;
 }
 
+/* With a sink, the answer's text goes to it word by word: each word with
+ * the blanks after it is one piece (leading blanks go with the first). */
+static int echo_stream(const struct providers_request *req, struct providers_response *resp,
+                       struct am_error *err)
+{
+    const char *p = resp->content, *q;
+
+    while (req->sink != NULL && p != NULL && *p) {
+        for (q = p; isspace((unsigned char)*q); q++)
+            ;
+        while (*q && !isspace((unsigned char)*q))
+            q++;
+        while (isspace((unsigned char)*q))
+            q++;
+        if (req->sink->text(req->sink->arg, p, (size_t)(q - p)) != 0) {
+            provider_wire_response_free(resp);
+            return error_set(err, AM_ECANCELLED, "provider echo: the answer was abandoned");
+        }
+        p = q;
+    }
+    return 0;
+}
+
 int provider_echo_chat(const struct providers_request *req, struct providers_response *resp,
                        struct am_error *err)
 {
@@ -137,7 +162,7 @@ int provider_echo_chat(const struct providers_request *req, struct providers_res
     if (last && strcmp(last->role, "tool") == 0) {
         resp->content = echo_concat(ECHO_TOOL_PREFIX, last->content);
         resp->completion_tokens = echo_words(resp->content);
-        return 0;
+        return echo_stream(req, resp, err);
     }
     for (i = 0; i < req->ntools; i++) {
         if (req->tools[i].name == NULL || *req->tools[i].name == '\0')
@@ -150,5 +175,5 @@ int provider_echo_chat(const struct providers_request *req, struct providers_res
     }
     resp->content = echo_concat(ECHO_PREFIX, user);
     resp->completion_tokens = echo_words(resp->content);
-    return 0;
+    return echo_stream(req, resp, err);
 }

@@ -56,7 +56,7 @@ static int ollama_build_body(const struct providers_request *req, struct json_ob
 
     if (rc != 0)
         return rc;
-    json_object_object_add(*out, "stream", json_object_new_boolean(0));
+    json_object_object_add(*out, "stream", json_object_new_boolean(req->sink != NULL));
     if (req->max_tokens > 0) {
         struct json_object *opts = json_object_new_object();
         json_object_object_add(opts, "num_predict", json_object_new_int(req->max_tokens));
@@ -95,7 +95,7 @@ static int ollama_calls(struct json_object *arr, const char *pname,
             text = json_object_get_string(args);   /* some builds send JSON text */
         else
             return provider_wire_malformed(err, pname, "%s.arguments is not an object", at);
-        snprintf(synth, sizeof(synth), "call_%zu", i + 1);
+        snprintf(synth, sizeof(synth), "call_%zu", resp->ncalls + 1);
         if ((rc = provider_wire_add_call(resp, id ? json_object_get_string(id) : synth,
                                          json_object_get_string(name), text, at, pname,
                                          err)) != 0)
@@ -124,10 +124,42 @@ static int ollama_parse(struct json_object *root, const char *pname,
                                      err);
 }
 
+/* One NDJSON line: {"error"} is the provider's error; else the model,
+ * message.content (a piece of the text), message.tool_calls (whole calls,
+ * numbered on from the ones before), and with "done": true the counts and
+ * the end. */
+static int ollama_stream_event(struct provider_stream *s, const char *event,
+                               struct json_object *root, struct am_error *err)
+{
+    struct json_object *e, *msg, *calls, *done;
+    int rc;
+
+    (void)event;
+    if (json_object_object_get_ex(root, "error", &e) && e != NULL)
+        return provider_stream_error(s, e, err);
+    provider_wire_set_model(&s->resp, provider_stream_path(root, "model"));
+    if ((msg = provider_stream_path(root, "message")) != NULL) {
+        if ((rc = provider_stream_text(s, provider_stream_path(msg, "content"), err)) != 0)
+            return rc;
+        calls = provider_stream_path(msg, "tool_calls");
+        if (json_object_is_type(calls, json_type_array) &&
+            (rc = ollama_calls(calls, s->pname, &s->resp, err)) != 0)
+            return rc;
+    }
+    done = provider_stream_path(root, "done");
+    if (!json_object_is_type(done, json_type_boolean) || !json_object_get_boolean(done))
+        return 0;
+    s->done = 1;
+    return provider_wire_usage_model(root, NULL, "prompt_eval_count", "eval_count", s->pname,
+                                     &s->resp, err);
+}
+
 const struct provider_wire provider_ollama_wire = {
     .path = "/api/chat",
     .auth_prefix = NULL,
     .headers = NULL,
     .build_body = ollama_build_body,
     .parse = ollama_parse,
+    .stream_event = ollama_stream_event,
+    .ndjson = 1,
 };

@@ -31,7 +31,16 @@ static struct json_object *openai_message(const struct providers_message *m)
 static int openai_build_body(const struct providers_request *req, struct json_object **out,
                              struct am_error *err)
 {
-    return provider_wire_chat_body(req, openai_message, "max_tokens", out, err);
+    struct json_object *opts;
+    int rc = provider_wire_chat_body(req, openai_message, "max_tokens", out, err);
+
+    if (rc != 0 || req->sink == NULL)
+        return rc;
+    json_object_object_add(*out, "stream", json_object_new_boolean(1));
+    opts = json_object_new_object();
+    json_object_object_add(opts, "include_usage", json_object_new_boolean(1));
+    json_object_object_add(*out, "stream_options", opts);
+    return 0;
 }
 
 static int openai_parse(struct json_object *root, const char *pname,
@@ -69,10 +78,69 @@ static int openai_parse(struct json_object *root, const char *pname,
                                      resp, err);
 }
 
+/* The tool call deltas of one chunk: {index, id?, function: {name?,
+ * arguments?}}, the id and name in the first, the arguments in pieces. */
+static int openai_stream_calls(struct provider_stream *s, struct json_object *calls,
+                               struct am_error *err)
+{
+    size_t i, n = json_object_array_length(calls);
+    int rc;
+
+    for (i = 0; i < n; i++) {
+        struct json_object *c = json_object_array_get_idx(calls, i);
+        struct provider_stream_slot *slot;
+
+        if ((slot = provider_stream_slot(s, provider_stream_path(c, "index"), err)) == NULL)
+            return AM_EPROVIDER;
+        if ((rc = provider_stream_slot_fill(s, slot, provider_stream_path(c, "id"),
+                                            provider_stream_path(c, "function.name"),
+                                            provider_stream_path(c, "function.arguments"),
+                                            err)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* One chat.completion.chunk: choices[0].delta's content (or refusal) and
+ * tool_calls, the model, and the usage of the last chunk (sent when
+ * stream_options.include_usage is asked); "[DONE]" ends the stream
+ * (provider_stream.c). An {"error": {...}} chunk is the provider's error. */
+static int openai_stream_event(struct provider_stream *s, const char *event,
+                               struct json_object *root, struct am_error *err)
+{
+    struct json_object *e, *usage, *delta, *calls, *choices;
+    int rc;
+
+    (void)event;
+    if (json_object_object_get_ex(root, "error", &e) && e != NULL)
+        return provider_stream_error(s, provider_stream_path(e, "message") ?
+                                     provider_stream_path(e, "message") : e, err);
+    provider_wire_set_model(&s->resp, provider_stream_path(root, "model"));
+    if ((rc = provider_wire_field(root, "usage", json_type_object, 0, &usage, "", s->pname,
+                                  err)) < 0
+        || (usage && (rc = provider_wire_counts(usage, "usage", "prompt_tokens",
+                                                "completion_tokens", s->pname, &s->resp,
+                                                err)) != 0)
+        || (rc = provider_wire_field(root, "choices", json_type_array, 0, &choices, "",
+                                     s->pname, err)) < 0)
+        return rc;
+    if (choices == NULL || json_object_array_length(choices) == 0)
+        return 0;
+    delta = provider_stream_path(json_object_array_get_idx(choices, 0), "delta");
+    if ((rc = provider_stream_text(s, provider_stream_path(delta, "content"), err)) != 0
+        || (rc = provider_stream_text(s, provider_stream_path(delta, "refusal"), err)) != 0)
+        return rc;
+    calls = provider_stream_path(delta, "tool_calls");
+    if (json_object_is_type(calls, json_type_array))
+        return openai_stream_calls(s, calls, err);
+    return 0;
+}
+
 const struct provider_wire provider_openai_wire = {
     .path = "/chat/completions",
     .auth_prefix = "Authorization: Bearer ",
     .headers = NULL,
     .build_body = openai_build_body,
     .parse = openai_parse,
+    .stream_event = openai_stream_event,
 };

@@ -36,6 +36,11 @@
 /* Tool calls accepted in one answer. */
 #define PROVIDER_WIRE_MAX_CALLS 64
 
+/* Bytes read from a provider in one answer, streamed or not. */
+#define PROVIDER_WIRE_MAX_ANSWER (8u * 1024u * 1024u)
+
+struct provider_stream;
+
 struct provider_wire {
     const char *path;              /* appended to base_url, e.g. "/chat/completions" */
     const char *auth_prefix;       /* header line before the key, NULL = no auth */
@@ -48,6 +53,16 @@ struct provider_wire {
      * messages. Returns 0 or AM_EPROVIDER ("malformed answer from ..."). */
     int (*parse)(struct json_object *root, const char *pname,
                  struct providers_response *resp, struct am_error *err);
+    /* Read one event of a streamed answer (req->sink set): event is the
+     * SSE event name ("" when none, and for NDJSON), root the parsed data
+     * (borrowed, an object). Text goes through provider_stream_text, tool
+     * calls into provider_stream_slot or resp, the end is marked with
+     * s->done. Returns 0, AM_EPROVIDER (malformed, or an error event) or
+     * AM_ECANCELLED (the sink said stop). */
+    int (*stream_event)(struct provider_stream *s, const char *event,
+                        struct json_object *root, struct am_error *err);
+    int ndjson;                    /* the stream is NDJSON lines, else SSE */
+    int args_object;               /* streamed arguments are re-serialised as an object */
 };
 
 extern const struct provider_wire provider_openai_wire;     /* openai, groq, mistral */
@@ -60,6 +75,63 @@ extern const struct provider_wire provider_ollama_wire;
  * Same contract as providers_chat. Documented in provider_echo.c. */
 int provider_echo_chat(const struct providers_request *req, struct providers_response *resp,
                        struct am_error *err);
+
+/* ---- reading a streamed answer (provider_stream.c) ---- */
+
+/* A tool call being streamed, by the index the protocol gives it. */
+struct provider_stream_slot {
+    int used;
+    char id[96];
+    char name[64];
+    char *args;                    /* the argument text so far, malloc'd or NULL */
+    size_t nargs;
+};
+
+/* What a protocol's stream_event reads and fills. */
+struct provider_stream {
+    const struct provider_wire *wire;
+    const char *pname;
+    const struct providers_sink *sink;    /* may be NULL (tests) */
+    struct providers_response resp;       /* content, calls, usage, model so far */
+    size_t ncontent, capcontent;          /* resp.content's length and capacity */
+    struct provider_stream_slot slots[PROVIDER_WIRE_MAX_CALLS];
+    int done;                             /* the protocol's last event arrived */
+    /* framing: the line being read, the SSE event being gathered */
+    char *line;
+    size_t nline, capline;
+    char event[64];
+    char *data;
+    size_t ndata, capdata;
+    size_t total;                         /* bytes fed */
+    int rc;                               /* the first error returned; sticky */
+};
+
+/* Append text (a JSON string, up to its first NUL; anything else is
+ * ignored) to the answer and hand it to the sink. Returns 0, or
+ * AM_ECANCELLED with err filled when the sink says stop. */
+int provider_stream_text(struct provider_stream *s, struct json_object *text,
+                         struct am_error *err);
+
+/* The slot of tool call index idx (a JSON integer in [0, MAX_CALLS)),
+ * marked used. Returns it, or NULL with AM_EPROVIDER in err. */
+struct provider_stream_slot *provider_stream_slot(struct provider_stream *s,
+                                                  struct json_object *idx,
+                                                  struct am_error *err);
+
+/* Copy id and name (JSON strings, either may be NULL) into the slot and
+ * append args (a JSON string or NULL) to its arguments. Returns 0 or
+ * AM_EPROVIDER (id or name too long). */
+int provider_stream_slot_fill(struct provider_stream *s, struct provider_stream_slot *slot,
+                              struct json_object *id, struct json_object *name,
+                              struct json_object *args, struct am_error *err);
+
+/* The value at a dotted path of objects ("delta.message.content"),
+ * borrowed, or NULL when a step is missing or not an object. */
+struct json_object *provider_stream_path(struct json_object *o, const char *path);
+
+/* An error event's message, as AM_EPROVIDER "provider <pname>: <msg>". */
+int provider_stream_error(struct provider_stream *s, struct json_object *msg,
+                          struct am_error *err);
 
 /* ---- reading an answer (provider_wire.c) ---- */
 

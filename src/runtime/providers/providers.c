@@ -43,6 +43,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <curl/curl.h>
 #include <json-c/json.h>
 
@@ -53,7 +54,7 @@
 #include "runtime/providers/providers.h"
 #include "lib/util.h"
 
-#define PROVIDERS_MAX_ANSWER (8u * 1024u * 1024u)  /* bytes read from a provider */
+#define PROVIDERS_MAX_ANSWER PROVIDER_WIRE_MAX_ANSWER  /* bytes read from a provider */
 #define PROVIDERS_ANSWER_HINT 16384                 /* first allocation for an answer */
 #define PROVIDERS_DEFAULT_TIMEOUT_MS 60000          /* when the request says 0 */
 #define PROVIDERS_SNIPPET 120                       /* provider error text quoted */
@@ -209,13 +210,43 @@ int providers_parse(int provider, const char *body, size_t len,
 struct answer_buf {
     struct buf body;         /* the answer so far, at most PROVIDERS_MAX_ANSWER bytes */
     int too_large;           /* set when the provider sent more than that */
+    /* streaming (req->sink): a 2xx text/event-stream or NDJSON answer goes
+     * to the reader as it arrives; an error answer, or a provider that
+     * answered with one JSON body after all, is buffered as above */
+    struct providers_stream *stream;
+    CURL *curl;
+    int mode;                /* 0 not known yet, 1 streamed, 2 buffered */
+    int stream_rc;           /* the reader's error, which stopped the transfer */
+    struct am_error *err;
 };
+
+/* The first bytes of a streamed call: read them as a stream unless the
+ * status is not 2xx or the answer is a single JSON document. */
+static int answer_mode(struct answer_buf *b)
+{
+    long status = 0;
+    char *ctype = NULL;
+
+    curl_easy_getinfo(b->curl, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(b->curl, CURLINFO_CONTENT_TYPE, &ctype);
+    if (status < 200 || status > 299 ||
+        (ctype != NULL && strncasecmp(ctype, "application/json", 16) == 0))
+        return 2;
+    return 1;
+}
 
 static size_t answer_write(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
     struct answer_buf *b = userdata;
     size_t n = size * nmemb;
 
+    if (b->stream != NULL && b->mode == 0)
+        b->mode = answer_mode(b);
+    if (b->mode == 1) {
+        if ((b->stream_rc = providers_stream_feed(b->stream, ptr, n, b->err)) != 0)
+            return 0;        /* curl stops at once with CURLE_WRITE_ERROR */
+        return n;
+    }
     if (b->body.cap == 0)
         buf_init(&b->body, PROVIDERS_ANSWER_HINT);
     if (buf_put_limited(&b->body, ptr, n, PROVIDERS_MAX_ANSWER) != 0) {
@@ -226,13 +257,16 @@ static size_t answer_write(char *ptr, size_t size, size_t nmemb, void *userdata)
 }
 
 /* The header list of one call; the auth line holds the key (invariant 1). */
-static struct curl_slist *make_headers(const struct provider_wire *w, const char *key)
+static struct curl_slist *make_headers(const struct provider_wire *w, const char *key,
+                                       int streamed)
 {
     struct curl_slist *h = NULL;
     const char *const *x;
 
     h = curl_slist_append(h, "Content-Type: application/json");
-    h = curl_slist_append(h, "Accept: application/json");
+    h = curl_slist_append(h, !streamed ? "Accept: application/json"
+                          : w->ndjson ? "Accept: application/x-ndjson, application/json"
+                          : "Accept: text/event-stream, application/json");
     h = curl_slist_append(h, "Expect:");
     for (x = w->headers; x && *x; x++)
         h = curl_slist_append(h, *x);
@@ -332,6 +366,8 @@ static int transport_error(const char *pname, CURLcode cc, const char *errbuf, i
     case CURLE_COULDNT_CONNECT:
         return error_set(err, AM_EPROVIDER, "provider %s unreachable: %s", pname, detail);
     case CURLE_WRITE_ERROR:
+        if (b->stream_rc != 0)
+            return b->stream_rc;  /* err was filled by the stream reader */
         if (b->too_large)
             return error_set(err, AM_EPROVIDER, "provider %s: answer too large (over %u MiB)",
                              pname, PROVIDERS_MAX_ANSWER >> 20);
@@ -457,7 +493,8 @@ static int transport_post(const struct providers_request *req, const struct prov
                          "characters", pname);
     if ((c = thread_handle(&owned)) == NULL)
         return error_set(err, AM_EPROVIDER, "provider %s: cannot create an HTTP handle", pname);
-    h = make_headers(w, req->api_key);
+    h = make_headers(w, req->api_key, req->sink != NULL);
+    b->curl = c;
     set_options(c, url, body, h, b, errbuf, timeout_ms);
     cc = curl_easy_perform(c);
     if (cc != CURLE_OK)
@@ -491,19 +528,30 @@ int providers_chat(const struct providers_request *req, struct providers_respons
     providers_init();
     if ((rc = providers_build(req, &url, &body, err)) != 0)
         goto out;
+    if (req->sink != NULL) {
+        b.stream = providers_stream_new(req->provider, req->sink);
+        b.err = err;
+    }
     if ((rc = transport_post(req, wires[req->provider], url, body, &status, &b, err)) != 0)
         goto out;
     if (status < 200 || status > 299) {
         rc = http_error(pname, status, &b, err);
         goto out;
     }
-    if ((rc = providers_parse(req->provider, b.body.z, b.body.n, resp, err)) != 0)
+    if (b.mode == 1)
+        rc = providers_stream_finish(b.stream, resp, err);
+    else if ((rc = providers_parse(req->provider, b.body.z, b.body.n, resp, err)) == 0 &&
+             req->sink != NULL && resp->content[0] != '\0' &&
+             req->sink->text(req->sink->arg, resp->content, strlen(resp->content)) != 0)
+        rc = error_set(err, AM_ECANCELLED, "provider %s: the answer was abandoned", pname);
+    if (rc != 0)
         goto out;
     if (resp->model[0] == '\0')
         util_strlcpy(resp->model, req->model, sizeof(resp->model));
 out:
     if (rc != 0)
         providers_scrub_key(err, req->api_key);
+    providers_stream_free(b.stream);
     buf_free(&b.body);
     free(body);
     free(url);

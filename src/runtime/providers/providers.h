@@ -38,6 +38,14 @@ struct providers_tool_call {
     char *arguments;              /* JSON text, malloc'd */
 };
 
+/* Where a streamed answer's text goes as it arrives. */
+struct providers_sink {
+    /* The next n bytes of the answer's text, in order. Returns 0 to go on,
+     * non-zero to abandon the call at once (it then fails AM_ECANCELLED). */
+    int (*text)(void *arg, const char *text, size_t n);
+    void *arg;
+};
+
 struct providers_request {
     int provider;                 /* enum config_provider */
     const char *model;
@@ -49,6 +57,10 @@ struct providers_request {
     size_t nmessages;
     const struct providers_tool *tools;
     size_t ntools;
+    /* NULL: one buffered answer, as always. Set: the provider is asked to
+     * stream, each text delta goes to the sink as it arrives, and the
+     * response is assembled exactly as the buffered answer would give it. */
+    const struct providers_sink *sink;
 };
 
 struct providers_response {
@@ -65,12 +77,28 @@ int providers_init(void);
 
 /* One chat call. Returns 0 and fills *resp (free with
  * providers_response_free), or AM_EPROVIDER (connection refused, HTTP
- * error, wrong key, malformed or truncated answer) or AM_ETIMEOUT, with a
+ * error, wrong key, malformed or truncated answer), AM_ETIMEOUT, or, with
+ * req->sink, AM_ECANCELLED (the sink said stop), with a
  * message that names the provider and the HTTP status but never the key. */
 int providers_chat(const struct providers_request *req, struct providers_response *resp,
                    struct am_error *err);
 
 void providers_response_free(struct providers_response *resp);
+
+/* The incremental reader of a streamed answer, exposed for unit tests
+ * (providers_chat uses it with a sink): feed the 2xx body in chunks of any
+ * size, then finish. new never fails; sink may be NULL. feed and finish
+ * return 0, AM_EPROVIDER (malformed or truncated stream, an error event,
+ * over 8 MiB) or AM_ECANCELLED (the sink said stop); after an error every
+ * later call returns it again. finish fills *resp on 0 (free with
+ * providers_response_free). */
+struct providers_stream;
+struct providers_stream *providers_stream_new(int provider, const struct providers_sink *sink);
+int providers_stream_feed(struct providers_stream *s, const char *data, size_t n,
+                          struct am_error *err);
+int providers_stream_finish(struct providers_stream *s, struct providers_response *resp,
+                            struct am_error *err);
+void providers_stream_free(struct providers_stream *s);
 
 /* Replace in err->message (err may be NULL) the key and every run of 8 or
  * more of its characters with "[redacted]"; a key under 8 characters only
