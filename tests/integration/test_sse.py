@@ -312,14 +312,12 @@ class SseMixin:
         self.assertEqual(set(plain), set(done) - {"type"})
         self.assertEqual(plain["answer"], reply)
         streamed = [r for r in self.fake.provider_requests() if (r.get("body") or {}).get("stream")]
-        if len(tokens) > 1 or streamed:
-            # the provider streams: the first token is on the client's side
-            # well before the last chunk has left the fake
-            self.assertGreater(len(tokens), 1, tokens)
-            self.assertLess(tokens[0][2], resp[2][-1][2] - 0.3,
-                            "first token at %.2fs, done at %.2fs" % (tokens[0][2], resp[2][-1][2]))
-        else:
-            self.assertEqual(len(tokens), 1, tokens)
+        self.assertTrue(streamed, "the provider was not asked to stream")
+        # the first token is on the client's side well before the last chunk
+        # has left the fake
+        self.assertGreater(len(tokens), 1, tokens)
+        self.assertLess(tokens[0][2], resp[2][-1][2] - 0.3,
+                        "first token at %.2fs, done at %.2fs" % (tokens[0][2], resp[2][-1][2]))
 
     def test_newlines_in_the_answer_stay_inside_the_data_line(self):
         self.agent("lines", model="openai/gpt-4o-mini")
@@ -415,16 +413,12 @@ class SseMixin:
         self.assertIn("x-ratelimit-remaining", headers)
 
     def test_a_provider_cut_off_is_an_envelope_before_any_token_or_an_error_event_after(self):
-        """The fake ends its answer halfway. A provider client that reads
-        whole answers fails before any token: 502 envelope. One that
-        streams has passed tokens on already: 200, tokens, then an error
-        event (and nothing after it)."""
+        """The fake ends its streamed answer halfway: the tokens already
+        passed on stay, then an error event (and nothing after it)."""
         self.agent("cut", model="openai/cut-%d" % os.getpid())
         self.fake.control(mode="truncated", reply="one two three four five six seven eight")
         status, headers, got, _ = self.stream("cut", {"query": "x"})
-        if status != 200:
-            assert_error(self, (status, headers, got), 502, "provider_error")
-            return
+        self.assertEqual(status, 200, got)
         names = [e[0] for e in got]
         self.assertEqual(names, ["token"] * (len(got) - 1) + ["error"], names)
         self.assertGreater(len(got), 1, got)
