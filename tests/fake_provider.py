@@ -65,7 +65,9 @@ Control API (JSON):
                     (the client's TCP port: one per connection), and for a
                     streamed answer "stream_end": "complete" or
                     "client_gone" (the client closed the connection
-                    mid-stream; seen between chunks, within 50 ms)}
+                    mid-stream; seen between chunks, within 50 ms); for a
+                    "hang" answer "hang_end": "client_gone" once the
+                    client hangs up, with "hang_end_at" (time.time())}
   DELETE /_requests forget them
   GET /_health      {"ok": true}
 
@@ -525,6 +527,8 @@ class Handler(BaseHTTPRequestHandler):
         deadline = time.monotonic() + 600
         while not STOP.is_set() and time.monotonic() < deadline:
             if self.client_gone():
+                self.entry["hang_end"] = "client_gone"
+                self.entry["hang_end_at"] = time.time()
                 return
             time.sleep(0.05)
 

@@ -514,6 +514,10 @@ static int route_chat(struct run *r, const struct providers_message *msgs, size_
         req.tools = with_tools && a->doc.ntools > 0 ? tools : NULL;
         req.ntools = with_tools ? (size_t)a->doc.ntools : 0;
         req.sink = live && r->out != NULL ? &sink : NULL;
+        if (r->out != NULL && r->out->sink->alive != NULL) {   /* streamed or not */
+            req.alive = r->out->sink->alive;
+            req.alive_arg = r->out->sink->arg;
+        }
         resp = run_new_response(r);
         error_clear(err);
         providers_init();    /* once per process; not part of any model's latency */

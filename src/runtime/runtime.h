@@ -24,6 +24,10 @@ struct runtime_sink {
      * gone): the provider call is abandoned and the run ends AM_ECANCELLED. */
     int (*token)(void *arg, const char *text, size_t n);
     void *arg;
+    /* NULL, or 0 once the client has gone: polled while a model call waits
+     * on its provider (at least once a second), so a vanished client
+     * cancels the call even between tokens. */
+    int (*alive)(void *arg);
 };
 
 struct runtime_request {

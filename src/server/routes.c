@@ -442,7 +442,10 @@ static void route_agent_execute(struct route_ctx *c, int mode)
     struct run_call call = { .org = c->slug, .name = c->name, .mode = mode };
     struct run_outcome out;
     struct sse_run sse = { c, &out };
-    struct runtime_sink sink = { sse_token, &sse };
+    /* no liveness hook: lighttpd and Apache tell a FastCGI backend that is
+     * not writing nothing of a client that left, so a vanished SSE client
+     * is seen at the next event written */
+    struct runtime_sink sink = { sse_token, &sse, NULL };
     struct json_object *body, *o;
     struct am_error err;
     int rc, stream = c->req->stream != NULL && http_accepts(c->req->accept, "text/event-stream");

@@ -1379,6 +1379,46 @@ START_TEST(hang_times_out_within_the_timeout)
 }
 END_TEST
 
+/* The alive hook: gone after a set time (monotonic ms). */
+static int alive_until(void *arg)
+{
+    return util_monotonic_ms() < *(const uint64_t *)arg;
+}
+
+START_TEST(a_client_gone_abandons_a_silent_provider_within_a_second)
+{
+    struct providers_request req = simple_request(PROVIDER_OPENAI, KEY);
+    struct providers_response r;
+    struct am_error err;
+    struct json_object *reqs, *last, *v;
+    uint64_t t0, gone;
+
+    fake_control("{\"mode\":\"hang\"}");
+    req.timeout_ms = 20000;
+    t0 = util_monotonic_ms();
+    gone = t0 + 300;
+    req.alive = alive_until;
+    req.alive_arg = &gone;
+    ck_assert_int_eq(chat(&req, &r, &err), AM_ECANCELLED);
+    /* libcurl asks at least once a second while it waits */
+    ck_assert_uint_lt(util_monotonic_ms() - gone, 1500);
+    ck_assert_ptr_null(r.content);
+    /* and the provider saw the connection close */
+    for (int i = 0; i < 40; i++) {
+        reqs = fake_requests();
+        last = json_object_array_get_idx(reqs, json_object_array_length(reqs) - 1);
+        if (last != NULL && json_object_object_get_ex(last, "hang_end", &v)) {
+            ck_assert_str_eq(json_object_get_string(v), "client_gone");
+            json_object_put(reqs);
+            return;
+        }
+        json_object_put(reqs);
+        usleep(50 * 1000);
+    }
+    ck_abort_msg("the fake never saw the call abandoned");
+}
+END_TEST
+
 START_TEST(slow_answer_within_the_timeout_succeeds)
 {
     struct providers_request req = simple_request(PROVIDER_COHERE, KEY);
@@ -1918,6 +1958,7 @@ static Suite *providers_suite(void)
                         (int)(sizeof(scrubs) / sizeof(scrubs[0])));
     tcase_add_test(tc, rate_limit_and_server_errors_carry_the_status);
     tcase_add_test(tc, hang_times_out_within_the_timeout);
+    tcase_add_test(tc, a_client_gone_abandons_a_silent_provider_within_a_second);
     tcase_add_test(tc, slow_answer_within_the_timeout_succeeds);
     tcase_add_test(tc, malformed_and_truncated_answers_over_http_are_provider_errors);
     tcase_add_test(tc, closed_port_is_unreachable);

@@ -450,7 +450,7 @@ static struct json_object *jpath_stream(struct json_object *reqs, size_t i)
 static int pipeline(struct agent_rt *a, const char *query, struct tape *t,
                     struct runtime_result *res, struct am_error *err)
 {
-    struct runtime_sink sink = { tape_token, t };
+    struct runtime_sink sink = { tape_token, t, NULL };
     struct runtime_request req = { .org = "acme", .name = "bot", .query = query,
                                    .mode = RUNTIME_TEST, .sink = t ? &sink : NULL };
 

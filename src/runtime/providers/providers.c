@@ -374,6 +374,8 @@ static int transport_error(const char *pname, CURLcode cc, const char *errbuf, i
         break;
     case CURLE_PARTIAL_FILE:
         return error_set(err, AM_EPROVIDER, "provider %s: answer cut short: %s", pname, detail);
+    case CURLE_ABORTED_BY_CALLBACK:     /* the alive hook said the client has gone */
+        return error_set(err, AM_ECANCELLED, "provider %s: the call was abandoned", pname);
     default:
         break;
     }
@@ -474,6 +476,16 @@ static void set_options(CURL *c, const char *url, const char *body, struct curl_
     curl_easy_setopt(c, CURLOPT_MAXCONNECTS, 1L);
 }
 
+/* libcurl's progress callback: abort when the request's client has gone. */
+static int transport_alive(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                           curl_off_t ulnow)
+{
+    const struct providers_request *req = arg;
+
+    (void)dltotal; (void)dlnow; (void)ultotal; (void)ulnow;
+    return req->alive(req->alive_arg) ? 0 : 1;
+}
+
 /* POST body to url. Returns 0 with the HTTP status and the answer in b,
  * or the mapped transport error. */
 static int transport_post(const struct providers_request *req, const struct provider_wire *w,
@@ -496,6 +508,11 @@ static int transport_post(const struct providers_request *req, const struct prov
     h = make_headers(w, req->api_key, req->sink != NULL);
     b->curl = c;
     set_options(c, url, body, h, b, errbuf, timeout_ms);
+    if (req->alive != NULL) {
+        curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, transport_alive);
+        curl_easy_setopt(c, CURLOPT_XFERINFODATA, req);
+        curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    }
     cc = curl_easy_perform(c);
     if (cc != CURLE_OK)
         rc = transport_error(pname, cc, errbuf, timeout_ms, b, err);

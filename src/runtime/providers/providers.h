@@ -61,6 +61,11 @@ struct providers_request {
      * stream, each text delta goes to the sink as it arrives, and the
      * response is assembled exactly as the buffered answer would give it. */
     const struct providers_sink *sink;
+    /* NULL, or polled while the call waits on the provider (libcurl's
+     * progress callback: at least once a second): 0 abandons the call at
+     * once, which then fails AM_ECANCELLED (the client has gone). */
+    int (*alive)(void *arg);
+    void *alive_arg;
 };
 
 struct providers_response {
