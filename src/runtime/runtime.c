@@ -649,6 +649,7 @@ int runtime_execute(struct app *app, const struct runtime_request *req,
     if ((a = agent_lookup(app->reg, key, &corrupt)) == NULL)
         return corrupt ? error_set(err, AM_EUNAVAILABLE, "Agent '%s' could not be loaded", req->name)
                        : error_set(err, AM_ENOTDEPLOYED, "Agent '%s' is not deployed", req->name);
+    res->version = a->doc.version;
     r.app = app;
     r.org = req->org;
     r.agent = a;
