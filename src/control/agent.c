@@ -492,36 +492,38 @@ static const char *compiled_yaml(struct json_object *comp, int64_t version)
     return str_field(comp, "yaml");
 }
 
-/* The YAML of the stored version n if it was compiled with key refs
- * `joined`: a malloc'd copy in *yaml (NULL when not). Returns 0 or the
- * store's error. */
-static int version_yaml(struct tx_ctx *c, struct store_txn *t, int64_t n, const char *joined,
-                        char **yaml, size_t *len)
+/* The YAML of stored version n (vrec if the caller has it read, else read
+ * here) if it was compiled with key refs `joined`: a malloc'd copy in
+ * *yaml (NULL when not). Returns 0 or the store's error. */
+static int version_yaml(struct tx_ctx *c, struct store_txn *t, int64_t n,
+                        struct json_object *vrec, const char *joined, char **yaml, size_t *len)
 {
-    struct json_object *vrec = NULL;
+    struct json_object *own = NULL;
     const char *y, *refs;
-    int rc = versions_load(c->app->store, t, c->org, c->name, n, &vrec);
+    int rc = vrec != NULL ? 0 : versions_load(c->app->store, t, c->org, c->name, n, &own);
 
     *yaml = NULL;
     if (rc == AM_ENOENT)
         return 0;
+    if (vrec == NULL)
+        vrec = own;
     if (rc == 0 && (y = str_field(vrec, "yaml")) != NULL &&
         (refs = str_field(vrec, "key_refs")) != NULL && strcmp(refs, joined) == 0) {
         *len = strlen(y);
         *yaml = xstrndup(y, *len);
     }
-    json_object_put(vrec);
+    json_object_put(own);
     return rc;
 }
 
 /* Make sure STORE_COMPILED holds a compilation of rec for its edit count,
  * agent version n and the current key refs, compiling only when neither it
- * nor stored version n (when `existing`) has one (the redeploy and
- * rollback fast paths). On 0, *yaml is a malloc'd copy for the registry and
- * joined the key refs it was made with. */
+ * nor stored version n (when `existing`; vrec if already read, else NULL)
+ * has one (the redeploy and rollback fast paths). On 0, *yaml is a
+ * malloc'd copy for the registry and joined the key refs it was made with. */
 static int ensure_compiled(struct tx_ctx *c, struct store_txn *t, struct json_object *rec,
-                           int64_t n, int existing, char joined[256], char **yaml,
-                           size_t *len, struct am_error *err)
+                           int64_t n, int existing, struct json_object *vrec, char joined[256],
+                           char **yaml, size_t *len, struct am_error *err)
 {
     struct json_object *wc, *comp;
     const char *refs[PROVIDER_COUNT], *have;
@@ -545,7 +547,7 @@ static int ensure_compiled(struct tx_ctx *c, struct store_txn *t, struct json_ob
         return 0;
     }
     json_object_put(comp);
-    if (existing && (rc = version_yaml(c, t, n, joined, yaml, len)) != 0)
+    if (existing && (rc = version_yaml(c, t, n, vrec, joined, yaml, len)) != 0)
         return rc;
     if (*yaml == NULL) {
         if ((rc = wizard_validate_deploy(wc, err)) != 0)
@@ -625,7 +627,7 @@ static int deploy_txn(struct store *s, struct store_txn *t, void *arg)
     json_object_object_get_ex(rec, "wizard", &wc);
     versions_hash(wc, hash);
     n = deploy_version(rec, hash, &existing);
-    if ((rc = ensure_compiled(c, t, rec, n, existing, joined, &yaml, &len, c->err)) != 0)
+    if ((rc = ensure_compiled(c, t, rec, n, existing, NULL, joined, &yaml, &len, c->err)) != 0)
         goto out;
     if (!existing && (rc = version_record(c, t, rec, n, hash, yaml, len, joined, now)) != 0)
         goto out;
@@ -739,7 +741,7 @@ static int rollback_txn(struct store *s, struct store_txn *t, void *arg)
     /* Deployed: the version's compilation (or a new one for today's key
      * refs). Otherwise only the config: still refused, with nothing
      * changed, when a provider it needs has no key any more. */
-    rc = deployed ? ensure_compiled(c, t, rec, c->target, 1, joined, &yaml, &len, c->err)
+    rc = deployed ? ensure_compiled(c, t, rec, c->target, 1, vrec, joined, &yaml, &len, c->err)
                   : key_refs_for(c->app, t, c->org, wc, refs, bufs, joined, sizeof(joined), c->err);
     if (rc != 0 || (rc = record_save(c->app, t, c->org, c->name, rec, c->err)) != 0)
         goto out;
@@ -1119,7 +1121,7 @@ static int check_record(const char *k, size_t kl, const char *v, size_t vl, void
     const char *name;
     size_t olen = strnlen(k, kl);
     uint64_t have = 0;
-    int64_t version;
+    int64_t version, live;
     int loaded, deployed, rc;
 
     (void)vl;
@@ -1132,7 +1134,14 @@ static int check_record(const char *k, size_t kl, const char *v, size_t vl, void
         invariant_fail("agent: stored record %s/%s is unreadable", org, name);
     version = int_field(rec, "version");
     deployed = status_of(rec) == AGENT_DEPLOYED;
+    live = int_field(rec, "live_version");
     json_object_put(rec);
+    if (deployed && live > 0 &&
+        (rc = versions_load(app->store, NULL, org, name, live, &comp)) != 0)
+        invariant_fail("agent 4: deployed %s/%s is at version %lld, which is not stored (%d)",
+                       org, name, (long long)live, rc);
+    json_object_put(comp);
+    comp = NULL;
     (void)key_agent_id(rkey, sizeof(rkey), org, name);
     loaded = registry_contains(app->reg, rkey, &have);
     if (deployed && !loaded)

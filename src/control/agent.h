@@ -9,6 +9,13 @@
  *                                                     └───────agent_deploy────────┘
  *     agent_delete: from any state (unloads from the registry first if deployed)
  *     agent_update: draft and paused only (409 agent_deployed otherwise)
+ *     agent_rollback: any state with versions, staying in it (deployed: the
+ *                     registry switches to the version's compilation)
+ *
+ * Versions: agent_deploy of a config that differs from the version the
+ * agent is at makes version latest+1 (control/versions.c holds them);
+ * GET answers say which version ("version") and whether the config
+ * changed since ("draft_changed").
  *
  * Every transition is one Berkeley DB transaction that holds the agent
  * record's write lock while it also changes the registry, so the stored

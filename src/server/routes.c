@@ -599,7 +599,7 @@ static void route_member_delete(struct route_ctx *c)
 /* ---- versions and rollback (control/agent.c, control/versions.c) ---------------- */
 
 /* Who is calling, as a version records it: the e-mail of a person, or
- * "key:<id>" for an API key. Points into c (valid for the request). */
+ * "key:<id>" for an API key. Borrowed: valid until this thread's next call. */
 static const char *caller_name(struct route_ctx *c)
 {
     static _Thread_local char buf[64];
@@ -633,10 +633,10 @@ static int query_by_version(struct route_ctx *c)
     return v != NULL && len == 7 && strncmp(v, "version", 7) == 0;
 }
 
-/* ?name=N in lo..hi into *out (def when absent). 0, or -1 after adding a
- * detail to err. */
+/* ?name=N in lo..hi into *out (def when absent). 0, or -1 after adding the
+ * detail (name, problem) to err. */
 static int query_int(struct route_ctx *c, const char *name, long long lo, long long hi,
-                     long long def, long long *out, struct am_error *err)
+                     long long def, const char *problem, long long *out, struct am_error *err)
 {
     size_t len;
     const char *v = query_param(c, name, &len);
@@ -652,8 +652,7 @@ static int query_int(struct route_ctx *c, const char *name, long long lo, long l
         if (*end == '\0' && *out >= lo && *out <= hi)
             return 0;
     }
-    error_add_detail(err, name, hi == 100 ? "must be an integer between 1 and 100"
-                                          : "must be a positive integer");
+    error_add_detail(err, name, problem);
     return -1;
 }
 
@@ -666,8 +665,9 @@ static void route_agent_versions(struct route_ctx *c)
 
     error_clear(&err);
     error_set(&err, AM_EVALIDATION, "Invalid versions query");
-    bad = query_int(c, "limit", 1, 100, 20, &limit, &err);
-    bad |= query_int(c, "before", 1, 9999999999LL, 0, &before, &err);
+    bad = query_int(c, "limit", 1, 100, 20, "must be an integer between 1 and 100", &limit, &err);
+    bad |= query_int(c, "before", 1, 9999999999LL, 0, "must be a positive integer", &before,
+                     &err);
     if (bad) {
         http_reply_error(c->resp, &err);
         return;
