@@ -3,11 +3,22 @@
  *
  * Owns: the agent record format in STORE_AGENTS (key "org\0name"):
  *   {"wizard":{…WizardConfig…}, "status":"draft|deployed|paused",
- *    "version":N,                 bumped by every config change
+ *    "version":N,                 bumped by every config change (the edit count)
+ *    "live_version":n,            the agent version it is at: live when
+ *                                 deployed, else the last deployed or the one
+ *                                 a rollback restored (0: none yet)
+ *    "live_hash":"…",             config_hash of that version (draft_changed)
+ *    "latest_version":n,          the highest version ever made (never reused)
+ *    "rolled_back_at":t, "rolled_back_by":"…", "rolled_back_from":n (the last rollback)
  *    "created_at":t, "updated_at":t, "deployed_at":t|null, "paused_at":t|null}
  * and, under the same key in STORE_COMPILED, written by the first deploy:
- *   {"version":N, "key_refs":"…", "yaml":"…"}
- * The compilation lives apart so that GET and list never parse the YAML.
+ *   {"version":N, "n":n, "key_refs":"…", "yaml":"…"}
+ * (N the edit count and n the agent version it was compiled for). The
+ * compilation lives apart so that GET and list never parse the YAML. The
+ * agent versions themselves are in STORE_VERSIONS (versions.c's format):
+ * a deploy whose config differs from the live version's makes version
+ * latest_version + 1 in the deploy's transaction, and prunes the versions
+ * retention pushes out in the same transaction.
  *
  * Invariants:
  *  1. A record's status is "deployed" exactly when the registry holds
@@ -20,6 +31,10 @@
  *     written or read while the agent record's write lock is held.
  *  3. Pause and redeploy never touch "wizard": every byte of the config
  *     survives them.
+ *  4. A deployed agent's live_version names a stored version, and the
+ *     registry serves a compilation made for that version number (its
+ *     metadata.version is "n.0.0"): rollback switches both in one
+ *     transaction.
  *
  * Must never: log (routes do); hold the registry's writer lock while
  * waiting for the database.
@@ -36,6 +51,7 @@
 #include "lib/invariant.h"
 #include "lib/key.h"
 #include "lib/util.h"
+#include "control/versions.h"
 #include "control/wizard.h"
 
 static uint64_t compile_count;
@@ -130,6 +146,21 @@ static struct json_object *model_of(struct json_object *wc)
     return NULL;
 }
 
+/* "version" (null before the first deploy) and "draft_changed" (the
+ * config differs from that version's, or there is none). */
+static void version_fields(struct json_object *o, struct json_object *rec,
+                           struct json_object *wc)
+{
+    int64_t live = int_field(rec, "live_version");
+    const char *live_hash = str_field(rec, "live_hash");
+    char hex[VERSIONS_HASH_HEX];
+
+    versions_hash(wc, hex);
+    json_object_object_add(o, "version", live > 0 ? json_object_new_int64(live) : NULL);
+    json_object_object_add(o, "draft_changed", json_object_new_boolean(
+                               live <= 0 || live_hash == NULL || strcmp(hex, live_hash) != 0));
+}
+
 /* The public agent object: list form (full == 0) or GET form. */
 static struct json_object *agent_view(const char *org, struct json_object *rec, int full)
 {
@@ -151,6 +182,7 @@ static struct json_object *agent_view(const char *org, struct json_object *rec, 
     json_object_object_add(o, "model", model_of(wc));
     if (full)
         json_object_object_add(o, "wizard_config", json_object_get(wc));
+    version_fields(o, rec, wc);
     json_object_object_add(o, "created_at", time_or_null(int_field(rec, "created_at")));
     json_object_object_add(o, "updated_at", time_or_null(int_field(rec, "updated_at")));
     json_object_object_add(o, "deployed_at", time_or_null(int_field(rec, "deployed_at")));
@@ -324,6 +356,8 @@ struct tx_ctx {
     struct json_object *out;    /* OUT: the answer (owned) */
     int registry_touched;       /* the registry changed in the last attempt */
     struct am_error *err;
+    const char *by;             /* deploy, rollback: who (NULL if unknown) */
+    int64_t target;             /* rollback: the version to go back to */
 };
 
 static void tx_reset(struct tx_ctx *c)
@@ -386,6 +420,8 @@ static int delete_txn(struct store *s, struct store_txn *t, void *arg)
      * with no memory. */
     (void)key_agent_id(rkey, sizeof(rkey), c->org, c->name);
     if ((rc = memory_forget_agent(s, t, rkey)) != 0)
+        goto out;
+    if ((rc = versions_forget(s, t, c->org, c->name)) != 0)
         goto out;
     if (status_of(rec) == AGENT_DEPLOYED) {
         registry_unload(c->app->reg, rkey);
@@ -456,41 +492,73 @@ static const char *compiled_yaml(struct json_object *comp, int64_t version)
     return str_field(comp, "yaml");
 }
 
-/* Make sure STORE_COMPILED holds a compilation of rec for its version and
- * the current key refs, compiling only when it does not (the redeploy fast
- * path). On 0, *yaml is a malloc'd copy for the registry. */
+/* The YAML of stored version n (vrec if the caller has it read, else read
+ * here) if it was compiled with key refs `joined`: a malloc'd copy in
+ * *yaml (NULL when not). Returns 0 or the store's error. */
+static int version_yaml(struct tx_ctx *c, struct store_txn *t, int64_t n,
+                        struct json_object *vrec, const char *joined, char **yaml, size_t *len)
+{
+    struct json_object *own = NULL;
+    const char *y, *refs;
+    int rc = vrec != NULL ? 0 : versions_load(c->app->store, t, c->org, c->name, n, &own);
+
+    *yaml = NULL;
+    if (rc == AM_ENOENT)
+        return 0;
+    if (vrec == NULL)
+        vrec = own;
+    if (rc == 0 && (y = str_field(vrec, "yaml")) != NULL &&
+        (refs = str_field(vrec, "key_refs")) != NULL && strcmp(refs, joined) == 0) {
+        *len = strlen(y);
+        *yaml = xstrndup(y, *len);
+    }
+    json_object_put(own);
+    return rc;
+}
+
+/* Make sure STORE_COMPILED holds a compilation of rec for its edit count,
+ * agent version n and the current key refs, compiling only when neither it
+ * nor stored version n (when `existing`; vrec if already read, else NULL)
+ * has one (the redeploy and rollback fast paths). On 0, *yaml is a
+ * malloc'd copy for the registry and joined the key refs it was made with. */
 static int ensure_compiled(struct tx_ctx *c, struct store_txn *t, struct json_object *rec,
+                           int64_t n, int existing, struct json_object *vrec, char joined[256],
                            char **yaml, size_t *len, struct am_error *err)
 {
     struct json_object *wc, *comp;
     const char *refs[PROVIDER_COUNT], *have;
-    char bufs[PROVIDER_COUNT][64], joined[256], key[128];
+    char bufs[PROVIDER_COUNT][64], key[128];
     int64_t version = int_field(rec, "version");
     size_t vlen;
     int rc;
 
     *yaml = NULL;
     json_object_object_get_ex(rec, "wizard", &wc);
-    if ((rc = key_refs_for(c->app, t, c->org, wc, refs, bufs, joined, sizeof(joined), err)) != 0)
+    if ((rc = key_refs_for(c->app, t, c->org, wc, refs, bufs, joined, 256, err)) != 0)
         return rc;
     comp = compiled_load(c->app, t, c->org, c->name, &rc);
     if (rc != 0 && rc != AM_ENOENT)
         return rc;
-    if ((have = compiled_yaml(comp, version)) != NULL && str_field(comp, "key_refs") != NULL &&
-        strcmp(str_field(comp, "key_refs"), joined) == 0) {
+    if ((have = compiled_yaml(comp, version)) != NULL && int_field(comp, "n") == n &&
+        str_field(comp, "key_refs") != NULL && strcmp(str_field(comp, "key_refs"), joined) == 0) {
         *len = strlen(have);
         *yaml = xstrndup(have, *len);
         json_object_put(comp);
         return 0;
     }
     json_object_put(comp);
-    if ((rc = wizard_validate_deploy(wc, err)) != 0)
+    if (existing && (rc = version_yaml(c, t, n, vrec, joined, yaml, len)) != 0)
         return rc;
-    if ((rc = wizard_compile(wc, c->org, (uint64_t)version, refs, c->app->cfg, yaml, len, err)) != 0)
-        return rc;
-    __atomic_add_fetch(&compile_count, 1, __ATOMIC_RELAXED);
+    if (*yaml == NULL) {
+        if ((rc = wizard_validate_deploy(wc, err)) != 0)
+            return rc;
+        if ((rc = wizard_compile(wc, c->org, (uint64_t)n, refs, c->app->cfg, yaml, len, err)) != 0)
+            return rc;
+        __atomic_add_fetch(&compile_count, 1, __ATOMIC_RELAXED);
+    }
     comp = json_object_new_object();
     json_object_object_add(comp, "version", json_object_new_int64(version));
+    json_object_object_add(comp, "n", json_object_new_int64(n));
     json_object_object_add(comp, "key_refs", json_object_new_string(joined));
     json_object_object_add(comp, "yaml", json_object_new_string_len(*yaml, (int)*len));
     {
@@ -506,14 +574,47 @@ static int ensure_compiled(struct tx_ctx *c, struct store_txn *t, struct json_ob
     return rc;
 }
 
+/* The version a deploy makes live: the one the agent is at when its
+ * config is unchanged since (*existing = 1), else a new one numbered
+ * latest_version + 1. */
+static int64_t deploy_version(struct json_object *rec, const char *hash, int *existing)
+{
+    int64_t live = int_field(rec, "live_version");
+    const char *live_hash = str_field(rec, "live_hash");
+
+    *existing = live > 0 && live_hash != NULL && strcmp(live_hash, hash) == 0;
+    return *existing ? live : int_field(rec, "latest_version") + 1;
+}
+
+/* Record version n of rec's config (compiled as yaml) and make it the one
+ * the agent is at; prune what retention pushes out. Inside t. */
+static int version_record(struct tx_ctx *c, struct store_txn *t, struct json_object *rec,
+                          int64_t n, const char *hash, const char *yaml, size_t len,
+                          const char *joined, int64_t now)
+{
+    struct versions_new v = { n, NULL, yaml, len, joined, c->by, now };
+    int rc;
+
+    json_object_object_get_ex(rec, "wizard", &v.wizard);
+    if ((rc = versions_put(c->app->store, t, c->org, c->name, &v)) != 0)
+        return rc;
+    rc = versions_prune(c->app->store, t, c->org, c->name, c->app->cfg->max_versions, n);
+    if (rc < 0)
+        return rc;
+    json_object_object_add(rec, "latest_version", json_object_new_int64(n));
+    json_object_object_add(rec, "live_version", json_object_new_int64(n));
+    json_object_object_add(rec, "live_hash", json_object_new_string(hash));
+    return 0;
+}
+
 static int deploy_txn(struct store *s, struct store_txn *t, void *arg)
 {
     struct tx_ctx *c = arg;
-    struct json_object *rec = NULL;
-    char rkey[REGISTRY_KEY_MAX], when[32], *yaml = NULL;
-    int64_t now = util_now();
+    struct json_object *rec = NULL, *wc;
+    char rkey[REGISTRY_KEY_MAX], when[32], hash[VERSIONS_HASH_HEX], joined[256], *yaml = NULL;
+    int64_t now = util_now(), n;
     size_t len = 0;
-    int rc;
+    int rc, existing;
 
     (void)s;
     tx_reset(c);
@@ -523,7 +624,12 @@ static int deploy_txn(struct store *s, struct store_txn *t, void *arg)
         rc = error_set(c->err, AM_EALREADYDEPLOYED, "Agent '%s' is already deployed", c->name);
         goto out;
     }
-    if ((rc = ensure_compiled(c, t, rec, &yaml, &len, c->err)) != 0)
+    json_object_object_get_ex(rec, "wizard", &wc);
+    versions_hash(wc, hash);
+    n = deploy_version(rec, hash, &existing);
+    if ((rc = ensure_compiled(c, t, rec, n, existing, NULL, joined, &yaml, &len, c->err)) != 0)
+        goto out;
+    if (!existing && (rc = version_record(c, t, rec, n, hash, yaml, len, joined, now)) != 0)
         goto out;
     json_object_object_add(rec, "status", json_object_new_string("deployed"));
     json_object_object_add(rec, "deployed_at", json_object_new_int64(now));
@@ -544,6 +650,7 @@ static int deploy_txn(struct store *s, struct store_txn *t, void *arg)
     json_object_object_add(c->out, "agent_id", json_object_new_string(rkey));
     util_rfc3339(now, when, sizeof(when));
     json_object_object_add(c->out, "deployed_at", json_object_new_string(when));
+    json_object_object_add(c->out, "version", json_object_new_int64(n));
 out:
     free(yaml);
     json_object_put(rec);
@@ -587,6 +694,73 @@ out:
     return rc;
 }
 
+/* Point rec at stored version vrec: its config, its number, a new edit
+ * count; the rollback itself is recorded on the record. */
+static void rollback_apply(struct tx_ctx *c, struct json_object *rec, struct json_object *vrec,
+                           int64_t now)
+{
+    struct json_object *wc = NULL;
+    const char *hash = str_field(vrec, "config_hash");
+
+    json_object_object_get_ex(vrec, "wizard", &wc);
+    json_object_object_add(rec, "rolled_back_from",
+                           json_object_new_int64(int_field(rec, "live_version")));
+    json_object_object_add(rec, "rolled_back_at", json_object_new_int64(now));
+    json_object_object_add(rec, "rolled_back_by", c->by ? json_object_new_string(c->by) : NULL);
+    json_object_object_add(rec, "wizard", json_object_get(wc));
+    json_object_object_add(rec, "version", json_object_new_int64(int_field(rec, "version") + 1));
+    json_object_object_add(rec, "live_version", json_object_new_int64(c->target));
+    json_object_object_add(rec, "live_hash", json_object_new_string(hash ? hash : ""));
+    json_object_object_add(rec, "updated_at", json_object_new_int64(now));
+}
+
+static int rollback_txn(struct store *s, struct store_txn *t, void *arg)
+{
+    struct tx_ctx *c = arg;
+    struct json_object *rec = NULL, *vrec = NULL, *wc;
+    const char *refs[PROVIDER_COUNT];
+    char rkey[REGISTRY_KEY_MAX], bufs[PROVIDER_COUNT][64], joined[256], *yaml = NULL;
+    int64_t now = util_now();
+    size_t len = 0;
+    int rc, deployed;
+
+    tx_reset(c);
+    if ((rc = record_load(c->app, t, c->org, c->name, &rec, c->err)) != 0)
+        goto out;
+    rc = versions_load(s, t, c->org, c->name, c->target, &vrec);
+    if (rc == AM_ENOENT) {
+        rc = error_set(c->err, AM_EVERSIONNOTFOUND, "Agent '%s' has no version %lld", c->name,
+                       (long long)c->target);
+        goto out;
+    }
+    if (rc != 0)
+        goto out;
+    deployed = status_of(rec) == AGENT_DEPLOYED;
+    rollback_apply(c, rec, vrec, now);
+    json_object_object_get_ex(rec, "wizard", &wc);
+    /* Deployed: the version's compilation (or a new one for today's key
+     * refs). Otherwise only the config: still refused, with nothing
+     * changed, when a provider it needs has no key any more. */
+    rc = deployed ? ensure_compiled(c, t, rec, c->target, 1, vrec, joined, &yaml, &len, c->err)
+                  : key_refs_for(c->app, t, c->org, wc, refs, bufs, joined, sizeof(joined), c->err);
+    if (rc != 0 || (rc = record_save(c->app, t, c->org, c->name, rec, c->err)) != 0)
+        goto out;
+    if (deployed) {
+        (void)key_agent_id(rkey, sizeof(rkey), c->org, c->name);
+        rc = registry_load(c->app->reg, rkey, (uint64_t)int_field(rec, "version"),
+                           int_field(rec, "deployed_at"), yaml, len, c->err);
+        if (rc != 0)
+            goto out;
+        c->registry_touched = 1;
+    }
+    c->out = agent_view(c->org, rec, 1);
+out:
+    free(yaml);
+    json_object_put(vrec);
+    json_object_put(rec);
+    return rc;
+}
+
 static int reconcile_key(struct app *app, const char *org, const char *name);
 
 /* Run one transition; repair the registry if the commit failed after the
@@ -616,7 +790,7 @@ static int run_transition(struct tx_ctx *c, store_txn_fn fn, struct json_object 
 int agent_update(struct app *app, const char *org, const char *name,
                  struct json_object *patch, struct json_object **out, struct am_error *err)
 {
-    struct tx_ctx c = { app, org, name, patch, NULL, 0, err };
+    struct tx_ctx c = { .app = app, .org = org, .name = name, .patch = patch, .err = err };
     int rc;
 
     if ((rc = wizard_validate_patch(patch, name, err)) != 0)
@@ -626,22 +800,155 @@ int agent_update(struct app *app, const char *org, const char *name,
 
 int agent_delete(struct app *app, const char *org, const char *name, struct am_error *err)
 {
-    struct tx_ctx c = { app, org, name, NULL, NULL, 0, err };
+    struct tx_ctx c = { .app = app, .org = org, .name = name, .err = err };
     return run_transition(&c, delete_txn, NULL);
 }
 
-int agent_deploy(struct app *app, const char *org, const char *name,
+int agent_deploy(struct app *app, const char *org, const char *name, const char *by,
                  struct json_object **out, struct am_error *err)
 {
-    struct tx_ctx c = { app, org, name, NULL, NULL, 0, err };
+    struct tx_ctx c = { .app = app, .org = org, .name = name, .err = err, .by = by };
     return run_transition(&c, deploy_txn, out);
 }
 
 int agent_pause(struct app *app, const char *org, const char *name,
                 struct json_object **out, struct am_error *err)
 {
-    struct tx_ctx c = { app, org, name, NULL, NULL, 0, err };
+    struct tx_ctx c = { .app = app, .org = org, .name = name, .err = err };
     return run_transition(&c, pause_txn, out);
+}
+
+/* ---- versions ------------------------------------------------------------- */
+
+/* A version number from a path segment or a body: 1..VERSIONS_MAX, or -1. */
+static int64_t version_number(const char *text)
+{
+    char *end;
+    long long v;
+
+    if (text == NULL || *text < '0' || *text > '9' || strlen(text) > 10)
+        return -1;
+    v = strtoll(text, &end, 10);
+    return *end == '\0' && v >= 1 && v <= VERSIONS_MAX ? (int64_t)v : -1;
+}
+
+/* The body {"version":n}: n, or AM_EVALIDATION with details. */
+static int64_t rollback_target(struct json_object *body, struct am_error *err)
+{
+    struct json_object *v = NULL;
+    int64_t n = -1;
+
+    error_set(err, AM_EVALIDATION, "Invalid rollback request");
+    json_object_object_foreach(body, k, val) {
+        (void)val;
+        if (strcmp(k, "version") != 0)
+            error_add_detail(err, k, "unknown field");
+    }
+    if (!json_object_object_get_ex(body, "version", &v) || v == NULL)
+        error_add_detail(err, "version", "required");
+    else if (!json_object_is_type(v, json_type_int) ||
+             (n = json_object_get_int64(v)) < 1 || n > VERSIONS_MAX)
+        error_add_detail(err, "version", "must be a positive integer");
+    if (err->ndetails > 0)
+        return AM_EVALIDATION;
+    error_clear(err);
+    return n;
+}
+
+int agent_rollback(struct app *app, const char *org, const char *name, const char *by,
+                   struct json_object *body, struct json_object **out, struct am_error *err)
+{
+    struct tx_ctx c = { .app = app, .org = org, .name = name, .err = err, .by = by };
+
+    *out = NULL;
+    if ((c.target = rollback_target(body, err)) < 0)
+        return (int)c.target;
+    return run_transition(&c, rollback_txn, out);
+}
+
+/* The record of org/name read outside a transaction, for the reads. */
+static int record_read(struct app *app, const char *org, const char *name,
+                       struct json_object **rec, struct am_error *err)
+{
+    int rc = record_load(app, NULL, org, name, rec, err);
+
+    return rc == AM_EDEADLOCK ? error_set(err, AM_EUNAVAILABLE, "Busy, retry") : rc;
+}
+
+int agent_versions(struct app *app, const char *org, const char *name, int limit,
+                   int64_t before, struct json_object **out, struct am_error *err)
+{
+    struct json_object *rec = NULL, *arr = NULL;
+    int rc;
+
+    *out = NULL;
+    if ((rc = record_read(app, org, name, &rec, err)) != 0)
+        return rc;
+    rc = versions_list(app->store, NULL, org, name, int_field(rec, "live_version"), limit,
+                       before, &arr);
+    json_object_put(rec);
+    if (rc != 0)
+        return error_set(err, rc == AM_EDEADLOCK ? AM_EUNAVAILABLE : rc, "Storage unavailable");
+    *out = json_object_new_object();
+    json_object_object_add(*out, "versions", arr);
+    return 0;
+}
+
+/* Stored version `text` of org/name into *vrec, and the version the agent
+ * is at into *live. */
+static int version_read(struct app *app, const char *org, const char *name, const char *text,
+                        struct json_object **vrec, int64_t *live, struct am_error *err)
+{
+    struct json_object *rec = NULL;
+    int64_t n = version_number(text);
+    int rc;
+
+    *vrec = NULL;
+    if ((rc = record_read(app, org, name, &rec, err)) != 0)
+        return rc;
+    *live = int_field(rec, "live_version");
+    json_object_put(rec);
+    rc = n < 0 ? AM_ENOENT : versions_load(app->store, NULL, org, name, n, vrec);
+    if (rc == AM_ENOENT)
+        return error_set(err, AM_EVERSIONNOTFOUND, "Agent '%s' has no version %s", name, text);
+    if (rc != 0)
+        return error_set(err, rc == AM_EDEADLOCK ? AM_EUNAVAILABLE : rc, "Storage unavailable");
+    return 0;
+}
+
+int agent_version_get(struct app *app, const char *org, const char *name, const char *n,
+                      struct json_object **out, struct am_error *err)
+{
+    struct json_object *vrec;
+    int64_t live;
+    int rc = version_read(app, org, name, n, &vrec, &live, err);
+
+    *out = rc == 0 ? versions_view(vrec, live, 1) : NULL;
+    json_object_put(vrec);
+    return rc;
+}
+
+int agent_version_diff(struct app *app, const char *org, const char *name, const char *a,
+                       const char *b, struct json_object **out, struct am_error *err)
+{
+    struct json_object *va = NULL, *vb = NULL, *wa = NULL, *wb = NULL;
+    int64_t live;
+    int rc;
+
+    *out = NULL;
+    if ((rc = version_read(app, org, name, a, &va, &live, err)) != 0 ||
+        (rc = version_read(app, org, name, b, &vb, &live, err)) != 0)
+        goto out;
+    json_object_object_get_ex(va, "wizard", &wa);
+    json_object_object_get_ex(vb, "wizard", &wb);
+    *out = json_object_new_object();
+    json_object_object_add(*out, "from", json_object_new_int64(int_field(va, "version")));
+    json_object_object_add(*out, "to", json_object_new_int64(int_field(vb, "version")));
+    json_object_object_add(*out, "changes", versions_diff(wa, wb));
+out:
+    json_object_put(va);
+    json_object_put(vb);
+    return rc;
 }
 
 int agent_yaml(struct app *app, const char *org, const char *name, char **yaml,
@@ -668,8 +975,14 @@ int agent_yaml(struct app *app, const char *org, const char *name, char **yaml,
     json_object_object_get_ex(rec, "wizard", &wc);
     if (key_refs_for(app, NULL, org, wc, refs, bufs, joined, sizeof(joined), NULL) != 0)
         memset(refs, 0, sizeof(refs));
-    rc = wizard_compile(wc, org, (uint64_t)int_field(rec, "version"), refs, app->cfg,
-                        yaml, len, err);
+    /* Numbered as the version a deploy would make live now. */
+    {
+        char hash[VERSIONS_HASH_HEX];
+        int existing;
+        versions_hash(wc, hash);
+        rc = wizard_compile(wc, org, (uint64_t)deploy_version(rec, hash, &existing), refs,
+                            app->cfg, yaml, len, err);
+    }
 out:
     json_object_put(comp);
     json_object_put(rec);
@@ -808,7 +1121,7 @@ static int check_record(const char *k, size_t kl, const char *v, size_t vl, void
     const char *name;
     size_t olen = strnlen(k, kl);
     uint64_t have = 0;
-    int64_t version;
+    int64_t version, live;
     int loaded, deployed, rc;
 
     (void)vl;
@@ -821,7 +1134,14 @@ static int check_record(const char *k, size_t kl, const char *v, size_t vl, void
         invariant_fail("agent: stored record %s/%s is unreadable", org, name);
     version = int_field(rec, "version");
     deployed = status_of(rec) == AGENT_DEPLOYED;
+    live = int_field(rec, "live_version");
     json_object_put(rec);
+    if (deployed && live > 0 &&
+        (rc = versions_load(app->store, NULL, org, name, live, &comp)) != 0)
+        invariant_fail("agent 4: deployed %s/%s is at version %lld, which is not stored (%d)",
+                       org, name, (long long)live, rc);
+    json_object_put(comp);
+    comp = NULL;
     (void)key_agent_id(rkey, sizeof(rkey), org, name);
     loaded = registry_contains(app->reg, rkey, &have);
     if (deployed && !loaded)

@@ -9,6 +9,13 @@
  *                                                     └───────agent_deploy────────┘
  *     agent_delete: from any state (unloads from the registry first if deployed)
  *     agent_update: draft and paused only (409 agent_deployed otherwise)
+ *     agent_rollback: any state with versions, staying in it (deployed: the
+ *                     registry switches to the version's compilation)
+ *
+ * Versions: agent_deploy of a config that differs from the version the
+ * agent is at makes version latest+1 (control/versions.c holds them);
+ * GET answers say which version ("version") and whether the config
+ * changed since ("draft_changed").
  *
  * Every transition is one Berkeley DB transaction that holds the agent
  * record's write lock while it also changes the registry, so the stored
@@ -60,9 +67,36 @@ int agent_update(struct app *app, const char *org, const char *name,
 int agent_delete(struct app *app, const char *org, const char *name,
                  struct am_error *err);
 
-/* draft|paused -> deployed. *out = {"status","agent_id","deployed_at"}. */
-int agent_deploy(struct app *app, const char *org, const char *name,
+/* draft|paused -> deployed, at the version the agent is at when its config
+ * is unchanged since, else at a new version (by: who deploys, recorded on
+ * it; NULL if unknown). *out = {"status","agent_id","deployed_at",
+ * "version"} (caller puts). */
+int agent_deploy(struct app *app, const char *org, const char *name, const char *by,
                  struct json_object **out, struct am_error *err);
+
+/* POST rollback {"version":n} (body borrowed): the config becomes version
+ * n's; a deployed agent's registry entry switches to version n's
+ * compilation in the same transaction. *out = the agent object (caller
+ * puts). Errors: AM_EVALIDATION (body), AM_EAGENTNOTFOUND,
+ * AM_EVERSIONNOTFOUND, AM_EKEYMISSING (nothing changed), AM_EINVALIDCONFIG,
+ * AM_EUNAVAILABLE, AM_EIO. */
+int agent_rollback(struct app *app, const char *org, const char *name, const char *by,
+                   struct json_object *body, struct json_object **out, struct am_error *err);
+
+/* {"versions":[…]} newest first: at most limit (<= 0: all) numbered below
+ * before (0: no bound). *out caller puts. */
+int agent_versions(struct app *app, const char *org, const char *name, int limit,
+                   int64_t before, struct json_object **out, struct am_error *err);
+
+/* Version n (a path segment) of the agent: {"version","wizard_config",
+ * "yaml",…}. AM_EVERSIONNOTFOUND when n names none. *out caller puts. */
+int agent_version_get(struct app *app, const char *org, const char *name, const char *n,
+                      struct json_object **out, struct am_error *err);
+
+/* {"from","to","changes":[{"path","from","to"}]} from version a to b (path
+ * segments). AM_EVERSIONNOTFOUND when either names none. */
+int agent_version_diff(struct app *app, const char *org, const char *name, const char *a,
+                       const char *b, struct json_object **out, struct am_error *err);
 
 /* deployed -> paused. *out = {"status","paused_at"}. */
 int agent_pause(struct app *app, const char *org, const char *name,

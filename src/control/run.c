@@ -103,6 +103,7 @@ static void run_settle(struct run_admission *ad, int rc)
     struct runtime_result *res = &ad->out->res;
     struct usage_run ur = {
         .trace_id = res->trace_id, .org = call->org, .agent = call->name,
+        .version = res->version,
         .mode = call->mode == RUNTIME_RUN ? "run" : "test", .model = res->model,
         .outcome = rc == 0 ? (res->blocked ? "blocked_output" : "ok") : error_name(rc),
         .claim = call->mode == RUNTIME_RUN ? &ad->claim : NULL,

@@ -3,13 +3,14 @@
  *
  * Owns the record formats of the usage shards (STORE_USAGE + i, i <
  * STORE_USAGE_SHARDS):
- *   "org\0YYYY-MM-DD\0agent" -> {"r":requests,"t":tokens}
+ *   "org\0YYYY-MM-DD\0agent" -> {"r":requests,"t":tokens[,"v":{"<n>":[r,t],…}]}
  * the runs of one agent on one UTC day that threads using that shard
- * settled; an org's or an agent's figure for a day is the sum over the
+ * settled ("v": the same split by the agent version that answered, for
+ * ?by=version; "r" and "t" always come first and hold the whole sum); an org's or an agent's figure for a day is the sum over the
  * shards. Each thread writes one shard, so concurrent runs do not queue on
  * one B-tree page. (Records "org\0YYYY-MM-DD" of earlier versions only
  * repeated the sum of the agents' and are ignored.) Also owns the format of
- * STORE_RUNLOG: trace id -> {"org","agent","mode","model","tokens",
+ * STORE_RUNLOG: trace id -> {"org","agent","version","mode","model","tokens",
  * "latency_ms","outcome","at"}.
  *
  * The limit is enforced in quota.c's shared counters: accepting a run is
@@ -163,6 +164,47 @@ int usage_remaining(struct app *app, const char *org, int limit)
 
 /* ---- settling a run ------------------------------------------------------------- */
 
+/* Write the counter of key: cnt plus this run, and its split by version
+ * (old: the stored record, NULL if none). */
+static int counter_put_versioned(struct store *s, struct store_txn *t, int db, const char *key,
+                                 size_t klen, const char *old, const struct counter *cnt,
+                                 const struct usage_run *run)
+{
+    struct json_object *prev = old ? json_tokener_parse(old) : NULL, *o, *v = NULL, *pair;
+    char vkey[24];
+    const char *text;
+    size_t len;
+    int rc;
+
+    o = json_object_new_object();
+    json_object_object_add(o, "r", json_object_new_int64(cnt->r + 1));
+    json_object_object_add(o, "t", json_object_new_int64(cnt->t + run->tokens));
+    if (prev == NULL || !json_object_object_get_ex(prev, "v", &v) ||
+        !json_object_is_type(v, json_type_object))
+        v = json_object_new_object();
+    else
+        json_object_get(v);
+    if (run->version > 0) {
+        snprintf(vkey, sizeof(vkey), "%llu", (unsigned long long)run->version);
+        if (!json_object_object_get_ex(v, vkey, &pair) || json_object_array_length(pair) != 2) {
+            pair = json_object_new_array();
+            json_object_array_add(pair, json_object_new_int64(0));
+            json_object_array_add(pair, json_object_new_int64(0));
+            json_object_object_add(v, vkey, pair);
+        }
+        json_object_array_put_idx(pair, 0, json_object_new_int64(
+            json_object_get_int64(json_object_array_get_idx(pair, 0)) + 1));
+        json_object_array_put_idx(pair, 1, json_object_new_int64(
+            json_object_get_int64(json_object_array_get_idx(pair, 1)) + run->tokens));
+    }
+    json_object_object_add(o, "v", v);
+    text = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
+    rc = store_put(s, t, db, key, klen, text, len);
+    json_object_put(o);
+    json_object_put(prev);
+    return rc;
+}
+
 struct settle_ctx {
     const struct usage_run *run;
     int counts;                 /* 1 if the run is counted */
@@ -188,12 +230,19 @@ static int settle_txn(struct store *s, struct store_txn *t, void *arg)
     rc = store_get(s, t, STORE_USAGE + c->shard, key, klen, STORE_RMW, &val, NULL);
     if (rc == 0)
         counter_parse(val, &cnt);
-    free(val);
-    if (rc != 0 && rc != AM_ENOENT)
+    if (rc != 0 && rc != AM_ENOENT) {
+        free(val);
         return rc;
-    n = snprintf(buf, sizeof(buf), "{\"r\":%lld,\"t\":%lld}", (long long)(cnt.r + 1),
-                 (long long)(cnt.t + run->tokens));
-    return store_put(s, t, STORE_USAGE + c->shard, key, klen, buf, (size_t)n);
+    }
+    if (run->version == 0 && (val == NULL || strstr(val, "\"v\"") == NULL)) {
+        n = snprintf(buf, sizeof(buf), "{\"r\":%lld,\"t\":%lld}", (long long)(cnt.r + 1),
+                     (long long)(cnt.t + run->tokens));
+        rc = store_put(s, t, STORE_USAGE + c->shard, key, klen, buf, (size_t)n);
+    } else {
+        rc = counter_put_versioned(s, t, STORE_USAGE + c->shard, key, klen, val, &cnt, run);
+    }
+    free(val);
+    return rc;
 }
 
 static char *run_line(const struct usage_run *run, size_t *len)
@@ -205,6 +254,7 @@ static char *run_line(const struct usage_run *run, size_t *len)
 
     json_object_object_add(o, "org", json_object_new_string(run->org));
     json_object_object_add(o, "agent", json_object_new_string(run->agent));
+    json_object_object_add(o, "version", json_object_new_int64((int64_t)run->version));
     json_object_object_add(o, "mode", json_object_new_string(run->mode));
     json_object_object_add(o, "model", json_object_new_string(run->model ? run->model : ""));
     json_object_object_add(o, "tokens", json_object_new_int(run->tokens));
@@ -271,6 +321,8 @@ int64_t usage_next_reset(void)
     return now - (now % 86400) + 86400;
 }
 
+static void accumulate(struct json_object *map, const char *k, const struct counter *c);
+
 struct report_ctx {
     size_t olen;                 /* strlen(org) */
     char first[16];              /* first day of the period, inclusive */
@@ -278,7 +330,28 @@ struct report_ctx {
                                     process's clock put past midnight) waits for it */
     struct json_object *days;    /* day -> [requests, tokens] */
     struct json_object *agents;  /* agent -> [requests, tokens] */
+    struct json_object *versions;/* NULL, or "day\nagent\nversion" -> [requests, tokens] */
 };
+
+/* Add the "v" split of one record to c->versions. */
+static void accumulate_versions(struct report_ctx *c, const char *day, const char *agent,
+                                const char *val)
+{
+    struct json_object *rec = json_tokener_parse(val), *v;
+    struct counter cnt;
+    char k[200];
+
+    if (rec != NULL && json_object_object_get_ex(rec, "v", &v) &&
+        json_object_is_type(v, json_type_object)) {
+        json_object_object_foreach(v, n, pair) {
+            cnt.r = json_object_get_int64(json_object_array_get_idx(pair, 0));
+            cnt.t = json_object_get_int64(json_object_array_get_idx(pair, 1));
+            if (util_snprintf(k, sizeof(k), "%s\n%s\n%s", day, agent, n) == 0)
+                accumulate(c->versions, k, &cnt);
+        }
+    }
+    json_object_put(rec);
+}
 
 static void accumulate(struct json_object *map, const char *k, const struct counter *c)
 {
@@ -320,7 +393,28 @@ static int report_one(const char *k, size_t kl, const char *v, size_t vl, void *
     abuf[al] = '\0';
     accumulate(c->days, dbuf, &cnt);
     accumulate(c->agents, abuf, &cnt);
+    if (c->versions != NULL)
+        accumulate_versions(c, dbuf, abuf, v);
     return 0;
+}
+
+static int version_row_cmp(const void *a, const void *b)
+{
+    struct json_object *x = *(struct json_object *const *)a, *y = *(struct json_object *const *)b;
+    static const char *const keys[] = { "date", "agent" };
+    struct json_object *u, *w;
+    int i, d;
+
+    for (i = 0; i < 2; i++) {
+        json_object_object_get_ex(x, keys[i], &u);
+        json_object_object_get_ex(y, keys[i], &w);
+        if ((d = strcmp(json_object_get_string(u), json_object_get_string(w))) != 0)
+            return d;
+    }
+    json_object_object_get_ex(x, "version", &u);
+    json_object_object_get_ex(y, "version", &w);
+    return json_object_get_int64(u) < json_object_get_int64(w) ? -1
+           : json_object_get_int64(u) > json_object_get_int64(w);
 }
 
 static struct json_object *report_row(const char *label_key, const char *label,
@@ -336,7 +430,30 @@ static struct json_object *report_row(const char *label_key, const char *label,
     return o;
 }
 
-int usage_report(struct app *app, const char *org, int days, int limit,
+/* by_version: [{"date","agent","version","requests","tokens"}] by date,
+ * agent, version. */
+static struct json_object *report_versions(struct json_object *versions)
+{
+    struct json_object *arr = json_object_new_array();
+    char label[200], *agent, *n;
+
+    json_object_object_foreach(versions, k, pair) {
+        struct json_object *row;
+        util_strlcpy(label, k, sizeof(label));
+        if ((agent = strchr(label, '\n')) == NULL || (n = strchr(agent + 1, '\n')) == NULL)
+            continue;
+        *agent++ = '\0';
+        *n++ = '\0';
+        row = report_row("date", label, pair);
+        json_object_object_add(row, "agent", json_object_new_string(agent));
+        json_object_object_add(row, "version", json_object_new_int64(strtoll(n, NULL, 10)));
+        json_object_array_add(arr, row);
+    }
+    json_object_array_sort(arr, version_row_cmp);
+    return arr;
+}
+
+int usage_report(struct app *app, const char *org, int days, int limit, int by_version,
                  struct json_object **out, struct am_error *err)
 {
     struct report_ctx c;
@@ -351,11 +468,13 @@ int usage_report(struct app *app, const char *org, int days, int limit,
     day_name(now, c.last, sizeof(c.last));
     c.days = json_object_new_object();
     c.agents = json_object_new_object();
+    c.versions = by_version ? json_object_new_object() : NULL;
     for (i = 0; i < STORE_USAGE_SHARDS && rc == 0; i++)
         rc = store_scan(app->store, NULL, STORE_USAGE + i, org, c.olen + 1, report_one, &c);
     if (rc != 0) {
         json_object_put(c.days);
         json_object_put(c.agents);
+        json_object_put(c.versions);
         return error_set(err, AM_EUNAVAILABLE, "Usage unavailable, retry");
     }
     by_day = json_object_new_array();
@@ -382,6 +501,9 @@ int usage_report(struct app *app, const char *org, int days, int limit,
                            json_object_new_int(usage_remaining(app, org, limit)));
     json_object_object_add(*out, "by_agent", by_agent);
     json_object_object_add(*out, "by_day", by_day);
+    if (c.versions != NULL)
+        json_object_object_add(*out, "by_version", report_versions(c.versions));
+    json_object_put(c.versions);
     json_object_put(c.days);
     json_object_put(c.agents);
     return 0;

@@ -34,8 +34,10 @@ int usage_remaining(struct app *app, const char *org, int limit);
 /* Epoch seconds of the next UTC midnight (X-RateLimit-Reset). */
 int64_t usage_next_reset(void);
 
-/* GET /orgs/{slug}/usage?days=N body. */
-int usage_report(struct app *app, const char *org, int days, int limit,
+/* GET /orgs/{slug}/usage?days=N body; with by_version, also "by_version":
+ * [{"date","agent","version","requests","tokens"}], each day split by the
+ * agent version that answered. */
+int usage_report(struct app *app, const char *org, int days, int limit, int by_version,
                  struct json_object **out, struct am_error *err);
 
 /* What a finished run or test leaves behind. */
@@ -43,6 +45,7 @@ struct usage_run {
     const char *trace_id;
     const char *org;
     const char *agent;
+    uint64_t version;           /* the agent version that answered, 0 if none */
     const char *mode;           /* "run" or "test" */
     const char *model;          /* "provider/model" used, "" if none */
     const char *outcome;        /* "ok", "blocked_output", or the error code */

@@ -37,6 +37,7 @@ static const struct {
     { AM_ECONFLICT, 409, "conflict" },
     { AM_EKEYNOTFOUND, 404, "key_not_found" },
     { AM_EMEMBERNOTFOUND, 404, "member_not_found" },
+    { AM_EVERSIONNOTFOUND, 404, "version_not_found" },
     { AM_ECANCELLED, 499, "client_closed" },
     { AM_ERATELIMIT, 429, "daily_limit_reached" },
     { AM_ENOTIMPL, 501, "not_implemented" },

@@ -255,7 +255,9 @@ static void ay_emit_metadata(struct ay_em *e, const struct agent_yaml_doc *d)
 {
     char version[24];
 
-    (void)util_snprintf(version, sizeof(version), "%" PRIu64, d->version);
+    /* The semantic version "N.0.0" of agent version N (SPEC section 9);
+     * reading takes the leading N back. */
+    (void)util_snprintf(version, sizeof(version), "%" PRIu64 ".0.0", d->version);
     ay_key(e, "metadata");
     ay_map_start(e);
     ay_kv_str(e, "name", d->name);

@@ -69,7 +69,7 @@ struct agent_yaml_guardrail {
 struct agent_yaml_doc {
     char name[AGENT_YAML_NAME_MAX];       /* metadata.name, the registry key */
     char namespace_[AGENT_YAML_NAME_MAX]; /* metadata.namespace, the org */
-    uint64_t version;                     /* metadata.version */
+    uint64_t version;                     /* metadata.version: N of "N.0.0" */
     char *display_name;                   /* identity.display_name */
     char *description;                    /* identity.description (persona); NULL/"" = none */
     struct agent_yaml_model primary, fallback;

@@ -879,5 +879,6 @@ int runtime_execute(struct app *app, const struct runtime_request *req,
     if ((a = agent_lookup(app->reg, key, &corrupt)) == NULL)
         return corrupt ? error_set(err, AM_EUNAVAILABLE, "Agent '%s' could not be loaded", req->name)
                        : error_set(err, AM_ENOTDEPLOYED, "Agent '%s' is not deployed", req->name);
+    res->version = a->doc.version;
     return run_pipeline(app, a, key, disposable, t0, req, res, err);
 }

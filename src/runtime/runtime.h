@@ -56,6 +56,7 @@ struct runtime_result {
     int provider_called;            /* a provider was reached (the run counts) */
     int admitted;                   /* admit() accepted the run */
     int memory_error;               /* AM_E* of a memory save that failed, 0 if none */
+    uint64_t version;               /* the agent version that answered (metadata.version) */
 };
 
 /* Set up the provider clients now rather than at the first model call

@@ -51,7 +51,8 @@ struct route_ctx {
     struct http_response *resp;
     const char *slug;                  /* {slug} capture or NULL */
     const char *name;                  /* {name} capture or NULL */
-    const char *item;                  /* {email}, {id} or {provider} capture or NULL */
+    const char *item;                  /* {email}, {id}, {provider}, {n} or {a} capture or NULL */
+    const char *item2;                 /* {b} capture or NULL */
     struct account_principal who;      /* authenticated user */
     int role;                          /* enum account_role in {slug} */
 };
@@ -144,6 +145,10 @@ static struct json_object *json_body(struct route_ctx *c)
     }
     return o;
 }
+
+/* In the versions block below: who calls (deploy records it), ?by=version. */
+static const char *caller_name(struct route_ctx *c);
+static int query_by_version(struct route_ctx *c);
 
 /* ---- handlers -------------------------------------------------------------- */
 
@@ -296,7 +301,7 @@ static void route_agent_deploy(struct route_ctx *c)
     int rc;
 
     error_clear(&err);
-    rc = agent_deploy(c->app, c->slug, c->name, &out, &err);
+    rc = agent_deploy(c->app, c->slug, c->name, caller_name(c), &out, &err);
     reply_with(c, rc, out, &err, 200);
 }
 
@@ -351,6 +356,7 @@ static void answer_fields(struct json_object *o, const struct run_outcome *out)
     json_object_object_add(o, "model", json_object_new_string(out->res.model));
     json_object_object_add(o, "latency_ms", json_object_new_int64(out->res.latency_ms));
     json_object_object_add(o, "trace_id", json_object_new_string(out->res.trace_id));
+    json_object_object_add(o, "version", json_object_new_int64((int64_t)out->res.version));
     if (out->res.blocked)
         json_object_object_add(o, "blocked", json_object_new_boolean(1));
 }
@@ -521,7 +527,8 @@ static void route_usage(struct route_ctx *c)
     if (days < 0)
         return;
     error_clear(&err);
-    rc = usage_report(c->app, c->slug, days, c->app->cfg->requests_per_day, &out, &err);
+    rc = usage_report(c->app, c->slug, days, c->app->cfg->requests_per_day,
+                      query_by_version(c), &out, &err);
     reply_with(c, rc, out, &err, 200);
 }
 
@@ -689,6 +696,123 @@ static void route_member_delete(struct route_ctx *c)
         c->resp->status = 204;
 }
 
+/* ---- versions and rollback (control/agent.c, control/versions.c) ---------------- */
+
+/* Who is calling, as a version records it: the e-mail of a person, or
+ * "key:<id>" for an API key. Borrowed: valid until this thread's next call. */
+static const char *caller_name(struct route_ctx *c)
+{
+    static _Thread_local char buf[64];
+
+    if (c->who.kind != PRINCIPAL_KEY)
+        return c->who.email;
+    (void)util_snprintf(buf, sizeof(buf), "key:%s", c->who.key_id);
+    return buf;
+}
+
+/* The value of ?name= in the query string (borrowed up to '&'), or NULL. */
+static const char *query_param(struct route_ctx *c, const char *name, size_t *len)
+{
+    const char *p = c->req->query;
+    size_t n = strlen(name);
+
+    for (; p != NULL && *p != '\0'; p = strchr(p, '&') ? strchr(p, '&') + 1 : NULL)
+        if (strncmp(p, name, n) == 0 && p[n] == '=') {
+            *len = strcspn(p + n + 1, "&");
+            return p + n + 1;
+        }
+    return NULL;
+}
+
+/* 1 when the query asks ?by=version (any other "by" is ignored). */
+static int query_by_version(struct route_ctx *c)
+{
+    size_t len;
+    const char *v = query_param(c, "by", &len);
+
+    return v != NULL && len == 7 && strncmp(v, "version", 7) == 0;
+}
+
+/* ?name=N in lo..hi into *out (def when absent). 0, or -1 after adding the
+ * detail (name, problem) to err. */
+static int query_int(struct route_ctx *c, const char *name, long long lo, long long hi,
+                     long long def, const char *problem, long long *out, struct am_error *err)
+{
+    size_t len;
+    const char *v = query_param(c, name, &len);
+    char buf[24], *end;
+
+    *out = def;
+    if (v == NULL)
+        return 0;
+    if (len > 0 && len < sizeof(buf) && v[0] >= '0' && v[0] <= '9') {
+        memcpy(buf, v, len);
+        buf[len] = '\0';
+        *out = strtoll(buf, &end, 10);
+        if (*end == '\0' && *out >= lo && *out <= hi)
+            return 0;
+    }
+    error_add_detail(err, name, problem);
+    return -1;
+}
+
+static void route_agent_versions(struct route_ctx *c)
+{
+    struct json_object *out = NULL;
+    struct am_error err;
+    long long limit, before;
+    int bad, rc;
+
+    error_clear(&err);
+    error_set(&err, AM_EVALIDATION, "Invalid versions query");
+    bad = query_int(c, "limit", 1, 100, 20, "must be an integer between 1 and 100", &limit, &err);
+    bad |= query_int(c, "before", 1, 9999999999LL, 0, "must be a positive integer", &before,
+                     &err);
+    if (bad) {
+        http_reply_error(c->resp, &err);
+        return;
+    }
+    error_clear(&err);
+    rc = agent_versions(c->app, c->slug, c->name, (int)limit, before, &out, &err);
+    reply_with(c, rc, out, &err, 200);
+}
+
+static void route_agent_version_get(struct route_ctx *c)
+{
+    struct json_object *out;
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    rc = agent_version_get(c->app, c->slug, c->name, c->item, &out, &err);
+    reply_with(c, rc, out, &err, 200);
+}
+
+static void route_agent_version_diff(struct route_ctx *c)
+{
+    struct json_object *out;
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    rc = agent_version_diff(c->app, c->slug, c->name, c->item, c->item2, &out, &err);
+    reply_with(c, rc, out, &err, 200);
+}
+
+static void route_agent_rollback(struct route_ctx *c)
+{
+    struct json_object *body, *out;
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    if ((body = json_body(c)) == NULL)
+        return;
+    rc = agent_rollback(c->app, c->slug, c->name, caller_name(c), body, &out, &err);
+    json_object_put(body);
+    reply_with(c, rc, out, &err, 200);
+}
+
 #define ORG "/api/v1/orgs/{slug}"
 #define AGENT ORG "/agents/{name}"
 
@@ -719,6 +843,10 @@ static const struct route routes[] = {
     { "POST", AGENT "/run", route_agent_run, MEMBER_OR_KEY(SCOPE_RUN) },
     { "POST", AGENT "/test", route_agent_test, MEMBER_OR_KEY(SCOPE_RUN) },
     { "GET", ORG "/usage", route_usage, MEMBER_OR_KEY(SCOPE_MANAGE) },
+    { "GET", AGENT "/versions", route_agent_versions, MEMBER_OR_KEY(SCOPE_RUN) },
+    { "GET", AGENT "/versions/{n}", route_agent_version_get, MEMBER_OR_KEY(SCOPE_RUN) },
+    { "GET", AGENT "/versions/{a}/diff/{b}", route_agent_version_diff, MEMBER_OR_KEY(SCOPE_RUN) },
+    { "POST", AGENT "/rollback", route_agent_rollback, MEMBER_OR_KEY(SCOPE_MANAGE) },
     { "PATCH", ORG, route_org_patch, ADMIN_ONLY },
     { "GET", ORG "/members", route_members_list, MEMBER_ONLY },
     { "POST", ORG "/members/invite", route_members_invite, ADMIN_ONLY },
@@ -788,8 +916,11 @@ static int pattern_match(const char *pattern, char *seg[], int n, struct route_c
         else if (strcmp(pseg[i], "{name}") == 0)
             c->name = seg[i];
         else if (strcmp(pseg[i], "{email}") == 0 || strcmp(pseg[i], "{id}") == 0 ||
-                 strcmp(pseg[i], "{provider}") == 0)
+                 strcmp(pseg[i], "{provider}") == 0 || strcmp(pseg[i], "{n}") == 0 ||
+                 strcmp(pseg[i], "{a}") == 0)
             c->item = seg[i];
+        else if (strcmp(pseg[i], "{b}") == 0)
+            c->item2 = seg[i];
         else if (strcmp(pseg[i], seg[i]) != 0)
             return 0;
     }

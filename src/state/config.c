@@ -153,6 +153,8 @@ static const struct cfg_key config_keys[] = {
     KEY_INT("limits.max_members", max_members, 1, 100000, "3"),
     KEY_INT("limits.max_streams", max_streams, 1, 100000, "5"),
 
+    KEY_INT("agents.max_versions", max_versions, 1, 100000, "50"),
+
     KEY_INT("registry.capacity", registry_capacity, 16, 1000000, "4096"),
     KEY_INT("registry.slot_kb", registry_slot_kb, 4, 1024, "64"),
 

@@ -59,6 +59,9 @@ struct config {
     int max_members;        /* default 3 */
     int max_streams;        /* default 5 */
 
+    /* agents */
+    int max_versions;       /* versions kept per agent besides the live one, default 50 */
+
     /* registry */
     int registry_capacity;  /* max deployed agents, default 4096 */
     int registry_slot_kb;   /* bytes reserved per agent's compiled YAML, KiB */

@@ -90,6 +90,7 @@ static const char *const store_db_files[STORE_DB_COUNT] = {
     [STORE_INVITES] = "invites.db",
     [STORE_APIKEYS] = "apikeys.db",
     [STORE_PROVIDER_KEYS] = "provider_keys.db",
+    [STORE_VERSIONS] = "versions.db",
 };
 
 /* Berkeley DB's own diagnostics go here instead of stderr: the store

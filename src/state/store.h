@@ -36,6 +36,7 @@ enum store_db {
     STORE_INVITES,     /* pending invitations (account.c owns the format) */
     STORE_APIKEYS,     /* API keys, by keyed hash and by org (apikey.c owns the format) */
     STORE_PROVIDER_KEYS, /* org provider keys, sealed (vault.c owns the format) */
+    STORE_VERSIONS,    /* slug \0 name \0 <n, 10 digits> -> an agent version (versions.c owns the format) */
     STORE_DB_COUNT
 };
 

@@ -448,11 +448,13 @@ def print_throughput(targets, runs, title="1. Throughput through one lighttpd", 
 
 def deploy_timing(n):
     """n fresh agents: create, deploy (first), pause, deploy (redeploy),
-    pause. Returns {phase: [seconds]}."""
+    pause, edit, deploy (a new version), rollback to version 1 while
+    deployed, pause. Returns {phase: [seconds]}."""
     token, slug = dev_login("deploy-bench@example.com")
     c = Client(token)
     base = "/api/v1/orgs/%s/agents" % slug
-    t = {"create": [], "first deploy": [], "pause": [], "redeploy": [], "GET agent": []}
+    t = {"create": [], "first deploy": [], "pause": [], "redeploy": [], "GET agent": [],
+         "new version": [], "rollback": []}
     for i in range(n):
         name = "d%05d" % i
         _, dt = c.expect(201, "POST", base, agent_body(name))
@@ -467,6 +469,16 @@ def deploy_timing(n):
         t["redeploy"].append(dt)
         _, dt = c.expect(200, "GET", "%s/%s" % (base, name))
         t["GET agent"].append(dt)
+        c.expect(200, "POST", "%s/%s/pause" % (base, name))
+        c.expect(200, "PUT", "%s/%s" % (base, name), {"step2": {"system_prompt": "You help more."}})
+        doc, dt = c.expect(200, "POST", "%s/%s/deploy" % (base, name))
+        if doc.get("version") != 2:
+            raise BenchError("deploy of an edited config answered %r" % doc)
+        t["new version"].append(dt)
+        doc, dt = c.expect(200, "POST", "%s/%s/rollback" % (base, name), {"version": 1})
+        if doc.get("version") != 1 or doc.get("status") != "deployed":
+            raise BenchError("rollback answered %r" % doc)
+        t["rollback"].append(dt)
         c.expect(200, "POST", "%s/%s/pause" % (base, name))
     # the same client, same connection kind, against the baseline
     t["GET /hello"] = [c.request("GET", "/hello")[2] for _ in range(n)]
@@ -489,6 +501,10 @@ def print_deploy(t, n):
     print()
     print("  first deploy = validate + compile + store + registry load; redeploy reuses the")
     print("  stored compilation. Redeploy p50 is %.0f%% of first-deploy p50." % (100.0 * rd / fd))
+    print("  new version = a deploy of an edited config (compile + the version record);")
+    print("  rollback = a deployed agent back to version 1 (its stored YAML, the registry")
+    print("  switched in the same transaction). Rollback p50 is %.0f%% of first-deploy p50."
+          % (100.0 * pct(t["rollback"], 50) / fd))
     print("  Each call includes the HTTP round trip through lighttpd (see GET /hello).")
 
 
@@ -1083,6 +1099,10 @@ def main():
     print("%-40s %15.1f%% %12s" % ("GET agent list req/s vs hello-world", 100.0 * lst, "-"))
     print("%-40s %13.2f ms %12s" % ("first deploy p50", 1000.0 * pct(t["first deploy"], 50), "< 5 ms"))
     print("%-40s %13.2f ms %12s" % ("redeploy p50", 1000.0 * pct(t["redeploy"], 50), "< 5 ms"))
+    for q in (50, 99):
+        for what in ("first deploy", "redeploy", "rollback"):
+            print("%-40s %13.2f ms %12s" % ("%s p%d" % (what, q), 1000.0 * pct(t[what], q),
+                                            "< half of first" if what != "first deploy" else "-"))
     for tag, what in (("after wrk", "after the wrk runs"), ("after deploys", "after the deploys")):
         print("%-40s %12.2f MiB %12s" % ("idle worker VmRSS, %s" % what, worst(tag, "VmRSS"), "< 8 MiB"))
         print("%-40s %12.2f MiB %12s" % ("idle worker Pss, %s" % what, worst(tag, "Pss"), "-"))

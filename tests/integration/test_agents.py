@@ -132,7 +132,7 @@ class LifecycleTest(InstanceTestCase):
 
         # deploy
         dep = assert_json(self, self.call("POST", self.agent_path(name, "/deploy")), 200)
-        self.assertEqual(set(dep), {"status", "agent_id", "deployed_at"}, dep)
+        self.assertEqual(set(dep), {"status", "agent_id", "deployed_at", "version"}, dep)
         self.assertEqual(dep["status"], "deployed")
         self.assertEqual(dep["agent_id"], "%s__%s" % (self.slug, name))
         self.assertEqual(dep["agent_id"], "dev-example-com__support-bot")

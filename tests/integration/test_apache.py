@@ -29,7 +29,7 @@ from harness import (APACHE2, APACHE2_MODULES, APACHE_CONF, STOP_TIMEOUT, Instan
 MIB = 1024 * 1024
 WC = {"display_name": "Through Apache", "step1": {"model": "echo/echo-1"},
       "step2": {"system_prompt": "You are a test agent."}}
-ANSWER_KEYS = {"answer", "session_id", "tokens_used", "model", "latency_ms", "trace_id"}
+ANSWER_KEYS = {"answer", "session_id", "tokens_used", "model", "latency_ms", "trace_id", "version"}
 
 
 def next_utc_midnight():

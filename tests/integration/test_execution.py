@@ -27,7 +27,7 @@ from fakeprov import (SERVER_KEYS, FakeProvider, entry_messages, entry_text, hea
                       offered_tools, prompt_words, provider_config, words)
 
 REFUSAL = "I can't help with that request."
-ANSWER_KEYS = {"answer", "session_id", "tokens_used", "model", "latency_ms", "trace_id"}
+ANSWER_KEYS = {"answer", "session_id", "tokens_used", "model", "latency_ms", "trace_id", "version"}
 SESSION_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 SYSTEM = "You are a test agent."
 

@@ -62,6 +62,10 @@ ROUTE_ACCESS = {
     ("POST", AGENT + "/run"): "run",
     ("POST", AGENT + "/test"): "run",
     ("GET", ORG + "/usage"): "manage",
+    ("GET", AGENT + "/versions"): "run",
+    ("GET", AGENT + "/versions/{n}"): "run",
+    ("GET", AGENT + "/versions/{a}/diff/{b}"): "run",
+    ("POST", AGENT + "/rollback"): "manage",
 }
 
 # What each kind of caller gets, by access class, on the target org's
@@ -102,6 +106,7 @@ HARMLESS_BODY = {
     ("PUT", AGENT): {"bogus_field": 1},
     ("POST", AGENT + "/run"): {"query": "hello"},
     ("POST", AGENT + "/test"): {"query": "hello"},
+    ("POST", AGENT + "/rollback"): {"version": 999999},
 }
 
 # Routes that change or destroy what they name: an allowed caller is sent
@@ -251,7 +256,8 @@ class IsolationTest(InstanceTestCase):
                 .replace("{name}", "no-such-agent" if fake else target.agents[state])
                 .replace("{email}", "nobody@example.com" if fake else target.emails["member"])
                 .replace("{id}", "key_000000000000" if fake else target.keys["run"][0])
-                .replace("{provider}", "mistral" if fake else "openai"))
+                .replace("{provider}", "mistral" if fake else "openai")
+                .replace("{n}", "1").replace("{a}", "1").replace("{b}", "1"))
 
     # -- the matrix --------------------------------------------------------------------
     def test_route_table_is_the_list_this_test_covers(self):

@@ -32,7 +32,7 @@ from harness import (BUILDDIR, FcgiConnection, Instance, InstanceTestCase, asser
                      assert_json, main, outcome_failed, poll)
 from fakeprov import FakeProvider, provider_config
 
-ANSWER_KEYS = {"answer", "session_id", "tokens_used", "model", "latency_ms", "trace_id"}
+ANSWER_KEYS = {"answer", "session_id", "tokens_used", "model", "latency_ms", "trace_id", "version"}
 SSE = "text/event-stream"
 GATE_TIMEOUT = 10.0
 

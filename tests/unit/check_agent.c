@@ -178,7 +178,7 @@ static void deploy_ok(const char *name)
     struct am_error err;
 
     error_clear(&err);
-    ck_assert_msg(agent_deploy(&app, "acme", name, &out, &err) == 0, "deploy: %s %s",
+    ck_assert_msg(agent_deploy(&app, "acme", name, NULL, &out, &err) == 0, "deploy: %s %s",
                   err.message, details_of(&err));
     json_object_put(out);
 }
@@ -571,7 +571,7 @@ START_TEST(deploy_loads_registry_with_yaml)
 
     create_bot();
     error_clear(&err);
-    ck_assert_int_eq(agent_deploy(&app, "acme", "bot", &out, &err), 0);
+    ck_assert_int_eq(agent_deploy(&app, "acme", "bot", NULL, &out, &err), 0);
     ck_assert_str_eq(str_of(out, "status"), "deployed");
     ck_assert_str_eq(str_of(out, "agent_id"), "acme__bot");
     ck_assert_ptr_nonnull(str_of(out, "deployed_at"));
@@ -606,7 +606,7 @@ START_TEST(deploy_without_model_is_invalid_config_with_details)
 
     create_json(undeployable[_i].json);
     error_clear(&err);
-    ck_assert_int_eq(agent_deploy(&app, "acme", "bot", &out, &err), AM_EINVALIDCONFIG);
+    ck_assert_int_eq(agent_deploy(&app, "acme", "bot", NULL, &out, &err), AM_EINVALIDCONFIG);
     ck_assert_int_eq(err.code, AM_EINVALIDCONFIG);
     ck_assert_ptr_null(out);
     for (int i = 0; i < 2 && undeployable[_i].fields[i] != NULL; i++)
@@ -630,7 +630,7 @@ START_TEST(deploy_twice_is_already_deployed)
     gen = ra.generation;
     registry_agent_clear(&ra);
     error_clear(&err);
-    ck_assert_int_eq(agent_deploy(&app, "acme", "bot", &out, &err), AM_EALREADYDEPLOYED);
+    ck_assert_int_eq(agent_deploy(&app, "acme", "bot", NULL, &out, &err), AM_EALREADYDEPLOYED);
     ck_assert_int_eq(err.code, AM_EALREADYDEPLOYED);
     ck_assert_ptr_null(out);
     /* The registry entry was not reloaded. */
@@ -666,7 +666,7 @@ START_TEST(deploy_openai_without_key_is_provider_key_missing)
              key_cases[_i].fallback ? "\"" : "");
     create_json(json);
     error_clear(&err);
-    rc = agent_deploy(&app, "acme", "bot", &out, &err);
+    rc = agent_deploy(&app, "acme", "bot", NULL, &out, &err);
     json_object_put(out);
     if (key_cases[_i].ok) {
         ck_assert_msg(rc == 0, "%s: %s", json, err.message);
@@ -723,7 +723,7 @@ START_TEST(deploy_into_full_registry_is_registry_full_and_stays_draft)
                 "\"step2\":{\"system_prompt\":\"Hi.\"}}");
     deploy_ok("one");
     error_clear(&err);
-    ck_assert_int_eq(agent_deploy(&app, "acme", "two", &out, &err), AM_EREGISTRYFULL);
+    ck_assert_int_eq(agent_deploy(&app, "acme", "two", NULL, &out, &err), AM_EREGISTRYFULL);
     ck_assert_ptr_null(out);
     ck_assert_str_eq(status_of("two"), "draft");
     assert_consistent("two");
@@ -740,7 +740,7 @@ START_TEST(deploy_larger_than_slot_is_invalid_config_and_stays_draft)
     app.reg = new_registry(4, 256);
     create_bot();
     error_clear(&err);
-    ck_assert_int_eq(agent_deploy(&app, "acme", "bot", &out, &err), AM_EINVALIDCONFIG);
+    ck_assert_int_eq(agent_deploy(&app, "acme", "bot", NULL, &out, &err), AM_EINVALIDCONFIG);
     ck_assert_ptr_null(out);
     ck_assert_ptr_nonnull(strstr(err.message, "slot"));
     ck_assert_str_eq(status_of("bot"), "draft");
@@ -883,7 +883,7 @@ START_TEST(operations_on_missing_agent_are_agent_not_found)
     create_bot();
     error_clear(&err);
     ck_assert_int_eq(agent_get(&app, "acme", name, &out, &err), AM_EAGENTNOTFOUND);
-    ck_assert_int_eq(agent_deploy(&app, "acme", name, &out, &err), AM_EAGENTNOTFOUND);
+    ck_assert_int_eq(agent_deploy(&app, "acme", name, NULL, &out, &err), AM_EAGENTNOTFOUND);
     ck_assert_int_eq(agent_pause(&app, "acme", name, &out, &err), AM_EAGENTNOTFOUND);
     ck_assert_int_eq(agent_delete(&app, "acme", name, &err), AM_EAGENTNOTFOUND);
     ck_assert_int_eq(agent_yaml(&app, "acme", name, &yaml, &len, &err), AM_EAGENTNOTFOUND);
@@ -891,7 +891,7 @@ START_TEST(operations_on_missing_agent_are_agent_not_found)
     ck_assert_ptr_null(out);
     /* The wrong org does not find acme's agent either. */
     ck_assert_int_eq(agent_get(&app, "other", "bot", &out, &err), AM_EAGENTNOTFOUND);
-    ck_assert_int_eq(agent_deploy(&app, "other", "bot", &out, &err), AM_EAGENTNOTFOUND);
+    ck_assert_int_eq(agent_deploy(&app, "other", "bot", NULL, &out, &err), AM_EAGENTNOTFOUND);
     ck_assert_str_eq(status_of("bot"), "draft");
     ck_assert_int_eq(registry_count(app.reg), 0);
     /* update: a patch that is valid for any name reaches the lookup */
@@ -992,7 +992,7 @@ START_TEST(yaml_of_edited_paused_agent_shows_the_new_config)
     ck_assert_int_eq(agent_yaml(&app, "acme", "bot", &yaml, &len, &err), 0);
     ck_assert_ptr_null(strstr(yaml, TONE_SENTENCE));
     ck_assert_ptr_nonnull(strstr(yaml, "technical"));
-    ck_assert_ptr_nonnull(strstr(yaml, "version: \"2\""));
+    ck_assert_ptr_nonnull(strstr(yaml, "version: \"2.0.0\""));
     free(yaml);
 }
 END_TEST
@@ -1101,7 +1101,7 @@ START_TEST(deploy_with_write_failure_leaves_old_state)
     create_bot();
     store_test_fail_write_after(1);
     error_clear(&err);
-    ck_assert_int_eq(agent_deploy(&app, "acme", "bot", &out, &err), AM_EIO);
+    ck_assert_int_eq(agent_deploy(&app, "acme", "bot", NULL, &out, &err), AM_EIO);
     store_test_fail_write_after(0);
     check_invariants();
     ck_assert_int_eq(err.code, AM_EIO);
@@ -1219,7 +1219,7 @@ START_TEST(transition_with_fault_at_each_write_is_all_or_nothing)
     store_test_fail_write_after(n);
     error_clear(&err);
     switch (sweep[c].op) {
-    case OP_DEPLOY: rc = agent_deploy(&app, "acme", "bot", &out, &err); break;
+    case OP_DEPLOY: rc = agent_deploy(&app, "acme", "bot", NULL, &out, &err); break;
     case OP_PAUSE: rc = agent_pause(&app, "acme", "bot", &out, &err); break;
     case OP_UPDATE: rc = agent_update(&app, "acme", "bot", patch, &out, &err); break;
     default: rc = agent_delete(&app, "acme", "bot", &err); break;
@@ -1316,7 +1316,7 @@ static void *racer_main(void *p)
         error_clear(&err);
         switch (rand_r(&me->seed) % 4) {
         case 0:
-            rc = agent_deploy(&app, "acme", "bot", &out, &err);
+            rc = agent_deploy(&app, "acme", "bot", NULL, &out, &err);
             if (rc == 0)
                 __atomic_add_fetch(&r->deploys, 1, __ATOMIC_SEQ_CST);
             else if (rc != AM_EALREADYDEPLOYED)

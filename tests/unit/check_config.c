@@ -111,7 +111,7 @@ static const struct reject_case rejects[] = {
      "workers, threads, pid_file, shutdown_timeout_ms)"},
     {"unknown_section_lists_sections",
      "serverz:\n  workers: 4\n",
-     "1:1: serverz: unknown key (valid here: server, storage, auth, limits, "
+     "1:1: serverz: unknown key (valid here: server, storage, auth, limits, agents, "
      "registry, providers, tools, runtime, log)"},
     {"unknown_provider_lists_providers",
      "providers:\n  azure:\n    api_key: x\n",

@@ -239,6 +239,7 @@ static const struct {
     { AM_EKEYNOTFOUND, 404, "key_not_found" },
     { AM_EMEMBERNOTFOUND, 404, "member_not_found" },
     { AM_ECANCELLED, 499, "client_closed" },
+    { AM_EVERSIONNOTFOUND, 404, "version_not_found" },
     /* never client input: a bug, so 500 */
     { AM_EINTERNAL, 500, "internal_error" },
     { AM_ECONFIG, 500, "internal_error" },

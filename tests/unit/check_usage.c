@@ -241,7 +241,7 @@ static struct json_object *report(const char *org, int days, int limit)
     int rc;
 
     error_clear(&err);
-    rc = usage_report(&app, org, days, limit, &o, &err);
+    rc = usage_report(&app, org, days, limit, 0, &o, &err);
     ck_assert_msg(rc == 0, "usage_report(%s) = %d: %s", org, rc, err.message);
     ck_assert_ptr_nonnull(o);
     has_exactly(o, top, NCASES(top));
@@ -415,12 +415,56 @@ static int64_t run_threads(const char *org, int n, int runs, int limit)
 
 /* ---- the run log --------------------------------------------------------------- */
 
+/* ?by=version (issue 12): today's runs split by the agent version that
+ * answered, per agent; the totals are unchanged by the split. */
+START_TEST(report_by_version_splits_each_day_by_agent_version)
+{
+    static const struct { const char *agent; uint64_t version; int tokens; } runs[] = {
+        { "bot", 1, 10 }, { "bot", 1, 5 }, { "bot", 2, 7 }, { "other", 4, 1 }, { "bot", 0, 3 },
+    };
+    struct json_object *o = NULL, *a, *row;
+    struct am_error err;
+    char trace[32], day[16];
+
+    for (int i = 0; i < NCASES(runs); i++) {
+        struct usage_claim cl = { 0, -1 };
+        struct usage_run r = { .trace_id = trace, .org = "acme", .agent = runs[i].agent,
+                               .version = runs[i].version, .mode = "run", .model = "echo/echo",
+                               .outcome = "ok", .claim = &cl, .tokens = runs[i].tokens };
+        snprintf(trace, sizeof trace, "tr-v%d", i);
+        cl.day = acquire_ok("acme", 100, 99 - i);
+        ck_assert_int_eq(usage_settle(&app, &r), 0);
+    }
+    error_clear(&err);
+    ck_assert_int_eq(usage_report(&app, "acme", 1, 100, 1, &o, &err), 0);
+    ck_assert_int_eq(int_of(o, "total_requests"), 5);
+    ck_assert(json_object_object_get_ex(o, "by_version", &a));
+    ck_assert_int_eq((int)json_object_array_length(a), 3);
+    date_of(today(), day, sizeof day);
+    row = json_object_array_get_idx(a, 0);
+    ck_assert_str_eq(str_of(row, "date"), day);
+    ck_assert_str_eq(str_of(row, "agent"), "bot");
+    ck_assert_int_eq(int_of(row, "version"), 1);
+    ck_assert_int_eq(int_of(row, "requests"), 2);
+    ck_assert_int_eq(int_of(row, "tokens"), 15);
+    row = json_object_array_get_idx(a, 1);
+    ck_assert_int_eq(int_of(row, "version"), 2);
+    ck_assert_int_eq(int_of(row, "requests"), 1);
+    row = json_object_array_get_idx(a, 2);
+    ck_assert_str_eq(str_of(row, "agent"), "other");
+    ck_assert_int_eq(int_of(row, "version"), 4);
+    json_object_put(o);
+    /* without the flag the answer keeps SPEC section 7's shape */
+    json_object_put(report("acme", 1, 100));
+}
+END_TEST
+
 START_TEST(settled_run_is_in_the_run_log_with_exactly_its_fields)
 {
-    static const char *const keys[] = { "org", "agent", "mode", "model", "tokens",
+    static const char *const keys[] = { "org", "agent", "version", "mode", "model", "tokens",
                                         "latency_ms", "outcome", "at" };
     struct usage_run r = {
-        .trace_id = "tr-0001", .org = "acme", .agent = "support-bot", .mode = "run",
+        .trace_id = "tr-0001", .org = "acme", .agent = "support-bot", .version = 3, .mode = "run",
         .model = "anthropic/claude-3-haiku", .outcome = "blocked_output",
         .refund = 0, .tokens = 321, .latency_ms = 4567,
     };
@@ -440,6 +484,7 @@ START_TEST(settled_run_is_in_the_run_log_with_exactly_its_fields)
     has_exactly(o, keys, NCASES(keys));
     ck_assert_str_eq(str_of(o, "org"), "acme");
     ck_assert_str_eq(str_of(o, "agent"), "support-bot");
+    ck_assert_int_eq(int_of(o, "version"), 3);
     ck_assert_str_eq(str_of(o, "mode"), "run");
     ck_assert_str_eq(str_of(o, "model"), "anthropic/claude-3-haiku");
     ck_assert_int_eq(int_of(o, "tokens"), 321);
@@ -913,6 +958,7 @@ static Suite *usage_suite(void)
 
     tcase_add_checked_fixture(runlog_tc, setup, teardown);
     tcase_add_test(runlog_tc, settled_run_is_in_the_run_log_with_exactly_its_fields);
+    tcase_add_test(runlog_tc, report_by_version_splits_each_day_by_agent_version);
     tcase_set_timeout(runlog_tc, 60);
     suite_add_tcase(s, runlog_tc);
 

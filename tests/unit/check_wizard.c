@@ -735,8 +735,8 @@ START_TEST(compile_contains_org_namespaced_name)
     ck_assert_pstr_eq(yq_str(&doc, "kind"), "Agent");
     ck_assert_pstr_eq(yq_str(&doc, "metadata.name"), "acme__support-bot");
     ck_assert_pstr_eq(yq_str(&doc, "metadata.namespace"), "acme");
-    ck_assert_pstr_eq(yq_str(&doc, "metadata.version"), "3");
-    ck_assert_ptr_nonnull(strstr(yaml, "version: \"3\""));
+    ck_assert_pstr_eq(yq_str(&doc, "metadata.version"), "3.0.0");
+    ck_assert_ptr_nonnull(strstr(yaml, "version: \"3.0.0\""));
     yaml_document_delete(&doc);
     free(yaml);
 }
@@ -946,7 +946,7 @@ START_TEST(compile_roundtrips_special_characters)
     ck_assert_pstr_eq(yq_str(&doc, "spec.identity.description"), "true");
     /* a YAML 1.1 reader must not see a bool: the emitter quoted it */
     ck_assert_ptr_nonnull(strstr(yaml, "description: \"true\""));
-    ck_assert_pstr_eq(yq_str(&doc, "metadata.version"), "7");
+    ck_assert_pstr_eq(yq_str(&doc, "metadata.version"), "7.0.0");
     yaml_document_delete(&doc);
     free(yaml);
     json_object_put(o);
