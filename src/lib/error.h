@@ -49,7 +49,8 @@ enum am_err {
     AM_EKEYNOTFOUND = -33,    /* 404 key_not_found (an API key or a provider key) */
     AM_EMEMBERNOTFOUND = -34, /* 404 member_not_found */
     AM_ECANCELLED = -35,      /* 499 client_closed: the client went away mid-run (never sent) */
-    AM_ERR_LAST = -36
+    AM_ESTREAMLIMIT = -36,    /* 429 stream_limit_reached: the org's max_streams are open */
+    AM_ERR_LAST = -37
 };
 
 #define AM_ERROR_MSG_MAX 256

@@ -108,10 +108,10 @@ static const struct reject_case rejects[] = {
     {"unknown_key_names_key_and_line",
      "server:\n  wrokers: 4\n",
      "2:3: server.wrokers: unknown key (valid here: socket, socket_mode, "
-     "workers, threads, pid_file, shutdown_timeout_ms)"},
+     "workers, threads, pid_file, shutdown_timeout_ms, stream_socket)"},
     {"unknown_section_lists_sections",
      "serverz:\n  workers: 4\n",
-     "1:1: serverz: unknown key (valid here: server, storage, auth, limits, "
+     "1:1: serverz: unknown key (valid here: server, stream, storage, auth, limits, "
      "registry, providers, tools, runtime, log)"},
     {"unknown_provider_lists_providers",
      "providers:\n  azure:\n    api_key: x\n",
