@@ -180,9 +180,13 @@ class WSClient:
     def recv_json(self, timeout=None):
         """The next text message as JSON, answering pings; raises Closed on
         a close frame."""
-        if timeout is not None:
-            self.sock.settimeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise socket.timeout("no message within %.1fs" % timeout)
+                self.sock.settimeout(left)
             op, payload = self.recv_frame()
             if op == PING:
                 self.pings += 1
@@ -198,12 +202,20 @@ class WSClient:
                 raise AssertionError("unexpected opcode %d" % op)
 
     def wait_close(self, timeout=10.0):
-        """Read until the server closes; return the Closed (code, reason)."""
-        self.sock.settimeout(timeout)
+        """Read until the server closes, at most timeout seconds in all
+        (pings answered on the way); return the Closed (code, reason) with
+        .events, the messages that came before it."""
+        deadline = time.monotonic() + timeout
         events = []
         try:
             while True:
-                events.append(self.recv_json())
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("not closed within %.1fs (events %r)"
+                                         % (timeout, events))
+                events.append(self.recv_json(timeout=left))
+        except socket.timeout:
+            raise AssertionError("not closed within %.1fs (events %r)" % (timeout, events))
         except Closed as c:
             c.events = events
             return c
