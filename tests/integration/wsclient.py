@@ -247,3 +247,37 @@ def _dechunk(body):
             break
         out, body = out + body[:n], body[n + 2:]
     return out
+
+
+def _cli(argv):
+    """python3 wsclient.py ws://HOST:PORT/PATH?QUERY 'question' ['question' ...]
+    Open the stream, send each question in turn and print every event as
+    one JSON line (a manual client for the README's walk-through)."""
+    import sys
+    import urllib.parse
+    if len(argv) < 3:
+        print(_cli.__doc__.strip(), file=sys.stderr)
+        return 2
+    u = urllib.parse.urlsplit(argv[1])
+    path = u.path + ("?" + u.query if u.query else "")
+    headers = {}
+    if os.environ.get("TOKEN"):
+        headers["Authorization"] = "Bearer " + os.environ["TOKEN"]
+    try:
+        ws = WSClient.connect(u.hostname, u.port or 80, path, headers=headers)
+    except Refused as r:
+        print("HTTP %d %s" % (r.status, r.body.decode("utf-8", "replace")))
+        return 1
+    session = None
+    for q in argv[2:]:
+        tokens, final = ws.query(q, session_id=session)
+        for ev in tokens + [final]:
+            print(json.dumps(ev))
+        session = final.get("session_id", session)
+    ws.close()
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(_cli(sys.argv))
