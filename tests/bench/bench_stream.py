@@ -51,6 +51,8 @@ class RelayFake:
                 body = json.loads(self.rfile.read(n) or b"{}")
                 words = ["w%d " % i for i in range(WORDS)]
                 stamps = []
+                with outer.lock:            # before any write: the client
+                    outer.writes.append(stamps)     # cannot see it first
                 if body.get("stream"):
                     self.send_response(200)
                     self.send_header("Content-Type", "text/event-stream")
@@ -61,8 +63,8 @@ class RelayFake:
                               "model": body.get("model"),
                               "choices": [{"index": 0, "delta": {"content": w},
                                            "finish_reason": None}]}
-                        self.chunk("data: %s\n\n" % json.dumps(ev))
                         stamps.append((w, time.monotonic()))
+                        self.chunk("data: %s\n\n" % json.dumps(ev))
                         time.sleep(CHUNK_GAP_S)
                     ev = {"id": "c", "object": "chat.completion.chunk", "model": body.get("model"),
                           "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
@@ -83,19 +85,21 @@ class RelayFake:
                     self.send_response(200)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
+                    stamps.append(("".join(words), time.monotonic()))
                     self.end_headers()
                     self.wfile.write(data)
                     self.wfile.flush()
-                    stamps.append(("".join(words), time.monotonic()))
-                with outer.lock:
-                    outer.writes.append(stamps)
 
             def chunk(self, text):
                 data = text.encode()
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
                 self.wfile.flush()
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request, client_address):
+                pass        # a client (the daemon's curl) that hung up
+
+        self.server = Server(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
