@@ -521,6 +521,23 @@ refused:
     free(q);
 }
 
+/* The code to answer a client's close with: its own if it may travel on
+ * the wire (RFC 6455 7.4), 1000 if it sent none, else 1002. */
+static int close_reply_code(const struct ws_frame *f, const uint8_t *p)
+{
+    int code;
+
+    if (f->len == 0)
+        return WS_CLOSE_NORMAL;
+    if (f->len == 1)
+        return WS_CLOSE_PROTOCOL;
+    code = p[0] << 8 | p[1];
+    if ((code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1011) ||
+        (code >= 3000 && code <= 4999))
+        return code;
+    return WS_CLOSE_PROTOCOL;
+}
+
 /* One complete frame (payload unmasked). Returns 0, or -1 once closing. */
 static int on_frame(struct conn *c, const struct ws_frame *f, uint8_t *p)
 {
@@ -557,7 +574,7 @@ static int on_frame(struct conn *c, const struct ws_frame *f, uint8_t *p)
         send_close(c, WS_CLOSE_UNSUPPORTED, "binary messages are not accepted");
         return -1;
     case WS_CLOSE:
-        send_close(c, f->len >= 2 ? (p[0] << 8 | p[1]) : WS_CLOSE_NORMAL, "");
+        send_close(c, close_reply_code(f, p), "");
         return -1;
     case WS_PING:
         send_frame(c, WS_PONG, p, f->len, 0);

@@ -316,9 +316,12 @@ class StreamFrames(StreamCase):
         self.assertEqual(ws.wait_close().code, 1007)
 
     def test_a_client_close_is_answered(self):
-        ws = self.connect()
-        ws.send_frame(CLOSE, b"\x03\xe8bye")
-        self.assertEqual(ws.wait_close().code, 1000)
+        for sent, answered in ((b"\x03\xe8bye", 1000), (b"\x0f\xa0", 4000), (b"", 1000),
+                               (b"\x03\xed", 1002), (b"\x00\x01", 1002)):
+            with self.subTest(sent=sent):
+                ws = self.connect()
+                ws.send_frame(CLOSE, sent)
+                self.assertEqual(ws.wait_close().code, answered)
 
     def test_a_client_gone_mid_stream_frees_its_slot_and_cancels_its_run(self):
         self.fake.control(reply=" ".join("word%d" % i for i in range(40)), chunk_delay_ms=100)
@@ -400,6 +403,24 @@ class StreamProcess(StreamCase):
         conns = poll(five, 15, what="five streams after the restart")
         self.check_done(*conns[0].query("after the restart"))
         self.refused(429, "stream_limit_reached", token=self.token)
+
+    def test_sigterm_closes_streams_with_1001_and_stops(self):
+        inst = self.new_instance(self.config)
+        token, slug = inst.user(self.unique_email("term"))
+        wc = {"name": "bot", "step1": {"model": "echo/echo-1"}, "step2": {"system_prompt": "x"}}
+        self.assertEqual(inst.request("POST", "/api/v1/orgs/%s/agents" % slug, wc,
+                                      token=token)[0], 201)
+        self.assertEqual(inst.request("POST", "/api/v1/orgs/%s/agents/bot/deploy" % slug,
+                                      token=token)[0], 200)
+        ws = inst.ws_connect(slug, "bot", token=token)
+        self.addCleanup(ws.abort)
+        self.check_done(*ws.query("before the stop"))
+        stream = inst.wait_stream()
+        os.kill(inst.daemon_pid, signal.SIGTERM)
+        self.assertEqual(ws.wait_close(timeout=10).code, 1001)
+        inst.wait_daemon_exit()
+        self.assertFalse(os.path.exists(inst.stream_socket))
+        poll(lambda: not os.path.exists("/proc/%d" % stream), 10, what="the stream process gone")
 
     def test_sighup_rolls_the_process_and_a_running_query_finishes(self):
         old = self.inst.wait_stream()
