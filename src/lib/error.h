@@ -50,7 +50,8 @@ enum am_err {
     AM_EMEMBERNOTFOUND = -34, /* 404 member_not_found */
     AM_ECANCELLED = -35,      /* 499 client_closed: the client went away mid-run (never sent) */
     AM_EVERSIONNOTFOUND = -36,/* 404 version_not_found */
-    AM_ERR_LAST = -37
+    AM_ESTREAMLIMIT = -37,    /* 429 stream_limit_reached: the org's max_streams are open */
+    AM_ERR_LAST = -38
 };
 
 #define AM_ERROR_MSG_MAX 256

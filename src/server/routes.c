@@ -1080,3 +1080,30 @@ void routes_handle(void *app, const struct http_request *req, struct http_respon
     if (resp->status >= 500 && resp->status != 502 && resp->status != 504)
         log_warn("%s %s answered %d", req->method, req->path, resp->status);
 }
+
+/* ---- the stream's door (server/stream.c) --------------------------------------- */
+
+int routes_authorize_stream(struct app *app, const char *slug, const char *authorization,
+                            const char *api_key, struct http_response *resp)
+{
+    static const struct route stream_row = {
+        "GET", AGENT "/stream", NULL, MEMBER_OR_KEY(SCOPE_RUN)
+    };
+    struct http_request req;
+    struct route_ctx c;
+
+    memset(&req, 0, sizeof(req));
+    memset(&c, 0, sizeof(c));
+    req.method = "GET";
+    req.path = "";
+    req.query = "";
+    req.authorization = authorization;
+    req.api_key = api_key;
+    c.app = app;
+    c.req = &req;
+    c.resp = resp;
+    c.slug = slug;
+    if (authenticate(&c) != 0 || authorize(&c, &stream_row) != 0)
+        return -1;
+    return 0;
+}

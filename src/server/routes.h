@@ -36,6 +36,14 @@ int routes_decide(int access, int least_role, int scope, const struct account_pr
  * read it to cover every route; operators, to audit who may do what. */
 void routes_print(FILE *f);
 
+/* The door of WS .../agents/{name}/stream (served by server/stream.c, not
+ * by this table): authenticate the Authorization header (a Bearer token),
+ * else the X-API-Key, and authorise it as a run of org slug would be (a
+ * member, or a key of slug with the run scope). Returns 0, or -1 with resp
+ * filled with the 401/403 envelope. */
+int routes_authorize_stream(struct app *app, const char *slug, const char *authorization,
+                            const char *api_key, struct http_response *resp);
+
 /* The http_handler for every request; app is a struct app *. */
 void routes_handle(void *app, const struct http_request *req,
                    struct http_response *resp);

@@ -3,7 +3,8 @@
  * pool, crash clean-up, reload and shutdown.
  *
  * Owns: the loaded configuration, the lock file, the registry segment, the
- * FastCGI listening socket, the pid file, the worker pids, and the
+ * FastCGI listening socket, the stream socket, the stream slots, the pid
+ * file, the worker pids, the stream process's pid, and the
  * short-lived children that do its Berkeley DB work (recovery, failchk,
  * reconcile, checkpoints; see run_store_task).
  *
@@ -23,6 +24,12 @@
  *       unclean, TASK_AFTER_DEATH (failchk, reconcile, reclaim; on failure
  *       recover_environment); a back-off if it was running--> [W_EMPTY]
  *   any --recover_environment: SIGKILL, waitpid--> [W_EMPTY]
+ *
+ * The stream process (server/stream.c) is one more slot, kind K_STREAM,
+ * with the same lifecycle: spawned, re-forked with the back-off, retired
+ * on SIGHUP (it drains: running queries finish, idle connections get
+ * 1001), drained on SIGTERM; after its death the stream slots it held are
+ * given back (streams_reclaim) besides failchk and the quota reclaim.
  *
  * There is no "dead" state: a slot whose process exited is W_EMPTY again as
  * soon as on_worker_exit has run; spawn_missing re-forks it after its
@@ -60,6 +67,8 @@
 #include "state/quota.h"
 #include "state/registry.h"
 #include "state/store.h"
+#include "state/streams.h"
+#include "server/stream.h"
 #include "server/supervisor.h"
 #include "control/usage.h"
 #include "lib/hash.h"
@@ -74,10 +83,12 @@
 #define DIED_YOUNG_MS 2000
 
 enum worker_state { W_EMPTY = 0, W_RUNNING, W_RETIRING };
+enum worker_kind { K_FCGI = 0, K_STREAM };
 
 struct worker_slot {
     pid_t pid;
     int state;                 /* enum worker_state */
+    int kind;                  /* enum worker_kind */
     uint64_t started_ms;       /* monotonic ms of the fork */
     uint64_t restart_at_ms;    /* monotonic ms before which not to re-fork */
     uint64_t backoff_ms;       /* current back-off for a worker dying young */
@@ -89,10 +100,12 @@ struct supervisor {
     int lock_fd;                       /* flock on data_dir/astromesh-cloudd.lock */
     int listen_fd;
     int socket_owned;                  /* we bound it (not socket activation) */
+    int stream_fd;                     /* the stream process's listening socket */
     char shm_name[64];
     struct app app;                    /* cfg, store, reg of this process */
     struct vault *vault;               /* the master key; app.vault borrows it */
     struct worker_slot slots[MAX_WORKERS];
+    struct worker_slot stream;         /* the stream process */
     struct worker_slot retiring[MAX_WORKERS];
     uint64_t last_checkpoint_ms;
     int dead_pid;                      /* TASK_AFTER_DEATH: the worker that died */
@@ -151,39 +164,53 @@ static int take_lock(struct supervisor *sv)
     return -1;
 }
 
-/* The listening socket: from systemd socket activation, or bound here. */
+/* Bind and listen on the unix socket path (key: its config key, for the
+ * message). Returns the descriptor or -1 (logged). */
+static int bind_unix(const char *path, int mode, const char *key)
+{
+    struct sockaddr_un sa;
+    int fd;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    if (util_strlcpy(sa.sun_path, path, sizeof(sa.sun_path)) >= sizeof(sa.sun_path)) {
+        log_error("%s: path too long for a unix socket", key);
+        return -1;
+    }
+    if ((fd = socket(AF_UNIX, SOCK_STREAM, 0)) < 0)
+        return -1;
+    unlink(path);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+        chmod(path, (mode_t)mode) != 0 || listen(fd, 4096) != 0) {
+        log_error("cannot listen on %s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* The listening sockets: FastCGI from systemd socket activation or bound
+ * here; the stream socket always bound here. */
 static int open_listener(struct supervisor *sv)
 {
     const char *lp = getenv("LISTEN_PID"), *lf = getenv("LISTEN_FDS");
-    struct sockaddr_un sa;
-    int fd;
 
     if (lp != NULL && lf != NULL && atoi(lp) == (int)getpid() && atoi(lf) >= 1) {
         sv->listen_fd = 3;
         sv->socket_owned = 0;
     } else {
-        memset(&sa, 0, sizeof(sa));
-        sa.sun_family = AF_UNIX;
-        if (util_strlcpy(sa.sun_path, sv->cfg.socket_path, sizeof(sa.sun_path)) >=
-            sizeof(sa.sun_path)) {
-            log_error("server.socket: path too long for a unix socket");
+        if ((sv->listen_fd = bind_unix(sv->cfg.socket_path, sv->cfg.socket_mode,
+                                       "server.socket")) < 0)
             return -1;
-        }
-        if ((fd = socket(AF_UNIX, SOCK_STREAM, 0)) < 0)
-            return -1;
-        unlink(sv->cfg.socket_path);
-        if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
-            chmod(sv->cfg.socket_path, (mode_t)sv->cfg.socket_mode) != 0 ||
-            listen(fd, 1024) != 0) {
-            log_error("cannot listen on %s: %s", sv->cfg.socket_path, strerror(errno));
-            close(fd);
-            return -1;
-        }
-        sv->listen_fd = fd;
         sv->socket_owned = 1;
     }
-    /* Non-blocking: each accept thread polls, and a lost race is EAGAIN. */
+    if ((sv->stream_fd = bind_unix(sv->cfg.stream_socket, sv->cfg.socket_mode,
+                                   "server.stream_socket")) < 0)
+        return -1;
+    /* Non-blocking: each accept thread polls, and a lost race is EAGAIN;
+     * the stream loop accepts until EAGAIN. */
     fcntl(sv->listen_fd, F_SETFL, fcntl(sv->listen_fd, F_GETFL) | O_NONBLOCK);
+    fcntl(sv->stream_fd, F_SETFL, fcntl(sv->stream_fd, F_GETFL) | O_NONBLOCK);
     return 0;
 }
 
@@ -241,7 +268,8 @@ static void check_invariants(struct supervisor *sv, int task, int reconciled)
 static int store_task_child(struct supervisor *sv, int task, int progress_fd)
 {
     struct store_options so = { sv->cfg.data_dir, sv->cfg.db_cache_mb, sv->cfg.db_sync,
-                                sv->cfg.workers * sv->cfg.threads * 2 + 64, 0 };
+                                sv->cfg.workers * sv->cfg.threads * 2 +
+                                    sv->cfg.stream_max_queries + 72, 0 };
     struct am_error err;
     int reconciled = 0;
 
@@ -341,7 +369,12 @@ static void spawn_worker(struct supervisor *sv, struct worker_slot *w)
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
-        /* The child keeps the lock fd (invariant 3) and the listener. */
+        /* The child keeps the lock fd (invariant 3) and its listener. */
+        if (w->kind == K_STREAM) {
+            close(sv->listen_fd);
+            stream_run(&sv->app, sv->stream_fd);
+        }
+        close(sv->stream_fd);
         worker_run(&sv->app, sv->listen_fd);
     }
     w->pid = pid;
@@ -357,6 +390,9 @@ static void spawn_missing(struct supervisor *sv)
     for (i = 0; i < sv->cfg.workers; i++)
         if (sv->slots[i].state == W_EMPTY && now >= sv->slots[i].restart_at_ms)
             spawn_worker(sv, &sv->slots[i]);
+    sv->stream.kind = K_STREAM;
+    if (sv->stream.state == W_EMPTY && now >= sv->stream.restart_at_ms)
+        spawn_worker(sv, &sv->stream);
 }
 
 static void kill_all(struct supervisor *sv, int sig)
@@ -369,6 +405,8 @@ static void kill_all(struct supervisor *sv, int sig)
         if (sv->retiring[i].state != W_EMPTY)
             kill(sv->retiring[i].pid, sig);
     }
+    if (sv->stream.state != W_EMPTY)
+        kill(sv->stream.pid, sig);
 }
 
 static int workers_alive(struct supervisor *sv)
@@ -377,7 +415,7 @@ static int workers_alive(struct supervisor *sv)
 
     for (i = 0; i < MAX_WORKERS; i++)
         n += (sv->slots[i].state != W_EMPTY) + (sv->retiring[i].state != W_EMPTY);
-    return n;
+    return n + (sv->stream.state != W_EMPTY);
 }
 
 static struct worker_slot *slot_of(struct supervisor *sv, pid_t pid)
@@ -390,6 +428,8 @@ static struct worker_slot *slot_of(struct supervisor *sv, pid_t pid)
         if (sv->retiring[i].state != W_EMPTY && sv->retiring[i].pid == pid)
             return &sv->retiring[i];
     }
+    if (sv->stream.state != W_EMPTY && sv->stream.pid == pid)
+        return &sv->stream;
     return NULL;
 }
 
@@ -404,11 +444,19 @@ static int recover_environment(struct supervisor *sv)
     for (i = 0; i < MAX_WORKERS; i++) {
         if (sv->slots[i].state != W_EMPTY)
             waitpid(sv->slots[i].pid, NULL, 0);
-        if (sv->retiring[i].state != W_EMPTY)
+        if (sv->retiring[i].state != W_EMPTY) {
             waitpid(sv->retiring[i].pid, NULL, 0);
+            streams_reclaim(sv->app.streams, (int)sv->retiring[i].pid);
+        }
         sv->slots[i].state = sv->retiring[i].state = W_EMPTY;
         sv->slots[i].restart_at_ms = 0;
     }
+    if (sv->stream.state != W_EMPTY) {
+        waitpid(sv->stream.pid, NULL, 0);
+        streams_reclaim(sv->app.streams, (int)sv->stream.pid);
+    }
+    sv->stream.state = W_EMPTY;
+    sv->stream.restart_at_ms = 0;
     {
         uint64_t t0 = util_monotonic_ms();
         if (run_store_task(sv, TASK_RECOVER) != TASK_OK) {
@@ -432,10 +480,16 @@ static int on_worker_exit(struct supervisor *sv, pid_t pid, int status)
     if (w == NULL)
         return 0;
     if (w->state == W_RUNNING && !clean) {
+        const char *what = w->kind == K_STREAM ? "stream process" : "worker";
         if (WIFSIGNALED(status))
-            log_warn("worker %d killed by signal %d", (int)pid, WTERMSIG(status));
+            log_warn("%s %d killed by signal %d", what, (int)pid, WTERMSIG(status));
         else
-            log_warn("worker %d exited with status %d", (int)pid, WEXITSTATUS(status));
+            log_warn("%s %d exited with status %d", what, (int)pid, WEXITSTATUS(status));
+    }
+    if (w->kind == K_STREAM) {
+        int n = streams_reclaim(sv->app.streams, (int)pid);
+        if (n > 0 && !clean)
+            log_info("%d stream connections of the dead stream process given back", n);
     }
     sv->dead_pid = (int)pid;
     if (!clean && run_store_task(sv, TASK_AFTER_DEATH) != TASK_OK) {
@@ -478,26 +532,35 @@ static void reload(struct supervisor *sv)
         return;
     }
     if (strcmp(next.data_dir, sv->cfg.data_dir) != 0 ||
-        strcmp(next.socket_path, sv->cfg.socket_path) != 0)
-        log_warn("storage.data_dir and server.socket change only at restart");
+        strcmp(next.socket_path, sv->cfg.socket_path) != 0 ||
+        strcmp(next.stream_socket, sv->cfg.stream_socket) != 0)
+        log_warn("storage.data_dir, server.socket and server.stream_socket change only at "
+                 "restart");
     util_strlcpy(next.data_dir, sv->cfg.data_dir, sizeof(next.data_dir));
     util_strlcpy(next.socket_path, sv->cfg.socket_path, sizeof(next.socket_path));
+    util_strlcpy(next.stream_socket, sv->cfg.stream_socket, sizeof(next.stream_socket));
+    next.stream_max_connections = sv->cfg.stream_max_connections;
+    next.stream_max_queries = sv->cfg.stream_max_queries;
     next.registry_capacity = sv->cfg.registry_capacity;
     next.registry_slot_kb = sv->cfg.registry_slot_kb;
     /* Retire the old generation; new workers start with the new config. */
-    for (i = 0; i < MAX_WORKERS; i++) {
-        if (sv->slots[i].state != W_RUNNING)
+    for (i = 0; i <= MAX_WORKERS; i++) {
+        struct worker_slot *w = i < MAX_WORKERS ? &sv->slots[i] : &sv->stream;
+        int kind = w->kind;
+
+        if (w->state != W_RUNNING)
             continue;
         for (j = 0; j < MAX_WORKERS && sv->retiring[j].state != W_EMPTY; j++)
             ;
         if (j < MAX_WORKERS) {
-            sv->retiring[j] = sv->slots[i];
+            sv->retiring[j] = *w;
             sv->retiring[j].state = W_RETIRING;
-            kill(sv->slots[i].pid, SIGTERM);
+            kill(w->pid, SIGTERM);
         } else {
-            kill(sv->slots[i].pid, SIGKILL);
+            kill(w->pid, SIGKILL);
         }
-        memset(&sv->slots[i], 0, sizeof(sv->slots[i]));
+        memset(w, 0, sizeof(*w));
+        w->kind = kind;
     }
     sv->cfg = next;
     log_set_level(sv->cfg.log_level);
@@ -516,6 +579,7 @@ static void drain(struct supervisor *sv)
      * while the workers drain what is already queued. */
     if (sv->socket_owned && unlink(sv->cfg.socket_path) == 0)
         sv->socket_owned = 0;
+    unlink(sv->cfg.stream_socket);
     kill_all(sv, SIGTERM);
     while (workers_alive(sv) > 0) {
         if (!killed && util_monotonic_ms() >= deadline) {
@@ -603,7 +667,13 @@ static int start(struct supervisor *sv)
      * add threads; a run without a hold is only left counted if its worker
      * dies). */
     if (quota_create(&sv->app.quota, sv->cfg.registry_capacity * 4,
-                     2 * sv->cfg.workers * sv->cfg.threads, &err) != 0) {
+                     2 * (sv->cfg.workers * sv->cfg.threads + sv->cfg.stream_max_queries),
+                     &err) != 0) {
+        log_error("%s", err.message);
+        return -1;
+    }
+    /* The open stream connections of every org, one slot each. */
+    if (streams_create(&sv->app.streams, sv->cfg.stream_max_connections, &err) != 0) {
         log_error("%s", err.message);
         return -1;
     }
@@ -634,11 +704,16 @@ static void finish(struct supervisor *sv)
         close(sv->listen_fd);
     if (sv->socket_owned)
         unlink(sv->cfg.socket_path);
+    if (sv->stream_fd >= 0) {
+        close(sv->stream_fd);
+        unlink(sv->cfg.stream_socket);
+    }
     if (sv->app.reg != NULL && workers_alive(sv) == 0)
         run_store_task(sv, TASK_CHECKPOINT);
     if (sv->app.reg != NULL)
         registry_close(sv->app.reg, 1);
     quota_close(sv->app.quota);
+    streams_close(sv->app.streams);
     auth_state_close(sv->app.auth);
     vault_close(sv->vault);
     if (sv->cfg.pid_file[0] != '\0')
@@ -655,7 +730,7 @@ int supervisor_main(const char *config_path)
     int rc = 1;
 
     memset(&sv, 0, sizeof(sv));
-    sv.lock_fd = sv.listen_fd = -1;
+    sv.lock_fd = sv.listen_fd = sv.stream_fd = -1;
     sv.config_path = config_path;
     sv.app.cfg = &sv.cfg;
     error_clear(&err);
@@ -680,8 +755,8 @@ int supervisor_main(const char *config_path)
         sv.last_checkpoint_ms = util_monotonic_ms();
         spawn_missing(&sv);
         notify_systemd("READY=1");
-        log_info("serving on %s with %d workers x %d threads", sv.cfg.socket_path,
-                 sv.cfg.workers, sv.cfg.threads);
+        log_info("serving on %s with %d workers x %d threads, streams on %s",
+                 sv.cfg.socket_path, sv.cfg.workers, sv.cfg.threads, sv.cfg.stream_socket);
         rc = serve(&sv);
     }
     finish(&sv);

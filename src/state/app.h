@@ -13,6 +13,7 @@ struct registry;
 struct quota;
 struct auth_state;
 struct vault;
+struct streams;
 
 struct app {
     const struct config *cfg;   /* borrowed; lives as long as the process */
@@ -21,6 +22,7 @@ struct app {
     struct quota *quota;        /* the daily quota counters, shared by all processes */
     struct auth_state *auth;    /* the authorisation epoch, shared by all processes */
     const struct vault *vault;  /* the master key, read once by the supervisor */
+    struct streams *streams;    /* open stream connections per org, shared by all processes */
 };
 
 #endif

@@ -130,6 +130,12 @@ static const struct cfg_key config_keys[] = {
     KEY_STR("server.pid_file", pid_file, 0, STR_MAX(pid_file), "", 0, NULL),
     KEY_INT("server.shutdown_timeout_ms", shutdown_timeout_ms, 100, 600000,
             "10000"),
+    KEY_STR("server.stream_socket", stream_socket, 0, CFG_SOCKET_MAX, "", 0, NULL),
+
+    KEY_INT("stream.idle_timeout_ms", stream_idle_timeout_ms, 1000, 86400000, "300000"),
+    KEY_INT("stream.ping_interval_ms", stream_ping_interval_ms, 100, 3600000, "30000"),
+    KEY_INT("stream.max_connections", stream_max_connections, 1, 1000000, "10000"),
+    KEY_INT("stream.max_queries", stream_max_queries, 1, 4096, "128"),
 
     KEY_STR("storage.data_dir", data_dir, 1, STR_MAX(data_dir),
             "/var/lib/astromesh-cloud", 0, NULL),
@@ -820,6 +826,34 @@ static int check_rules(struct cfg_parser *p)
     return 0;
 }
 
+/* stream.sock in server.socket's directory; "" if that does not fit. */
+static void stream_socket_beside(struct config *c)
+{
+    const char *slash = strrchr(c->socket_path, '/');
+    size_t dir = slash != NULL ? (size_t)(slash - c->socket_path) + 1 : 0;
+
+    memset(c->stream_socket, 0, sizeof(c->stream_socket));
+    if (dir + sizeof("stream.sock") > (size_t)CFG_SOCKET_MAX + 1)
+        return;
+    memcpy(c->stream_socket, c->socket_path, dir);
+    memcpy(c->stream_socket + dir, "stream.sock", sizeof("stream.sock"));
+}
+
+/* server.stream_socket absent or "" means stream.sock beside server.socket. */
+static int stream_socket_default(struct cfg_parser *p)
+{
+    struct config *c = &p->cfg;
+    int k = key_find("server.stream_socket");
+
+    if (k >= 0 && p->set[k] && c->stream_socket[0] != '\0')
+        return 0;
+    stream_socket_beside(c);
+    if (c->stream_socket[0] == '\0')
+        return error_set(p->err, AM_ECONFIG, "%s: server.stream_socket: the default beside "
+                         "server.socket is too long for a unix socket; set it", p->file);
+    return 0;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Public API                                                               */
 
@@ -838,6 +872,7 @@ void config_defaults(struct config *cfg)
                         sizeof(problem)) != 0)
             abort();
     }
+    stream_socket_beside(cfg);
 }
 
 /*
@@ -892,6 +927,8 @@ int config_load(struct config *cfg, const char *path, struct am_error *err)
     rc = parse_stream(p);
     if (rc == 0)
         rc = check_rules(p);
+    if (rc == 0)
+        rc = stream_socket_default(p);
     if (rc == 0)
         *cfg = p->cfg;
 out:

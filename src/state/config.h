@@ -39,6 +39,8 @@ struct config {
     int threads;            /* accept threads per worker, 1..1024 */
     char pid_file[256];     /* "" = none */
     int shutdown_timeout_ms;/* drain deadline on SIGTERM before SIGKILL */
+    char stream_socket[256];/* the stream process's unix socket (HTTP/1.1 + WebSocket);
+                             * "" in the file: stream.sock beside server.socket */
 
     /* storage */
     char data_dir[256];     /* Berkeley DB environment home */
@@ -62,6 +64,11 @@ struct config {
     /* agents */
     int max_versions;       /* versions kept per agent besides the live one, default 50 */
 
+    /* stream (the WebSocket process) */
+    int stream_idle_timeout_ms;  /* a connection with no query for this long is closed */
+    int stream_ping_interval_ms; /* a ping is sent after this long without one */
+    int stream_max_connections;  /* open connections of the whole daemon (shared slots) */
+    int stream_max_queries;      /* queries running at once in the stream process */
     /* registry */
     int registry_capacity;  /* max deployed agents, default 4096 */
     int registry_slot_kb;   /* bytes reserved per agent's compiled YAML, KiB */

@@ -33,9 +33,10 @@ class BenchError(Exception):
 
 # --- /proc ---------------------------------------------------------------------------
 
-def children(pid):
+def children(pid, skip=("am-store-task", "am-stream")):
     """Live child pids of pid, without the supervisor's short-lived
-    Berkeley DB tasks (am-store-task: a checkpoint every 30 s)."""
+    Berkeley DB tasks (am-store-task: a checkpoint every 30 s) and its
+    stream process (am-stream, measured in section 5): the workers."""
     kids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -45,7 +46,7 @@ def children(pid):
                     fields = rest.split()
             except (OSError, ValueError):
                 continue
-            if fields[1] == str(pid) and fields[0] != "Z" and comm != "am-store-task":
+            if fields[1] == str(pid) and fields[0] != "Z" and comm not in skip:
                 kids.append(int(entry))
     return sorted(kids)
 
@@ -1085,6 +1086,14 @@ def main():
     conc = concurrency(rtoken, rslug)
     print_concurrency(*conc)
     print()
+    sys.stdout.flush()
+    import bench_stream
+    sc = Client(rtoken)
+    st = bench_stream.run(PORT, int(E["RELAY_PORT"]), E["STREAM_SOCKET"], rtoken, rslug, sc,
+                          memory, PIDS["daemon"], lambda p: children(p, skip=()),
+                          n_idle=int(E.get("STREAM_IDLE") or 2000))
+    sc.close()
+    print()
 
     def worst(tag, key):
         return max(m[key] for label, m in rows if tag in label) / 1024.0
@@ -1121,6 +1130,16 @@ def main():
                                          r["peak"]["rss"] / 1024.0, "-"))
         print("%-40s %12.2f MiB %12s" % ("  daemon Pss at peak, %d runs" % r["n"],
                                          r["peak"]["pss"] / 1024.0, "-"))
+    print("%-40s %13.3f ms %12s" % ("stream relay p50 (direct fake p50)", st["ws_p50"],
+                                    "%.3f ms" % st["direct_p50"]))
+    print("%-40s %13.3f ms %12s" % ("stream relay p50 overhead", st["ws_p50"] - st["direct_p50"],
+                                    "< 0.5 ms"))
+    print("%-40s %13.3f ms %12s" % ("stream relay p99", st["ws_p99"], "-"))
+    print("%-40s %13.3f ms %12s" % ("  with %d idle streams open" % st["n_idle"],
+                                    st["busy_p99"], "-"))
+    print("%-40s %12.2f KiB %12s" % ("memory per idle stream (Pss)", st["per_pss_kib"],
+                                     "< 16 KiB"))
+    print("%-40s %12.2f KiB %12s" % ("memory per idle stream (VmRSS)", st["per_rss_kib"], "-"))
     print()
     print("  Idle worker rows: the largest of the %s workers is shown. A deploy writes the"
           % E["WORKERS"])

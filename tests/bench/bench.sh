@@ -45,6 +45,12 @@
 #         with their own expected answer, the wall time, how many reached
 #         the fake at once, and the daemon's peak RSS and Pss while they
 #         wait.
+#   5. the WebSocket stream (tests/bench/bench_stream.py): relay latency
+#      p50/p99 from a streaming fake in the bench process (providers.mistral)
+#      to a client through lighttpd, next to the same fake read directly;
+#      BENCH_STREAM_IDLE (default 2000) idle streams opened on the stream
+#      socket, the stream process's memory per connection, and the relay
+#      again while they are open (limits.max_streams raised for it).
 # Targets from issue 2: agent GET >= 70% of /hello, deploy p50 < 5 ms, one
 # idle worker < 8 MiB. From issue 3: run >= 40% of /hello, pipeline
 # overhead p50 < 1 ms, >= 200 runs in flight with every answer correct.
@@ -189,6 +195,8 @@ show_logs() {
 }
 
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+RELAY_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+BENCH_STREAM_IDLE=${BENCH_STREAM_IDLE:-2000}
 SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
 mkdir "$TMP/db" "$TMP/run"
 
@@ -236,6 +244,7 @@ storage:
 limits:
   max_agents: 100000
   requests_per_day: 100000000
+  max_streams: $((BENCH_STREAM_IDLE + 100))
 auth:
   jwt_secret: "$SECRET"
   master_key_file: $TMP/master.key
@@ -250,6 +259,9 @@ providers:
   groq:
     base_url: http://127.0.0.1:$FAKE_PORT/v1
     api_key: sk-bench
+  mistral:
+    base_url: http://127.0.0.1:$RELAY_PORT/v1
+    api_key: sk-bench
 EOF
 
 # lighttpd resolves relative includes against the directory of the -f file,
@@ -257,14 +269,16 @@ EOF
 ln -s "$BENCH_CONF" "$TMP/lighttpd-bench.conf"
 ln -s "$LIGHTTPD_DIR/astromesh-dev.conf" "$TMP/astromesh-dev.conf"
 ln -s "$LIGHTTPD_DIR/astromesh-cloud-fastcgi.conf" "$TMP/astromesh-cloud-fastcgi.conf"
+ln -s "$LIGHTTPD_DIR/astromesh-cloud-stream.conf" "$TMP/astromesh-cloud-stream.conf"
 ASTROMESH_PORT=$PORT
 ASTROMESH_SOCKET=$TMP/fcgi.sock
+ASTROMESH_STREAM_SOCKET=$TMP/stream.sock
 ASTROMESH_RUNDIR=$TMP/run
 ASTROMESH_ERRORLOG=$TMP/lighttpd-error.log
 ASTROMESH_ACCESSLOG=/dev/null    # same for both backends; see lighttpd-bench.conf
 ASTROMESH_PIDFILE=$TMP/lighttpd.pid
 BENCH_HELLO_SOCKET=$TMP/hello.sock
-export ASTROMESH_PORT ASTROMESH_SOCKET ASTROMESH_RUNDIR ASTROMESH_ERRORLOG \
+export ASTROMESH_PORT ASTROMESH_SOCKET ASTROMESH_STREAM_SOCKET ASTROMESH_RUNDIR ASTROMESH_ERRORLOG \
        ASTROMESH_ACCESSLOG ASTROMESH_PIDFILE BENCH_HELLO_SOCKET
 
 "$LIGHTTPD" -tt -f "$TMP/lighttpd-bench.conf" >"$TMP/lighttpd-check.log" 2>&1 || {
@@ -290,7 +304,8 @@ if ! PORT=$PORT DAEMON_PID=$DAEMON_PID HELLO_PID=$HELLO_PID LIGHTTPD_PID=$LIGHTT
      WARMUP=$BENCH_WARMUP CONNECTIONS=$BENCH_CONNECTIONS WRK_THREADS=$BENCH_WRK_THREADS \
      ROUNDS=$BENCH_ROUNDS DIAG=${BENCH_DIAG:-} DEPLOYS=$BENCH_DEPLOYS DB_SYNC=$BENCH_DB_SYNC \
      RUN_FLUSH_MS=$BENCH_RUN_FLUSH_MS FAKE_PID=$FAKE_PID FAKE_PORT=$FAKE_PORT CFAKE_PID=$CFAKE_PID RUNS=$BENCH_RUNS CONCURRENCY="$BENCH_CONCURRENCY" \
-     CONFIG=$TMP/bench.yaml \
+     CONFIG=$TMP/bench.yaml RELAY_PORT=$RELAY_PORT STREAM_SOCKET=$TMP/stream.sock \
+     STREAM_IDLE=$BENCH_STREAM_IDLE \
      LIGHTTPD_VERSION=$LIGHTTPD_VERSION python3 "$SRCDIR/tests/bench/bench.py"; then
     show_logs
     exit 1

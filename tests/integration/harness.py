@@ -469,6 +469,7 @@ class Instance:
         env.update({
             "ASTROMESH_PORT": str(self.port),
             "ASTROMESH_SOCKET": self.socket,
+            "ASTROMESH_STREAM_SOCKET": self.stream_socket,
             "ASTROMESH_RUNDIR": self.dir,
             "ASTROMESH_ERRORLOG": self.lighttpd_errorlog,
             "ASTROMESH_ACCESSLOG": self.lighttpd_accesslog,
@@ -521,7 +522,7 @@ class Instance:
         everything in self.dir, nothing from /etc/apache2, and the shipped
         etc/apache2/astromesh-cloud.conf included as it is, with
         ASTROMESH_SOCKET defined first (the way the snippet documents)."""
-        mods = ["mpm_event", "authz_core", "proxy", "proxy_fcgi"]
+        mods = ["mpm_event", "authz_core", "proxy", "proxy_fcgi", "proxy_http"]
         lines = ['ServerRoot "%s"' % self.dir,
                  'DefaultRuntimeDir "%s"' % self.dir,
                  'PidFile "%s"' % self.apache_pidfile,
@@ -546,6 +547,7 @@ class Instance:
                   'DocumentRoot "%s"' % self.dir,
                   '<Location "/">', "    Require all denied", "</Location>",
                   'Define ASTROMESH_SOCKET "%s"' % self.socket,
+                  'Define ASTROMESH_STREAM_SOCKET "%s"' % self.stream_socket,
                   'Include "%s"' % APACHE_CONF]
         return "\n".join(lines) + "\n"
 
@@ -594,6 +596,39 @@ class Instance:
     def worker_pids(self):
         """Live worker pids (the supervisor's worker children)."""
         return proc_children(self.daemon.pid, "am-worker") if self.daemon else []
+
+    # -- the stream process (WebSocket) -----------------------------------------
+    @property
+    def stream_socket(self):
+        """server.stream_socket: its default, stream.sock beside the FastCGI
+        socket, unless the test's config sets one."""
+        return (self.config["server"].get("stream_socket")
+                or os.path.join(os.path.dirname(self.socket), "stream.sock"))
+
+    def stream_pids(self):
+        """Live stream process pids (the supervisor's am-stream children)."""
+        return proc_children(self.daemon.pid, "am-stream") if self.daemon else []
+
+    def wait_stream(self, timeout=START_TIMEOUT, exclude=()):
+        """Poll until one stream process runs, not in exclude; return its pid."""
+        def one():
+            pids = [p for p in self.stream_pids() if p not in exclude]
+            return pids[0] if len(pids) == 1 else None
+        return poll(one, timeout, what="one stream process")
+
+    def ws_connect(self, slug, name, token=None, api_key=None, query="", headers=None,
+                   timeout=HTTP_TIMEOUT, **kw):
+        """Open WS /api/v1/orgs/{slug}/agents/{name}/stream through the front
+        server (wsclient.WSClient; raises wsclient.Refused on a plain answer)."""
+        import wsclient
+        h = dict(headers or {})
+        if token:
+            h["Authorization"] = "Bearer " + token
+        if api_key:
+            h["X-API-Key"] = api_key
+        path = "/api/v1/orgs/%s/agents/%s/stream%s" % (slug, name, "?" + query if query else "")
+        return wsclient.WSClient.connect("127.0.0.1", self.port, path, headers=h,
+                                         timeout=timeout, **kw)
 
     def wait_workers(self, n=None, timeout=START_TIMEOUT, exclude=()):
         """Poll until the supervisor has n live workers, none in exclude."""

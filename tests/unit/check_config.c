@@ -108,10 +108,10 @@ static const struct reject_case rejects[] = {
     {"unknown_key_names_key_and_line",
      "server:\n  wrokers: 4\n",
      "2:3: server.wrokers: unknown key (valid here: socket, socket_mode, "
-     "workers, threads, pid_file, shutdown_timeout_ms)"},
+     "workers, threads, pid_file, shutdown_timeout_ms, stream_socket)"},
     {"unknown_section_lists_sections",
      "serverz:\n  workers: 4\n",
-     "1:1: serverz: unknown key (valid here: server, storage, auth, limits, agents, "
+     "1:1: serverz: unknown key (valid here: server, stream, storage, auth, limits, agents, "
      "registry, providers, tools, runtime, log)"},
     {"unknown_provider_lists_providers",
      "providers:\n  azure:\n    api_key: x\n",
@@ -459,6 +459,36 @@ START_TEST(every_key_overrides_its_field)
         ck_assert_int_eq(cfg.providers[i].timeout_ms, 100 + i);
     }
     ck_assert_int_eq(cfg.log_level, LOG_LVL_DEBUG);
+}
+END_TEST
+
+/* server.stream_socket: beside server.socket unless set (issue 10). */
+START_TEST(stream_socket_defaults_beside_the_fastcgi_socket)
+{
+    static const struct { const char *server; const char *want; } cases[] = {
+        { "  socket: /tmp/x/fcgi.sock\n", "/tmp/x/stream.sock" },
+        { "  socket: /tmp/x/fcgi.sock\n  stream_socket: \"\"\n", "/tmp/x/stream.sock" },
+        { "  socket: /tmp/x/fcgi.sock\n  stream_socket: /srv/ws.sock\n", "/srv/ws.sock" },
+        { "  socket: fcgi.sock\n", "stream.sock" },
+        { "  workers: 2\n", "/run/astromesh-cloud/stream.sock" },
+    };
+    char yaml[512];
+    struct config cfg;
+    struct am_error err;
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        util_snprintf(yaml, sizeof(yaml),
+                      "server:\n%sstream:\n  idle_timeout_ms: 1000\n  ping_interval_ms: 100\n"
+                      "  max_connections: 1\n  max_queries: 1\nauth:\n  jwt_secret: \"" SECRET
+                      "\"\n", cases[i].server);
+        ck_assert_msg(load_text("stream.yaml", yaml, &cfg, &err, NULL) == 0, "%s", err.message);
+        ck_assert_str_eq(cfg.stream_socket, cases[i].want);
+        ck_assert_int_eq(cfg.stream_idle_timeout_ms, 1000);
+        ck_assert_int_eq(cfg.stream_ping_interval_ms, 100);
+        ck_assert_int_eq(cfg.stream_max_connections, 1);
+        ck_assert_int_eq(cfg.stream_max_queries, 1);
+    }
 }
 END_TEST
 
@@ -976,6 +1006,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, defaults_when_file_sets_only_secret);
     tcase_add_test(tc, config_defaults_has_no_secret_and_no_path);
     tcase_add_test(tc, every_key_overrides_its_field);
+    tcase_add_test(tc, stream_socket_defaults_beside_the_fastcgi_socket);
     tcase_add_test(tc, socket_mode_parsed_as_octal);
     tcase_add_test(tc, bool_words_accepted);
     tcase_add_test(tc, log_level_words_map_to_enum);
