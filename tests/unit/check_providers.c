@@ -30,6 +30,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <curl/curl.h>
@@ -1413,7 +1414,7 @@ START_TEST(a_client_gone_abandons_a_silent_provider_within_a_second)
             return;
         }
         json_object_put(reqs);
-        usleep(50 * 1000);
+        nanosleep(&(struct timespec){ 0, 50 * 1000 * 1000 }, NULL);
     }
     ck_abort_msg("the fake never saw the call abandoned");
 }
