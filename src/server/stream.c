@@ -354,6 +354,22 @@ static int query_token(void *arg, const char *text, size_t n)
     return send_json(c, o);
 }
 
+/* The run's liveness hook, polled while a model call waits on its provider:
+ * 0 once the client has gone (or the agent did), so the provider call is
+ * abandoned within a second even between tokens. */
+static int query_alive(void *arg)
+{
+    struct conn *c = arg;
+    int dead;
+
+    if (__atomic_load_n(&c->cancel, __ATOMIC_ACQUIRE))
+        return 0;
+    pthread_mutex_lock(&c->lock);
+    dead = c->dead;
+    pthread_mutex_unlock(&c->lock);
+    return !dead;
+}
+
 /* The done or error event that ends a query; the connection takes the
  * next query once it is queued. */
 static void query_answer(struct conn *c, int rc, const struct run_outcome *out,
@@ -506,6 +522,7 @@ static void on_message(struct conn *c, const uint8_t *data, size_t len)
     q->call.name = c->name;
     q->call.mode = RUNTIME_RUN;
     q->sink.token = query_token;
+    q->sink.alive = query_alive;
     q->sink.arg = c;
     q->call.sink = &q->sink;
     __atomic_add_fetch(&c->refs, 1, __ATOMIC_ACQ_REL);

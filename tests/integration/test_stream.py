@@ -337,6 +337,30 @@ class StreamFrames(StreamCase):
         self.fake.control()
         self.check_done(*self.connect().query("after the vanished one"))
 
+    def test_a_vanished_client_cancels_the_provider_call_within_a_second(self):
+        """The fake sees its connection dropped: mid-answer (between two
+        chunks) and while the provider is still silent (it hangs: only
+        the liveness poll can notice)."""
+        for mode, control, mark in (
+                ("streaming", {"reply": " ".join("w%d" % i for i in range(60)),
+                               "chunk_delay_ms": 100}, "stream_end"),
+                ("silent", {"mode": "hang"}, "hang_end")):
+            with self.subTest(provider=mode):
+                self.fake.control(**control)
+                self.fake.clear()
+                ws = self.connect()
+                ws.send_json({"query": "go on"})
+                poll(lambda: self.fake.provider_requests(), 10, what="the provider call")
+                time.sleep(0.5)
+                ws.abort()
+                left = time.time()
+                entry = poll(lambda: (lambda r: r[-1] if r and r[-1].get(mark) else None)(
+                    self.fake.provider_requests()), 10, what="the fake to see the drop")
+                self.assertEqual(entry[mark], "client_gone")
+                if mark == "hang_end":
+                    self.assertLess(entry["hang_end_at"] - left, 1.5)
+        self.fake.control()
+
     def _five(self):
         conns = []
         try:
