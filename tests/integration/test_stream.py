@@ -123,7 +123,27 @@ class StreamBasics(StreamCase):
                 tokens, done = ws.query("hello stream")
                 self.check_done(tokens, done, reply)
                 self.assertEqual(done["model"], "%s/%s" % (provider, model))
+                # one token event per delta the fake sent, in its order
+                words = reply.split(" ")
+                self.assertEqual([t["content"] for t in tokens],
+                                 [w + " " for w in words[:-1]] + [words[-1]])
                 ws.close()
+
+    def test_a_card_number_split_across_deltas_is_redacted_and_never_sent(self):
+        """The fake sends "4111 1111 1111 1111" as four deltas; with
+        pii_filter on output no digit of it may reach the client."""
+        wc = {"name": "pii", "step1": {"model": "openai/gpt-4o-mini"},
+              "step2": {"system_prompt": "You are a stream test agent."},
+              "step5": {"output_guardrails": ["pii_filter"]}}
+        self.assertEqual(self.api("POST", "/agents", wc)[0], 201)
+        self.assertEqual(self.api("POST", "/agents/pii/deploy")[0], 200)
+        self.fake.control(reply="your card 4111 1111 1111 1111 is on file, call 555 123 4567")
+        tokens, done = self.connect("pii").query("my card?")
+        self.check_done(tokens, done)
+        self.assertGreater(len(tokens), 2, tokens)
+        self.assertIn("[REDACTED_CC]", done["answer"])
+        for t in tokens:
+            self.assertNotRegex(t["content"], r"\d", tokens)
 
     def test_several_queries_on_one_connection_keep_the_session(self):
         ws = self.connect()
