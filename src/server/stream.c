@@ -43,6 +43,7 @@
 #include "server/http.h"
 #include "server/routes.h"
 #include "server/stream.h"
+#include "server/worker.h"
 #include "server/ws.h"
 #include "state/app.h"
 #include "state/config.h"
@@ -1061,25 +1062,13 @@ static void serve(void)
     }
 }
 
-/* Signals as in a worker, but SIGTERM/SIGINT/SIGHUP read from a signalfd. */
+/* Signals as in a worker, but SIGTERM/SIGINT/SIGHUP (a drain; a roll: the
+ * supervisor replaces us) read from a signalfd. */
 static int stream_signals(void)
 {
-    struct sigaction sa;
-    int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGUSR1, SIGUSR2 };
     sigset_t set;
-    size_t i;
 
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = SIG_DFL;
-    for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
-        sigaction(sigs[i], &sa, NULL);
-    sa.sa_handler = SIG_IGN;
-    sigaction(SIGPIPE, &sa, NULL);
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);   /* the supervisor rolls us by replacing us */
-    pthread_sigmask(SIG_SETMASK, &set, NULL);
+    worker_child_signals(&set);
     return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 }
 

@@ -42,7 +42,7 @@ static void *accept_thread(void *p)
     return NULL;
 }
 
-static void worker_signals(sigset_t *stopset)
+void worker_child_signals(sigset_t *stopset)
 {
     struct sigaction sa;
     int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGUSR1, SIGUSR2 };
@@ -77,7 +77,7 @@ void worker_run(const struct app *shared, int listen_fd)
 
     app.store = NULL;
     log_set_ident("astromesh-cloudd/worker");
-    worker_signals(&stopset);
+    worker_child_signals(&stopset);
     /* Die with the supervisor: never serve from an environment that a new
      * supervisor is about to recover. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);

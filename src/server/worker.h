@@ -4,6 +4,8 @@
 #ifndef AM_WORKER_H
 #define AM_WORKER_H
 
+#include <signal.h>
+
 struct app;
 
 /* Run a worker in a freshly forked child: join the Berkeley DB environment
@@ -11,6 +13,13 @@ struct app;
  * inherited config, registry, quota, auth epoch and vault of shared, serve
  * listen_fd with cfg->threads accept threads until SIGTERM, let in-flight
  * requests finish, and exit. Never returns. */
+/* In a freshly forked child (a worker or the stream process): every signal
+ * handler the supervisor set back to its default, SIGPIPE ignored, and
+ * SIGTERM, SIGINT and SIGHUP (the supervisor's stop, and its reload, which
+ * replaces the child) blocked in this thread and put in *stopset, for
+ * sigwait or a signalfd. */
+void worker_child_signals(sigset_t *stopset);
+
 void worker_run(const struct app *shared, int listen_fd)
     __attribute__((noreturn));
 
