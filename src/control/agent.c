@@ -8,6 +8,7 @@
  *                                 deployed, else the last deployed or the one
  *                                 a rollback restored (0: none yet)
  *    "live_hash":"…",             config_hash of that version (draft_changed)
+ *    "wizard_hash":"…",           config_hash of "wizard", set with it
  *    "latest_version":n,          the highest version ever made (never reused)
  *    "rolled_back_at":t, "rolled_back_by":"…", "rolled_back_from":n (the last rollback)
  *    "created_at":t, "updated_at":t, "deployed_at":t|null, "paused_at":t|null}
@@ -146,19 +147,34 @@ static struct json_object *model_of(struct json_object *wc)
     return NULL;
 }
 
+/* Set the record's config to wc (taken) with its config hash, which every
+ * read compares with the live version's (draft_changed): hashed once per
+ * write, not once per GET. */
+static void record_set_wizard(struct json_object *rec, struct json_object *wc)
+{
+    char hex[VERSIONS_HASH_HEX];
+
+    versions_hash(wc, hex);
+    json_object_object_add(rec, "wizard", wc);
+    json_object_object_add(rec, "wizard_hash", json_object_new_string(hex));
+}
+
 /* "version" (null before the first deploy) and "draft_changed" (the
  * config differs from that version's, or there is none). */
 static void version_fields(struct json_object *o, struct json_object *rec,
                            struct json_object *wc)
 {
     int64_t live = int_field(rec, "live_version");
-    const char *live_hash = str_field(rec, "live_hash");
+    const char *live_hash = str_field(rec, "live_hash"), *hash = str_field(rec, "wizard_hash");
     char hex[VERSIONS_HASH_HEX];
 
-    versions_hash(wc, hex);
+    if (hash == NULL) {         /* a record written before wizard_hash existed */
+        versions_hash(wc, hex);
+        hash = hex;
+    }
     json_object_object_add(o, "version", live > 0 ? json_object_new_int64(live) : NULL);
     json_object_object_add(o, "draft_changed", json_object_new_boolean(
-                               live <= 0 || live_hash == NULL || strcmp(hex, live_hash) != 0));
+                               live <= 0 || live_hash == NULL || strcmp(hash, live_hash) != 0));
 }
 
 /* The public agent object: list form (full == 0) or GET form. */
@@ -239,7 +255,7 @@ static int create_txn(struct store *s, struct store_txn *t, void *arg)
                          "Organization has reached its limit of %d agents",
                          c->app->cfg->max_agents);
     c->rec = json_object_new_object();
-    json_object_object_add(c->rec, "wizard", json_object_get(c->wc));
+    record_set_wizard(c->rec, json_object_get(c->wc));
     json_object_object_add(c->rec, "status", json_object_new_string("draft"));
     json_object_object_add(c->rec, "version", json_object_new_int64(1));
     json_object_object_add(c->rec, "created_at", json_object_new_int64(now));
@@ -387,7 +403,7 @@ static int update_txn(struct store *s, struct store_txn *t, void *arg)
     merged = wizard_merge(wc, c->patch);
     if ((rc = wizard_validate(merged, c->err)) != 0)
         goto out;
-    json_object_object_add(rec, "wizard", merged);
+    record_set_wizard(rec, merged);
     merged = NULL;
     json_object_object_add(rec, "version", json_object_new_int64(int_field(rec, "version") + 1));
     json_object_object_add(rec, "updated_at", json_object_new_int64(util_now()));
@@ -707,7 +723,7 @@ static void rollback_apply(struct tx_ctx *c, struct json_object *rec, struct jso
                            json_object_new_int64(int_field(rec, "live_version")));
     json_object_object_add(rec, "rolled_back_at", json_object_new_int64(now));
     json_object_object_add(rec, "rolled_back_by", c->by ? json_object_new_string(c->by) : NULL);
-    json_object_object_add(rec, "wizard", json_object_get(wc));
+    record_set_wizard(rec, json_object_get(wc));
     json_object_object_add(rec, "version", json_object_new_int64(int_field(rec, "version") + 1));
     json_object_object_add(rec, "live_version", json_object_new_int64(c->target));
     json_object_object_add(rec, "live_hash", json_object_new_string(hash ? hash : ""));
