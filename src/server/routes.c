@@ -150,6 +150,59 @@ static struct json_object *json_body(struct route_ctx *c)
 static const char *caller_name(struct route_ctx *c);
 static int query_by_version(struct route_ctx *c);
 
+/* ---- the three shapes most org handlers share ------------------------------- */
+
+/* GET of an org's collection: fn(app, org, &out, &err), 200. */
+typedef int (*org_read_fn)(struct app *app, const char *org, struct json_object **out,
+                           struct am_error *err);
+
+static void org_read(struct route_ctx *c, org_read_fn fn)
+{
+    struct json_object *out;
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    rc = fn(c->app, c->slug, &out, &err);
+    reply_with(c, rc, out, &err, 200);
+}
+
+/* A JSON body for org, done by the caller: fn(app, org, by, body, &out,
+ * &err) with body borrowed; status on success. */
+typedef int (*org_write_fn)(struct app *app, const char *org, const char *by,
+                            struct json_object *body, struct json_object **out,
+                            struct am_error *err);
+
+static void org_write(struct route_ctx *c, org_write_fn fn, int status)
+{
+    struct json_object *body, *out;
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    if ((body = json_body(c)) == NULL)
+        return;
+    rc = fn(c->app, c->slug, c->who.email, body, &out, &err);
+    json_object_put(body);
+    reply_with(c, rc, out, &err, status);
+}
+
+/* DELETE of the org's {id}/{provider} item: fn(app, org, item, &err), 204. */
+typedef int (*org_delete_fn)(struct app *app, const char *org, const char *item,
+                             struct am_error *err);
+
+static void org_delete(struct route_ctx *c, org_delete_fn fn)
+{
+    struct am_error err;
+    int rc;
+
+    error_clear(&err);
+    if ((rc = fn(c->app, c->slug, c->item, &err)) != 0)
+        reply_err(c, rc, &err);
+    else
+        c->resp->status = 204;
+}
+
 /* ---- handlers -------------------------------------------------------------- */
 
 static void route_health(struct route_ctx *c)
@@ -233,13 +286,7 @@ static void route_orgs_list(struct route_ctx *c)
 
 static void route_agents_list(struct route_ctx *c)
 {
-    struct json_object *out;
-    struct am_error err;
-    int rc;
-
-    error_clear(&err);
-    rc = agent_list(c->app, c->slug, &out, &err);
-    reply_with(c, rc, out, &err, 200);
+    org_read(c, agent_list);
 }
 
 static void route_agents_create(struct route_ctx *c)
@@ -536,52 +583,24 @@ static void route_usage(struct route_ctx *c)
 
 static void route_keys_list(struct route_ctx *c)
 {
-    struct json_object *out;
-    struct am_error err;
-    int rc;
-
-    error_clear(&err);
-    rc = apikey_list(c->app, c->slug, &out, &err);
-    reply_with(c, rc, out, &err, 200);
+    org_read(c, apikey_list);
 }
 
 static void route_keys_create(struct route_ctx *c)
 {
-    struct json_object *body, *out;
-    struct am_error err;
-    int rc;
-
-    error_clear(&err);
-    if ((body = json_body(c)) == NULL)
-        return;
-    rc = apikey_create(c->app, c->slug, c->who.email, body, &out, &err);
-    json_object_put(body);
-    reply_with(c, rc, out, &err, 201);
+    org_write(c, apikey_create, 201);
 }
 
 static void route_key_delete(struct route_ctx *c)
 {
-    struct am_error err;
-    int rc;
-
-    error_clear(&err);
-    if ((rc = apikey_delete(c->app, c->slug, c->item, &err)) != 0)
-        reply_err(c, rc, &err);
-    else
-        c->resp->status = 204;
+    org_delete(c, apikey_delete);
 }
 
 /* ---- the org's own provider keys (BYOK) --------------------------------------- */
 
 static void route_providers_list(struct route_ctx *c)
 {
-    struct json_object *out;
-    struct am_error err;
-    int rc;
-
-    error_clear(&err);
-    rc = provider_keys_list(c->app, c->slug, &out, &err);
-    reply_with(c, rc, out, &err, 200);
+    org_read(c, provider_keys_list);
 }
 
 static void route_providers_put(struct route_ctx *c)
@@ -600,14 +619,7 @@ static void route_providers_put(struct route_ctx *c)
 
 static void route_providers_delete(struct route_ctx *c)
 {
-    struct am_error err;
-    int rc;
-
-    error_clear(&err);
-    if ((rc = provider_keys_delete(c->app, c->slug, c->item, &err)) != 0)
-        reply_err(c, rc, &err);
-    else
-        c->resp->status = 204;
+    org_delete(c, provider_keys_delete);
 }
 
 /* ---- organisation settings, members and invitations (members.c) --------------- */
@@ -642,41 +654,17 @@ static int segment_decode(const char *in, char *out, size_t cap)
 
 static void route_org_patch(struct route_ctx *c)
 {
-    struct json_object *body, *out;
-    struct am_error err;
-    int rc;
-
-    error_clear(&err);
-    if ((body = json_body(c)) == NULL)
-        return;
-    rc = members_org_update(c->app, c->slug, c->who.email, body, &out, &err);
-    json_object_put(body);
-    reply_with(c, rc, out, &err, 200);
+    org_write(c, members_org_update, 200);
 }
 
 static void route_members_list(struct route_ctx *c)
 {
-    struct json_object *out;
-    struct am_error err;
-    int rc;
-
-    error_clear(&err);
-    rc = members_list(c->app, c->slug, &out, &err);
-    reply_with(c, rc, out, &err, 200);
+    org_read(c, members_list);
 }
 
 static void route_members_invite(struct route_ctx *c)
 {
-    struct json_object *body, *out;
-    struct am_error err;
-    int rc;
-
-    error_clear(&err);
-    if ((body = json_body(c)) == NULL)
-        return;
-    rc = members_invite(c->app, c->slug, c->who.email, body, &out, &err);
-    json_object_put(body);
-    reply_with(c, rc, out, &err, 201);
+    org_write(c, members_invite, 201);
 }
 
 static void route_member_delete(struct route_ctx *c)
