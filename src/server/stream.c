@@ -395,6 +395,7 @@ static void query_answer(struct conn *c, int rc, const struct run_outcome *out,
     json_object_object_add(o, "session_id", json_object_new_string(out->res.session_id));
     json_object_object_add(o, "model", json_object_new_string(out->res.model));
     json_object_object_add(o, "trace_id", json_object_new_string(out->res.trace_id));
+    json_object_object_add(o, "version", json_object_new_int64((int64_t)out->res.version));
     if (out->res.blocked)
         json_object_object_add(o, "blocked", json_object_new_boolean(1));
     send_json_ex(c, o, 1);

@@ -93,8 +93,9 @@ class StreamCase(InstanceTestCase):
 
     def check_done(self, tokens, done, answer=None):
         self.assertEqual(done["type"], "done", done)
-        for k in ("answer", "tokens_used", "session_id", "model", "trace_id"):
+        for k in ("answer", "tokens_used", "session_id", "model", "trace_id", "version"):
             self.assertIn(k, done)
+        self.assertGreaterEqual(done["version"], 1)   # the version that answered
         self.assertRegex(done["session_id"], SESSION_RE)
         self.assertGreater(done["tokens_used"], 0)
         self.assertTrue(tokens, "no token event before done")
