@@ -27,8 +27,13 @@
 #define VAULT_NONCE crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
 #define VAULT_TAG crypto_aead_xchacha20poly1305_ietf_ABYTES
 
+#define VAULT_PURPOSES 2                 /* the highest enum vault_purpose */
+
+/* The master key, then the subkey of each purpose, derived once at open:
+ * an API-key check or an unseal costs no key derivation. */
 struct vault {
-    unsigned char *key;     /* VAULT_KEY_BYTES, from sodium_malloc, read-only */
+    unsigned char *key;     /* (1 + VAULT_PURPOSES) * VAULT_KEY_BYTES, from sodium_malloc,
+                             * read-only: the master key at 0, purpose p's subkey at p */
 };
 
 /* Read exactly VAULT_KEY_BYTES from the open file fd into key. */
@@ -76,12 +81,15 @@ int vault_open(struct vault **out, const char *path, struct am_error *err)
         goto out;
     }
     v = xcalloc(1, sizeof(*v));
-    if ((v->key = sodium_malloc(VAULT_KEY_BYTES)) == NULL) {
+    if ((v->key = sodium_malloc((1 + VAULT_PURPOSES) * VAULT_KEY_BYTES)) == NULL) {
         rc = error_set(err, AM_ECONFIG, "master key: cannot allocate locked memory");
         goto out;
     }
     if ((rc = read_key(fd, path, v->key, err)) != 0)
         goto out;
+    for (uint64_t p = 1; p <= VAULT_PURPOSES; p++)
+        crypto_kdf_derive_from_key(v->key + p * VAULT_KEY_BYTES, VAULT_KEY_BYTES, p,
+                                   VAULT_KDF_CONTEXT, v->key);
     sodium_mprotect_readonly(v->key);
     *out = v;
     v = NULL;
@@ -103,8 +111,7 @@ void vault_close(struct vault *v)
 void vault_subkey(const struct vault *v, enum vault_purpose purpose,
                   unsigned char out[VAULT_KEY_BYTES])
 {
-    crypto_kdf_derive_from_key(out, VAULT_KEY_BYTES, (uint64_t)purpose, VAULT_KDF_CONTEXT,
-                               v->key);
+    memcpy(out, v->key + (size_t)purpose * VAULT_KEY_BYTES, VAULT_KEY_BYTES);
 }
 
 char *vault_seal(const struct vault *v, const void *ad, size_t adlen,

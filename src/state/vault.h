@@ -46,7 +46,8 @@ struct vault_provider_entry {
  * purpose can never open or forge another's data. */
 enum vault_purpose {
     VAULT_APIKEY_HASH = 1,      /* BLAKE2b key of the API key hashes (apikey.c) */
-    VAULT_PROVIDER_KEYS = 2,    /* AEAD key of the org provider keys */
+    VAULT_PROVIDER_KEYS = 2,    /* AEAD key of the org provider keys (the highest: vault.c
+                                 * keeps one subkey per purpose) */
 };
 
 struct vault;
