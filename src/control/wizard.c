@@ -871,6 +871,28 @@ static const char *wz_tone_sentence(const char *tone)
     return NULL;
 }
 
+const char *wizard_split_system(const char *system, const char **prompt)
+{
+    size_t i, n;
+
+    *prompt = system;
+    for (i = 0; system != NULL && i < sizeof(wz_tone_sentences) / sizeof(wz_tone_sentences[0]);
+         i++) {
+        n = strlen(wz_tone_sentences[i].sentence);
+        if (strncmp(system, wz_tone_sentences[i].sentence, n) != 0)
+            continue;
+        if (system[n] == '\0') {
+            *prompt = NULL;
+            return wz_tone_sentences[i].tone;
+        }
+        if (strncmp(system + n, "\n\n", 2) == 0 && system[n + 2] != '\0') {
+            *prompt = system + n + 2;
+            return wz_tone_sentences[i].tone;
+        }
+    }
+    return NULL;
+}
+
 /* prompts.system = tone sentence, blank line, system prompt (either part
  * may be missing in a draft). */
 static char *wz_system_prompt(const struct wz_src *src)

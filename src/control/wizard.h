@@ -48,6 +48,12 @@ struct json_object *wizard_merge(struct json_object *base, struct json_object *p
  * (enum config_provider, or -1 when absent). */
 void wizard_providers(struct json_object *wc, int out[2]);
 
+/* The inverse of compile's prompts.system: when system starts with a tone
+ * sentence (alone, or followed by a blank line and a prompt), returns that
+ * tone ("casual") and points *prompt at the rest (NULL when none); else
+ * returns NULL and *prompt = system. Borrowed pointers. */
+const char *wizard_split_system(const char *system, const char **prompt);
+
 /* Compile a WizardConfig (already validated for deploy) into the runtime
  * YAML for agent id "org__name". key_refs[p] is the api_key_ref to write
  * for provider p ("org:acme/openai", "server:openai") or NULL for none.

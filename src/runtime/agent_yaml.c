@@ -85,6 +85,7 @@ static int ay_out_write(void *data, unsigned char *bytes, size_t size)
 struct ay_em {
     yaml_emitter_t emitter;
     int failed;     /* set by the first failure; every later call is a no-op */
+    int portable;   /* 1: the upstream-schema variant (agent_yaml_emit_portable) */
 };
 
 static void ay_emit(struct ay_em *e, yaml_event_t *ev, int initialised)
@@ -251,19 +252,51 @@ static void ay_json(struct ay_em *e, struct json_object *v, int depth)
 
 /* ---- emit: the document ---------------------------------------------------- */
 
+/* The part of "org__name" after the "__" (names and slugs never hold one). */
+static const char *ay_own_name(const char *id)
+{
+    const char *sep = strstr(id, "__");
+    return sep != NULL ? sep + 2 : id;
+}
+
+static void ay_emit_labels(struct ay_em *e, const struct agent_yaml_doc *d,
+                           const char *own, const char *mapped)
+{
+    int budget = d->memory_on && d->memory_strategy == MEMORY_TOKEN_BUDGET;
+
+    if (strcmp(own, mapped) == 0 && !budget)
+        return;
+    ay_key(e, "labels");
+    ay_map_start(e);
+    if (strcmp(own, mapped) != 0)
+        ay_kv_str(e, AGENT_YAML_LABEL_NAME, own);
+    if (budget) {
+        char num[24];
+        (void)util_snprintf(num, sizeof(num), "%d", d->memory_limit);
+        ay_key(e, AGENT_YAML_LABEL_BUDGET);
+        ay_quoted(e, num);
+    }
+    ay_map_end(e);
+}
+
 static void ay_emit_metadata(struct ay_em *e, const struct agent_yaml_doc *d)
 {
-    char version[24];
+    char version[24], name[AGENT_YAML_NAME_MAX], ns[AGENT_YAML_NAME_MAX];
+    const char *own = ay_own_name(d->name);
 
     /* The semantic version "N.0.0" of agent version N (SPEC section 9);
      * reading takes the leading N back. */
     (void)util_snprintf(version, sizeof(version), "%" PRIu64 ".0.0", d->version);
+    agent_yaml_portable_name(own, "agent-", name, sizeof(name));
+    agent_yaml_portable_name(d->namespace_, "org-", ns, sizeof(ns));
     ay_key(e, "metadata");
     ay_map_start(e);
-    ay_kv_str(e, "name", d->name);
+    ay_kv_str(e, "name", e->portable ? name : d->name);
     ay_key(e, "version");
     ay_quoted(e, version);
-    ay_kv_str(e, "namespace", d->namespace_);
+    ay_kv_str(e, "namespace", e->portable ? ns : d->namespace_);
+    if (e->portable)
+        ay_emit_labels(e, d, own, name);
     ay_map_end(e);
 }
 
@@ -278,6 +311,81 @@ static void ay_emit_identity(struct ay_em *e, const struct agent_yaml_doc *d)
     ay_map_end(e);
 }
 
+/* The upstream adapter for each of our providers: openai and ollama are
+ * upstream's own; the others speak the OpenAI protocol at their
+ * compatibility endpoint (upstream's ADK maps anthropic the same way). */
+static const struct {
+    int provider;
+    const char *upstream;        /* model block's provider */
+    const char *endpoint;        /* NULL: the adapter's default / ours */
+    const char *key_env;         /* NULL: no key */
+} ay_portable_providers[] = {
+    { PROVIDER_OPENAI, "openai", NULL, "OPENAI_API_KEY" },
+    { PROVIDER_ANTHROPIC, "openai_compat", "https://api.anthropic.com/v1", "ANTHROPIC_API_KEY" },
+    { PROVIDER_GROQ, "openai_compat", "https://api.groq.com/openai/v1", "GROQ_API_KEY" },
+    { PROVIDER_MISTRAL, "openai_compat", "https://api.mistral.ai/v1", "MISTRAL_API_KEY" },
+    { PROVIDER_COHERE, "openai_compat", "https://api.cohere.ai/compatibility/v1", "CO_API_KEY" },
+    { PROVIDER_OLLAMA, "ollama", NULL, NULL },
+};
+#define AY_NPORTABLE (sizeof(ay_portable_providers) / sizeof(ay_portable_providers[0]))
+
+const char *agent_yaml_key_env(int provider)
+{
+    size_t i;
+
+    for (i = 0; i < AY_NPORTABLE; i++)
+        if (ay_portable_providers[i].provider == provider)
+            return ay_portable_providers[i].key_env;
+    return NULL;
+}
+
+int agent_yaml_portable_provider(const char *upstream, const char *endpoint)
+{
+    size_t i, n;
+
+    if (upstream == NULL)
+        return -1;
+    if (strcmp(upstream, "openai_compat") != 0)
+        return strcmp(upstream, "openai") == 0 ? PROVIDER_OPENAI
+             : strcmp(upstream, "ollama") == 0 ? PROVIDER_OLLAMA
+             : config_provider_from_name(upstream);
+    if (endpoint == NULL)   /* upstream's openai_compat default is api.openai.com */
+        return PROVIDER_OPENAI;
+    for (i = 0; i < AY_NPORTABLE; i++) {
+        const char *ep = ay_portable_providers[i].endpoint;
+        if (ep == NULL)
+            continue;
+        n = strlen(ep);
+        if (strncmp(endpoint, ep, n) == 0 && (endpoint[n] == '\0' ||
+                                              strcmp(endpoint + n, "/") == 0))
+            return ay_portable_providers[i].provider;
+    }
+    return -1;
+}
+
+/* The portable head of a model block: provider, model, endpoint,
+ * api_key_env. */
+static void ay_emit_portable_model(struct ay_em *e, const struct agent_yaml_model *m)
+{
+    size_t i;
+
+    for (i = 0; i < AY_NPORTABLE && ay_portable_providers[i].provider != m->provider; i++)
+        ;
+    if (i == AY_NPORTABLE) {        /* echo: nothing upstream runs it */
+        e->failed = 1;
+        return;
+    }
+    ay_kv_str(e, "provider", ay_portable_providers[i].upstream);
+    ay_kv_str(e, "model", m->model);
+    if (ay_portable_providers[i].endpoint != NULL || m->endpoint[0] != '\0') {
+        ay_key(e, "endpoint");
+        ay_quoted(e, ay_portable_providers[i].endpoint != NULL
+                         ? ay_portable_providers[i].endpoint : m->endpoint);
+    }
+    if (ay_portable_providers[i].key_env != NULL)
+        ay_kv_str(e, "api_key_env", ay_portable_providers[i].key_env);
+}
+
 /* One of model.primary / model.fallback. */
 static void ay_emit_model_entry(struct ay_em *e, const char *key,
                                 const struct agent_yaml_model *m)
@@ -286,15 +394,19 @@ static void ay_emit_model_entry(struct ay_em *e, const char *key,
         return;
     ay_key(e, key);
     ay_map_start(e);
-    ay_kv_str(e, "provider", config_provider_name(m->provider));
-    ay_kv_str(e, "model", m->model);
-    if (m->endpoint[0] != '\0') {
-        ay_key(e, "endpoint");
-        ay_quoted(e, m->endpoint);
-    }
-    if (m->key_ref[0] != '\0') {
-        ay_key(e, "api_key_ref");
-        ay_quoted(e, m->key_ref);
+    if (e->portable) {
+        ay_emit_portable_model(e, m);
+    } else {
+        ay_kv_str(e, "provider", config_provider_name(m->provider));
+        ay_kv_str(e, "model", m->model);
+        if (m->endpoint[0] != '\0') {
+            ay_key(e, "endpoint");
+            ay_quoted(e, m->endpoint);
+        }
+        if (m->key_ref[0] != '\0') {
+            ay_key(e, "api_key_ref");
+            ay_quoted(e, m->key_ref);
+        }
     }
     if (m->max_tokens > 0) {
         ay_key(e, "parameters");
@@ -329,8 +441,14 @@ static void ay_emit_prompts_orchestration(struct ay_em *e, const struct agent_ya
     ay_map_end(e);
     ay_key(e, "orchestration");
     ay_map_start(e);
-    ay_kv_str(e, "pattern", ay_word(agent_yaml_patterns, d->pattern));
-    ay_kv_int(e, "max_iterations", d->max_iterations);
+    if (e->portable && d->pattern == AGENT_YAML_PATTERN_SINGLE) {
+        /* upstream has no single_pass: a react loop of one iteration */
+        ay_kv_str(e, "pattern", "react");
+        ay_kv_int(e, "max_iterations", 1);
+    } else {
+        ay_kv_str(e, "pattern", ay_word(agent_yaml_patterns, d->pattern));
+        ay_kv_int(e, "max_iterations", d->max_iterations);
+    }
     ay_map_end(e);
 }
 
@@ -367,11 +485,15 @@ static void ay_emit_memory(struct ay_em *e, const struct agent_yaml_doc *d)
     if (d->memory_on) {
         ay_key(e, "conversational");
         ay_map_start(e);
-        ay_kv_str(e, "backend", "berkeleydb");
+        ay_kv_str(e, "backend", e->portable ? "sqlite" : "berkeleydb");
         ay_kv_str(e, "strategy", ay_word(agent_yaml_memory_strategies, d->memory_strategy));
-        /* the runtime schema counts messages; a turn is two of them */
-        ay_kv_int(e, d->memory_strategy == MEMORY_TOKEN_BUDGET ? "max_tokens" : "max_turns",
-                  d->memory_limit);
+        /* the runtime schema counts messages; a turn is two of them. The
+         * upstream schema has no token count: the budget is a label. */
+        if (!e->portable)
+            ay_kv_int(e, d->memory_strategy == MEMORY_TOKEN_BUDGET ? "max_tokens" : "max_turns",
+                      d->memory_limit);
+        else if (d->memory_strategy != MEMORY_TOKEN_BUDGET)
+            ay_kv_int(e, "max_messages", d->memory_limit);
         ay_map_end(e);
     }
     ay_map_end(e);
@@ -437,8 +559,8 @@ static void ay_emit_document(struct ay_em *e, const struct agent_yaml_doc *d)
         ay_emit(e, &ev, yaml_stream_end_event_initialize(&ev));
 }
 
-int agent_yaml_emit(const struct agent_yaml_doc *doc, char **yaml_out, size_t *len_out,
-                    struct am_error *err)
+static int ay_emit_variant(const struct agent_yaml_doc *doc, int portable, char **yaml_out,
+                           size_t *len_out, struct am_error *err)
 {
     struct buf out = { NULL, 0, 0 };
     struct ay_em e;
@@ -449,6 +571,7 @@ int agent_yaml_emit(const struct agent_yaml_doc *doc, char **yaml_out, size_t *l
     if (!yaml_emitter_initialize(&e.emitter))
         return error_set(err, AM_EINTERNAL, "cannot initialise the YAML emitter");
     e.failed = 0;
+    e.portable = portable;
     yaml_emitter_set_output(&e.emitter, ay_out_write, &out);
     yaml_emitter_set_unicode(&e.emitter, 1);
     yaml_emitter_set_indent(&e.emitter, 2);
@@ -468,6 +591,44 @@ out:
     yaml_emitter_delete(&e.emitter);
     buf_free(&out);
     return rc;
+}
+
+int agent_yaml_emit(const struct agent_yaml_doc *doc, char **yaml_out, size_t *len_out,
+                    struct am_error *err)
+{
+    return ay_emit_variant(doc, 0, yaml_out, len_out, err);
+}
+
+int agent_yaml_emit_portable(const struct agent_yaml_doc *doc, char **yaml_out,
+                             size_t *len_out, struct am_error *err)
+{
+    const struct agent_yaml_model *m[2] = { &doc->primary, &doc->fallback };
+    int i;
+
+    *yaml_out = NULL;
+    *len_out = 0;
+    for (i = 0; i < 2; i++)
+        if (m[i]->present && agent_yaml_key_env(m[i]->provider) == NULL &&
+            m[i]->provider != PROVIDER_OLLAMA) {
+            error_set(err, AM_EINVALIDCONFIG, "This agent cannot be exported portably");
+            error_add_detail(err, i == 0 ? "spec.model.primary.provider"
+                                         : "spec.model.fallback.provider",
+                             "this provider has no upstream equivalent");
+            return err->code;
+        }
+    return ay_emit_variant(doc, 1, yaml_out, len_out, err);
+}
+
+void agent_yaml_portable_name(const char *name, const char *prefix, char *out, size_t cap)
+{
+    size_t len = strlen(name);
+    int ok = len >= 2 && name[0] >= 'a' && name[0] <= 'z' && name[len - 1] != '-';
+
+    /* upstream: ^[a-z][a-z0-9-]*[a-z0-9]$ (ours: [a-z0-9] first, one byte allowed) */
+    if (ok)
+        util_strlcpy(out, name, cap);
+    else
+        (void)util_snprintf(out, cap, "%s%s", prefix, name);
 }
 
 /* ---- load: YAML to json-c -------------------------------------------------- */
@@ -556,14 +717,18 @@ fail:
     return NULL;
 }
 
-/* The first mapping of the text as json-c (caller puts), or NULL. */
-static struct json_object *ay_yaml_to_json(const char *text, size_t len)
+/* The text's first document as json-c (caller puts), or NULL with *line,
+ * *col (1-based) and *problem set when err_out is wanted. */
+static struct json_object *ay_yaml_to_json_at(const char *text, size_t len, size_t *line,
+                                              size_t *col, const char **problem)
 {
     yaml_parser_t p;
     yaml_event_t ev;
     struct json_object *root = NULL;
     int done = 0, tried = 0;
 
+    *line = *col = 0;
+    *problem = NULL;
     if (!yaml_parser_initialize(&p))
         return NULL;
     yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
@@ -576,8 +741,45 @@ static struct json_object *ay_yaml_to_json(const char *text, size_t len)
                (tried && root == NULL);
         yaml_event_delete(&ev);
     }
+    if (p.error != YAML_NO_ERROR) {
+        json_object_put(root);
+        root = NULL;
+        *problem = p.problem != NULL ? p.problem : "not YAML";
+        *line = p.problem_mark.line + 1;
+        *col = p.problem_mark.column + 1;
+    } else if (root == NULL) {
+        *problem = tried ? "alias, non-scalar key or nesting deeper than 32"
+                         : "the document is not a mapping";
+        *line = p.mark.line + 1;
+        *col = p.mark.column + 1;
+    }
     yaml_parser_delete(&p);
     return root;
+}
+
+static struct json_object *ay_yaml_to_json(const char *text, size_t len)
+{
+    size_t line, col;
+    const char *problem;
+
+    return ay_yaml_to_json_at(text, len, &line, &col, &problem);
+}
+
+int agent_yaml_parse(const char *yaml, size_t len, struct json_object **out,
+                     struct am_error *err)
+{
+    size_t line, col;
+    const char *problem;
+    char where[64];
+
+    *out = ay_yaml_to_json_at(yaml, len, &line, &col, &problem);
+    if (*out != NULL)
+        return 0;
+    error_set(err, AM_EBADREQ, "Malformed YAML at line %zu, column %zu: %s", line, col,
+              problem);
+    (void)util_snprintf(where, sizeof(where), "line %zu, column %zu", line, col);
+    error_add_detail(err, "body", where);
+    return err->code;
 }
 
 /* ---- load: json-c to the document ------------------------------------------ */
@@ -683,8 +885,8 @@ static void ay_memory_from(struct json_object *spec, struct agent_yaml_doc *d)
                           : ay_int_at(spec, "memory.conversational.max_turns", 40);
 }
 
-int agent_yaml_load(const char *yaml, size_t len, struct agent_yaml_doc *doc,
-                    struct am_error *err)
+static int ay_load(const char *yaml, size_t len, struct agent_yaml_doc *doc,
+                   int need_primary, struct am_error *err)
 {
     struct json_object *root = ay_yaml_to_json(yaml, len), *spec = NULL;
     const char *s;
@@ -696,7 +898,7 @@ int agent_yaml_load(const char *yaml, size_t len, struct agent_yaml_doc *doc,
         goto out;
     }
     if (ay_model_from(ay_at(spec, "model.primary"), &doc->primary) != 0 ||
-        !doc->primary.present ||
+        (need_primary && !doc->primary.present) ||
         ay_model_from(ay_at(spec, "model.fallback"), &doc->fallback) != 0) {
         rc = error_set(err, AM_EINVALIDCONFIG, "model.primary or model.fallback unusable");
         goto out;
@@ -721,4 +923,16 @@ int agent_yaml_load(const char *yaml, size_t len, struct agent_yaml_doc *doc,
 out:
     json_object_put(root);
     return rc;
+}
+
+int agent_yaml_load(const char *yaml, size_t len, struct agent_yaml_doc *doc,
+                    struct am_error *err)
+{
+    return ay_load(yaml, len, doc, 1, err);
+}
+
+int agent_yaml_load_draft(const char *yaml, size_t len, struct agent_yaml_doc *doc,
+                          struct am_error *err)
+{
+    return ay_load(yaml, len, doc, 0, err);
 }

@@ -107,4 +107,45 @@ int agent_yaml_emit(const struct agent_yaml_doc *doc, char **yaml_out, size_t *l
 int agent_yaml_load(const char *yaml, size_t len, struct agent_yaml_doc *doc,
                     struct am_error *err);
 
+/* agent_yaml_load for a draft's document: model.primary may be absent. */
+int agent_yaml_load_draft(const char *yaml, size_t len, struct agent_yaml_doc *doc,
+                          struct am_error *err);
+
+/* The portable variant (GET /yaml?portable=true): the document the open-
+ * source Astromesh runtime's schema and loader accept. metadata.name is the
+ * agent's own name (agent_yaml_portable_name), namespace the org; model
+ * blocks name an upstream adapter and api_key_env, never a key or key ref;
+ * memory backend sqlite; single_pass becomes react with max_iterations 1;
+ * what upstream cannot say (a renamed name, a token budget) rides in
+ * metadata.labels. Returns 0 and *yaml_out (caller frees), AM_EINVALIDCONFIG
+ * with a detail when a model's provider has no upstream equivalent (echo),
+ * or AM_EINTERNAL. */
+int agent_yaml_emit_portable(const struct agent_yaml_doc *doc, char **yaml_out,
+                             size_t *len_out, struct am_error *err);
+
+/* The labels the portable variant writes (upstream ignores labels). */
+#define AGENT_YAML_LABEL_NAME "astromesh.cloud/name"
+#define AGENT_YAML_LABEL_BUDGET "astromesh.cloud/memory-max-tokens"
+
+/* name as upstream's ^[a-z][a-z0-9-]*[a-z0-9]$ wants it: itself when it
+ * matches, else prefix + name ("7up" -> "agent-7up"). Writes out (cap
+ * bytes, truncated). */
+void agent_yaml_portable_name(const char *name, const char *prefix, char *out, size_t cap);
+
+/* The conventional API key variable of a provider ("OPENAI_API_KEY"), or
+ * NULL (ollama, echo). */
+const char *agent_yaml_key_env(int provider);
+
+/* Our provider for an upstream model block's provider and endpoint (NULL =
+ * none): openai, ollama, our own names, or openai_compat at a known
+ * compatibility endpoint. -1 when none of ours. */
+int agent_yaml_portable_provider(const char *upstream, const char *endpoint);
+
+/* Parse YAML text into json-c (the first document; plain true/false and
+ * integers typed, everything else a string). Returns 0 and *out (caller
+ * puts), or AM_EBADREQ naming the line and column in the message and a
+ * "body" detail. */
+int agent_yaml_parse(const char *yaml, size_t len, struct json_object **out,
+                     struct am_error *err);
+
 #endif

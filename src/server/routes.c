@@ -27,6 +27,7 @@
 #include <strings.h>
 #include "control/account.h"
 #include "control/agent.h"
+#include "control/agent_import.h"
 #include "control/apikey.h"
 #include "control/auth.h"
 #include "control/members.h"
@@ -363,20 +364,63 @@ static void route_agent_pause(struct route_ctx *c)
     reply_with(c, rc, out, &err, 200);
 }
 
+/* ---- the agent YAML: ?portable=, import (issue 17) ------------------------ */
+
+static const char *query_param(struct route_ctx *c, const char *name, size_t *len);
+
 static void route_agent_yaml(struct route_ctx *c)
 {
     struct am_error err;
     char *yaml;
-    size_t len;
-    int rc;
+    size_t len, plen = 0;
+    const char *portable = query_param(c, "portable", &plen);
+    int rc, want;
 
     error_clear(&err);
-    if ((rc = agent_yaml(c->app, c->slug, c->name, &yaml, &len, &err)) != 0) {
+    want = portable != NULL && plen == 4 && strncmp(portable, "true", 4) == 0;
+    if (portable != NULL && !want && !(plen == 5 && strncmp(portable, "false", 5) == 0)) {
+        error_set(&err, AM_EVALIDATION, "Invalid yaml query");
+        error_add_detail(&err, "portable", "must be true or false");
+        http_reply_error(c->resp, &err);
+        return;
+    }
+    rc = want ? agent_export_portable(c->app, c->slug, c->name, &yaml, &len, &err)
+              : agent_yaml(c->app, c->slug, c->name, &yaml, &len, &err);
+    if (rc != 0) {
         reply_err(c, rc, &err);
         return;
     }
     http_reply_raw(c->resp, 200, "application/yaml; charset=utf-8", yaml, len);
     free(yaml);
+}
+
+/* POST /agents/import: an Astromesh agent YAML becomes a draft. */
+static void route_agents_import(struct route_ctx *c)
+{
+    const char *ct = c->req->content_type;
+    struct json_object *out = NULL;
+    struct am_error err;
+    size_t n = 0;
+    int rc;
+
+    error_clear(&err);
+    if (c->req->body_too_large) {
+        http_reply_errorf(c->resp, AM_ETOOLARGE, "Request body is larger than 1 MiB");
+        return;
+    }
+    if (ct != NULL)
+        n = strncasecmp(ct, "application/yaml", 16) == 0 ? 16
+          : strncasecmp(ct, "application/x-yaml", 18) == 0 ? 18 : 0;
+    if (n == 0 || (ct[n] != '\0' && ct[n] != ';' && ct[n] != ' ')) {
+        http_reply_errorf(c->resp, AM_EMEDIATYPE, "Content-Type must be application/yaml");
+        return;
+    }
+    if (c->req->body_len == 0) {
+        http_reply_errorf(c->resp, AM_EBADREQ, "Request body is empty; an agent YAML is required");
+        return;
+    }
+    rc = agent_import(c->app, c->slug, c->req->body, c->req->body_len, &out, &err);
+    reply_with(c, rc, out, &err, 201);
 }
 
 /* ---- execution ------------------------------------------------------------------ */
@@ -822,6 +866,7 @@ static const struct route routes[] = {
     { "GET", "/api/v1/orgs", route_orgs_list, USER },
     { "GET", ORG "/agents", route_agents_list, MEMBER_OR_KEY(SCOPE_RUN) },
     { "POST", ORG "/agents", route_agents_create, MEMBER_OR_KEY(SCOPE_MANAGE) },
+    { "POST", ORG "/agents/import", route_agents_import, MEMBER_OR_KEY(SCOPE_MANAGE) },
     { "GET", AGENT, route_agent_get, MEMBER_OR_KEY(SCOPE_RUN) },
     { "PUT", AGENT, route_agent_put, MEMBER_OR_KEY(SCOPE_MANAGE) },
     { "DELETE", AGENT, route_agent_delete, MEMBER_OR_KEY(SCOPE_MANAGE) },
