@@ -770,16 +770,12 @@ int agent_yaml_parse(const char *yaml, size_t len, struct json_object **out,
 {
     size_t line, col;
     const char *problem;
-    char where[64];
 
     *out = ay_yaml_to_json_at(yaml, len, &line, &col, &problem);
     if (*out != NULL)
         return 0;
-    error_set(err, AM_EBADREQ, "Malformed YAML at line %zu, column %zu: %s", line, col,
-              problem);
-    (void)util_snprintf(where, sizeof(where), "line %zu, column %zu", line, col);
-    error_add_detail(err, "body", where);
-    return err->code;
+    return error_set(err, AM_EBADREQ, "Malformed YAML at line %zu, column %zu: %s", line, col,
+                     problem);
 }
 
 /* ---- load: json-c to the document ------------------------------------------ */

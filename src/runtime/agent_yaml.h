@@ -143,8 +143,7 @@ int agent_yaml_portable_provider(const char *upstream, const char *endpoint);
 
 /* Parse YAML text into json-c (the first document; plain true/false and
  * integers typed, everything else a string). Returns 0 and *out (caller
- * puts), or AM_EBADREQ naming the line and column in the message and a
- * "body" detail. */
+ * puts), or AM_EBADREQ naming the line and column in the message. */
 int agent_yaml_parse(const char *yaml, size_t len, struct json_object **out,
                      struct am_error *err);
 

@@ -379,9 +379,7 @@ static void route_agent_yaml(struct route_ctx *c)
     error_clear(&err);
     want = portable != NULL && plen == 4 && strncmp(portable, "true", 4) == 0;
     if (portable != NULL && !want && !(plen == 5 && strncmp(portable, "false", 5) == 0)) {
-        error_set(&err, AM_EVALIDATION, "Invalid yaml query");
-        error_add_detail(&err, "portable", "must be true or false");
-        http_reply_error(c->resp, &err);
+        http_reply_errorf(c->resp, AM_EBADREQ, "Query parameter portable must be true or false");
         return;
     }
     rc = want ? agent_export_portable(c->app, c->slug, c->name, &yaml, &len, &err)

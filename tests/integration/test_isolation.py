@@ -53,6 +53,7 @@ ROUTE_ACCESS = {
     ("DELETE", ORG + "/providers/{provider}"): "admin",
     ("GET", ORG + "/agents"): "run",
     ("POST", ORG + "/agents"): "manage",
+    ("POST", ORG + "/agents/import"): "manage",
     ("GET", AGENT): "run",
     ("PUT", AGENT): "manage",
     ("DELETE", AGENT): "manage",
@@ -103,6 +104,7 @@ HARMLESS_BODY = {
     ("POST", ORG + "/keys"): {"name": "", "scopes": ["run"]},
     ("POST", ORG + "/providers"): {"provider": "no-such-provider", "api_key": "x" * 20},
     ("POST", ORG + "/agents"): {"bogus_field": 1},
+    ("POST", ORG + "/agents/import"): {"bogus_field": 1},    # JSON: 415
     ("PUT", AGENT): {"bogus_field": 1},
     ("POST", AGENT + "/run"): {"query": "hello"},
     ("POST", AGENT + "/test"): {"query": "hello"},
