@@ -293,7 +293,10 @@ static void im_tools(struct im *c, struct json_object *tools)
             continue;
         }
         json_object_array_add(names, json_object_new_string(name));
-        if (json_object_is_type(cfg, json_type_object) && json_object_object_length(cfg) > 0)
+        (void)util_snprintf(sub, sizeof(sub), "%s.config", path);
+        if (cfg != NULL && !json_object_is_type(cfg, json_type_object))
+            im_bad(c, sub, "must be a mapping");
+        else if (cfg != NULL && json_object_object_length(cfg) > 0)
             json_object_object_add(configs, name, json_object_get(cfg));
     }
     if (json_object_array_length(names) > 0)
@@ -360,6 +363,9 @@ static void im_guardrail_list(struct im *c, struct json_object *list, const char
     size_t i, n = json_object_is_type(list, json_type_array) ? json_object_array_length(list) : 0;
     int64_t v;
 
+    (void)util_snprintf(path, sizeof(path), "spec.guardrails.%s", which);
+    if (list != NULL && !json_object_is_type(list, json_type_array))
+        im_bad(c, path, "must be a list");
     for (i = 0; i < n; i++) {
         struct json_object *g = json_object_array_get_idx(list, i);
         const char *type = im_str(g, "type"), *action = im_str(g, "action"), *want = NULL;
