@@ -349,7 +349,9 @@ int agent_yaml_portable_provider(const char *upstream, const char *endpoint)
         return strcmp(upstream, "openai") == 0 ? PROVIDER_OPENAI
              : strcmp(upstream, "ollama") == 0 ? PROVIDER_OLLAMA
              : config_provider_from_name(upstream);
-    if (endpoint == NULL)   /* upstream's openai_compat default is api.openai.com */
+    /* upstream's openai_compat default is api.openai.com */
+    if (endpoint == NULL || strcmp(endpoint, "https://api.openai.com/v1") == 0 ||
+        strcmp(endpoint, "https://api.openai.com/v1/") == 0)
         return PROVIDER_OPENAI;
     for (i = 0; i < AY_NPORTABLE; i++) {
         const char *ep = ay_portable_providers[i].endpoint;

@@ -398,6 +398,21 @@ START_TEST(an_upstream_agent_imports)
 }
 END_TEST
 
+START_TEST(upstream_providers_map_to_ours_by_endpoint)
+{
+    ck_assert_int_eq(agent_yaml_portable_provider("openai_compat", NULL), PROVIDER_OPENAI);
+    ck_assert_int_eq(agent_yaml_portable_provider("openai_compat", "https://api.openai.com/v1"),
+                     PROVIDER_OPENAI);
+    ck_assert_int_eq(agent_yaml_portable_provider("openai_compat",
+                                                  "https://api.groq.com/openai/v1/"),
+                     PROVIDER_GROQ);
+    ck_assert_int_eq(agent_yaml_portable_provider("openai_compat", "https://example.com/v1"), -1);
+    ck_assert_int_eq(agent_yaml_portable_provider("litellm", NULL), -1);
+    ck_assert_int_eq(agent_yaml_portable_provider("ollama", "http://gpu:11434"), PROVIDER_OLLAMA);
+    ck_assert_int_eq(agent_yaml_portable_provider("mistral", NULL), PROVIDER_MISTRAL);
+}
+END_TEST
+
 START_TEST(names_upstream_refuses_are_mapped_and_come_back)
 {
     char out[64];
@@ -422,6 +437,7 @@ static Suite *suite(void)
     tcase_add_test(tc, what_a_wizard_cannot_say_is_refused_by_path);
     tcase_add_test(tc, bad_yaml_names_line_and_column);
     tcase_add_test(tc, an_upstream_agent_imports);
+    tcase_add_test(tc, upstream_providers_map_to_ours_by_endpoint);
     tcase_add_test(tc, names_upstream_refuses_are_mapped_and_come_back);
     suite_add_tcase(s, tc);
     return s;
