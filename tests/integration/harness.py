@@ -425,8 +425,12 @@ class Instance:
 
     # -- config ------------------------------------------------------------------
     def write_config(self, text=None):
-        """Write self.config (or the given raw text) to the config file."""
-        with open(self.config_path, "w") as f:
+        """Write self.config (or the given raw text) to the config file,
+        mode 0600: the daemon refuses a file holding auth.jwt_secret inline
+        that others can read."""
+        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as f:
             f.write(text if text is not None else to_yaml(self.config))
 
     @property
