@@ -854,6 +854,8 @@ static int read_secret_file(const char *conf, const char *file, char *out, size_
     ssize_t n;
     int fd, rc = 0;
 
+    if (file[0] == '\0')
+        return error_set(err, AM_ECONFIG, "%s: auth.jwt_secret_file: must not be empty", conf);
     fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0)
         return error_set(err, AM_ECONFIG, "%s: auth.jwt_secret_file: %s: %s (create it: "

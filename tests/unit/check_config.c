@@ -801,6 +801,9 @@ START_TEST(secret_file_short_empty_or_missing_refused)
     ck_assert_int_eq(load_with_secret_file(f, &cfg, &err), AM_ECONFIG);
     f = secret_file("two-lines.secret", SECRET "\n" SECRET "\n", 0600);
     ck_assert_int_eq(load_with_secret_file(f, &cfg, &err), AM_ECONFIG);
+    ck_assert_int_eq(load_with_secret_file("\"\"", &cfg, &err), AM_ECONFIG);
+    ck_assert_msg(strstr(err.message, "auth.jwt_secret_file: must not be empty") != NULL,
+                  "%s", err.message);
     ck_assert_int_eq(load_with_secret_file("/nonexistent/jwt.secret", &cfg, &err), AM_ECONFIG);
     ck_assert_msg(strstr(err.message, "/nonexistent/jwt.secret: No such file") != NULL,
                   "%s", err.message);
