@@ -838,13 +838,14 @@ static int check_rules(struct cfg_parser *p)
 /* ------------------------------------------------------------------------ */
 /* Secrets: the JWT secret's own file, and who may read the files           */
 
-#define SECRET_FIX "umask 077; head -c 32 /dev/urandom | base64 > %s"
+#define SECRET_FIX "umask 077; head -c 32 /dev/urandom | base64 > FILE"
 
 /*
  * Read the JWT secret from file into out (cap bytes): a regular file, mode
  * 0600 or stricter, 32..cap-1 bytes once one trailing newline is dropped.
- * Returns 0, or AM_ECONFIG with one line naming the config file conf, the
- * secret file and the fix.
+ * Returns 0, or AM_ECONFIG with one line naming the secret file (after the
+ * config file conf when it is missing) and the fix, short enough for an
+ * am_error with long paths.
  */
 static int read_secret_file(const char *conf, const char *file, char *out, size_t cap,
                             struct am_error *err)
@@ -858,23 +859,22 @@ static int read_secret_file(const char *conf, const char *file, char *out, size_
         return error_set(err, AM_ECONFIG, "%s: auth.jwt_secret_file: must not be empty", conf);
     fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0)
-        return error_set(err, AM_ECONFIG, "%s: auth.jwt_secret_file: %s: %s (create it: "
-                         SECRET_FIX ")", conf, file, strerror(errno), file);
+        return error_set(err, AM_ECONFIG, "%s: auth.jwt_secret_file: %s: %s; make it: "
+                         SECRET_FIX, conf, file, strerror(errno));
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        rc = error_set(err, AM_ECONFIG, "%s: auth.jwt_secret_file: %s: not a regular file",
-                       conf, file);
+        rc = error_set(err, AM_ECONFIG, "%s: auth.jwt_secret_file: not a regular file", file);
         goto out;
     }
     if ((st.st_mode & 077) != 0) {
-        rc = error_set(err, AM_ECONFIG, "%s: auth.jwt_secret_file: %s: readable or writable by "
-                       "group or others (mode %04o); fix: chmod 600 %s",
-                       conf, file, (unsigned)(st.st_mode & 07777), file);
+        rc = error_set(err, AM_ECONFIG, "%s: auth.jwt_secret_file: group or others may read "
+                       "or write it (mode %04o); fix: chmod 600 that file",
+                       file, (unsigned)(st.st_mode & 07777));
         goto out;
     }
     n = read(fd, buf, sizeof(buf));
     if (n < 0) {
-        rc = error_set(err, AM_ECONFIG, "%s: auth.jwt_secret_file: %s: cannot read: %s",
-                       conf, file, strerror(errno));
+        rc = error_set(err, AM_ECONFIG, "%s: auth.jwt_secret_file: cannot read: %s",
+                       file, strerror(errno));
         goto out;
     }
     if (n > 0 && buf[n - 1] == '\n')
@@ -883,9 +883,9 @@ static int read_secret_file(const char *conf, const char *file, char *out, size_
         n--;
     if (memchr(buf, '\0', (size_t)n) != NULL || memchr(buf, '\n', (size_t)n) != NULL ||
         n < 32 || (size_t)n >= cap) {
-        rc = error_set(err, AM_ECONFIG, "%s: auth.jwt_secret_file: %s: must hold one line of 32 "
-                       "to %zu bytes (got %zd bytes) (make one: " SECRET_FIX ")",
-                       conf, file, cap - 1, n, file);
+        rc = error_set(err, AM_ECONFIG, "%s: auth.jwt_secret_file: must hold one line of 32 "
+                       "to %zu bytes (got %zd bytes); make one: head -c 32 /dev/urandom | base64",
+                       file, cap - 1, n);
         goto out;
     }
     memcpy(out, buf, (size_t)n);

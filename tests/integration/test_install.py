@@ -319,7 +319,7 @@ class InstallTest(unittest.TestCase):
         self.assertEqual(rc, 1, out)
         self.assertEqual(len(out.strip().splitlines()), 1, out)
         self.assertIn(secret, out)
-        self.assertIn("chmod 600", out)
+        self.assertIn("chmod 600", out)        # the fix, not cut off by long paths
         rc, out = self.run_unit_command(reload_check)
         self.assertEqual(rc, 0, out)
         os.kill(proc.pid, signal.SIGHUP)

@@ -31,8 +31,10 @@
     "generate one with: head -c 32 /dev/urandom | base64"
 /* No inline secret: the default auth.jwt_secret_file, absent on a build machine. */
 #define DEFAULT_SECRET_FILE SYSCONFDIR "/astromesh-cloud/jwt.secret"
-#define NO_FILE_MSG " auth.jwt_secret_file: " DEFAULT_SECRET_FILE ": No such file or directory " \
-    "(create it: umask 077; head -c 32 /dev/urandom | base64 > " DEFAULT_SECRET_FILE ")"
+#define NO_FILE_MSG " auth.jwt_secret_file: " DEFAULT_SECRET_FILE ": No such file or directory; " \
+    "make it: umask 077; head -c 32 /dev/urandom | base64 > FILE"
+/* what fits whatever the length of the paths (the rejections compare a prefix) */
+#define NO_FILE_START " auth.jwt_secret_file: " DEFAULT_SECRET_FILE ": No such file or directory"
 
 static char tmpdir[PATH_MAX];       /* from mkdtemp, removed by main */
 
@@ -291,7 +293,7 @@ static const struct reject_case rejects[] = {
      "3:14: providers.openai.api_key: expected a string (got a sequence)"},
     {"jwt_secret_missing_rejected",
      "server:\n  workers: 2\n",
-     NO_FILE_MSG},
+     NO_FILE_START},
     {"jwt_secret_short_rejected_at_its_line",
      "server:\n  workers: 2\nauth:\n  jwt_secret: too-short\n",
      "4:15: " SECRET_MSG " (got 9 bytes)"},
@@ -300,10 +302,10 @@ static const struct reject_case rejects[] = {
      "2:15: " SECRET_MSG " (got 0 bytes)"},
     {"empty_file_needs_secret",
      "",
-     NO_FILE_MSG},
+     NO_FILE_START},
     {"comment_only_file_needs_secret",
      "# nothing here\n",
-     NO_FILE_MSG},
+     NO_FILE_START},
     {"refresh_shorter_than_access_rejected",
      AUTH "  access_ttl: 3600\n  refresh_ttl: 600\n",
      "4:16: auth.refresh_ttl: must be at least auth.access_ttl (3600) (got 600)"},
@@ -892,7 +894,10 @@ START_TEST(shipped_config_fails_only_for_missing_secret)
 
     util_snprintf(path, sizeof(path), "%s/etc/astromesh-cloud.yaml", srcdir());
     ck_assert_int_eq(config_load(&cfg, path, &err), AM_ECONFIG);
-    ck_assert_str_eq(after_path(&err, path), NO_FILE_MSG);
+    if (strlen(err.message) + 1 < sizeof(err.message))   /* not cut by long paths */
+        ck_assert_str_eq(after_path(&err, path), NO_FILE_MSG);
+    else
+        ck_assert(strncmp(after_path(&err, path), NO_FILE_START, strlen(NO_FILE_START)) == 0);
 }
 END_TEST
 
