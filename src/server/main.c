@@ -19,7 +19,8 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: astromesh-cloudd [-c config.yaml] [-t] [-R] [-V]\n"
                "  -c FILE  configuration file (default " DEFAULT_CONFIG ")\n"
-               "  -t       check the configuration and the master key, and exit (0 good, 1 bad)\n"
+               "  -t       check the configuration, the JWT secret file and the master key, and exit\n"
+               "           (0 good, 1 bad, with one line saying why)\n"
                "  -R       print the route table (who may call what) and exit\n"
                "  -V       print the version and exit\n"
                "Runs in the foreground; stop with SIGTERM, reload with SIGHUP.\n");
