@@ -19,10 +19,36 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: astromesh-cloudd [-c config.yaml] [-t] [-R] [-V]\n"
                "  -c FILE  configuration file (default " DEFAULT_CONFIG ")\n"
-               "  -t       check the configuration and the master key, and exit (0 good, 1 bad)\n"
+               "  -t       check the configuration, the JWT secret file and the master key, and exit\n"
+               "           (0 good, 1 bad, with one line saying why)\n"
                "  -R       print the route table (who may call what) and exit\n"
                "  -V       print the version and exit\n"
                "Runs in the foreground; stop with SIGTERM, reload with SIGHUP.\n");
+}
+
+/*
+ * -K (not in the usage: for the build and packagers): the config key table,
+ * one key a line, "path<TAB>type<TAB>default<TAB>range<TAB>flags". The man
+ * page astromesh-cloud.yaml(5) is generated from it (man/yaml5.sh).
+ */
+static void print_keys(FILE *f)
+{
+    struct config_key_info k;
+
+    for (size_t i = 0; config_key_info(i, &k) == 0; i++) {
+        fprintf(f, "%s\t%s\t%s\t", k.path, k.type, k.def[0] ? k.def : "\"\"");
+        if (strcmp(k.type, "string") == 0)
+            fprintf(f, "%lld..%lld bytes", k.min, k.max);
+        else if (strcmp(k.type, "mode") == 0)
+            fprintf(f, "%04llo..%04llo", k.min, k.max);
+        else if (strcmp(k.type, "boolean") == 0)
+            fputs("true, false, yes, no, on, off", f);
+        else if (strcmp(k.type, "loglevel") == 0)
+            fputs("error, warn, info, debug", f);
+        else
+            fprintf(f, "%lld..%lld", k.min, k.max);
+        fprintf(f, "\t%s\n", k.secret ? "secret" : "-");
+    }
 }
 
 int main(int argc, char **argv)
@@ -30,11 +56,12 @@ int main(int argc, char **argv)
     const char *path = DEFAULT_CONFIG;
     int opt, check_only = 0;
 
-    while ((opt = getopt(argc, argv, "c:tRVh")) != -1) {
+    while ((opt = getopt(argc, argv, "c:tRKVh")) != -1) {
         switch (opt) {
         case 'c': path = optarg; break;
         case 't': check_only = 1; break;
         case 'R': routes_print(stdout); return 0;
+        case 'K': print_keys(stdout); return 0;
         case 'V': printf("astromesh-cloudd %s\n", PACKAGE_VERSION); return 0;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;

@@ -100,6 +100,7 @@ struct supervisor {
     int lock_fd;                       /* flock on data_dir/astromesh-cloudd.lock */
     int listen_fd;
     int socket_owned;                  /* we bound it (not socket activation) */
+    char listen_path[108];             /* the FastCGI socket actually served */
     int stream_fd;                     /* the stream process's listening socket */
     char shm_name[64];
     struct app app;                    /* cfg, store, reg of this process */
@@ -196,13 +197,28 @@ static int open_listener(struct supervisor *sv)
     const char *lp = getenv("LISTEN_PID"), *lf = getenv("LISTEN_FDS");
 
     if (lp != NULL && lf != NULL && atoi(lp) == (int)getpid() && atoi(lf) >= 1) {
+        struct sockaddr_un sa;
+        socklen_t len = sizeof(sa);
+
         sv->listen_fd = 3;
         sv->socket_owned = 0;
+        /* Say which socket is served: the one systemd passed, whatever
+         * server.socket says (which is then ignored). */
+        memset(&sa, 0, sizeof(sa));
+        if (getsockname(3, (struct sockaddr *)&sa, &len) != 0 || sa.sun_family != AF_UNIX) {
+            log_error("LISTEN_FDS: descriptor 3 is not a unix socket");
+            return -1;
+        }
+        sa.sun_path[sizeof(sa.sun_path) - 1] = '\0';
+        util_strlcpy(sv->listen_path, sa.sun_path, sizeof(sv->listen_path));
+        log_info("socket activation: serving FastCGI on %s (fd 3 from systemd; "
+                 "server.socket ignored)", sv->listen_path);
     } else {
         if ((sv->listen_fd = bind_unix(sv->cfg.socket_path, sv->cfg.socket_mode,
                                        "server.socket")) < 0)
             return -1;
         sv->socket_owned = 1;
+        util_strlcpy(sv->listen_path, sv->cfg.socket_path, sizeof(sv->listen_path));
     }
     if ((sv->stream_fd = bind_unix(sv->cfg.stream_socket, sv->cfg.socket_mode,
                                    "server.stream_socket")) < 0)
@@ -756,7 +772,7 @@ int supervisor_main(const char *config_path)
         spawn_missing(&sv);
         notify_systemd("READY=1");
         log_info("serving on %s with %d workers x %d threads, streams on %s",
-                 sv.cfg.socket_path, sv.cfg.workers, sv.cfg.threads, sv.cfg.stream_socket);
+                 sv.listen_path, sv.cfg.workers, sv.cfg.threads, sv.cfg.stream_socket);
         rc = serve(&sv);
     }
     finish(&sv);

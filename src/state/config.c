@@ -37,13 +37,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 #include <yaml.h>
 
 #include "state/config.h"
 #include "lib/error.h"
 #include "lib/util.h"
+
+#ifndef SYSCONFDIR
+#define SYSCONFDIR "/etc"
+#endif
 
 #define CFG_FILE_MAX (1024 * 1024) /* a config file is a page of text */
 #define CFG_PATH_MAX 128           /* longest dotted path worth building */
@@ -143,10 +149,13 @@ static const struct cfg_key config_keys[] = {
     KEY_BOOL("storage.sync", db_sync, "true"),
     KEY_INT("storage.run_flush_ms", db_run_flush_ms, 0, 10000, "100"),
 
-    /* No default secret, ever: an empty one fails the length rule. */
+    /* No default secret, ever: an empty one fails the length rule. Left
+     * out, it is read from auth.jwt_secret_file (secret_file_rules). */
     KEY_STR("auth.jwt_secret", jwt_secret, 32, STR_MAX(jwt_secret), "",
             CFG_SECRET,
             "generate one with: head -c 32 /dev/urandom | base64"),
+    KEY_STR("auth.jwt_secret_file", jwt_secret_file, 1, STR_MAX(jwt_secret_file),
+            SYSCONFDIR "/astromesh-cloud/jwt.secret", 0, NULL),
     KEY_STR("auth.master_key_file", master_key_file, 1, STR_MAX(master_key_file),
             SYSCONFDIR "/astromesh-cloud/master.key", 0,
             "create one with: (umask 077; head -c 32 /dev/urandom > FILE)"),
@@ -826,6 +835,101 @@ static int check_rules(struct cfg_parser *p)
     return 0;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Secrets: the JWT secret's own file, and who may read the files           */
+
+#define SECRET_FIX "umask 077; head -c 32 /dev/urandom | base64 > FILE"
+
+/*
+ * Read the JWT secret from file into out (cap bytes): a regular file, mode
+ * 0600 or stricter, 32..cap-1 bytes once one trailing newline is dropped.
+ * Returns 0, or AM_ECONFIG with one line naming the secret file (after the
+ * config file conf when it is missing) and the fix, short enough for an
+ * am_error with long paths.
+ */
+static int read_secret_file(const char *conf, const char *file, char *out, size_t cap,
+                            struct am_error *err)
+{
+    char buf[512];
+    struct stat st;
+    ssize_t n;
+    int fd, rc = 0;
+
+    if (file[0] == '\0')
+        return error_set(err, AM_ECONFIG, "%s: auth.jwt_secret_file: must not be empty", conf);
+    fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return error_set(err, AM_ECONFIG, "%s: auth.jwt_secret_file: %s: %s; make it: "
+                         SECRET_FIX, conf, file, strerror(errno));
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        rc = error_set(err, AM_ECONFIG, "%s: auth.jwt_secret_file: not a regular file", file);
+        goto out;
+    }
+    if ((st.st_mode & 077) != 0) {
+        rc = error_set(err, AM_ECONFIG, "%s: auth.jwt_secret_file: group or others may read "
+                       "or write it (mode %04o); fix: chmod 600 that file",
+                       file, (unsigned)(st.st_mode & 07777));
+        goto out;
+    }
+    n = read(fd, buf, sizeof(buf));
+    if (n < 0) {
+        rc = error_set(err, AM_ECONFIG, "%s: auth.jwt_secret_file: cannot read: %s",
+                       file, strerror(errno));
+        goto out;
+    }
+    if (n > 0 && buf[n - 1] == '\n')
+        n--;
+    if (n > 0 && buf[n - 1] == '\r')
+        n--;
+    if (memchr(buf, '\0', (size_t)n) != NULL || memchr(buf, '\n', (size_t)n) != NULL ||
+        n < 32 || (size_t)n >= cap) {
+        rc = error_set(err, AM_ECONFIG, "%s: auth.jwt_secret_file: must hold one line of 32 "
+                       "to %zu bytes (got %zd bytes); make one: head -c 32 /dev/urandom | base64",
+                       file, cap - 1, n);
+        goto out;
+    }
+    memcpy(out, buf, (size_t)n);
+    out[n] = '\0';
+out:
+    explicit_bzero(buf, sizeof(buf));
+    close(fd);
+    return rc;
+}
+
+/*
+ * The secret is inline (auth.jwt_secret) or in its file, never both.
+ */
+static int secret_file_rules(struct cfg_parser *p)
+{
+    int js = key_find("auth.jwt_secret"), jf = key_find("auth.jwt_secret_file");
+
+    if (js < 0 || jf < 0)
+        abort();            /* the rule names rows that left the table */
+    if (p->set[js] && p->set[jf])
+        return cfg_fail(p, p->mark[jf], "auth.jwt_secret_file",
+                        "set together with auth.jwt_secret; keep one of them", NULL);
+    if (p->set[js])
+        return 0;           /* check_rules checks its length */
+    return read_secret_file(p->file, p->cfg.jwt_secret_file, p->cfg.jwt_secret,
+                            sizeof(p->cfg.jwt_secret), p->err);
+}
+
+/* Checked last, once the content is known good: a file readable by others
+ * (mode) must not hold a secret inline. */
+static int secret_mode_rule(struct cfg_parser *p, mode_t mode)
+{
+    for (size_t i = 0; i < NKEYS && (mode & S_IROTH); i++) {
+        const char *v = (const char *)&p->cfg + config_keys[i].off;
+
+        if ((config_keys[i].flags & CFG_SECRET) && p->set[i] && v[0] != '\0')
+            return error_set(p->err, AM_ECONFIG, "%s: holds a secret (%s) and is readable "
+                             "by others (mode %04o); fix: chmod o-rwx on it, or move the "
+                             "secret to its own file", p->file, config_keys[i].path,
+                             (unsigned)(mode & 07777));
+    }
+    return 0;
+}
+
 /* stream.sock in server.socket's directory; "" if that does not fit. */
 static void stream_socket_beside(struct config *c)
 {
@@ -926,9 +1030,13 @@ int config_load(struct config *cfg, const char *path, struct am_error *err)
 
     rc = parse_stream(p);
     if (rc == 0)
+        rc = secret_file_rules(p);
+    if (rc == 0)
         rc = check_rules(p);
     if (rc == 0)
         rc = stream_socket_default(p);
+    if (rc == 0)
+        rc = secret_mode_rule(p, st.st_mode);
     if (rc == 0)
         *cfg = p->cfg;
 out:
@@ -944,6 +1052,25 @@ out:
     explicit_bzero(&p->cfg, sizeof(p->cfg));   /* it held the secret */
     free(p);
     return rc;
+}
+
+static const char *const type_names[] = {
+    [CFG_STRING] = "string", [CFG_INT] = "integer", [CFG_BOOL] = "boolean",
+    [CFG_MODE] = "mode", [CFG_LOGLEVEL] = "loglevel",
+};
+
+/* Row i of the table, for -K and the man page. Returns 0, or -1 past the end. */
+int config_key_info(size_t i, struct config_key_info *out)
+{
+    if (i >= NKEYS)
+        return -1;
+    out->path = config_keys[i].path;
+    out->type = type_names[config_keys[i].type];
+    out->def = config_keys[i].def;
+    out->min = config_keys[i].min;
+    out->max = config_keys[i].max;
+    out->secret = (config_keys[i].flags & CFG_SECRET) != 0;
+    return 0;
 }
 
 int config_provider_from_name(const char *name)

@@ -49,7 +49,9 @@ struct config {
     int db_run_flush_ms;    /* what runs write is fsynced within this (0: before the answer) */
 
     /* auth */
-    char jwt_secret[256];   /* HS256 secret, >= 32 bytes, required */
+    char jwt_secret[256];   /* HS256 secret, >= 32 bytes, required: inline, or
+                             * read from jwt_secret_file at load */
+    char jwt_secret_file[256]; /* mode 0600 file holding the secret, when not inline */
     char master_key_file[256]; /* 32 random bytes, mode 0600: seals org secrets (vault.c) */
     int dev_login;          /* 1 = POST /auth/dev/login enabled */
     int access_ttl;         /* seconds, default 900 */
@@ -97,8 +99,25 @@ void config_defaults(struct config *cfg);
 
 /* Load path over the defaults. Returns 0 or AM_ECONFIG with err->message
  * "path:line:col: key: problem (got X)". Also checks cross-key rules
- * (jwt_secret present and long enough). */
+ * (jwt_secret present and long enough), reads auth.jwt_secret_file when
+ * the secret is not inline, and refuses a secret file readable or writable
+ * by group or others, or this file readable by others while it holds an
+ * inline secret (auth.jwt_secret, providers.*.api_key). */
 int config_load(struct config *cfg, const char *path, struct am_error *err);
+
+/* One row of the key table, for `astromesh-cloudd -K` and the generated
+ * astromesh-cloud.yaml(5). Strings are static; nothing to free. */
+struct config_key_info {
+    const char *path;       /* dotted, e.g. "server.workers" */
+    const char *type;       /* string, integer, boolean, mode, loglevel */
+    const char *def;        /* the default in the file's text form */
+    long long min, max;     /* range; for strings the length in bytes */
+    int secret;             /* 1: never echoed, and the file must not be
+                             * readable by others when it holds one */
+};
+
+/* Row i of the key table into *out. Returns 0, or -1 past the last row. */
+int config_key_info(size_t i, struct config_key_info *out);
 
 /* Provider name <-> index. Returns -1 / NULL if unknown. */
 int config_provider_from_name(const char *name);

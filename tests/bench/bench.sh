@@ -263,6 +263,7 @@ providers:
     base_url: http://127.0.0.1:$RELAY_PORT/v1
     api_key: sk-bench
 EOF
+chmod 600 "$TMP/bench.yaml"    # it holds jwt_secret inline
 
 # lighttpd resolves relative includes against the directory of the -f file,
 # so the bench file and the two shared files sit side by side here.

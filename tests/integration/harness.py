@@ -425,8 +425,12 @@ class Instance:
 
     # -- config ------------------------------------------------------------------
     def write_config(self, text=None):
-        """Write self.config (or the given raw text) to the config file."""
-        with open(self.config_path, "w") as f:
+        """Write self.config (or the given raw text) to the config file,
+        mode 0600: the daemon refuses a file holding auth.jwt_secret inline
+        that others can read."""
+        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as f:
             f.write(text if text is not None else to_yaml(self.config))
 
     @property
@@ -449,14 +453,45 @@ class Instance:
 
     def start_daemon(self, extra_args=()):
         log = open(self.daemon_log, "ab")
+        argv = [DAEMON, "-c", self.config_path] + list(extra_args)
         try:
-            self.daemon = subprocess.Popen(
-                [DAEMON, "-c", self.config_path] + list(extra_args),
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                preexec_fn=_die_with_parent(signal.SIGTERM))
+            if getattr(self, "listen_sock", None) is not None:
+                self.daemon = self.popen_activated(argv, self.listen_sock.fileno(), stdout=log,
+                                                   stderr=log)
+            else:
+                self.daemon = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                    preexec_fn=_die_with_parent(signal.SIGTERM))
         finally:
             log.close()
         return self.daemon
+
+    # -- socket activation: what astromesh-cloud.socket does ----------------------
+    def hold_socket(self):
+        """Bind and listen on the FastCGI socket here, as systemd's socket
+        unit does, before start(): every daemon started after this gets it
+        (LISTEN_FDS=1, descriptor 3), and connections wait in its backlog
+        while no daemon runs. The caller closes it."""
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket)
+        s.bind(self.socket)
+        os.chmod(self.socket, 0o660)
+        s.listen(4096)
+        self.listen_sock = s
+        return s
+
+    @staticmethod
+    def popen_activated(argv, fd, **kw):
+        """Start argv as systemd starts a socket-activated service: fd becomes
+        its descriptor 3, LISTEN_FDS=1 and LISTEN_PID its own pid. A shell in
+        between sets them (its $$ is the pid exec keeps), so that nothing but
+        the usual death signal runs in the forked child of a threaded test."""
+        move = "" if fd == 3 else "exec 3<&%d %d<&-; " % (fd, fd)
+        script = move + 'LISTEN_FDS=1 LISTEN_PID=$$ exec "$0" "$@"'
+        return subprocess.Popen(["/bin/sh", "-c", script] + list(argv), pass_fds=(fd,),
+                                stdin=subprocess.DEVNULL,
+                                preexec_fn=_die_with_parent(signal.SIGTERM), **kw)
 
     def run_daemon_check(self, config_path=None, timeout=STOP_TIMEOUT):
         """`astromesh-cloudd -t -c FILE`: (exit code, stdout+stderr text)."""

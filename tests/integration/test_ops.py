@@ -254,6 +254,7 @@ class ConfigCheckTest(InstanceTestCase):
         path = os.path.join(self.dir, "astromesh-cloud.yaml")
         with open(path, "w") as f:
             f.write(text)
+        os.chmod(path, 0o600)           # it holds jwt_secret inline
         return path
 
     def check(self, text):
@@ -388,6 +389,7 @@ class SecondDaemonTest(InstanceTestCase):
             text = f.read()
         with open(other, "w") as f:
             f.write(text.replace(self.inst.socket, self.inst.socket + "2"))
+        os.chmod(other, 0o600)
         rc, out = self.second(other)
         self.assertNotEqual(rc, 0, out)
         self.assertFalse(os.path.exists(self.inst.socket + "2"))

@@ -29,6 +29,12 @@
 #define AUTH "auth:\n  jwt_secret: " SECRET "\n"
 #define SECRET_MSG "auth.jwt_secret: required, at least 32 bytes; " \
     "generate one with: head -c 32 /dev/urandom | base64"
+/* No inline secret: the default auth.jwt_secret_file, absent on a build machine. */
+#define DEFAULT_SECRET_FILE SYSCONFDIR "/astromesh-cloud/jwt.secret"
+#define NO_FILE_MSG " auth.jwt_secret_file: " DEFAULT_SECRET_FILE ": No such file or directory; " \
+    "make it: umask 077; head -c 32 /dev/urandom | base64 > FILE"
+/* what fits whatever the length of the paths (the rejections compare a prefix) */
+#define NO_FILE_START " auth.jwt_secret_file: " DEFAULT_SECRET_FILE ": No such file or directory"
 
 static char tmpdir[PATH_MAX];       /* from mkdtemp, removed by main */
 
@@ -52,6 +58,7 @@ static const char *write_file(const char *name, const char *data, size_t len)
     ck_assert_msg(fp != NULL, "fopen %s: %s", path, strerror(errno));
     ck_assert(fwrite(data, 1, len, fp) == len);
     ck_assert(fclose(fp) == 0);
+    ck_assert(chmod(path, 0600) == 0);  /* most hold jwt_secret inline */
     return path;
 }
 
@@ -286,7 +293,7 @@ static const struct reject_case rejects[] = {
      "3:14: providers.openai.api_key: expected a string (got a sequence)"},
     {"jwt_secret_missing_rejected",
      "server:\n  workers: 2\n",
-     " " SECRET_MSG},
+     NO_FILE_START},
     {"jwt_secret_short_rejected_at_its_line",
      "server:\n  workers: 2\nauth:\n  jwt_secret: too-short\n",
      "4:15: " SECRET_MSG " (got 9 bytes)"},
@@ -295,10 +302,10 @@ static const struct reject_case rejects[] = {
      "2:15: " SECRET_MSG " (got 0 bytes)"},
     {"empty_file_needs_secret",
      "",
-     " " SECRET_MSG},
+     NO_FILE_START},
     {"comment_only_file_needs_secret",
      "# nothing here\n",
-     " " SECRET_MSG},
+     NO_FILE_START},
     {"refresh_shorter_than_access_rejected",
      AUTH "  access_ttl: 3600\n  refresh_ttl: 600\n",
      "4:16: auth.refresh_ttl: must be at least auth.access_ttl (3600) (got 600)"},
@@ -727,6 +734,147 @@ START_TEST(provider_names_round_trip)
 END_TEST
 
 /* ------------------------------------------------------------------------ */
+/* The secret's own file, and who may read the files                        */
+
+/* Write the secret file tmpdir/name with mode; returns its path (static,
+ * apart from write_file's). */
+static const char *secret_file(const char *name, const char *data, mode_t mode)
+{
+    static char path[PATH_MAX];
+
+    util_strlcpy(path, write_file(name, data, strlen(data)), sizeof(path));
+    ck_assert(chmod(path, mode) == 0);
+    return path;
+}
+
+/* A config naming file as auth.jwt_secret_file, written mode 0600. */
+static int load_with_secret_file(const char *file, struct config *cfg,
+                                 struct am_error *err)
+{
+    char yaml[PATH_MAX + 64];
+
+    ck_assert(util_snprintf(yaml, sizeof(yaml), "auth:\n  jwt_secret_file: %s\n",
+                            file) == 0);
+    return load_text("sf.yaml", yaml, cfg, err, NULL);
+}
+
+START_TEST(secret_read_from_its_file)
+{
+    struct config cfg;
+    struct am_error err;
+    const char *f = secret_file("jwt.secret", SECRET "\n", 0600);
+
+    ck_assert_msg(load_with_secret_file(f, &cfg, &err) == 0, "%s", err.message);
+    ck_assert_str_eq(cfg.jwt_secret, SECRET);      /* the newline dropped */
+    ck_assert_str_eq(cfg.jwt_secret_file, f);
+    f = secret_file("jwt.secret", SECRET, 0400);    /* no newline, read-only */
+    ck_assert_msg(load_with_secret_file(f, &cfg, &err) == 0, "%s", err.message);
+    ck_assert_str_eq(cfg.jwt_secret, SECRET);
+}
+END_TEST
+
+START_TEST(secret_file_open_to_others_refused)
+{
+    static const mode_t modes[] = { 0640, 0604, 0620, 0602, 0660 };
+    struct config cfg;
+    struct am_error err;
+
+    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+        const char *f = secret_file("open.secret", SECRET, modes[i]);
+
+        ck_assert_int_eq(load_with_secret_file(f, &cfg, &err), AM_ECONFIG);
+        ck_assert_msg(strstr(err.message, f) != NULL && strstr(err.message, "chmod 600") &&
+                      strstr(err.message, "group or others"), "%s", err.message);
+        ck_assert_ptr_null(strstr(err.message, SECRET));
+    }
+}
+END_TEST
+
+START_TEST(secret_file_short_empty_or_missing_refused)
+{
+    struct config cfg;
+    struct am_error err;
+    const char *f = secret_file("short.secret", "0123456789abcdef0123456789abcde\n", 0600);
+
+    ck_assert_int_eq(load_with_secret_file(f, &cfg, &err), AM_ECONFIG);
+    ck_assert_msg(strstr(err.message, "(got 31 bytes)") && strstr(err.message, f),
+                  "%s", err.message);
+    f = secret_file("empty.secret", "", 0600);
+    ck_assert_int_eq(load_with_secret_file(f, &cfg, &err), AM_ECONFIG);
+    f = secret_file("two-lines.secret", SECRET "\n" SECRET "\n", 0600);
+    ck_assert_int_eq(load_with_secret_file(f, &cfg, &err), AM_ECONFIG);
+    ck_assert_int_eq(load_with_secret_file("\"\"", &cfg, &err), AM_ECONFIG);
+    ck_assert_msg(strstr(err.message, "auth.jwt_secret_file: must not be empty") != NULL,
+                  "%s", err.message);
+    ck_assert_int_eq(load_with_secret_file("/nonexistent/jwt.secret", &cfg, &err), AM_ECONFIG);
+    ck_assert_msg(strstr(err.message, "/nonexistent/jwt.secret: No such file") != NULL,
+                  "%s", err.message);
+}
+END_TEST
+
+START_TEST(secret_inline_and_file_both_refused)
+{
+    struct config cfg;
+    struct am_error err;
+    const char *path;
+
+    ck_assert_int_eq(load_text("both.yaml", AUTH "  jwt_secret_file: /x/jwt.secret\n",
+                               &cfg, &err, &path), AM_ECONFIG);
+    ck_assert_str_eq(after_path(&err, path), "3:20: auth.jwt_secret_file: set together "
+                     "with auth.jwt_secret; keep one of them");
+}
+END_TEST
+
+/* Readable by others: refused while it holds a secret inline, else fine. */
+START_TEST(config_readable_by_others_with_inline_secret_refused)
+{
+    struct config cfg;
+    struct am_error err;
+    const char *f = secret_file("jwt.secret", SECRET, 0600);
+    const char *path = write_file("world.yaml", AUTH, strlen(AUTH));
+    char yaml[PATH_MAX + 128];
+
+    ck_assert(chmod(path, 0644) == 0);
+    ck_assert_int_eq(config_load(&cfg, path, &err), AM_ECONFIG);
+    ck_assert_msg(strstr(err.message, "holds a secret (auth.jwt_secret) and is readable by "
+                         "others (mode 0644)") != NULL, "%s", err.message);
+    ck_assert(chmod(path, 0640) == 0);              /* root:astromesh 0640 */
+    ck_assert_msg(config_load(&cfg, path, &err) == 0, "%s", err.message);
+    /* a provider key inline counts too; an empty one does not */
+    ck_assert(util_snprintf(yaml, sizeof(yaml), "auth:\n  jwt_secret_file: %s\n"
+                            "providers:\n  groq:\n    api_key: \"\"\n", f) == 0);
+    path = write_file("world2.yaml", yaml, strlen(yaml));
+    ck_assert(chmod(path, 0644) == 0);
+    ck_assert_msg(config_load(&cfg, path, &err) == 0, "%s", err.message);
+    ck_assert(util_snprintf(yaml, sizeof(yaml), "auth:\n  jwt_secret_file: %s\n"
+                            "providers:\n  groq:\n    api_key: gsk-abc\n", f) == 0);
+    path = write_file("world3.yaml", yaml, strlen(yaml));
+    ck_assert(chmod(path, 0604) == 0);
+    ck_assert_int_eq(config_load(&cfg, path, &err), AM_ECONFIG);
+    ck_assert_msg(strstr(err.message, "(providers.groq.api_key)") != NULL &&
+                  strstr(err.message, "gsk-abc") == NULL, "%s", err.message);
+}
+END_TEST
+
+/* The table -K prints (and the man page is generated from). */
+START_TEST(key_info_walks_the_whole_table)
+{
+    struct config_key_info k;
+    size_t n = 0, secrets = 0, files = 0;
+
+    for (; config_key_info(n, &k) == 0; n++) {
+        ck_assert(k.path && k.type && k.def && k.min <= k.max);
+        secrets += (size_t)k.secret;
+        files += strcmp(k.path, "auth.jwt_secret_file") == 0;
+    }
+    ck_assert_uint_gt(n, 40);
+    ck_assert_uint_eq(secrets, 1 + PROVIDER_COUNT);  /* jwt_secret, each api_key */
+    ck_assert_uint_eq(files, 1);
+    ck_assert_int_eq(config_key_info(n, &k), -1);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------ */
 /* The shipped etc/astromesh-cloud.yaml                                     */
 
 static char *shipped_text(size_t *len)
@@ -746,7 +894,10 @@ START_TEST(shipped_config_fails_only_for_missing_secret)
 
     util_snprintf(path, sizeof(path), "%s/etc/astromesh-cloud.yaml", srcdir());
     ck_assert_int_eq(config_load(&cfg, path, &err), AM_ECONFIG);
-    ck_assert_str_eq(after_path(&err, path), " " SECRET_MSG);
+    if (strlen(err.message) + 1 < sizeof(err.message))   /* not cut by long paths */
+        ck_assert_str_eq(after_path(&err, path), NO_FILE_MSG);
+    else
+        ck_assert(strncmp(after_path(&err, path), NO_FILE_START, strlen(NO_FILE_START)) == 0);
 }
 END_TEST
 
@@ -778,29 +929,26 @@ START_TEST(shipped_config_with_secret_appended_loads_defaults)
 }
 END_TEST
 
-/* The other install style: replace the placeholder line in place. */
-START_TEST(shipped_config_with_placeholder_replaced_loads)
+/* The installed style: the config names no secret, and its file holds it. */
+START_TEST(shipped_config_with_secret_file_loads)
 {
-    static const char placeholder[] = "  # jwt_secret: GENERATED-AT-INSTALL\n";
-    static const char line[] = "  jwt_secret: \"" SECRET "\"\n";
-    char *text = shipped_text(NULL);
-    char *at = strstr(text, placeholder);
+    size_t len;
+    char *text = shipped_text(&len);
+    char line[PATH_MAX + 64];
     char *full;
-    size_t head;
     struct config cfg;
     struct am_error err;
     const char *path;
 
-    ck_assert_msg(at != NULL, "placeholder line missing from shipped config");
-    head = (size_t)(at - text);
-    full = xmalloc(strlen(text) + sizeof(line));
-    memcpy(full, text, head);
-    memcpy(full + head, line, sizeof(line) - 1);
-    at += sizeof(placeholder) - 1;
-    memcpy(full + head + sizeof(line) - 1, at, strlen(at) + 1);
-    path = write_file("replaced.yaml", full, strlen(full));
+    ck_assert(util_snprintf(line, sizeof(line), "  jwt_secret_file: %s\n",
+                            secret_file("jwt.secret", SECRET "\n", 0600)) == 0);
+    full = xmalloc(len + strlen(line) + 1);
+    memcpy(full, text, len);
+    memcpy(full + len, line, strlen(line) + 1);     /* under auth, the last section */
+    path = write_file("shipped-file.yaml", full, strlen(full));
     free(text);
     free(full);
+    ck_assert(chmod(path, 0644) == 0);              /* no secret in it: may be 0644 */
     ck_assert_msg(config_load(&cfg, path, &err) == 0, "%s", err.message);
     ck_assert_str_eq(cfg.jwt_secret, SECRET);
 }
@@ -1020,12 +1168,18 @@ static Suite *config_suite(void)
     tcase_add_test(tc, directory_rejected);
     tcase_add_test(tc, oversized_file_rejected_before_parsing);
     tcase_add_test(tc, provider_names_round_trip);
+    tcase_add_test(tc, secret_read_from_its_file);
+    tcase_add_test(tc, secret_file_open_to_others_refused);
+    tcase_add_test(tc, secret_file_short_empty_or_missing_refused);
+    tcase_add_test(tc, secret_inline_and_file_both_refused);
+    tcase_add_test(tc, config_readable_by_others_with_inline_secret_refused);
+    tcase_add_test(tc, key_info_walks_the_whole_table);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("shipped");
     tcase_add_test(tc, shipped_config_fails_only_for_missing_secret);
     tcase_add_test(tc, shipped_config_with_secret_appended_loads_defaults);
-    tcase_add_test(tc, shipped_config_with_placeholder_replaced_loads);
+    tcase_add_test(tc, shipped_config_with_secret_file_loads);
     tcase_add_test(tc, shipped_config_lists_every_key_with_its_default);
     suite_add_tcase(s, tc);
 
