@@ -99,6 +99,8 @@ static int perform(struct client *c, const char *method, const char *path, const
     if (body) {
         hl = curl_slist_append(hl, "Content-Type: application/json");
         curl_easy_setopt(x.h, CURLOPT_POSTFIELDS, body);
+    } else if (strcmp(method, "GET") != 0 && strcmp(method, "DELETE") != 0) {
+        curl_easy_setopt(x.h, CURLOPT_POSTFIELDS, "");   /* Content-Length: 0, not 411 */
     }
     curl_easy_setopt(x.h, CURLOPT_URL, url);
     curl_easy_setopt(x.h, CURLOPT_CUSTOMREQUEST, method);
