@@ -177,6 +177,7 @@ class AgentCommandsTest(CliTestCase):
         got = self.js("agents", "get", "bot")
         self.assertEqual(got["wizard_config"]["step2"]["system_prompt"], "second")
         self.assertIn("apiVersion", self.cli("agents", "yaml", "bot").stdout)
+        self.assertIn("apiVersion", self.cli("agents", "yaml", "bot", "--portable").stdout)
         self.assertIn("deployed bot as %s__bot" % self.slug, self.cli("agents", "deploy", "bot").stdout)
         p = self.cli("agents", "edit", "bot", "--prompt", "x", code=1)
         self.assertIn("agent_deployed", p.stderr)
@@ -329,6 +330,20 @@ class ApplyTest(CliTestCase):
         self.cli("apply", "-f", os.path.join(self.home, "missing.yaml"), code=2)
         self.cli("apply", code=2)
         self.assertEqual(self.agents(), {})
+
+
+class ApacheCliTest(CliTestCase):
+    """The same client through Apache: login, the event stream of run, apply."""
+    front = "apache"
+
+    def test_run_streams_and_apply_converges_through_apache(self):
+        self.login()
+        f = self.write_file("agents.yaml", AGENTS_YAML)
+        self.assertIn("support-bot: create, deploy", self.cli("apply", "-f", f).stdout)
+        done = self.js("run", "support-bot", "hello")
+        self.assertEqual(done["type"], "done")
+        self.assertEqual(self.cli("run", "support-bot", "hello").stdout, done["answer"] + "\n")
+        self.assertIn("no changes", self.cli("apply", "-f", f).stdout)
 
 
 if __name__ == "__main__":
