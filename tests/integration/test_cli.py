@@ -21,6 +21,7 @@ import subprocess
 import tempfile
 import time
 
+from fakeprov import FakeProvider, provider_config
 from harness import BUILDDIR, InstanceTestCase, jwt_decode, jwt_sign, main
 
 ASTROMESH = os.path.join(BUILDDIR, "astromesh")
@@ -316,6 +317,15 @@ class ApplyTest(CliTestCase):
                          [("stray", ["delete"])])
         self.assertEqual(set(self.agents()), {"support-bot", "draft-bot", "third-bot"})
 
+    def test_apply_stops_at_the_first_refused_call_and_says_what_it_did(self):
+        self.login()
+        six = "".join("- name: bot-%d\n" % i for i in range(6))    # max_agents is 5
+        p = self.cli("apply", "-f", self.write_file("six.yaml", six), code=1)
+        self.assertEqual(p.stdout, "".join("bot-%d: create\n" % i for i in range(5)))
+        self.assertIn("plan_limit_reached", p.stderr)
+        self.assertIn("apply stopped at agent 'bot-5' after 5 change(s)", p.stderr)
+        self.assertEqual(len(self.agents()), 5)
+
     def test_an_invalid_file_is_refused_whole_before_any_call(self):
         self.login()
         bad = AGENTS_YAML + "- name: third\n  step5:\n    max_tokens: 0\n  deployed: yes\n"
@@ -330,6 +340,46 @@ class ApplyTest(CliTestCase):
         self.cli("apply", "-f", os.path.join(self.home, "missing.yaml"), code=2)
         self.cli("apply", code=2)
         self.assertEqual(self.agents(), {})
+
+
+class StreamCliTest(CliTestCase):
+    """run against a provider that streams slowly: the tokens are on the
+    client's standard output while the answer is still coming."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.fake = FakeProvider(log_dir=os.path.join(BUILDDIR, "tests", "tmp"))
+        cls.fake.start()
+        cls.addClassCleanup(cls.fake.stop)
+        cls.config = {"providers": provider_config(cls.fake)}
+        super().setUpClass()
+
+    def test_run_prints_each_token_as_it_arrives(self):
+        self.login()
+        self.cli("agents", "create", "slow", "--model", "openai/gpt-4o-mini", "--prompt", "p")
+        self.cli("agents", "deploy", "slow")
+        self.fake.control(reply=" ".join("word%d" % i for i in range(8)), chunk_delay_ms=300)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.home,
+               "XDG_CONFIG_HOME": self.cfg, "ASTROMESH_URL": self.inst.base_url}
+        proc = subprocess.Popen([ASTROMESH, "run", "slow", "hi"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
+        try:
+            first = os.read(proc.stdout.fileno(), 4096)
+            at_first = time.monotonic()
+            rest = proc.stdout.read()
+            proc.wait(60)
+            at_end = time.monotonic()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+            proc.stderr.close()
+        self.assertEqual(proc.returncode, 0)
+        self.assertIn(b"word0", first)
+        self.assertNotIn(b"word7", first)
+        self.assertGreater(at_end - at_first, 1.0)         # seven more chunks, 300 ms apart
+        self.assertEqual((first + rest).decode().split(), ["word%d" % i for i in range(8)])
 
 
 class ApacheCliTest(CliTestCase):
