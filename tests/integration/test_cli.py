@@ -380,6 +380,11 @@ class StreamCliTest(CliTestCase):
         self.assertNotIn(b"word7", first)
         self.assertGreater(at_end - at_first, 1.0)         # seven more chunks, 300 ms apart
         self.assertEqual((first + rest).decode().split(), ["word%d" % i for i in range(8)])
+        # a provider that fails before the first token: the envelope, exit 1
+        self.fake.control(mode="fail", status=500)
+        p = self.cli("run", "slow", "hi", code=1)
+        self.assertEqual(p.stdout, "")
+        self.assertIn("provider_error, HTTP 502", p.stderr)
 
 
 class ApacheCliTest(CliTestCase):
