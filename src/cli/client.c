@@ -132,20 +132,31 @@ out:
     return rc;
 }
 
-/* POST /auth/refresh with the saved refresh token; on 200 keep and save the
- * new pair. Returns 1 if the token was refreshed, 0 if not, -1 on a
- * network failure. */
+/* Under the credentials lock: if another client refreshed since this one
+ * read the file, take its access token (1); otherwise POST /auth/refresh
+ * with the saved refresh token and, on 200, keep and save the new pair
+ * (1). Returns 0 if the token could not be refreshed, -1 on a network
+ * failure. */
 static int refresh(struct client *c)
 {
     struct client_resp r = { 0 };
     struct json_object *req = json_object_new_object(), *ans = NULL, *v;
+    struct creds now;
     char saved[CREDS_TOKEN_MAX], err[256];
-    int rc = 0;
-    json_object_object_add(req, "refresh_token", json_object_new_string(c->creds.refresh_token));
+    int rc = 0, lock = creds_lock(c->creds_path);
     util_strlcpy(saved, c->token, sizeof(saved));
+    if (creds_load(c->creds_path, &now, err, sizeof(err)) == 0 && now.access_token[0] &&
+        strcmp(now.access_token, saved) != 0) {
+        c->creds = now;                       /* another client refreshed first */
+        util_strlcpy(c->token, now.access_token, sizeof(c->token));
+        rc = 1;
+        goto out;
+    }
+    json_object_object_add(req, "refresh_token", json_object_new_string(c->creds.refresh_token));
     c->token[0] = '\0';
     if (perform(c, "POST", "/api/v1/auth/refresh", json_object_to_json_string(req), NULL, NULL,
                 &r) != 0) {
+        util_strlcpy(c->token, saved, sizeof(c->token));
         rc = -1;
         goto out;
     }
@@ -164,6 +175,7 @@ static int refresh(struct client *c)
         fprintf(stderr, "astromesh: warning: %s\n", err);
     rc = 1;
 out:
+    creds_unlock(lock);
     json_object_put(req);
     json_object_put(ans);
     client_resp_free(&r);

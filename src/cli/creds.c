@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <json-c/json.h>
@@ -125,6 +126,30 @@ out:
         close(fd);
     json_object_put(o);
     return rc;
+}
+
+int creds_lock(const char *path)
+{
+    char lock[CREDS_PATH_MAX + 8], err[256];
+    if (util_snprintf(lock, sizeof(lock), "%s.lock", path) != 0 ||
+        make_dir(path, err, sizeof(err)) != 0)
+        return -1;
+    int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    while (flock(fd, LOCK_EX) != 0) {
+        if (errno != EINTR) {
+            close(fd);
+            return -1;
+        }
+    }
+    return fd;
+}
+
+void creds_unlock(int fd)
+{
+    if (fd >= 0)
+        close(fd);   /* closing the last descriptor releases the flock */
 }
 
 int creds_remove(const char *path, char *err, size_t cap)

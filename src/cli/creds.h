@@ -34,6 +34,15 @@ int creds_load(const char *path, struct creds *c, char *err, size_t cap);
  * Returns 0 or -1 with a reason in err. */
 int creds_save(const char *path, const struct creds *c, char *err, size_t cap);
 
+/* Take an exclusive lock beside path ("<path>.lock", created 0600), so
+ * that two clients refreshing the same credentials do it one after the
+ * other (a refresh token is single-use: a second use revokes the family).
+ * Blocks. Returns the descriptor to pass to creds_unlock, or -1. */
+int creds_lock(const char *path);
+
+/* Release a lock from creds_lock (fd may be -1). */
+void creds_unlock(int fd);
+
 /* Remove path. Returns 0 (also when it did not exist) or -1 with err. */
 int creds_remove(const char *path, char *err, size_t cap);
 

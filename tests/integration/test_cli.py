@@ -125,6 +125,37 @@ class LoginTest(CliTestCase):
             json.dump(n, f)
         self.assertIn("(unauthorized", self.cli("agents", "list", code=4).stderr)
 
+    def expire_saved_token(self):
+        c = self.saved()
+        h, p, _ = jwt_decode(c["access_token"])
+        p["exp"] = int(time.time()) - 30
+        c["access_token"] = jwt_sign(self.inst.jwt_secret, h, p)
+        with open(self.creds, "w") as f:
+            json.dump(c, f)
+
+    def test_clients_refreshing_at_once_take_turns_and_keep_the_session(self):
+        """A refresh token is single-use and reusing one revokes its family:
+        eight clients that find the token expired at once must not each
+        spend the same refresh token."""
+        self.login()
+        self.expire_saved_token()
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.home,
+               "XDG_CONFIG_HOME": self.cfg, "ASTROMESH_URL": self.inst.base_url}
+        procs = [subprocess.Popen([ASTROMESH, "--json", "agents", "list"], env=env,
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(8)]
+        results = [(p.wait(60), p.stdout.read(), p.stderr.read()) for p in procs]
+        for p in procs:
+            p.stdout.close()
+            p.stderr.close()
+        for code, out, err in results:
+            self.assertEqual(code, 0, err)
+            self.assertEqual(json.loads(out), {"agents": []})
+        self.assertEqual(self.js("agents", "list"), {"agents": []})
+        status, _, _ = self.inst.request("GET", "/api/v1/orgs/me",
+                                         token=self.saved()["access_token"])
+        self.assertEqual(status, 200)
+
     def test_environment_and_org_override_the_saved_credentials(self):
         self.login()
         token, other = self.inst.user(self.unique_email("other"))
