@@ -108,6 +108,20 @@ static int run_item(struct cli *x, const struct plan_item *it)
     return 0;
 }
 
+/* "step1.model, display_name" as a JSON array of strings. Caller puts. */
+static struct json_object *fields_json(const char *fields)
+{
+    struct json_object *arr = json_object_new_array();
+    while (*fields) {
+        size_t n = strcspn(fields, ",");
+        json_object_array_add(arr, json_object_new_string_len(fields, (int)n));
+        fields += n;
+        while (*fields == ',' || *fields == ' ')
+            fields++;
+    }
+    return arr;
+}
+
 /* The plan as JSON for --json. Caller puts. */
 static struct json_object *plan_json(const struct plan *p, int dry_run)
 {
@@ -121,7 +135,7 @@ static struct json_object *plan_json(const struct plan *p, int dry_run)
                 json_object_array_add(steps, json_object_new_string(names[b]));
         json_object_object_add(a, "name", json_object_new_string(it->name));
         json_object_object_add(a, "steps", steps);
-        json_object_object_add(a, "fields", json_object_new_string(it->fields));
+        json_object_object_add(a, "fields", fields_json(it->fields));
         json_object_array_add(arr, a);
     }
     json_object_object_add(o, "dry_run", json_object_new_boolean(dry_run));

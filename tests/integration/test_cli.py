@@ -313,6 +313,10 @@ class ApplyTest(CliTestCase):
         f2 = self.write_file("agents.yaml", AGENTS_YAML.replace("You help.", "You help a lot."))
         dry = self.cli("apply", "-f", f2, "--dry-run").stdout
         self.assertIn("would support-bot: pause, edit (step2.system_prompt), redeploy", dry)
+        plan = {a["name"]: a for a in self.js("apply", "-f", f2, "--dry-run")["agents"]}
+        self.assertEqual(plan["support-bot"]["steps"], ["pause", "edit", "deploy"])
+        self.assertEqual(plan["support-bot"]["fields"], ["step2.system_prompt"])
+        self.assertEqual(plan["draft-bot"], {"name": "draft-bot", "steps": [], "fields": []})
         self.assertEqual(self.state(), before)
         out = self.cli("apply", "-f", f2).stdout
         self.assertIn("support-bot: pause, edit (step2.system_prompt), redeploy\n", out)
