@@ -260,6 +260,11 @@ class AgentCommandsTest(CliTestCase):
         listed = self.js("keys", "list")["keys"]
         self.assertEqual([k["id"] for k in listed], [key["id"]])
         self.assertNotIn(key["secret"], self.cli("keys", "list").stdout)
+        quiet = self.cli("keys", "create", "quiet-one", "--quiet").stdout
+        self.inst.secrets.add(quiet.strip())
+        self.assertRegex(quiet, r"^ask-[A-Za-z0-9_-]+\n$")
+        self.cli("keys", "revoke", [k["id"] for k in self.js("keys", "list")["keys"]
+                                    if k["name"] == "quiet-one"][0], "--quiet")
         self.cli("keys", "revoke", key["id"])
         self.assertEqual(self.js("keys", "list")["keys"], [])
         provider_key = "sk-cli-test-" + "x" * 24
