@@ -30,7 +30,7 @@ static void put_segment(char *out, size_t cap, const char *s)
     out[n] = '\0';
 }
 
-int cmd_org_path(struct cli *x, char *out, size_t cap, ...)
+int cmd_path(struct cli *x, char *out, size_t cap, ...)
 {
     va_list ap;
     const char *seg;

@@ -26,7 +26,7 @@ static int agents_list(struct cli *x)
     };
     char path[PATH_CAP];
     struct json_object *o = NULL, *agents;
-    int rc = cmd_org_path(x, path, sizeof(path), "agents", NULL);
+    int rc = cmd_path(x, path, sizeof(path), "agents", NULL);
     if (rc == 0 && (rc = cmd_request(x, "GET", path, NULL, 200, &o)) == 0 && !cmd_json_out(x, o) &&
         json_object_object_get_ex(o, "agents", &agents))
         output_table(stdout, cols, 5, agents);
@@ -41,7 +41,7 @@ static int agents_get(struct cli *x, const char *name)
                                         "deployed_at", "paused_at" };
     char path[PATH_CAP], cell[256];
     struct json_object *o = NULL, *wc;
-    int rc = cmd_org_path(x, path, sizeof(path), "agents", name, NULL);
+    int rc = cmd_path(x, path, sizeof(path), "agents", name, NULL);
     if (rc != 0 || (rc = cmd_request(x, "GET", path, NULL, 200, &o)) != 0 || cmd_json_out(x, o))
         goto out;
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
@@ -100,7 +100,7 @@ static int agents_write(struct cli *x, const char *verb, const char *name)
         return rc;
     if (create && name && !json_object_object_get_ex(body, "name", NULL))
         json_object_object_add(body, "name", json_object_new_string(name));
-    if ((rc = cmd_org_path(x, path, sizeof(path), "agents", create ? NULL : name, NULL)) == 0 &&
+    if ((rc = cmd_path(x, path, sizeof(path), "agents", create ? NULL : name, NULL)) == 0 &&
         (rc = cmd_request(x, create ? "POST" : "PUT", path, body, create ? 201 : 200, &o)) == 0 &&
         !cmd_json_out(x, o) && !x->a.quiet)
         printf("%s %s (%s)\n", create ? "created" : "edited", cmd_str(o, "name"),
@@ -116,7 +116,7 @@ static int agents_action(struct cli *x, const char *verb, const char *name)
     char path[PATH_CAP];
     struct json_object *o = NULL;
     int del = strcmp(verb, "delete") == 0;
-    int rc = cmd_org_path(x, path, sizeof(path), "agents", name, del ? NULL : verb, NULL);
+    int rc = cmd_path(x, path, sizeof(path), "agents", name, del ? NULL : verb, NULL);
     if (rc != 0 || (rc = cmd_request(x, del ? "DELETE" : "POST", path, NULL, del ? 204 : 200, &o)))
         goto out;
     if (o && cmd_json_out(x, o))
@@ -139,7 +139,7 @@ static int agents_yaml(struct cli *x, const char *name)
 {
     char path[PATH_CAP];
     struct json_object *o = NULL;
-    int rc = cmd_org_path(x, path, sizeof(path), "agents", name, "yaml",
+    int rc = cmd_path(x, path, sizeof(path), "agents", name, "yaml",
                           x->a.portable ? "?portable=true" : NULL, NULL);
     if (rc == 0 && (rc = cmd_request(x, "GET", path, NULL, 200, &o)) == 0) {
         const char *s = json_object_is_type(o, json_type_string) ? json_object_get_string(o)

@@ -44,7 +44,7 @@ static int read_current(struct cli *x, const struct applyfile *f, struct plan_cu
 {
     char path[PATH_CAP];
     struct json_object *list = NULL, *agents;
-    int rc = cmd_org_path(x, path, sizeof(path), "agents", NULL);
+    int rc = cmd_path(x, path, sizeof(path), "agents", NULL);
     *cur = NULL;
     *ncur = 0;
     *held = json_object_new_array();
@@ -64,7 +64,7 @@ static int read_current(struct cli *x, const struct applyfile *f, struct plan_cu
         for (int j = 0; j < f->n; j++) {
             if (strcmp(f->agents[j].name, c->name) != 0)
                 continue;
-            if ((rc = cmd_org_path(x, path, sizeof(path), "agents", c->name, NULL)) != 0 ||
+            if ((rc = cmd_path(x, path, sizeof(path), "agents", c->name, NULL)) != 0 ||
                 (rc = cmd_request(x, "GET", path, NULL, 200, &one)) != 0)
                 return rc;
             json_object_array_add(*held, one);
@@ -81,27 +81,27 @@ static int run_item(struct cli *x, const struct plan_item *it)
     char path[PATH_CAP];
     int rc = 0;
     if (it->steps & PLAN_CREATE) {
-        if ((rc = cmd_org_path(x, path, sizeof(path), "agents", NULL)) != 0 ||
+        if ((rc = cmd_path(x, path, sizeof(path), "agents", NULL)) != 0 ||
             (rc = cmd_request(x, "POST", path, it->body, 201, NULL)) != 0)
             return rc;
     }
     if (it->steps & PLAN_PAUSE) {
-        if ((rc = cmd_org_path(x, path, sizeof(path), "agents", it->name, "pause", NULL)) != 0 ||
+        if ((rc = cmd_path(x, path, sizeof(path), "agents", it->name, "pause", NULL)) != 0 ||
             (rc = cmd_request(x, "POST", path, NULL, 200, NULL)) != 0)
             return rc;
     }
     if (it->steps & PLAN_EDIT) {
-        if ((rc = cmd_org_path(x, path, sizeof(path), "agents", it->name, NULL)) != 0 ||
+        if ((rc = cmd_path(x, path, sizeof(path), "agents", it->name, NULL)) != 0 ||
             (rc = cmd_request(x, "PUT", path, it->body, 200, NULL)) != 0)
             return rc;
     }
     if (it->steps & PLAN_DEPLOY) {
-        if ((rc = cmd_org_path(x, path, sizeof(path), "agents", it->name, "deploy", NULL)) != 0 ||
+        if ((rc = cmd_path(x, path, sizeof(path), "agents", it->name, "deploy", NULL)) != 0 ||
             (rc = cmd_request(x, "POST", path, NULL, 200, NULL)) != 0)
             return rc;
     }
     if (it->steps & PLAN_DELETE) {
-        if ((rc = cmd_org_path(x, path, sizeof(path), "agents", it->name, NULL)) != 0 ||
+        if ((rc = cmd_path(x, path, sizeof(path), "agents", it->name, NULL)) != 0 ||
             (rc = cmd_request(x, "DELETE", path, NULL, 204, NULL)) != 0)
             return rc;
     }

@@ -19,7 +19,7 @@ static int list(struct cli *x, const char *what, const char *key, const struct o
 {
     char path[PATH_CAP];
     struct json_object *o = NULL, *rows;
-    int rc = cmd_org_path(x, path, sizeof(path), what, NULL);
+    int rc = cmd_path(x, path, sizeof(path), what, NULL);
     if (rc == 0 && (rc = cmd_request(x, "GET", path, NULL, 200, &o)) == 0 && !cmd_json_out(x, o) &&
         json_object_object_get_ex(o, key, &rows))
         output_table(stdout, cols, ncols, rows);
@@ -31,13 +31,13 @@ static int list(struct cli *x, const char *what, const char *key, const struct o
 static int remove_item(struct cli *x, const char *what, const char *item, const char *done)
 {
     char path[PATH_CAP];
-    int rc = cmd_org_path(x, path, sizeof(path), what, item, NULL);
+    int rc = cmd_path(x, path, sizeof(path), what, item, NULL);
     if (rc == 0 && (rc = cmd_request(x, "DELETE", path, NULL, 204, NULL)) == 0 && !x->a.quiet)
         printf("%s %s\n", done, item);
     return rc;
 }
 
-int cmd_usage_report(struct cli *x)
+int cmd_org_usage(struct cli *x)
 {
     static const struct output_col cols[] = {
         { "AGENT", "agent" }, { "REQUESTS", "requests" }, { "TOKENS", "tokens" } };
@@ -45,7 +45,7 @@ int cmd_usage_report(struct cli *x)
     struct json_object *o = NULL, *v;
     if (x->a.days)
         util_snprintf(q, sizeof(q), "?days=%.8s", x->a.days);
-    int rc = cmd_org_path(x, path, sizeof(path), "usage", q[0] ? q : NULL, NULL);
+    int rc = cmd_path(x, path, sizeof(path), "usage", q[0] ? q : NULL, NULL);
     if (rc != 0 || (rc = cmd_request(x, "GET", path, NULL, 200, &o)) != 0 || cmd_json_out(x, o))
         goto out;
     printf("last %s days: %s requests, %s tokens; today %s of %s left\n\n",
@@ -65,7 +65,7 @@ out:
     return rc;
 }
 
-int cmd_keys(struct cli *x)
+int cmd_org_keys(struct cli *x)
 {
     static const struct output_col cols[] = {
         { "ID", "id" }, { "NAME", "name" }, { "PREFIX", "prefix" }, { "SCOPES", "scopes" },
@@ -85,7 +85,7 @@ int cmd_keys(struct cli *x)
         json_object_array_add(scopes, json_object_new_string("run"));
     json_object_object_add(body, "name", json_object_new_string(arg));
     json_object_object_add(body, "scopes", scopes);
-    int rc = cmd_org_path(x, path, sizeof(path), "keys", NULL);
+    int rc = cmd_path(x, path, sizeof(path), "keys", NULL);
     if (rc == 0 && (rc = cmd_request(x, "POST", path, body, 201, &o)) == 0 && !cmd_json_out(x, o)) {
         if (x->a.quiet)
             printf("%s\n", cmd_str(o, "secret"));
@@ -112,7 +112,7 @@ static int providers_set(struct cli *x, const char *provider, const char *key)
     body = json_object_new_object();
     json_object_object_add(body, "provider", json_object_new_string(provider));
     json_object_object_add(body, "api_key", json_object_new_string(key));
-    int rc = cmd_org_path(x, path, sizeof(path), "providers", NULL);
+    int rc = cmd_path(x, path, sizeof(path), "providers", NULL);
     if (rc == 0 && (rc = cmd_request(x, "POST", path, body, 200, &o)) == 0 && !cmd_json_out(x, o) &&
         !x->a.quiet)
         printf("%s key %s\n", provider, cmd_str(o, "status"));
@@ -121,7 +121,7 @@ static int providers_set(struct cli *x, const char *provider, const char *key)
     return rc;
 }
 
-int cmd_providers(struct cli *x)
+int cmd_org_providers(struct cli *x)
 {
     static const struct output_col cols[] = {
         { "PROVIDER", "provider" }, { "KEY", "masked_key" }, { "ADDED", "added_at" } };
@@ -135,7 +135,7 @@ int cmd_providers(struct cli *x)
     return cmd_usage("providers list | set PROVIDER [KEY] | delete PROVIDER");
 }
 
-int cmd_members(struct cli *x)
+int cmd_org_members(struct cli *x)
 {
     static const struct output_col cols[] = {
         { "EMAIL", "email" }, { "NAME", "name" }, { "ROLE", "role" }, { "STATUS", "status" },
@@ -151,7 +151,7 @@ int cmd_members(struct cli *x)
     struct json_object *body = json_object_new_object(), *o = NULL;
     json_object_object_add(body, "email", json_object_new_string(arg));
     json_object_object_add(body, "role", json_object_new_string(x->a.role ? x->a.role : "member"));
-    int rc = cmd_org_path(x, path, sizeof(path), "members", "invite", NULL);
+    int rc = cmd_path(x, path, sizeof(path), "members", "invite", NULL);
     if (rc == 0 && (rc = cmd_request(x, "POST", path, body, 201, &o)) == 0 && !cmd_json_out(x, o) &&
         !x->a.quiet)
         printf("invited %s as %s\n", cmd_str(o, "email"), cmd_str(o, "role"));

@@ -1,5 +1,5 @@
 /*
- * cmd_run.c - run and test (an agent's answer read as Server-Sent Events,
+ * cmd_run_query.c - run and test (an agent's answer read as Server-Sent Events,
  * each token printed as it arrives), versions and rollback.
  *
  * Prints on stdout (the answer, tables) and stderr (errors, the session).
@@ -82,7 +82,7 @@ static int run_plain(const struct cli *x, const struct client_resp *r)
     return 0;
 }
 
-int cmd_run(struct cli *x)
+int cmd_run_query(struct cli *x)
 {
     const char *mode = cmd_word(x, 0), *name = cmd_word(x, 1);
     char path[PATH_CAP];
@@ -93,7 +93,7 @@ int cmd_run(struct cli *x)
     int rc;
     if (name == NULL)
         return cmd_usage("%s NAME [QUERY]: which agent?", mode);
-    if ((rc = cmd_org_path(x, path, sizeof(path), "agents", name, mode, NULL)) != 0)
+    if ((rc = cmd_path(x, path, sizeof(path), "agents", name, mode, NULL)) != 0)
         return rc;
     query = read_query(x);
     body = json_object_new_object();
@@ -126,7 +126,7 @@ int cmd_run(struct cli *x)
     return rc;
 }
 
-int cmd_versions(struct cli *x)
+int cmd_run_versions(struct cli *x)
 {
     static const struct output_col cols[] = {
         { "VERSION", "version" }, { "CREATED", "created_at" }, { "BY", "created_by" },
@@ -138,7 +138,7 @@ int cmd_versions(struct cli *x)
     int rc;
     if (name == NULL)
         return cmd_usage("versions NAME [N]: which agent?");
-    rc = cmd_org_path(x, path, sizeof(path), "agents", name, "versions", n, NULL);
+    rc = cmd_path(x, path, sizeof(path), "agents", name, "versions", n, NULL);
     if (rc != 0 || (rc = cmd_request(x, "GET", path, NULL, 200, &o)) != 0 || cmd_json_out(x, o))
         goto out;
     if (n == NULL) {
@@ -152,7 +152,7 @@ out:
     return rc;
 }
 
-int cmd_rollback(struct cli *x)
+int cmd_run_rollback(struct cli *x)
 {
     const char *name = cmd_word(x, 1), *n = cmd_word(x, 2);
     char path[PATH_CAP], *end = NULL;
@@ -161,7 +161,7 @@ int cmd_rollback(struct cli *x)
     int rc;
     if (name == NULL || n == NULL || *end != '\0' || v < 1)
         return cmd_usage("rollback NAME N: which agent, which version (a number)?");
-    if ((rc = cmd_org_path(x, path, sizeof(path), "agents", name, "rollback", NULL)) != 0)
+    if ((rc = cmd_path(x, path, sizeof(path), "agents", name, "rollback", NULL)) != 0)
         return rc;
     body = json_object_new_object();
     json_object_object_add(body, "version", json_object_new_int64(v));

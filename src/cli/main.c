@@ -47,14 +47,14 @@ static const struct {
     { "login", cmd_login, 0 },
     { "logout", cmd_logout, 0 },
     { "agents", cmd_agents, 1 },
-    { "run", cmd_run, 1 },
-    { "test", cmd_run, 1 },
-    { "versions", cmd_versions, 1 },
-    { "rollback", cmd_rollback, 1 },
-    { "usage", cmd_usage_report, 1 },
-    { "keys", cmd_keys, 1 },
-    { "providers", cmd_providers, 1 },
-    { "members", cmd_members, 1 },
+    { "run", cmd_run_query, 1 },
+    { "test", cmd_run_query, 1 },
+    { "versions", cmd_run_versions, 1 },
+    { "rollback", cmd_run_rollback, 1 },
+    { "usage", cmd_org_usage, 1 },
+    { "keys", cmd_org_keys, 1 },
+    { "providers", cmd_org_providers, 1 },
+    { "members", cmd_org_members, 1 },
     { "apply", cmd_apply, 1 },
 };
 
@@ -111,7 +111,7 @@ static int cmd_login(struct cli *x)
         if (!x->a.org)
             return cmd_usage("login --api-key needs --org SLUG (the key's organization)");
         util_strlcpy(x->c.api_key, x->a.api_key, sizeof(x->c.api_key));
-        if ((rc = cmd_org_path(x, path, sizeof(path), "agents", NULL)) != 0 ||
+        if ((rc = cmd_path(x, path, sizeof(path), "agents", NULL)) != 0 ||
             (rc = cmd_request(x, "GET", path, NULL, 200, NULL)) != 0)
             return rc;
         util_strlcpy(nc.api_key, x->a.api_key, sizeof(nc.api_key));
