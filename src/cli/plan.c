@@ -98,11 +98,7 @@ int plan_make(const struct applyfile *desired, const struct plan_current *cur, i
 {
     memset(out, 0, sizeof(*out));
     out->items = xcalloc((size_t)(desired->n + ncur + 1), sizeof(*out->items));
-    for (int i = 0; i < desired->n; i++) {
-        struct plan_item *it = &out->items[out->n++];
-        plan_one(&desired->agents[i], cur_find(cur, ncur, desired->agents[i].name), it);
-    }
-    for (int i = 0; prune && i < ncur; i++) {
+    for (int i = 0; prune && i < ncur; i++) {     /* first: frees room under max_agents */
         int named = 0;
         for (int j = 0; j < desired->n && !named; j++)
             named = strcmp(desired->agents[j].name, cur[i].name) == 0;
@@ -111,6 +107,10 @@ int plan_make(const struct applyfile *desired, const struct plan_current *cur, i
         struct plan_item *it = &out->items[out->n++];
         util_strlcpy(it->name, cur[i].name, sizeof(it->name));
         it->steps = PLAN_DELETE;
+    }
+    for (int i = 0; i < desired->n; i++) {
+        struct plan_item *it = &out->items[out->n++];
+        plan_one(&desired->agents[i], cur_find(cur, ncur, desired->agents[i].name), it);
     }
     for (int i = 0; i < out->n; i++)
         out->changes += out->items[i].steps != 0;

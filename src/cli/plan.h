@@ -10,7 +10,9 @@
  *   deployed: true     -> deploy when draft or paused
  *   deployed: false    -> pause when deployed (a draft stays a draft)
  *   deployed absent    -> the state is left as it is
- *   --prune            -> delete the org's agents the file does not name
+ *   --prune            -> delete the org's agents the file does not name,
+ *                         before anything else (an org at its max_agents
+ *                         can swap an agent for another)
  * Only fields the file gives are compared: a field the file leaves out
  * keeps the server's value (PUT merges the same way). Inside a step each
  * field is compared whole (tool_configs, tools lists).
@@ -47,7 +49,7 @@ struct plan_current {
 };
 
 struct plan {
-    struct plan_item *items;     /* one per desired agent, then one per pruned */
+    struct plan_item *items;     /* one per pruned agent, then one per desired */
     int n;
     int changes;                 /* items with steps != 0 */
 };

@@ -365,6 +365,11 @@ class ApplyTest(CliTestCase):
         self.assertIn("plan_limit_reached", p.stderr)
         self.assertIn("apply stopped at agent 'bot-5' after 5 change(s)", p.stderr)
         self.assertEqual(len(self.agents()), 5)
+        # at the limit, --prune deletes first, so one agent can replace another
+        swap = six.replace("- name: bot-4\n", "")
+        out = self.cli("apply", "-f", self.write_file("swap.yaml", swap), "--prune").stdout
+        self.assertEqual(out.splitlines()[:2], ["bot-4: delete", "bot-5: create"])
+        self.assertEqual(sorted(self.agents()), ["bot-0", "bot-1", "bot-2", "bot-3", "bot-5"])
 
     def test_an_invalid_file_is_refused_whole_before_any_call(self):
         self.login()

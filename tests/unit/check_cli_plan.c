@@ -117,9 +117,10 @@ START_TEST(prune_deletes_only_agents_the_file_does_not_name)
     plan_free(&p);
     plan_make(&f, cur, 2, 1, &p);
     ck_assert_int_eq(p.n, 2);
-    ck_assert_str_eq(p.items[1].name, "b");
-    ck_assert_int_eq(p.items[1].steps, PLAN_DELETE);
-    ck_assert_int_eq(p.items[0].steps, 0);
+    ck_assert_str_eq(p.items[0].name, "b");       /* deletions first */
+    ck_assert_int_eq(p.items[0].steps, PLAN_DELETE);
+    ck_assert_str_eq(p.items[1].name, "a");
+    ck_assert_int_eq(p.items[1].steps, 0);
     plan_free(&p);
     json_object_put(cur[0].wc);
     applyfile_free(&f);
