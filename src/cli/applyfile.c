@@ -90,8 +90,8 @@ static struct json_object *scalar_json(const yaml_node_t *n)
     if (*end == '\0' && errno == 0)
         return json_object_new_int64(i);
     double d = strtod(s, &end);
-    if (*end == '\0' && end != s)
-        return json_object_new_double(d);
+    if (*end == '\0' && end != s && strspn(s, "0123456789+-.eE") == strlen(s))
+        return json_object_new_double(d);      /* not inf, nan, or hex: strings */
     return json_object_new_string(s);
 }
 

@@ -158,7 +158,8 @@ START_TEST(reader_takes_sequences_streams_and_directories)
     struct buf errs = { 0 };
     write_file("a.yaml", "- name: one\n  deployed: true\n  step1: {model: echo/echo-1}\n"
                          "  step2: {system_prompt: hi}\n- name: two\n", path, sizeof(path));
-    write_file("b.yml", "name: three\ndeployed: false\n---\nname: four\nstep4: {window_size: 5}\n",
+    write_file("b.yml", "name: three\ndeployed: false\n---\nname: four\nstep4: {window_size: 5}\n"
+               "step2: {system_prompt: nan, persona: '12'}\n",
                path, sizeof(path));
     write_file("ignored.txt", "not: [yaml\n", path, sizeof(path));
     ck_assert_int_eq(applyfile_load(dir, &f, &errs), 0);
@@ -170,6 +171,9 @@ START_TEST(reader_takes_sequences_streams_and_directories)
     ck_assert_ptr_null(json_object_object_get(f.agents[0].wc, "deployed"));
     ck_assert_int_eq(json_object_get_int(json_object_object_get(
                          json_object_object_get(f.agents[3].wc, "step4"), "window_size")), 5);
+    struct json_object *step2 = json_object_object_get(f.agents[3].wc, "step2");
+    ck_assert_str_eq(json_object_get_string(json_object_object_get(step2, "system_prompt")), "nan");
+    ck_assert(json_object_is_type(json_object_object_get(step2, "persona"), json_type_string));
     applyfile_free(&f);
     buf_free(&errs);
 }
