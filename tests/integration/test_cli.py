@@ -209,7 +209,10 @@ class AgentCommandsTest(CliTestCase):
         got = self.js("agents", "get", "bot")
         self.assertEqual(got["wizard_config"]["step2"]["system_prompt"], "second")
         self.assertIn("apiVersion", self.cli("agents", "yaml", "bot").stdout)
-        self.assertIn("apiVersion", self.cli("agents", "yaml", "bot", "--portable").stdout)
+        # the flag reaches the server: an echo agent has no upstream
+        # equivalent, and the portable export says so by the YAML path
+        p = self.cli("agents", "yaml", "bot", "--portable", code=1)
+        self.assertIn("spec.model.primary.provider", p.stderr)
         self.assertIn("deployed bot as %s__bot" % self.slug, self.cli("agents", "deploy", "bot").stdout)
         p = self.cli("agents", "edit", "bot", "--prompt", "x", code=1)
         self.assertIn("agent_deployed", p.stderr)
@@ -403,6 +406,9 @@ class StreamCliTest(CliTestCase):
         self.login()
         self.cli("agents", "create", "slow", "--model", "openai/gpt-4o-mini", "--prompt", "p")
         self.cli("agents", "deploy", "slow")
+        portable = self.cli("agents", "yaml", "slow", "--portable").stdout
+        self.assertIn("api_key_env: OPENAI_API_KEY", portable)
+        self.assertNotIn("api_key_ref", portable)
         self.fake.control(reply=" ".join("word%d" % i for i in range(8)), chunk_delay_ms=300)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.home,
                "XDG_CONFIG_HOME": self.cfg, "ASTROMESH_URL": self.inst.base_url}
