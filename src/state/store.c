@@ -290,6 +290,27 @@ int store_ping(struct store *s)
     return (rc == AM_OK || rc == AM_ENOENT || rc == AM_EDEADLOCK) ? 0 : AM_EIO;
 }
 
+int store_stats(struct store *s, struct store_stats *out)
+{
+    DB_MPOOL_STAT *mp = NULL;
+    DB_LOCK_STAT *lk = NULL;
+    int rc = AM_EIO;
+
+    memset(out, 0, sizeof(*out));
+    if (s->env->memp_stat(s->env, &mp, NULL, 0) != 0 ||
+        s->env->lock_stat(s->env, &lk, 0) != 0)
+        goto out;
+    out->cache_hit = mp->st_cache_hit;
+    out->cache_miss = mp->st_cache_miss;
+    out->deadlocks = lk->st_ndeadlocks;
+    out->lock_timeouts = lk->st_nlocktimeouts;
+    rc = 0;
+out:
+    free(mp);       /* Berkeley DB allocates both with malloc */
+    free(lk);
+    return rc;
+}
+
 /* Make every commit this thread has made durable. Commits are written with
  * DB_TXN_NOSYNC; each then takes a ticket here. A log flush started after a
  * ticket was taken covers that commit (log_flush(NULL) writes and syncs all

@@ -14,6 +14,7 @@
 #define AM_STORE_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include "lib/error.h"
 
 /* The usage counters are spread over this many databases (usage.db,
@@ -80,6 +81,18 @@ int store_checkpoint(struct store *s);
 
 /* Cheap health check: 0 when the environment answers, AM_EIO if not. */
 int store_ping(struct store *s);
+
+/* The environment's figures since it was created (all processes). */
+struct store_stats {
+    uint64_t cache_hit;         /* pages found in the cache */
+    uint64_t cache_miss;        /* pages read into the cache */
+    uint64_t deadlocks;         /* deadlocks the detector broke */
+    uint64_t lock_timeouts;     /* lock requests that timed out */
+};
+
+/* Read them (memp_stat, lock_stat) into *out. Returns 0 or AM_EIO (then
+ * *out is zero). */
+int store_stats(struct store *s, struct store_stats *out);
 
 /* Run fn inside a transaction. fn returns 0 to commit, a negative AM_*
  * code to abort (returned to the caller). AM_EDEADLOCK from fn makes the
