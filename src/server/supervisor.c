@@ -64,6 +64,7 @@
 #include "control/auth.h"
 #include "control/auth_state.h"
 #include "state/config.h"
+#include "state/metrics.h"
 #include "state/quota.h"
 #include "state/registry.h"
 #include "state/store.h"
@@ -371,6 +372,7 @@ static void spawn_worker(struct supervisor *sv, struct worker_slot *w)
         sigprocmask(SIG_SETMASK, &none, NULL);
         /* The child keeps the lock fd (invariant 3) and its listener. */
         if (w->kind == K_STREAM) {
+            metrics_set_self(0);    /* no accept threads; its breakers show */
             close(sv->listen_fd);
             stream_run(&sv->app, sv->stream_fd);
         }
@@ -486,6 +488,8 @@ static int on_worker_exit(struct supervisor *sv, pid_t pid, int status)
         else
             log_warn("%s %d exited with status %d", what, (int)pid, WEXITSTATUS(status));
     }
+    /* Its per-process figures go; a running one that died is a restart. */
+    metrics_worker_gone((int)pid, w->state == W_RUNNING && !clean);
     if (w->kind == K_STREAM) {
         int n = streams_reclaim(sv->app.streams, (int)pid);
         if (n > 0 && !clean)
@@ -677,6 +681,11 @@ static int start(struct supervisor *sv)
         log_error("%s", err.message);
         return -1;
     }
+    /* The counters every process updates (GET /api/v1/metrics). */
+    if (metrics_create(&err) != 0) {
+        log_error("%s", err.message);
+        return -1;
+    }
     /* The master key: refuse to start without a good one. */
     if (vault_open(&sv->vault, sv->cfg.master_key_file, &err) != 0) {
         log_error("%s", err.message);
@@ -714,6 +723,7 @@ static void finish(struct supervisor *sv)
         registry_close(sv->app.reg, 1);
     quota_close(sv->app.quota);
     streams_close(sv->app.streams);
+    metrics_close();
     auth_state_close(sv->app.auth);
     vault_close(sv->vault);
     if (sv->cfg.pid_file[0] != '\0')

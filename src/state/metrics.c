@@ -11,8 +11,11 @@
  *
  * Invariants:
  *  1. Counters only grow; gauges (in flight, busy) go up and down by the
- *     same caller around one event, and a dead process's busy count is
- *     cleared by the supervisor (metrics_worker_gone).
+ *     same caller around one event, and a dead process's slot is freed
+ *     by the supervisor (metrics_worker_gone).
+ *  3. A per-process slot is claimed by one process (CAS of its pid from
+ *     0) and written only by it, until the supervisor frees it after
+ *     reaping that pid.
  *  2. A histogram's count is the sum of its buckets (the +Inf bucket is
  *     written as the count), up to updates in flight during a scrape.
  */
@@ -20,8 +23,13 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 #include "state/metrics.h"
+#include "state/app.h"
 #include "state/config.h"
+#include "state/quota.h"
+#include "state/registry.h"
+#include "state/store.h"
 #include "lib/util.h"
 
 #define METRICS_MAGIC 0x4d455452u     /* "METR" */
@@ -48,6 +56,7 @@ struct metrics_hist {
 };
 
 struct metrics_worker {
+    int32_t pid;                  /* the process holding the slot; 0: free (CAS to claim) */
     int32_t threads;              /* accept threads of the process in this slot; 0: none */
     int32_t busy;                 /* of them, serving a request now */
     uint64_t breaker_until_ms[METRICS_PROVIDERS]; /* monotonic ms an open breaker skips
@@ -96,27 +105,42 @@ void metrics_close(void)
     self = -1;
 }
 
-void metrics_set_self(int slot, int threads)
+int metrics_set_self(int threads)
 {
-    if (shm == NULL || slot < 0 || slot >= METRICS_WORKERS)
-        return;
-    self = slot;
-    SET(&shm->worker[slot].busy, 0);
-    SET(&shm->worker[slot].threads, threads);
-}
-
-void metrics_worker_gone(int slot, int restarted)
-{
+    int32_t me = (int32_t)getpid(), zero;
     int i;
 
-    if (shm == NULL || slot < 0 || slot >= METRICS_WORKERS)
+    self = -1;
+    for (i = 0; shm != NULL && i < METRICS_WORKERS; i++) {
+        zero = 0;
+        if (!__atomic_compare_exchange_n(&shm->worker[i].pid, &zero, me, 0, __ATOMIC_ACQ_REL,
+                                         __ATOMIC_RELAXED))
+            continue;
+        SET(&shm->worker[i].busy, 0);
+        SET(&shm->worker[i].threads, threads);
+        self = i;
+        break;
+    }
+    return self;
+}
+
+void metrics_worker_gone(int pid, int restarted)
+{
+    int i, p;
+
+    if (shm == NULL || pid <= 0)
         return;
-    SET(&shm->worker[slot].threads, 0);
-    SET(&shm->worker[slot].busy, 0);
-    for (i = 0; i < METRICS_PROVIDERS; i++)
-        SET(&shm->worker[slot].breaker_until_ms[i], 0);
     if (restarted)
         ADD(&shm->worker_restarts, 1);
+    for (i = 0; i < METRICS_WORKERS; i++) {
+        if (GET(&shm->worker[i].pid) != (int32_t)pid)
+            continue;
+        SET(&shm->worker[i].threads, 0);
+        SET(&shm->worker[i].busy, 0);
+        for (p = 0; p < METRICS_PROVIDERS; p++)
+            SET(&shm->worker[i].breaker_until_ms[p], 0);
+        __atomic_store_n(&shm->worker[i].pid, 0, __ATOMIC_RELEASE);
+    }
 }
 
 void metrics_thread_busy(int delta)
@@ -174,6 +198,25 @@ void metrics_breaker(int provider, uint64_t open_until_ms)
 {
     if (shm != NULL && self >= 0 && provider >= 0 && provider < METRICS_PROVIDERS)
         SET(&shm->worker[self].breaker_until_ms[provider], open_until_ms);
+}
+
+void metrics_collect(const struct app *app, struct metrics_extra *out)
+{
+    struct store_stats st;
+
+    memset(out, 0, sizeof(*out));
+    if (app->reg != NULL)
+        out->registry_entries = registry_count(app->reg);
+    if (app->cfg != NULL)
+        out->registry_capacity = app->cfg->registry_capacity;
+    out->quota_holds = quota_holds_used(app->quota, &out->quota_holds_capacity);
+    if (app->store != NULL && store_stats(app->store, &st) == 0) {
+        out->db_ok = 1;
+        out->db_cache_hit = st.cache_hit;
+        out->db_cache_miss = st.cache_miss;
+        out->db_deadlocks = st.deadlocks;
+        out->db_lock_timeouts = st.lock_timeouts;
+    }
 }
 
 /* ---- exposition ------------------------------------------------------------ */
@@ -265,25 +308,26 @@ static void render_providers(struct buf *out)
          "1 while a process's circuit breaker skips the provider (breakers are per process).");
     for (w = 0; w < METRICS_WORKERS; w++)
         for (p = 0; p < PROVIDER_COUNT && p < METRICS_PROVIDERS; p++)
-            if (GET(&shm->worker[w].threads) > 0 || GET(&shm->worker[w].breaker_until_ms[p]))
-                putf(out, "astromesh_breaker_open{worker=\"%d\",provider=\"%s\"} %d\n", w,
-                     config_provider_name(p), GET(&shm->worker[w].breaker_until_ms[p]) > now);
+            if (GET(&shm->worker[w].pid) != 0)
+                putf(out, "astromesh_breaker_open{pid=\"%d\",provider=\"%s\"} %d\n",
+                     (int)GET(&shm->worker[w].pid), config_provider_name(p),
+                     GET(&shm->worker[w].breaker_until_ms[p]) > now);
 }
 
 static void render_workers(struct buf *out)
 {
-    int w, threads, busy;
+    int w, threads, busy, pid;
 
     head(out, "astromesh_worker_threads", "gauge",
-         "Accept threads per worker process, by state (the stream process is worker 64).");
+         "Accept threads per worker process (by pid), busy or idle.");
     for (w = 0; w < METRICS_WORKERS; w++) {
-        if ((threads = GET(&shm->worker[w].threads)) <= 0)
+        if ((pid = GET(&shm->worker[w].pid)) == 0 ||
+            (threads = GET(&shm->worker[w].threads)) <= 0)
             continue;
         busy = GET(&shm->worker[w].busy);
-        if (busy > threads)
-            busy = threads;
-        putf(out, "astromesh_worker_threads{worker=\"%d\",state=\"busy\"} %d\n", w, busy);
-        putf(out, "astromesh_worker_threads{worker=\"%d\",state=\"idle\"} %d\n", w,
+        busy = busy < 0 ? 0 : busy > threads ? threads : busy;
+        putf(out, "astromesh_worker_threads{pid=\"%d\",state=\"busy\"} %d\n", pid, busy);
+        putf(out, "astromesh_worker_threads{pid=\"%d\",state=\"idle\"} %d\n", pid,
              threads - busy);
     }
     head(out, "astromesh_worker_restarts_total", "counter",

@@ -22,8 +22,8 @@
 #include "lib/error.h"
 
 #define METRICS_ROUTES 64         /* route-table rows, the unmatched row and the stream */
-#define METRICS_WORKERS 66        /* worker slots (64), the stream process, one spare */
-#define METRICS_STREAM_SLOT (METRICS_WORKERS - 2)
+#define METRICS_WORKERS 136       /* processes at once: 64 workers, as many retiring, the
+                                   * stream process, spares */
 
 /* Figures owned by other modules, read at scrape time by the caller. */
 struct metrics_extra {
@@ -45,15 +45,17 @@ int metrics_create(struct am_error *err);
 /* Unmap this process's segment (the update calls become no-ops). */
 void metrics_close(void);
 
-/* This process is worker slot `slot` (0..METRICS_WORKERS-1; the stream
- * process is METRICS_STREAM_SLOT) with `threads` accept threads. Call in
- * the child after the fork; clears the slot's busy count. */
-void metrics_set_self(int slot, int threads);
+/* Claim a per-process slot for this process (by its pid), with `threads`
+ * accept threads (0 for a process without, such as the stream process:
+ * its breakers still show). Call in the child after the fork. Returns the
+ * slot, or -1 if none is free or there is no segment (then the per-process
+ * figures of this process are not kept). */
+int metrics_set_self(int threads);
 
-/* The supervisor: the process of slot `slot` is gone (its busy and
- * thread counts and breaker states are cleared); restarted says whether it
- * died while running (counted as a restart) rather than retiring. */
-void metrics_worker_gone(int slot, int restarted);
+/* The supervisor: process pid is gone; its slot (threads, busy, breaker
+ * states) is freed. restarted: it died while it should have been running,
+ * and is counted as a restart (not a retirement or a stop). */
+void metrics_worker_gone(int pid, int restarted);
 
 /* An accept thread of this process starts (+1) or ends (-1) a request. */
 void metrics_thread_busy(int delta);
@@ -72,6 +74,13 @@ void metrics_provider_call(int provider, uint64_t us, int ok);
 /* This process's breaker of provider opened until open_until_ms
  * (monotonic) or closed (0). */
 void metrics_breaker(int provider, uint64_t open_until_ms);
+
+struct app;
+
+/* Fill *out from the modules of app: the registry's entries and capacity,
+ * the quota holds, the Berkeley DB figures (store_stats; db_ok 0 if they
+ * could not be read). Any of app's handles may be NULL. */
+void metrics_collect(const struct app *app, struct metrics_extra *out);
 
 /* Append the Prometheus text exposition (version 0.0.4) of every counter
  * to out. route_labels[i] is row i's label set without braces (e.g.
