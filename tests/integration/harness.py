@@ -287,8 +287,9 @@ class FcgiConnection:
         self.sock.settimeout(timeout)
         self.sock.connect(path)
 
-    def begin(self, method, path, headers=None, content_length=0, query=""):
-        """Send BEGIN_REQUEST and every PARAMS record lighttpd would send."""
+    def begin(self, method, path, headers=None, content_length=0, query="", env=None):
+        """Send BEGIN_REQUEST and every PARAMS record lighttpd would send;
+        env: CGI variables to set instead (e.g. {"REMOTE_ADDR": ...})."""
         params = {
             "GATEWAY_INTERFACE": "CGI/1.1", "SERVER_PROTOCOL": "HTTP/1.1",
             "SERVER_SOFTWARE": "lighttpd", "REQUEST_SCHEME": "http",
@@ -302,6 +303,7 @@ class FcgiConnection:
             "CONTENT_LENGTH": str(content_length),
             "HTTP_HOST": "127.0.0.1",
         }
+        params.update(env or {})
         for k, v in (headers or {}).items():
             if k.lower() == "content-type":
                 params["CONTENT_TYPE"] = v

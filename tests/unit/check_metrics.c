@@ -61,10 +61,10 @@ END_TEST
 
 START_TEST(provider_calls_errors_and_breakers_show)
 {
-    char *t;
+    char *t, want[128];
 
     ck_assert_int_eq(metrics_create(NULL), 0);
-    metrics_set_self(3, 4);
+    ck_assert_int_ge(metrics_set_self(4), 0);
     metrics_provider_call(PROVIDER_OPENAI, 20000, 1);
     metrics_provider_call(PROVIDER_OPENAI, 20000, 0);
     metrics_breaker(PROVIDER_OPENAI, util_monotonic_ms() + 60000);
@@ -72,12 +72,18 @@ START_TEST(provider_calls_errors_and_breakers_show)
     assert_has(t, "astromesh_provider_call_duration_seconds_count{provider=\"openai\"} 2\n");
     assert_has(t, "astromesh_provider_errors_total{provider=\"openai\"} 1\n");
     assert_has(t, "astromesh_provider_errors_total{provider=\"anthropic\"} 0\n");
-    assert_has(t, "astromesh_breaker_open{worker=\"3\",provider=\"openai\"} 1\n");
-    assert_has(t, "astromesh_breaker_open{worker=\"3\",provider=\"ollama\"} 0\n");
+    util_snprintf(want, sizeof(want), "astromesh_breaker_open{pid=\"%d\",provider=\"openai\"} 1\n",
+                  (int)getpid());
+    assert_has(t, want);
+    util_snprintf(want, sizeof(want), "astromesh_breaker_open{pid=\"%d\",provider=\"ollama\"} 0\n",
+                  (int)getpid());
+    assert_has(t, want);
     free(t);
     metrics_breaker(PROVIDER_OPENAI, 0);
     t = render(NULL);
-    assert_has(t, "astromesh_breaker_open{worker=\"3\",provider=\"openai\"} 0\n");
+    util_snprintf(want, sizeof(want), "astromesh_breaker_open{pid=\"%d\",provider=\"openai\"} 0\n",
+                  (int)getpid());
+    assert_has(t, want);
     free(t);
     metrics_close();
 }
@@ -87,11 +93,12 @@ START_TEST(a_childs_counts_reach_the_parent_and_its_death_clears_its_gauges)
 {
     pid_t pid;
     int status;
-    char *t;
+    char *t, want[128];
 
     ck_assert_int_eq(metrics_create(NULL), 0);
     if ((pid = fork()) == 0) {
-        metrics_set_self(1, 8);
+        if (metrics_set_self(8) < 0)
+            _exit(1);
         metrics_thread_busy(1);
         metrics_thread_busy(1);
         metrics_in_flight(1, 1);
@@ -99,17 +106,22 @@ START_TEST(a_childs_counts_reach_the_parent_and_its_death_clears_its_gauges)
         _exit(0);
     }
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_int_eq(status, 0);
     t = render(NULL);
-    assert_has(t, "astromesh_worker_threads{worker=\"1\",state=\"busy\"} 2\n");
-    assert_has(t, "astromesh_worker_threads{worker=\"1\",state=\"idle\"} 6\n");
+    util_snprintf(want, sizeof(want), "astromesh_worker_threads{pid=\"%d\",state=\"busy\"} 2\n",
+                  (int)pid);
+    assert_has(t, want);
+    util_snprintf(want, sizeof(want), "astromesh_worker_threads{pid=\"%d\",state=\"idle\"} 6\n",
+                  (int)pid);
+    assert_has(t, want);
     assert_has(t, "astromesh_requests_in_flight{method=\"POST\",route=\"/api/v1/orgs/{slug}"
                   "/agents/{name}/run\"} 1\n");
     assert_has(t, "status=\"404\"} 1\n");
     assert_has(t, "astromesh_worker_restarts_total 0\n");
     free(t);
-    metrics_worker_gone(1, 1);
+    metrics_worker_gone((int)pid, 1);
     t = render(NULL);
-    ck_assert_ptr_null(strstr(t, "worker=\"1\",state="));
+    ck_assert_ptr_null(strstr(t, "astromesh_worker_threads{"));
     assert_has(t, "astromesh_worker_restarts_total 1\n");
     free(t);
     metrics_close();
