@@ -2,7 +2,9 @@
 route pattern (never the raw path), status, latency, org, agent, request id
 (the client's X-Request-Id when well-formed, echoed back) and a run's trace
 id; never a token, an API key, a provider key, the query string or a query's
-text; off with log.requests: false. Through lighttpd and through Apache."""
+text; off with log.requests: false. Through lighttpd and through Apache,
+and for the WebSocket stream: a line per query (method WS) and one per
+session at its close (method GET, status 101)."""
 
 import re
 
@@ -114,6 +116,38 @@ class RequestLogTest(InstanceTestCase):
                 self.line_of(headers["x-request-id"])
         log = self.inst.read_log(self.inst.daemon_log, limit=10 ** 8)
         self.assertNotIn("semi;colon", log)
+
+
+    def test_a_stream_query_and_its_session_have_their_lines(self):
+        assert_json(self, self.inst.request("POST", self.base, WC, token=self.tok), 201)
+        assert_json(self, self.inst.request("POST", self.base + "/log-bot/deploy",
+                                            token=self.tok), 200)
+        query = "streamed secret question 9931-QZ"
+        ws = self.inst.ws_connect(self.slug, "log-bot", token=self.tok)
+        try:
+            ws.send_json({"query": query})
+            while True:
+                ev = ws.recv_json(timeout=10)
+                if ev.get("type") in ("done", "error"):
+                    break
+            self.assertEqual(ev["type"], "done", ev)
+        finally:
+            ws.close()
+        route = AGENT + "/stream"
+
+        def lines():
+            got = [d for d in request_lines(self.inst)
+                   if d["route"] == route and d["org"] == self.slug]
+            return got if len(got) >= 2 else None
+        got = poll(lines, 10, what="the stream's request lines")
+        q = [d for d in got if d["method"] == "WS"]
+        self.assertEqual(len(q), 1, got)
+        self.assertEqual((q[0]["status"], q[0]["agent"], q[0]["trace_id"]),
+                         ("200", "log-bot", ev["trace_id"]))
+        session = [d for d in got if d["method"] == "GET"]
+        self.assertEqual([d["status"] for d in session], ["101"])
+        log = self.inst.read_log(self.inst.daemon_log, limit=10 ** 8)
+        self.assertNotIn("9931-QZ", log)
 
 
 class RequestLogApacheTest(RequestLogTest):
