@@ -912,7 +912,13 @@ static const struct route routes[] = {
 
 #define NROUTES ((int)(sizeof(routes) / sizeof(routes[0])))
 #define ROW_UNMATCHED NROUTES          /* requests no row matched: 404, 405 */
-_Static_assert(NROUTES + 1 <= METRICS_ROUTES, "metrics: raise METRICS_ROUTES");
+#define ROW_STREAM (NROUTES + 1)       /* queries on the WebSocket (server/stream.c) */
+_Static_assert(NROUTES + 2 <= METRICS_ROUTES, "metrics: raise METRICS_ROUTES");
+
+int routes_stream_row(void)
+{
+    return ROW_STREAM;
+}
 
 static void labels_init(void)
 {
@@ -922,9 +928,11 @@ static void labels_init(void)
         snprintf(row_labels[i], sizeof(row_labels[i]), "method=\"%s\",route=\"%s\"",
                  routes[i].method, routes[i].pattern);
     snprintf(row_labels[ROW_UNMATCHED], sizeof(row_labels[0]), "method=\"-\",route=\"-\"");
-    for (i = 0; i <= ROW_UNMATCHED; i++)
+    snprintf(row_labels[ROW_STREAM], sizeof(row_labels[0]), "method=\"WS\",route=\"%s\"",
+             AGENT "/stream");
+    for (i = 0; i <= ROW_STREAM; i++)
         row_label_ptrs[i] = row_labels[i];
-    nrows = ROW_UNMATCHED + 1;
+    nrows = ROW_STREAM + 1;
 }
 
 void routes_print(FILE *f)

@@ -47,6 +47,7 @@
 #include "server/ws.h"
 #include "state/app.h"
 #include "state/config.h"
+#include "state/metrics.h"
 #include "state/registry.h"
 #include "state/store.h"
 #include "state/streams.h"
@@ -436,14 +437,18 @@ static void query_run(struct query *q)
     int rc;
 
     uint64_t t0 = util_monotonic_ms();
+    int status;
 
     error_clear(&err);
+    metrics_in_flight(routes_stream_row(), 1);
     rc = run_agent(&L.app, &q->call, &out, &err);
+    metrics_in_flight(routes_stream_row(), -1);
     if (rc != 0 && err.code == AM_OK)
         error_set(&err, rc, "The query failed");
     query_answer(q->c, rc, &out, &err);
-    log_stream(q->c, "WS", rc == 0 ? 200 : error_status(rc), util_monotonic_ms() - t0,
-               out.res.trace_id);
+    status = rc == 0 ? 200 : error_status(rc);
+    metrics_request(routes_stream_row(), status, (util_monotonic_ms() - t0) * 1000);
+    log_stream(q->c, "WS", status, util_monotonic_ms() - t0, out.res.trace_id);
     run_outcome_free(&out);
     json_object_put(q->body);
     conn_unref(q->c);

@@ -169,10 +169,11 @@ class MetricsTest(InstanceTestCase):
         t.start()
         try:
             run_route = dict(route=AGENT + "/run")
+            # the handler starts (in flight), then the run takes its hold
             s = poll(lambda: (lambda s: s if value(s, "astromesh_requests_in_flight",
-                                                   **run_route) == 1 else None)(self.scrape()),
-                     10, what="a run in flight")
-            self.assertEqual(value(s, "astromesh_quota_holds"), 1)
+                                                   **run_route) == 1 and
+                              value(s, "astromesh_quota_holds") == 1 else None)(self.scrape()),
+                     10, what="a run in flight with its quota hold")
             # this scrape and the run: two busy threads
             self.assertEqual(value(s, "astromesh_worker_threads", state="busy"), 2)
             self.assertEqual(value(s, "astromesh_worker_threads", state="idle"), 2 * 8 - 2)
@@ -182,6 +183,29 @@ class MetricsTest(InstanceTestCase):
         self.assertEqual(value(s, "astromesh_requests_in_flight", route=AGENT + "/run"), 0)
         self.assertEqual(value(s, "astromesh_quota_holds"), 0)
         self.assertEqual(value(s, "astromesh_worker_threads", state="busy"), 1)
+
+    def test_a_stream_query_is_in_flight_then_counted(self):
+        self.agent("streamed", "openai/gpt-4o-mini")
+        self.fake.control(delay_ms=2000)
+        row = dict(method="WS", route=AGENT + "/stream")
+        ws = self.inst.ws_connect(self.slug, "streamed", token=self.tok)
+        try:
+            ws.send_json({"query": "stream me"})
+            poll(lambda: value(self.scrape(), "astromesh_requests_in_flight", **row) == 1, 10,
+                 what="the stream query in flight")
+            while True:
+                ev = ws.recv_json(timeout=15)
+                if ev.get("type") in ("done", "error"):
+                    break
+            self.assertEqual(ev["type"], "done", ev)
+        finally:
+            ws.close()
+        s = poll(lambda: (lambda s: s if value(s, "astromesh_requests_total", status="200",
+                                               **row) == 1 else None)(self.scrape()),
+                 10, what="the stream query counted")
+        self.assertEqual(value(s, "astromesh_requests_in_flight", **row), 0)
+        self.assertEqual(value(s, "astromesh_provider_call_duration_seconds_count",
+                               provider="openai"), 1)
 
     def test_a_killed_worker_is_a_restart(self):
         s = self.scrape()
