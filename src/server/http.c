@@ -5,6 +5,12 @@
  * Owns: one FCGX_Request per accept thread (on its stack) and nothing that
  * outlives a request. The only file that includes fcgiapp.h.
  *
+ * After each answer it writes the request log line (log.requests) and
+ * counts the request in the shared metrics (state/metrics.h): the route
+ * row, pattern, org, agent and trace id the handler left in the response.
+ * The line never carries the raw path, the query string, a header or the
+ * body (http_request_log_format).
+ *
  * Must never: let a handler's failure reach the client as anything but the
  * SPEC envelope; read a body larger than HTTP_BODY_MAX into memory; hold
  * back an event of a streamed answer (each is flushed as it is written).

@@ -10,6 +10,8 @@
  * Who may call a route is written in its row of the table, never in a
  * handler: the access kind, the least role of a person, the scope an API
  * key needs (or KEY_NEVER). `astromesh-cloudd --routes` prints the table.
+ * One exception, written beside its row: GET /api/v1/metrics is public in
+ * the table and checks its own caller (loopback, or metrics.token).
  *
  * Must never: talk to the database directly (agent, account, usage and
  * memory do; health is agent_health); answer anything but the SPEC

@@ -3,6 +3,8 @@
  * pool, crash clean-up, reload and shutdown.
  *
  * Owns: the loaded configuration, the lock file, the registry segment, the
+ * metrics segment (mapped before the first fork; a dead process's slot is
+ * freed and, if it should have been running, counted as a restart), the
  * FastCGI listening socket, the stream socket, the stream slots, the pid
  * file, the worker pids, the stream process's pid, and the
  * short-lived children that do its Berkeley DB work (recovery, failchk,
