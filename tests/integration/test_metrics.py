@@ -222,5 +222,17 @@ class MetricsTest(InstanceTestCase):
              what="both workers' threads shown")
 
 
+class MetricsApacheTest(InstanceTestCase):
+    """Apache passes the client's address as REMOTE_ADDR too."""
+    front = "apache"
+
+    def test_loopback_through_apache(self):
+        status, headers, body = self.inst.request("GET", "/api/v1/metrics")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(headers["content-type"], "text/plain; version=0.0.4; charset=utf-8")
+        self.assertGreaterEqual(value(parse(body), "astromesh_requests_total",
+                                      route="/api/v1/health", status="200"), 1)
+
+
 if __name__ == "__main__":
     main()
