@@ -76,7 +76,9 @@ void store_close(struct store *s);
  * with STORE_OPEN_CREATE). */
 int store_failchk(struct store *s, struct am_error *err);
 
-/* Write a checkpoint (keeps recovery short). Returns 0 or AM_EIO. */
+/* Write a checkpoint (keeps recovery short), then remove the log files it
+ * made unnecessary, unless a hot backup (db5.3_hotbackup) is copying the
+ * environment: then every log file is kept. Returns 0 or AM_EIO. */
 int store_checkpoint(struct store *s);
 
 /* Cheap health check: 0 when the environment answers, AM_EIO if not. */
