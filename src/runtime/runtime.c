@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "state/metrics.h"
 #include "state/config.h"
 #include "runtime/agent_yaml.h"
 #include "runtime/guardrails.h"
@@ -194,9 +195,12 @@ static void breaker_record(const struct config *cfg, const struct agent_yaml_mod
 {
     struct breaker *b;
 
+    metrics_provider_call(m->provider, ms * 1000, ok);
     pthread_mutex_lock(&breaker_lock);
     if ((b = breaker_of(m->provider, m->model)) != NULL) {
         if (ok) {
+            if (b->open_until_ms != 0)
+                metrics_breaker(m->provider, 0);
             b->fails = 0;
             b->open_until_ms = 0;
             /* never 0: 0 means "no sample yet" to route_order */
@@ -206,6 +210,7 @@ static void breaker_record(const struct config *cfg, const struct agent_yaml_mod
         } else if (++b->fails >= cfg->breaker_failures) {
             b->open_until_ms = util_monotonic_ms() + (uint64_t)cfg->breaker_cooldown_ms;
             b->fails = 0;
+            metrics_breaker(m->provider, b->open_until_ms);
         }
     }
     pthread_mutex_unlock(&breaker_lock);

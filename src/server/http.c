@@ -5,6 +5,12 @@
  * Owns: one FCGX_Request per accept thread (on its stack) and nothing that
  * outlives a request. The only file that includes fcgiapp.h.
  *
+ * After each answer it writes the request log line (log.requests) and
+ * counts the request in the shared metrics (state/metrics.h): the route
+ * row, pattern, org, agent and trace id the handler left in the response.
+ * The line never carries the raw path, the query string, a header or the
+ * body (http_request_log_format).
+ *
  * Must never: let a handler's failure reach the client as anything but the
  * SPEC envelope; read a body larger than HTTP_BODY_MAX into memory; hold
  * back an event of a streamed answer (each is flushed as it is written).
@@ -32,7 +38,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include "server/http.h"
+#include "state/metrics.h"
 #include "lib/util.h"
 
 static const char *http_reason(int status)
@@ -187,6 +195,7 @@ char *http_request_from_params(struct http_request *req, char **envp)
     req->api_key = FCGX_GetParam("HTTP_X_API_KEY", envp);
     req->content_type = FCGX_GetParam("CONTENT_TYPE", envp);
     req->accept = FCGX_GetParam("HTTP_ACCEPT", envp);
+    req->remote_addr = FCGX_GetParam("REMOTE_ADDR", envp);
     return path;
 }
 
@@ -364,16 +373,96 @@ static void write_response(FCGX_Request *fr, const struct http_response *resp)
         FCGX_PutStr(resp->body, (int)resp->body_len, fr->out);
 }
 
+/* ---- the request log line and the metrics of one request ---------------- */
+
+static int request_log_on = 1;      /* log.requests; set before the threads start */
+
+void http_set_request_log(int on)
+{
+    request_log_on = on;
+}
+
+int http_request_id_ok(const char *id)
+{
+    size_t n = 0;
+
+    if (id == NULL)
+        return 0;
+    for (; id[n] != '\0'; n++)
+        if (n >= 64 || !(isalnum((unsigned char)id[n]) || strchr("._:-", id[n]) != NULL))
+            return 0;
+    return n > 0;
+}
+
+/* Copy what a log line may show of a captured name: slug characters only
+ * (org and agent names are [a-z0-9-]); "-" if empty. */
+static const char *log_name(const char *in, char *out, size_t cap)
+{
+    size_t i;
+
+    for (i = 0; in[i] != '\0' && i + 1 < cap; i++)
+        out[i] = (isalnum((unsigned char)in[i]) || in[i] == '-') ? in[i] : '?';
+    out[i] = '\0';
+    return i > 0 ? out : "-";
+}
+
+char *http_request_log_format(char *out, size_t cap, const struct http_request *req,
+                              const struct http_response *resp, uint64_t latency_us)
+{
+    char org[sizeof(resp->org)], agent[sizeof(resp->agent)];
+    const char *method = "-";
+
+    /* The method is the front server's; still, only a token goes out. */
+    if (req->method != NULL && *req->method != '\0' && *token_end(req->method) == '\0')
+        method = req->method;
+    snprintf(out, cap, "request method=%.16s route=%s status=%d latency_ms=%.3f org=%s "
+             "agent=%s request_id=%s trace_id=%s", method,
+             resp->route_pattern != NULL ? resp->route_pattern : "-", resp->status,
+             (double)latency_us / 1000.0, log_name(resp->org, org, sizeof(org)),
+             log_name(resp->agent, agent, sizeof(agent)),
+             http_request_id_ok(req->request_id) ? req->request_id : "-",
+             http_request_id_ok(resp->trace_id) ? resp->trace_id : "-");
+    return out;
+}
+
+/* A request id of ours: 16 hex digits, a random tag drawn once per thread
+ * and the thread's request count (no system call per request). */
+static void request_id_new(char *out, size_t cap)
+{
+    static _Thread_local char tag[9];
+    static _Thread_local uint32_t count;
+
+    if (tag[0] == '\0')
+        util_random_hex(tag, sizeof(tag), 4);
+    snprintf(out, cap, "%s%08x", tag, (unsigned)++count);
+}
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 static void serve_one(FCGX_Request *fr, http_handler handler, void *app)
 {
     struct http_request req;
     struct http_response resp;
     struct http_stream stream = { fr->out, 0, 0 };
-    char *path, *body;
+    char *path, *body, rid[65], line[512];
+    uint64_t t0 = now_us(), us;
 
     memset(&req, 0, sizeof(req));
     memset(&resp, 0, sizeof(resp));
+    resp.route = -1;
     path = http_request_from_params(&req, fr->envp);
+    req.request_id = FCGX_GetParam("HTTP_X_REQUEST_ID", fr->envp);
+    if (!http_request_id_ok(req.request_id)) {
+        request_id_new(rid, sizeof(rid));
+        req.request_id = rid;
+    }
+    http_add_header(&resp, "X-Request-Id", req.request_id);
     req.stream = &stream;
     body = http_read_body(FCGX_GetParam("CONTENT_LENGTH", fr->envp), fcgx_read, fr->in,
                           &req.body_len, &req.body_too_large);
@@ -384,6 +473,10 @@ static void serve_one(FCGX_Request *fr, http_handler handler, void *app)
         http_reply_errorf(&resp, AM_EINTERNAL, "No response");
     if (!stream.started)        /* a stream has answered already */
         write_response(fr, &resp);
+    us = now_us() - t0;
+    metrics_request(resp.route, resp.status, us);
+    if (request_log_on)
+        log_info("%s", http_request_log_format(line, sizeof(line), &req, &resp, us));
     http_response_free(&resp);
     free(body);
     free(path);
@@ -437,8 +530,10 @@ void http_serve_loop(int listen_fd, int wake_fd, http_handler handler, void *app
                 poll(NULL, 0, 10);
             continue;
         }
+        metrics_thread_busy(1);
         serve_one(&fr, handler, app);
         FCGX_Finish_r(&fr);
+        metrics_thread_busy(-1);
     }
     FCGX_Free(&fr, 1);
     close(ep);

@@ -19,6 +19,7 @@
 
 #include <signal.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <json-c/json.h>
 #include "lib/error.h"
 
@@ -36,6 +37,8 @@ struct http_request {
     const char *api_key;        /* X-API-Key header or NULL */
     const char *content_type;   /* Content-Type or NULL */
     const char *accept;         /* Accept header or NULL */
+    const char *remote_addr;    /* REMOTE_ADDR as the front server passes it, or NULL */
+    const char *request_id;     /* the client's X-Request-Id if well-formed, else ours */
     struct http_stream *stream; /* where to stream an answer; NULL: cannot (tests) */
     const char *body;           /* NUL-terminated body ("" if none) */
     size_t body_len;            /* bytes of body */
@@ -48,6 +51,12 @@ struct http_response {
     char *body;                 /* malloc'd, owned by the response */
     size_t body_len;
     char headers[512];          /* extra "Name: value\r\n" lines */
+    /* For the request log line and the metrics, set by the handler: */
+    int route;                  /* route-table row that answered; -1: none (not counted) */
+    const char *route_pattern;  /* static pattern of that row; NULL: no route matched */
+    char org[48];               /* {slug} of the matched route, "" if none */
+    char agent[72];             /* {name} of the matched route, "" if none */
+    char trace_id[40];          /* a run's trace id, "" if none */
 };
 
 typedef void (*http_handler)(void *app, const struct http_request *req,
@@ -80,6 +89,23 @@ char *http_read_body(const char *content_length, http_read_fn rd, void *arg, siz
 
 /* Library set-up; call once per process before any other http_ call. */
 int http_init(void);
+
+/* Write one info line per answered request (log.requests), or none. Call
+ * before the accept threads start. */
+void http_set_request_log(int on);
+
+/* Is id a usable X-Request-Id from a client: 1 to 64 characters of
+ * [A-Za-z0-9._:-]? Anything else is replaced by one of ours, so a log line
+ * never carries a client's arbitrary bytes. */
+int http_request_id_ok(const char *id);
+
+/* The request log line of one answered request, without the level prefix:
+ * "request method=M route=P status=S latency_ms=L org=O agent=A
+ * request_id=R trace_id=T" ("-" for what is absent; org and agent are
+ * printed only as far as they are slug characters). Never the raw path,
+ * the query string, a header or the body. Returns out. */
+char *http_request_log_format(char *out, size_t cap, const struct http_request *req,
+                              const struct http_response *resp, uint64_t latency_us);
 
 /* Serve FastCGI requests on listen_fd (non-blocking, shared with other
  * processes) until wake_fd becomes readable. Each request is handled

@@ -10,6 +10,8 @@
  * Who may call a route is written in its row of the table, never in a
  * handler: the access kind, the least role of a person, the scope an API
  * key needs (or KEY_NEVER). `astromesh-cloudd --routes` prints the table.
+ * One exception, written beside its row: GET /api/v1/metrics is public in
+ * the table and checks its own caller (loopback, or metrics.token).
  *
  * Must never: talk to the database directly (agent, account, usage and
  * memory do; health is agent_health); answer anything but the SPEC
@@ -32,7 +34,9 @@
 #include "control/auth.h"
 #include "control/members.h"
 #include "control/provider_keys.h"
+#include <pthread.h>
 #include "state/config.h"
+#include "state/metrics.h"
 #include "server/routes.h"
 #include "control/run.h"
 #include "control/usage.h"
@@ -557,6 +561,7 @@ static void route_agent_execute(struct route_ctx *c, int mode)
     if (stream)
         call.sink = &sink;
     rc = run_agent(c->app, &call, &out, &err);
+    util_strlcpy(c->resp->trace_id, out.res.trace_id, sizeof(c->resp->trace_id));
     if (stream) {
         sse_finish(c, rc, &out, &err);
         goto out;
@@ -843,6 +848,65 @@ static void route_agent_rollback(struct route_ctx *c)
     reply_with(c, rc, out, &err, 200);
 }
 
+/* ---- the operator's view: GET /api/v1/metrics --------------------------------- */
+
+/* Is addr (REMOTE_ADDR) a loopback address? */
+static int loopback(const char *addr)
+{
+    return addr != NULL && (strncmp(addr, "127.", 4) == 0 || strcmp(addr, "::1") == 0 ||
+                            strncmp(addr, "::ffff:127.", 11) == 0);
+}
+
+/* Does authorization carry "Bearer <want>"? want's length and bytes are
+ * compared in time that does not depend on where they differ. */
+static int bearer_is(const char *authorization, const char *want)
+{
+    const char *got;
+    size_t lg, lw = strlen(want), i;
+    unsigned char d;
+
+    if (lw == 0 || authorization == NULL || strncasecmp(authorization, "Bearer ", 7) != 0)
+        return 0;
+    got = authorization + 7;
+    lg = strlen(got);
+    d = lg != lw;
+    for (i = 0; i < lw; i++)
+        d |= (unsigned char)((i < lg ? (unsigned char)got[i] : 0) ^ (unsigned char)want[i]);
+    return d == 0;
+}
+
+/* The metrics' label set of each route-table row, then of the unmatched
+ * row (ROW_UNMATCHED): built once, after the table (labels_init). */
+static char row_labels[METRICS_ROUTES][160];
+static const char *row_label_ptrs[METRICS_ROUTES];
+static int nrows;
+static void labels_init(void);
+
+/* Public in the table, with its own check: loopback, or the bearer token
+ * of metrics.token. Anything else: 403. */
+static void route_metrics(struct route_ctx *c)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    struct metrics_extra x;
+    struct buf b = {0};
+    char *text;
+
+    if (!loopback(c->req->remote_addr) &&
+        !bearer_is(c->req->authorization, c->app->cfg->metrics_token)) {
+        http_reply_errorf(c->resp, AM_EFORBIDDEN,
+                          "Metrics are served to loopback clients or with the metrics token");
+        return;
+    }
+    pthread_once(&once, labels_init);
+    metrics_collect(c->app, &x);
+    buf_init(&b, 16384);
+    metrics_render(&b, row_label_ptrs, nrows, &x);
+    buf_puts(&b, "");
+    text = buf_take(&b);
+    http_reply_raw(c->resp, 200, "text/plain; version=0.0.4; charset=utf-8", text, strlen(text));
+    free(text);
+}
+
 #define ORG "/api/v1/orgs/{slug}"
 #define AGENT ORG "/agents/{name}"
 
@@ -855,6 +919,7 @@ static void route_agent_rollback(struct route_ctx *c)
 
 static const struct route routes[] = {
     { "GET", "/api/v1/health", route_health, PUBLIC },
+    { "GET", "/api/v1/metrics", route_metrics, PUBLIC },    /* loopback or metrics.token */
     { "POST", "/api/v1/auth/dev/login", route_auth_dev_login, PUBLIC },
     { "POST", "/api/v1/auth/refresh", route_auth_refresh, PUBLIC },
     { "POST", "/api/v1/auth/logout", route_auth_logout, USER },
@@ -889,6 +954,31 @@ static const struct route routes[] = {
     { "POST", ORG "/providers", route_providers_put, ADMIN_ONLY },
     { "DELETE", ORG "/providers/{provider}", route_providers_delete, ADMIN_ONLY },
 };
+
+#define NROUTES ((int)(sizeof(routes) / sizeof(routes[0])))
+#define ROW_UNMATCHED NROUTES          /* requests no row matched: 404, 405 */
+#define ROW_STREAM (NROUTES + 1)       /* queries on the WebSocket (server/stream.c) */
+_Static_assert(NROUTES + 2 <= METRICS_ROUTES, "metrics: raise METRICS_ROUTES");
+
+int routes_stream_row(void)
+{
+    return ROW_STREAM;
+}
+
+static void labels_init(void)
+{
+    int i;
+
+    for (i = 0; i < NROUTES; i++)
+        snprintf(row_labels[i], sizeof(row_labels[i]), "method=\"%s\",route=\"%s\"",
+                 routes[i].method, routes[i].pattern);
+    snprintf(row_labels[ROW_UNMATCHED], sizeof(row_labels[0]), "method=\"-\",route=\"-\"");
+    snprintf(row_labels[ROW_STREAM], sizeof(row_labels[0]), "method=\"WS\",route=\"%s\"",
+             AGENT "/stream");
+    for (i = 0; i <= ROW_STREAM; i++)
+        row_label_ptrs[i] = row_labels[i];
+    nrows = ROW_STREAM + 1;
+}
 
 void routes_print(FILE *f)
 {
@@ -1094,6 +1184,7 @@ void routes_handle(void *app, const struct http_request *req, struct http_respon
             break;
         }
     }
+    resp->route = r != NULL ? (int)(r - routes) : ROW_UNMATCHED;
     if (r == NULL) {
         if (path_known) {
             set_allow(resp, seg, n);
@@ -1103,9 +1194,15 @@ void routes_handle(void *app, const struct http_request *req, struct http_respon
         }
         return;
     }
+    /* For the request log line: the pattern, never the raw path. */
+    resp->route_pattern = r->pattern;
+    util_strlcpy(resp->org, c.slug != NULL ? c.slug : "", sizeof(resp->org));
+    util_strlcpy(resp->agent, c.name != NULL ? c.name : "", sizeof(resp->agent));
     if (r->access != ACCESS_PUBLIC && (authenticate(&c) != 0 || authorize(&c, r) != 0))
         return;
+    metrics_in_flight(resp->route, 1);
     r->fn(&c);
+    metrics_in_flight(resp->route, -1);
     /* Log what went wrong on our side, once; provider failures (502/504)
      * are the provider's and are in the run log. */
     if (resp->status >= 500 && resp->status != 502 && resp->status != 504)

@@ -44,6 +44,10 @@ void routes_print(FILE *f);
 int routes_authorize_stream(struct app *app, const char *slug, const char *authorization,
                             const char *api_key, struct http_response *resp);
 
+/* The metrics row (metrics_request, metrics_in_flight) of a query on the
+ * WebSocket stream: one past the route table and its unmatched row. */
+int routes_stream_row(void);
+
 /* The http_handler for every request; app is a struct app *. */
 void routes_handle(void *app, const struct http_request *req,
                    struct http_response *resp);

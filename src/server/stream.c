@@ -47,6 +47,7 @@
 #include "server/ws.h"
 #include "state/app.h"
 #include "state/config.h"
+#include "state/metrics.h"
 #include "state/registry.h"
 #include "state/store.h"
 #include "state/streams.h"
@@ -274,6 +275,32 @@ static void send_close(struct conn *c, int code, const char *reason)
     send_frame(c, WS_CLOSE, p, 2 + n, 1);
 }
 
+#define STREAM_ROUTE "/api/v1/orgs/{slug}/agents/{name}/stream"
+
+/* The request log line (log.requests) of one WebSocket query (method WS,
+ * status 200 or the error's) or of a whole session at its close (method
+ * GET, status 101, latency its duration), in the format of every request
+ * line (http_request_log_format): never the query's text. */
+static void log_stream(const struct conn *c, const char *method, int status, uint64_t ms,
+                       const char *trace_id)
+{
+    struct http_request req;
+    struct http_response resp;
+    char line[512];
+
+    if (!L.app.cfg->log_requests)
+        return;
+    memset(&req, 0, sizeof(req));
+    memset(&resp, 0, sizeof(resp));
+    req.method = method;
+    resp.status = status;
+    resp.route_pattern = STREAM_ROUTE;
+    util_strlcpy(resp.org, c->org, sizeof(resp.org));
+    util_strlcpy(resp.agent, c->name, sizeof(resp.agent));
+    util_strlcpy(resp.trace_id, trace_id != NULL ? trace_id : "", sizeof(resp.trace_id));
+    log_info("%s", http_request_log_format(line, sizeof(line), &req, &resp, ms * 1000));
+}
+
 /* Forget c (loop thread): out of epoll and the list, its slot given back,
  * the socket shut so a running query's next send fails. */
 static void conn_close(struct conn *c)
@@ -290,6 +317,8 @@ static void conn_close(struct conn *c)
     c->dead = 1;
     pthread_mutex_unlock(&c->lock);
     shutdown(c->fd, SHUT_RDWR);
+    if (c->phase == C_WS)
+        log_stream(c, "GET", 101, util_monotonic_ms() - c->opened_ms, NULL);
     streams_release(L.app.streams, c->slot);
     c->slot = -1;
     c->gone = 1;
@@ -407,11 +436,19 @@ static void query_run(struct query *q)
     struct am_error err;
     int rc;
 
+    uint64_t t0 = util_monotonic_ms();
+    int status;
+
     error_clear(&err);
+    metrics_in_flight(routes_stream_row(), 1);
     rc = run_agent(&L.app, &q->call, &out, &err);
+    metrics_in_flight(routes_stream_row(), -1);
     if (rc != 0 && err.code == AM_OK)
         error_set(&err, rc, "The query failed");
     query_answer(q->c, rc, &out, &err);
+    status = rc == 0 ? 200 : error_status(rc);
+    metrics_request(routes_stream_row(), status, (util_monotonic_ms() - t0) * 1000);
+    log_stream(q->c, "WS", status, util_monotonic_ms() - t0, out.res.trace_id);
     run_outcome_free(&out);
     json_object_put(q->body);
     conn_unref(q->c);

@@ -3,6 +3,8 @@
  * pool, crash clean-up, reload and shutdown.
  *
  * Owns: the loaded configuration, the lock file, the registry segment, the
+ * metrics segment (mapped before the first fork; a dead process's slot is
+ * freed and, if it should have been running, counted as a restart), the
  * FastCGI listening socket, the stream socket, the stream slots, the pid
  * file, the worker pids, the stream process's pid, and the
  * short-lived children that do its Berkeley DB work (recovery, failchk,
@@ -64,6 +66,7 @@
 #include "control/auth.h"
 #include "control/auth_state.h"
 #include "state/config.h"
+#include "state/metrics.h"
 #include "state/quota.h"
 #include "state/registry.h"
 #include "state/store.h"
@@ -387,6 +390,7 @@ static void spawn_worker(struct supervisor *sv, struct worker_slot *w)
         sigprocmask(SIG_SETMASK, &none, NULL);
         /* The child keeps the lock fd (invariant 3) and its listener. */
         if (w->kind == K_STREAM) {
+            metrics_set_self(0);    /* no accept threads; its breakers show */
             close(sv->listen_fd);
             stream_run(&sv->app, sv->stream_fd);
         }
@@ -502,6 +506,8 @@ static int on_worker_exit(struct supervisor *sv, pid_t pid, int status)
         else
             log_warn("%s %d exited with status %d", what, (int)pid, WEXITSTATUS(status));
     }
+    /* Its per-process figures go; a running one that died is a restart. */
+    metrics_worker_gone((int)pid, w->state == W_RUNNING && !clean);
     if (w->kind == K_STREAM) {
         int n = streams_reclaim(sv->app.streams, (int)pid);
         if (n > 0 && !clean)
@@ -693,6 +699,11 @@ static int start(struct supervisor *sv)
         log_error("%s", err.message);
         return -1;
     }
+    /* The counters every process updates (GET /api/v1/metrics). */
+    if (metrics_create(&err) != 0) {
+        log_error("%s", err.message);
+        return -1;
+    }
     /* The master key: refuse to start without a good one. */
     if (vault_open(&sv->vault, sv->cfg.master_key_file, &err) != 0) {
         log_error("%s", err.message);
@@ -730,6 +741,7 @@ static void finish(struct supervisor *sv)
         registry_close(sv->app.reg, 1);
     quota_close(sv->app.quota);
     streams_close(sv->app.streams);
+    metrics_close();
     auth_state_close(sv->app.auth);
     vault_close(sv->vault);
     if (sv->cfg.pid_file[0] != '\0')

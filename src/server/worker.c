@@ -20,6 +20,7 @@
 #include "state/app.h"
 #include "control/auth.h"
 #include "state/config.h"
+#include "state/metrics.h"
 #include "server/http.h"
 #include "server/routes.h"
 #include "state/store.h"
@@ -84,6 +85,7 @@ void worker_run(const struct app *shared, int listen_fd)
     prctl(PR_SET_NAME, "am-worker");
     if (getppid() != parent)
         _exit(1);
+    http_set_request_log(cfg->log_requests);
     if (auth_init() != 0 || http_init() != 0 || pipe(wake) != 0) {
         log_error("worker start-up failed");
         _exit(1);
@@ -109,6 +111,7 @@ void worker_run(const struct app *shared, int listen_fd)
         log_error("worker could not start any accept thread");
         _exit(1);
     }
+    metrics_set_self(started);
     log_debug("worker ready with %d threads", started);
     while (sigwait(&stopset, &sig) != 0 || sig == 0)
         ;

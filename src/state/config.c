@@ -187,6 +187,9 @@ static const struct cfg_key config_keys[] = {
     KEY_INT("runtime.breaker_cooldown_ms", breaker_cooldown_ms, 0, 3600000, "60000"),
 
     KEY_LEVEL("log.level", log_level, "info"),
+    KEY_BOOL("log.requests", log_requests, "true"),
+
+    KEY_STR("metrics.token", metrics_token, 0, STR_MAX(metrics_token), "", CFG_SECRET, NULL),
 };
 
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))

@@ -92,6 +92,10 @@ struct config {
 
     /* log */
     int log_level;          /* enum log_level */
+    int log_requests;       /* 1 = one info line per answered request (default) */
+
+    /* metrics */
+    char metrics_token[256];/* Bearer token for GET /api/v1/metrics; "" = loopback only */
 };
 
 /* Fill cfg with every default. */

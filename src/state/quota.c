@@ -455,6 +455,18 @@ void quota_release(struct quota *q, int hold)
         hold_free(&q->holds[hold]);
 }
 
+int quota_holds_used(struct quota *q, int *capacity)
+{
+    uint32_t i;
+    int n = 0;
+
+    if (capacity != NULL)
+        *capacity = q != NULL ? (int)q->hdr->nholds : 0;
+    for (i = 0; q != NULL && i < q->hdr->nholds; i++)
+        n += __atomic_load_n(&q->holds[i].pid, __ATOMIC_RELAXED) != 0;
+    return n;
+}
+
 int quota_reclaim(struct quota *q, int pid, quota_settled_fn settled, void *arg)
 {
     uint32_t i;

@@ -54,6 +54,10 @@ void quota_give_back(struct quota *q, const char *org, int day);
  */
 #define QUOTA_TRACE_MAX 40      /* a trace id incl. NUL */
 
+/* How many holds are in use now (a snapshot, for the metrics), and in
+ * *capacity (if not NULL) how many the table has. NULL q: 0 and 0. */
+int quota_holds_used(struct quota *q, int *capacity);
+
 /* Hold the run just taken for org on day. Returns the hold (>= 0), or -1
  * when every hold is in use (the run is then simply not held: if its
  * process dies, it stays counted until the daemon restarts). */

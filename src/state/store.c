@@ -169,8 +169,7 @@ static int store_env_setup(DB_ENV *env, const struct store_options *opt,
         (rc = env->set_lk_max_locks(env, 20000)) ||
         (rc = env->set_lk_max_objects(env, 20000)) ||
         (rc = env->set_lk_max_lockers(env, 4 * threads + 1000)) ||
-        (rc = env->set_tx_max(env, 2 * threads + 100)) ||
-        (rc = env->log_set_config(env, DB_LOG_AUTO_REMOVE, 1)))
+        (rc = env->set_tx_max(env, 2 * threads + 100)))
         return error_set(err, AM_EIO, "storage: configuring environment: %s",
                          db_strerror(rc));
     if (!opt->sync && (rc = env->set_flags(env, DB_TXN_WRITE_NOSYNC, 1)))
@@ -268,9 +267,25 @@ int store_failchk(struct store *s, struct am_error *err)
     return 0;
 }
 
+/* Log files are removed here, after a checkpoint, and not by
+ * DB_LOG_AUTO_REMOVE: Berkeley DB 5.3 removes them automatically even while
+ * db_hotbackup copies the environment (it sets DB_HOTBACKUP_IN_PROGRESS,
+ * which the automatic removal ignores), and a log file removed between the
+ * copy of the databases and the copy of the logs would leave the backup
+ * without changes its database pages lack. So no log file is removed while
+ * any process has that flag set. */
 int store_checkpoint(struct store *s)
 {
-    return s->env->txn_checkpoint(s->env, 0, 0, 0) == 0 ? 0 : AM_EIO;
+    u_int32_t flags = 0;
+
+    if (s->env->txn_checkpoint(s->env, 0, 0, 0) != 0)
+        return AM_EIO;
+    if (s->env->get_flags(s->env, &flags) != 0)
+        return AM_EIO;
+    if ((flags & DB_HOTBACKUP_IN_PROGRESS) == 0 &&
+        s->env->log_archive(s->env, NULL, DB_ARCH_REMOVE) != 0)
+        return AM_EIO;
+    return 0;
 }
 
 int store_ping(struct store *s)
@@ -288,6 +303,27 @@ int store_ping(struct store *s)
         free(v.data);
     rc = store_rc(rc);
     return (rc == AM_OK || rc == AM_ENOENT || rc == AM_EDEADLOCK) ? 0 : AM_EIO;
+}
+
+int store_stats(struct store *s, struct store_stats *out)
+{
+    DB_MPOOL_STAT *mp = NULL;
+    DB_LOCK_STAT *lk = NULL;
+    int rc = AM_EIO;
+
+    memset(out, 0, sizeof(*out));
+    if (s->env->memp_stat(s->env, &mp, NULL, 0) != 0 ||
+        s->env->lock_stat(s->env, &lk, 0) != 0)
+        goto out;
+    out->cache_hit = mp->st_cache_hit;
+    out->cache_miss = mp->st_cache_miss;
+    out->deadlocks = lk->st_ndeadlocks;
+    out->lock_timeouts = lk->st_nlocktimeouts;
+    rc = 0;
+out:
+    free(mp);       /* Berkeley DB allocates both with malloc */
+    free(lk);
+    return rc;
 }
 
 /* Make every commit this thread has made durable. Commits are written with

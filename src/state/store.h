@@ -14,6 +14,7 @@
 #define AM_STORE_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include "lib/error.h"
 
 /* The usage counters are spread over this many databases (usage.db,
@@ -75,11 +76,25 @@ void store_close(struct store *s);
  * with STORE_OPEN_CREATE). */
 int store_failchk(struct store *s, struct am_error *err);
 
-/* Write a checkpoint (keeps recovery short). Returns 0 or AM_EIO. */
+/* Write a checkpoint (keeps recovery short), then remove the log files it
+ * made unnecessary, unless a hot backup (db5.3_hotbackup) is copying the
+ * environment: then every log file is kept. Returns 0 or AM_EIO. */
 int store_checkpoint(struct store *s);
 
 /* Cheap health check: 0 when the environment answers, AM_EIO if not. */
 int store_ping(struct store *s);
+
+/* The environment's figures since it was created (all processes). */
+struct store_stats {
+    uint64_t cache_hit;         /* pages found in the cache */
+    uint64_t cache_miss;        /* pages read into the cache */
+    uint64_t deadlocks;         /* deadlocks the detector broke */
+    uint64_t lock_timeouts;     /* lock requests that timed out */
+};
+
+/* Read them (memp_stat, lock_stat) into *out. Returns 0 or AM_EIO (then
+ * *out is zero). */
+int store_stats(struct store *s, struct store_stats *out);
 
 /* Run fn inside a transaction. fn returns 0 to commit, a negative AM_*
  * code to abort (returned to the caller). AM_EDEADLOCK from fn makes the

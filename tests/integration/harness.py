@@ -287,8 +287,9 @@ class FcgiConnection:
         self.sock.settimeout(timeout)
         self.sock.connect(path)
 
-    def begin(self, method, path, headers=None, content_length=0, query=""):
-        """Send BEGIN_REQUEST and every PARAMS record lighttpd would send."""
+    def begin(self, method, path, headers=None, content_length=0, query="", env=None):
+        """Send BEGIN_REQUEST and every PARAMS record lighttpd would send;
+        env: CGI variables to set instead (e.g. {"REMOTE_ADDR": ...})."""
         params = {
             "GATEWAY_INTERFACE": "CGI/1.1", "SERVER_PROTOCOL": "HTTP/1.1",
             "SERVER_SOFTWARE": "lighttpd", "REQUEST_SCHEME": "http",
@@ -302,6 +303,7 @@ class FcgiConnection:
             "CONTENT_LENGTH": str(content_length),
             "HTTP_HOST": "127.0.0.1",
         }
+        params.update(env or {})
         for k, v in (headers or {}).items():
             if k.lower() == "content-type":
                 params["CONTENT_TYPE"] = v
@@ -421,6 +423,10 @@ class Instance:
         # from it once (an API key's secret): stop() greps the database
         # files, the logs and every recorded answer for each (secret_leaks).
         self.secrets = set()
+        # The text of every run/test query a test sends: stop() checks that
+        # none is in the daemon's log (query_leaks; the request log line
+        # must never carry one).
+        self.queries = set()
         self.responses_log = os.path.join(self.dir, "responses.log")
 
     # -- config ------------------------------------------------------------------
@@ -745,6 +751,8 @@ class Instance:
             leaks = self.secret_leaks()
             if leaks:
                 sanitizer += "".join("secret %s... in clear in %s\n" % (s, p) for p, s in leaks)
+            sanitizer += "".join("query text %r in the daemon log\n" % q[:24]
+                                 for q in self.query_leaks())
             if failed or sanitizer:
                 self.print_logs("test failed" if failed else "sanitizer report")
             elif not os.environ.get("ASTROMESH_KEEP_TMP"):
@@ -854,6 +862,10 @@ class Instance:
             if isinstance(created, dict) and isinstance(created.get("secret"), str):
                 self.secrets.add(created["secret"])
                 payload = payload.replace(created["secret"].encode(), b"<shown once>")
+        if method == "POST" and re.search(r"/agents/[^/]+/(run|test)/?$", path) and \
+                isinstance(body, dict) and isinstance(body.get("query"), str) and \
+                len(body["query"]) >= 12:
+            self.queries.add(body["query"])
         with open(self.responses_log, "ab") as f:
             f.write(("%s %s -> %d\n" % (method, path, status)).encode())
             for k, v in rheaders.items():
@@ -877,6 +889,11 @@ class Instance:
                     data = f.read()
                 leaks += [(path, s[:8]) for s, b in needles if b in data]
         return leaks
+
+    def query_leaks(self):
+        """The recorded query texts found in the daemon's log."""
+        log = self.read_log(self.daemon_log, limit=10 ** 8)
+        return sorted(q for q in self.queries if q in log)
 
     def login(self, email, name=None):
         """POST /auth/dev/login; assert 200; return the answer

@@ -119,7 +119,7 @@ static const struct reject_case rejects[] = {
     {"unknown_section_lists_sections",
      "serverz:\n  workers: 4\n",
      "1:1: serverz: unknown key (valid here: server, stream, storage, auth, limits, agents, "
-     "registry, providers, tools, runtime, log)"},
+     "registry, providers, tools, runtime, log, metrics)"},
     {"unknown_provider_lists_providers",
      "providers:\n  azure:\n    api_key: x\n",
      "2:3: providers.azure: unknown key (valid here: openai, anthropic, groq, "
@@ -374,6 +374,8 @@ START_TEST(defaults_when_file_sets_only_secret)
         ck_assert_int_eq(cfg.providers[i].timeout_ms, 30000);
     }
     ck_assert_int_eq(cfg.log_level, LOG_LVL_INFO);
+    ck_assert_int_eq(cfg.log_requests, 1);
+    ck_assert_str_eq(cfg.metrics_token, "");
 }
 END_TEST
 
@@ -429,7 +431,10 @@ START_TEST(every_key_overrides_its_field)
         "  ollama: {base_url: \"http://127.0.0.1:9/ol\", api_key: k5, timeout_ms: 105}\n"
         "  echo: {base_url: \"http://127.0.0.1:9/ec\", api_key: k6, timeout_ms: 106}\n"
         "log:\n"
-        "  level: debug\n";
+        "  level: debug\n"
+        "  requests: off\n"
+        "metrics:\n"
+        "  token: \"t0k3n\"\n";
     static const char *const tails[PROVIDER_COUNT] = {
         "oa", "an", "gr", "mi", "co", "ol", "ec"
     };
@@ -466,6 +471,8 @@ START_TEST(every_key_overrides_its_field)
         ck_assert_int_eq(cfg.providers[i].timeout_ms, 100 + i);
     }
     ck_assert_int_eq(cfg.log_level, LOG_LVL_DEBUG);
+    ck_assert_int_eq(cfg.log_requests, 0);
+    ck_assert_str_eq(cfg.metrics_token, "t0k3n");
 }
 END_TEST
 

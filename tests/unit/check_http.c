@@ -426,6 +426,55 @@ START_TEST(sse_stream_functions_refuse_a_missing_stream)
 }
 END_TEST
 
+/* ---- the request log line (issue 11) ------------------------------------- */
+
+START_TEST(request_ids_are_short_tokens_only)
+{
+    ck_assert(http_request_id_ok("abc-123.x:y_z"));
+    ck_assert(http_request_id_ok("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"));
+    ck_assert(!http_request_id_ok("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0"));
+    ck_assert(!http_request_id_ok(""));
+    ck_assert(!http_request_id_ok(NULL));
+    ck_assert(!http_request_id_ok("a b"));
+    ck_assert(!http_request_id_ok("a\nb"));
+    ck_assert(!http_request_id_ok("a\"b"));
+}
+END_TEST
+
+START_TEST(log_line_has_the_pattern_and_no_raw_input)
+{
+    struct http_request req;
+    struct http_response resp;
+    char line[512];
+
+    memset(&req, 0, sizeof(req));
+    memset(&resp, 0, sizeof(resp));
+    req.method = "POST";
+    req.path = "/api/v1/orgs/acme/agents/bot/run";
+    req.query = "token=hunter2";
+    req.authorization = "Bearer eyJsecret";
+    req.body = "{\"query\":\"private words\"}";
+    req.request_id = "rid-1";
+    resp.status = 200;
+    resp.route_pattern = "/api/v1/orgs/{slug}/agents/{name}/run";
+    snprintf(resp.org, sizeof(resp.org), "acme");
+    snprintf(resp.agent, sizeof(resp.agent), "bot\n<6>forged line");
+    snprintf(resp.trace_id, sizeof(resp.trace_id), "0123abcd");
+    http_request_log_format(line, sizeof(line), &req, &resp, 1500);
+    ck_assert_str_eq(line, "request method=POST route=/api/v1/orgs/{slug}/agents/{name}/run "
+                           "status=200 latency_ms=1.500 org=acme agent=bot??6?forged?line "
+                           "request_id=rid-1 trace_id=0123abcd");
+    /* nothing matched, nothing known */
+    memset(&resp, 0, sizeof(resp));
+    resp.status = 404;
+    req.method = "GE T";
+    req.request_id = "bad id";
+    http_request_log_format(line, sizeof(line), &req, &resp, 0);
+    ck_assert_str_eq(line, "request method=- route=- status=404 latency_ms=0.000 org=- "
+                           "agent=- request_id=- trace_id=-");
+}
+END_TEST
+
 static Suite *http_suite(void)
 {
     Suite *s = suite_create("http");
@@ -446,6 +495,8 @@ static Suite *http_suite(void)
     tcase_add_test(errors, every_code_in_the_enum_is_in_the_table);
     tcase_add_test(errors, error_envelope_has_error_message_status_and_details_on_422);
     tcase_add_test(errors, headers_are_appended_as_lines);
+    tcase_add_test(errors, request_ids_are_short_tokens_only);
+    tcase_add_test(errors, log_line_has_the_pattern_and_no_raw_input);
     suite_add_tcase(s, params);
     suite_add_tcase(s, body);
     tcase_add_loop_test(sse, accept_names_event_stream_among_ranges_with_parameters, 0,

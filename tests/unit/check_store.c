@@ -21,6 +21,8 @@
  * Run under valgrind: CK_FORK=no valgrind --leak-check=full --error-exitcode=1
  */
 #include <check.h>
+#include <db.h>         /* only to act as db5.3_hotbackup does: set its flag */
+#include <dirent.h>
 #include <errno.h>
 #include <ftw.h>
 #include <pthread.h>
@@ -28,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -197,6 +200,77 @@ START_TEST(ping_and_checkpoint_succeed_on_healthy_store)
     ck_assert_int_eq(put_s(NULL, STORE_ORGS, "k", "v"), 0);
     ck_assert_int_eq(store_checkpoint(st), 0);
     ck_assert_int_eq(store_ping(st), 0);
+}
+END_TEST
+
+/* The first and the number of log files in home. */
+static int log_files(int *first)
+{
+    DIR *d = opendir(home);
+    struct dirent *e;
+    int n = 0;
+
+    *first = -1;
+    ck_assert_ptr_nonnull(d);
+    while ((e = readdir(d)) != NULL)
+        if (strncmp(e->d_name, "log.", 4) == 0) {
+            int v = atoi(e->d_name + 4);
+            if (*first < 0 || v < *first)
+                *first = v;
+            n++;
+        }
+    closedir(d);
+    return n;
+}
+
+/* Enough writes to fill several 64 KiB log files. */
+static void fill_logs(int from)
+{
+    char v[1024];
+    int i;
+
+    memset(v, 'x', sizeof(v));
+    for (i = from; i < from + 400; i++)
+        ck_assert_int_eq(store_put(st, NULL, STORE_ORGS, &i, sizeof(i), v, sizeof(v)), 0);
+}
+
+/* Issue 11: a checkpoint removes the log files it made unnecessary, but
+ * none while db5.3_hotbackup (here: another handle setting its flag, as
+ * the utility does) copies the environment. */
+START_TEST(checkpoint_keeps_every_log_during_a_hot_backup)
+{
+    DB_ENV *other;
+    int first, before, n;
+    FILE *f;
+    char path[160];
+
+    store_close(st);                 /* a fresh environment with small log files */
+    nftw(home, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    ck_assert_int_eq(mkdir(home, 0700), 0);
+    snprintf(path, sizeof(path), "%s/DB_CONFIG", home);
+    ck_assert_ptr_nonnull(f = fopen(path, "w"));
+    fputs("set_lg_max 65536\n", f);
+    fclose(f);
+    st = open_store(STORE_OPEN_CREATE);
+    fill_logs(0);
+    ck_assert_int_eq(store_checkpoint(st), 0);
+    n = log_files(&before);
+    ck_assert_int_le(n, 2);                        /* the old ones are gone */
+    ck_assert_int_eq(db_env_create(&other, 0), 0);
+    ck_assert_int_eq(other->open(other, home, DB_INIT_LOCK | DB_INIT_LOG | DB_INIT_MPOOL |
+                                 DB_INIT_TXN, 0600), 0);
+    ck_assert_int_eq(other->set_flags(other, DB_HOTBACKUP_IN_PROGRESS, 1), 0);
+    fill_logs(400);
+    ck_assert_int_eq(store_checkpoint(st), 0);
+    n = log_files(&first);
+    ck_assert_int_eq(first, before);               /* nothing removed */
+    ck_assert_int_gt(n, 3);
+    ck_assert_int_eq(other->set_flags(other, DB_HOTBACKUP_IN_PROGRESS, 0), 0);
+    ck_assert_int_eq(other->close(other, 0), 0);
+    ck_assert_int_eq(store_checkpoint(st), 0);
+    n = log_files(&first);
+    ck_assert_int_gt(first, before);               /* removed again afterwards */
+    ck_assert_int_le(n, 2);
 }
 END_TEST
 
@@ -967,6 +1041,7 @@ static Suite *store_suite(void)
     tcase_add_test(kv, databases_are_separate);
     tcase_add_test(kv, put_overwrites_and_binary_values_round_trip);
     tcase_add_test(kv, ping_and_checkpoint_succeed_on_healthy_store);
+    tcase_add_test(kv, checkpoint_keeps_every_log_during_a_hot_backup);
     tcase_add_test(kv, open_of_missing_home_is_eio_with_message);
     tcase_set_timeout(kv, 60);
     suite_add_tcase(s, kv);
