@@ -875,7 +875,7 @@ START_TEST(key_info_walks_the_whole_table)
         files += strcmp(k.path, "auth.jwt_secret_file") == 0;
     }
     ck_assert_uint_gt(n, 40);
-    ck_assert_uint_eq(secrets, 1 + PROVIDER_COUNT);  /* jwt_secret, each api_key */
+    ck_assert_uint_eq(secrets, 2 + PROVIDER_COUNT);  /* jwt_secret, metrics.token, each api_key */
     ck_assert_uint_eq(files, 1);
     ck_assert_int_eq(config_key_info(n, &k), -1);
 }
