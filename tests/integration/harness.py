@@ -474,6 +474,8 @@ class Instance:
             "ASTROMESH_ERRORLOG": self.lighttpd_errorlog,
             "ASTROMESH_ACCESSLOG": self.lighttpd_accesslog,
             "ASTROMESH_PIDFILE": self.lighttpd_pidfile,
+            # the Studio at /studio/ (etc/lighttpd/astromesh-cloud-studio.conf)
+            "ASTROMESH_STUDIO_DIR": os.path.join(BUILDDIR, "studio-dist"),
         })
         return env
 
