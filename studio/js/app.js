@@ -13,6 +13,7 @@ let leaveView = null;       // cleanup of the current view (the console's socket
 
 function view(title) {
   if (leaveView) { leaveView(); leaveView = null; }
+  status('');
   clear(main);
   document.title = title + ' · Astromesh Studio';
   main.append(h('h1', { text: title }));
@@ -92,12 +93,13 @@ async function agentsView() {
       if (what === 'delete') {
         if (!await confirm(`Delete the agent “${name}”? This cannot be undone.`)) return;
         await A.api('DELETE', path);
+        agentsView();
         status(`Agent ${name} deleted.`);
       } else {
         await A.api('POST', path + '/' + what);
+        agentsView();
         status(`Agent ${name}: ${what === 'deploy' ? 'deployed' : 'paused'}.`);
       }
-      agentsView();
     } catch (e) { showError(root, e); }
   };
   const label = { deploy: 'Deploy', pause: 'Pause', edit: 'Edit', delete: 'Delete', console: 'Console', yaml: 'YAML' };

@@ -17,6 +17,7 @@ Skipped (77 is not used: the harness's main exits 0 or 1) only if Chromium,
 chromedriver or Selenium is missing: scripts/install-deps installs them.
 """
 
+import json
 import os
 import re
 import shutil
@@ -205,6 +206,7 @@ class StudioTest(InstanceTestCase):
         yaml = self.visible("#yaml", "the compiled YAML")
         self.assertIn("__support-bot", yaml.text)
         self.assertIn("casual", yaml.text)
+        self.assertIn("max_turns: 20", yaml.text)      # two messages a turn, window 10
         self.assertIn("max_tokens: 500", yaml.text)
 
         # the list: deployed, no edit
@@ -299,17 +301,101 @@ class StudioTest(InstanceTestCase):
         return self.inst.user(self.email)[0]
 
     def test_the_studio_is_served_with_its_csp_and_cache_lifetimes(self):
-        r = urllib.request.urlopen(self.inst.base_url + "/studio/", timeout=WAIT)
-        self.assertEqual(r.headers["Cache-Control"], "no-cache")
-        csp = r.headers["Content-Security-Policy"]
-        self.assertIn("script-src 'self'", csp)
-        self.assertNotIn("unsafe-inline", csp)
-        html = r.read().decode()
-        js = re.search(r'src="(js/app\.[0-9a-f]{12}\.js)"', html).group(1)
-        r = urllib.request.urlopen(self.inst.base_url + "/studio/" + js, timeout=WAIT)
-        self.assertIn("max-age=31536000", r.headers["Cache-Control"])
-        self.assertTrue(r.headers["Content-Type"].startswith("text/javascript"))
+        check_served(self, self.inst)
 
+    def test_org_page_keys_and_providers_then_sign_out_and_in_with_an_api_key(self):
+        self.email = self.sign_in()
+        slug = self.slug_of_page()
+        self.goto("#/org")
+        # an API key: the secret shown once, with a copy button
+        form = self.visible("form[aria-label='Create an API key']")
+        form.find_element(By.CSS_SELECTOR, "[data-field=name]").send_keys("studio-key")
+        form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        secret = self.visible("#secret", "the new key's secret").text
+        self.inst.secrets.add(secret)
+        self.assertTrue(secret.startswith("ask-"), secret)
+        self.wait(lambda: any("studio-key" in r.text for r in self.all("#keys tbody tr")), "key listed")
+        self.assertNotIn(secret, self.css("#keys table").text)
+        self.assertTrue([b for b in self.all("#new-secret button") if b.text == "Copy"])
+        # a provider key: listed masked, never whole
+        pk = "sk-studio-%s" % os.urandom(8).hex()
+        self.inst.secrets.add(pk)
+        form = self.visible("form[aria-label='Save a provider key']")
+        Select(form.find_element(By.CSS_SELECTOR, "[data-field=provider]")).select_by_value("groq")
+        form.find_element(By.CSS_SELECTOR, "[data-field=api_key]").send_keys(pk)
+        form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        self.wait(lambda: any("groq" in r.text for r in self.all("#providers tbody tr")), "provider listed")
+        self.assertNotIn(pk, self.driver.page_source)
+        self.assertIn(pk[-4:], self.css("#providers table").text)
+        # an invitation beyond the plan: the API's message, beside nothing
+        for i in range(3):
+            form = self.visible("form[aria-label='Invite a member']")
+            form.find_element(By.CSS_SELECTOR, "[data-field=email]").send_keys("inv%d-%s" % (i, self.email))
+            form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+            if i < 2:
+                self.wait(lambda: len(self.all("#members tbody tr")) == 2 + i, "invitation %d" % i)
+        self.wait(lambda: "limit" in self.css("#members .alert").text.lower(), "plan limit message")
+        # phone width: nothing wider than the window but the tables' own boxes
+        self.driver.set_window_size(390, 844)
+        for page in ("#/org", "#/agents", "#/usage"):
+            self.goto(page)
+            self.visible("main h1")
+            time.sleep(0.3)
+            width = self.driver.execute_script(
+                "return [document.documentElement.scrollWidth, window.innerWidth]")
+            self.assertLessEqual(width[0], width[1], "%s overflows at phone width" % page)
+        # sign out calls the API
+        self.css("#logout").click()
+        self.visible("#dev-login", "the sign-in page after sign-out")
+        def logged_out():
+            with open(self.inst.lighttpd_accesslog) as f:
+                return any("POST /api/v1/auth/logout" in l and " 204 " in l for l in f)
+        self.wait(logged_out, "POST /auth/logout answered 204")
+        # the API key signs in to the same org; members are for people only
+        form = self.visible("#key-login")
+        form.find_element(By.CSS_SELECTOR, "[data-field=api_key]").send_keys(secret)
+        form.find_element(By.CSS_SELECTOR, "[data-field=org]").send_keys(slug)
+        form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        self.visible("#nav a[href='#/agents']")
+        self.assertIn("API key", self.css("#who").text)
+        self.goto("#/org")
+        self.wait(lambda: self.css("#members .alert").text.strip() != "", "the 403 message")
+
+
+def check_served(tc, inst):
+    """/studio/ through inst's front server: index.html revalidated, hashed
+    files for a year, the strict CSP on both, JavaScript as JavaScript."""
+    r = urllib.request.urlopen(inst.base_url + "/studio/", timeout=WAIT)
+    tc.assertEqual(r.headers["Cache-Control"], "no-cache")
+    csp = r.headers["Content-Security-Policy"]
+    for part in ("default-src 'none'", "script-src 'self'", "style-src 'self'",
+                 "connect-src 'self'"):
+        tc.assertIn(part, csp)
+    tc.assertNotIn("unsafe", csp)
+    html = r.read().decode()
+    tc.assertNotIn("<script>", html)
+    tc.assertNotIn("style=", html)
+    for name in re.findall(r'(?:src|href)="((?:js/)?[a-z]+\.[0-9a-f]{12}\.(?:js|css))"', html):
+        r = urllib.request.urlopen(inst.base_url + "/studio/" + name, timeout=WAIT)
+        tc.assertIn("max-age=31536000", r.headers["Cache-Control"])
+        tc.assertIn("script-src 'self'", r.headers["Content-Security-Policy"])
+        tc.assertTrue(r.headers["Content-Type"].startswith(
+            "text/javascript" if name.endswith(".js") else "text/css"), r.headers["Content-Type"])
+    r = urllib.request.urlopen(inst.base_url + "/studio", timeout=WAIT)     # redirected
+    tc.assertEqual(r.url, inst.base_url + "/studio/")
+    r = urllib.request.urlopen(inst.base_url + "/api/v1/config", timeout=WAIT)
+    tc.assertEqual(json.loads(r.read()), {
+        "sign_in": {"dev_login": True, "api_key": True},
+        "limits": {"max_agents": 5, "requests_per_day": 1000, "max_members": 3,
+                   "max_streams": 5}})
+
+
+class StudioApacheTest(InstanceTestCase):
+    """The same files through Apache with the shipped snippet's Studio block."""
+    front = "apache"
+
+    def test_the_studio_is_served_with_its_csp_and_cache_lifetimes(self):
+        check_served(self, self.inst)
 
 if __name__ == "__main__":
     main()
