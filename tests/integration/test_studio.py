@@ -269,10 +269,13 @@ class StudioTest(InstanceTestCase):
         remaining = ACCESS_TTL + 3 - (time.monotonic() - signed_in_at)
         if remaining > 0:
             time.sleep(remaining)
-        self.assertNotEqual(d.execute_script("return document.body.dataset.refreshes || '0'"), "0")
         self.goto("#/usage")
-        self.wait(lambda: self.css("#total-requests").text == "2", "usage: the two runs")
+        self.wait(lambda: self.all("#total-requests") or self.all("#dev-login") or
+                  self.all("main .alert:not(:empty)"), "the usage page")
         self.assertFalse(self.all("#dev-login"), "signed out by an expired token")
+        self.assertFalse(self.all("main .alert:not(:empty)"), "an error on the usage page")
+        self.wait(lambda: self.css("#total-requests").text == "2", "usage: the two runs")
+        self.assertNotEqual(d.execute_script("return document.body.dataset.refreshes || '0'"), "0")
         row = self.css('#by-agent tr[data-agent="support-bot"]')
         self.assertEqual(row.find_elements(By.CSS_SELECTOR, "td")[0].text, "2")
         bars = self.all('svg[data-chart="requests"] rect')
