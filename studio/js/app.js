@@ -61,8 +61,8 @@ async function signInView(message) {
 }
 
 function signedIn() {
-  document.getElementById('nav').hidden = false;
   document.getElementById('who').textContent = 'org ' + A.slug() + (A.usesKey() ? ' (API key)' : '');
+  document.getElementById('nav').hidden = false;
   if (location.hash === '' || location.hash === '#/' || location.hash === '#/signin') location.hash = '#/agents';
   else route();
 }

@@ -296,7 +296,7 @@ class StudioTest(InstanceTestCase):
         self.assertEqual(status, 404)
 
     def slug_of_page(self):
-        return self.css("#who").text.split()[1]
+        return self.wait(lambda: self.css("#who").text.split()[1:2], "the org in the header")[0]
 
     def page_token(self):
         """A token of the page's user from the API (the page keeps its own
