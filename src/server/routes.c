@@ -218,6 +218,25 @@ static void route_health(struct route_ctx *c)
     http_reply_json(c->resp, rc == 0 ? 200 : 503, o);
 }
 
+/* GET /config: what a client (the Studio) needs before sign-in, nothing
+ * secret: the sign-in methods and the per-org limits of the config. */
+static void route_config(struct route_ctx *c)
+{
+    const struct config *cfg = c->app->cfg;
+    struct json_object *o = json_object_new_object(), *in = json_object_new_object();
+    struct json_object *lim = json_object_new_object();
+
+    json_object_object_add(in, "dev_login", json_object_new_boolean(cfg->dev_login != 0));
+    json_object_object_add(in, "api_key", json_object_new_boolean(1));
+    json_object_object_add(o, "sign_in", in);
+    json_object_object_add(lim, "max_agents", json_object_new_int(cfg->max_agents));
+    json_object_object_add(lim, "requests_per_day", json_object_new_int(cfg->requests_per_day));
+    json_object_object_add(lim, "max_members", json_object_new_int(cfg->max_members));
+    json_object_object_add(lim, "max_streams", json_object_new_int(cfg->max_streams));
+    json_object_object_add(o, "limits", lim);
+    http_reply_json(c->resp, 200, o);
+}
+
 static void route_auth_dev_login(struct route_ctx *c)
 {
     struct json_object *body, *out;
@@ -920,6 +939,7 @@ static void route_metrics(struct route_ctx *c)
 static const struct route routes[] = {
     { "GET", "/api/v1/health", route_health, PUBLIC },
     { "GET", "/api/v1/metrics", route_metrics, PUBLIC },    /* loopback or metrics.token */
+    { "GET", "/api/v1/config", route_config, PUBLIC },
     { "POST", "/api/v1/auth/dev/login", route_auth_dev_login, PUBLIC },
     { "POST", "/api/v1/auth/refresh", route_auth_refresh, PUBLIC },
     { "POST", "/api/v1/auth/logout", route_auth_logout, USER },

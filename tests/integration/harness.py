@@ -515,6 +515,8 @@ class Instance:
             "ASTROMESH_ERRORLOG": self.lighttpd_errorlog,
             "ASTROMESH_ACCESSLOG": self.lighttpd_accesslog,
             "ASTROMESH_PIDFILE": self.lighttpd_pidfile,
+            # the Studio at /studio/ (etc/lighttpd/astromesh-cloud-studio.conf)
+            "ASTROMESH_STUDIO_DIR": os.path.join(BUILDDIR, "studio-dist"),
         })
         return env
 
@@ -563,7 +565,8 @@ class Instance:
         everything in self.dir, nothing from /etc/apache2, and the shipped
         etc/apache2/astromesh-cloud.conf included as it is, with
         ASTROMESH_SOCKET defined first (the way the snippet documents)."""
-        mods = ["mpm_event", "authz_core", "proxy", "proxy_fcgi", "proxy_http"]
+        mods = ["mpm_event", "authz_core", "proxy", "proxy_fcgi", "proxy_http",
+                "alias", "dir", "mime", "headers"]       # the last four: the Studio
         lines = ['ServerRoot "%s"' % self.dir,
                  'DefaultRuntimeDir "%s"' % self.dir,
                  'PidFile "%s"' % self.apache_pidfile,
@@ -589,6 +592,10 @@ class Instance:
                   '<Location "/">', "    Require all denied", "</Location>",
                   'Define ASTROMESH_SOCKET "%s"' % self.socket,
                   'Define ASTROMESH_STREAM_SOCKET "%s"' % self.stream_socket,
+                  # the Studio at /studio/ (the snippet's Studio block)
+                  'Define ASTROMESH_STUDIO_DIR "%s"' % os.path.join(BUILDDIR, "studio-dist"),
+                  'TypesConfig "%s"' % ("/etc/mime.types" if os.path.exists("/etc/mime.types")
+                                        else os.devnull),
                   'Include "%s"' % APACHE_CONF]
         return "\n".join(lines) + "\n"
 

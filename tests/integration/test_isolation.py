@@ -35,6 +35,7 @@ AGENT = ORG + "/agents/{name}"
 ROUTE_ACCESS = {
     ("GET", "/api/v1/health"): "public",
     ("GET", "/api/v1/metrics"): "public",    # loopback or metrics.token: test_metrics
+    ("GET", "/api/v1/config"): "public",
     ("POST", "/api/v1/auth/dev/login"): "public",
     ("POST", "/api/v1/auth/refresh"): "public",
     ("POST", "/api/v1/auth/logout"): "user",

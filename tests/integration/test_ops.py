@@ -421,7 +421,7 @@ class LighttpdConfigTest(InstanceTestCase):
         os.makedirs(os.path.join(d, "conf-enabled"))
         src = os.path.join(SRCDIR, "etc", "lighttpd")
         for name in ("50-astromesh-cloud.conf", "astromesh-cloud-fastcgi.conf",
-                     "astromesh-cloud-stream.conf"):
+                     "astromesh-cloud-stream.conf", "astromesh-cloud-studio.conf"):
             shutil.copy(os.path.join(src, name), os.path.join(d, "conf-available", name))
         # what `lighty-enable-mod astromesh-cloud` does
         os.symlink("../conf-available/50-astromesh-cloud.conf",
