@@ -32,6 +32,7 @@
 #include "control/members.h"
 #include "control/provider_keys.h"
 #include "state/config.h"
+#include "server/openapi_doc.h"
 #include "server/routes.h"
 #include "control/run.h"
 #include "control/usage.h"
@@ -211,6 +212,15 @@ static void route_health(struct route_ctx *c)
     int rc = agent_health(c->app, &o);
 
     http_reply_json(c->resp, rc == 0 ? 200 : 503, o);
+}
+
+/* The OpenAPI document built into this binary (docs/openapi.json). */
+static void route_openapi(struct route_ctx *c)
+{
+    http_add_header(c->resp, "ETag", openapi_doc_etag);
+    http_add_header(c->resp, "Cache-Control", "public, max-age=300");
+    http_reply_raw(c->resp, 200, "application/json; charset=utf-8",
+                   (const char *)openapi_doc_json, openapi_doc_json_len);
 }
 
 static void route_auth_dev_login(struct route_ctx *c)
@@ -813,6 +823,7 @@ static void route_agent_rollback(struct route_ctx *c)
 
 static const struct route routes[] = {
     { "GET", "/api/v1/health", route_health, PUBLIC },
+    { "GET", "/api/v1/openapi.json", route_openapi, PUBLIC },
     { "POST", "/api/v1/auth/dev/login", route_auth_dev_login, PUBLIC },
     { "POST", "/api/v1/auth/refresh", route_auth_refresh, PUBLIC },
     { "POST", "/api/v1/auth/logout", route_auth_logout, USER },

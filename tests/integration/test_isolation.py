@@ -34,6 +34,7 @@ AGENT = ORG + "/agents/{name}"
 #   manage  a member of {slug}, or a key of {slug} with scope manage
 ROUTE_ACCESS = {
     ("GET", "/api/v1/health"): "public",
+    ("GET", "/api/v1/openapi.json"): "public",
     ("POST", "/api/v1/auth/dev/login"): "public",
     ("POST", "/api/v1/auth/refresh"): "public",
     ("POST", "/api/v1/auth/logout"): "user",
