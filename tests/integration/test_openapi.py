@@ -91,8 +91,9 @@ class TestDocumentAndRouteTable(InstanceTestCase):
             with self.subTest(route=key):
                 self.assertEqual(op.get("x-access"), ACCESS[cols])
                 schemes = {s for req in op["security"] for s in req}
-                if cols[0] == "public":
-                    self.assertEqual(op["security"], [])
+                if cols[0] == "public":     # no credentials, or an optional one of its own
+                    self.assertTrue(op["security"] == [] or {} in op["security"])
+                    self.assertFalse(schemes & {"bearerAuth", "apiKeyAuth"})
                 else:
                     self.assertIn("bearerAuth", schemes)
                     self.assertEqual("apiKeyAuth" in schemes, cols[2] != "never")
@@ -147,8 +148,11 @@ class TestDocumentAndRouteTable(InstanceTestCase):
                 self.assertTrue(op["responses"])
 
     def test_the_error_enum_is_the_table_of_error_c(self):
-        enum = load_doc()["components"]["schemas"]["ErrorCode"]["enum"]
-        self.assertEqual(sorted(enum), sorted(error_table()))
+        schemas = load_doc()["components"]["schemas"]
+        self.assertEqual(sorted(schemas["ErrorCode"]["enum"]), sorted(error_table()))
+        # the front server's own codes (etc/lighttpd/errors/, Apache's ErrorDocument) are
+        # not the daemon's
+        self.assertFalse(set(schemas["FrontErrorCode"]["enum"]) & set(error_table()))
 
 
 class TestChecker(InstanceTestCase):
@@ -182,12 +186,18 @@ class TestChecker(InstanceTestCase):
                 "name": "x", "display_name": "x", "status": "draft", "model": None,
                 "version": None, "draft_changed": True, "created_at": "yesterday",
                 "updated_at": "2026-01-01T00:00:00Z", "deployed_at": None}]}),
+            "a 500": ("GET", "/api/v1/orgs/a/agents/x", 500,
+                      {"error": "internal_error", "message": "No", "status": 500}),
         }
         for why, (method, path, status, body) in cases.items():
             with self.subTest(case=why):
                 self.assertIsNotNone(self.check(method, path, status, body))
-        self.assertIsNotNone(self.check("POST", "/api/v1/orgs/a/agents/x/run", 200, b"{}",
-                                        {"content-type": "application/json"}),
+        answer = {"answer": "a", "session_id": "s", "tokens_used": 1, "model": "echo/echo-1",
+                  "latency_ms": 0, "trace_id": "t", "version": 1}
+        rate = {"x-ratelimit-limit": "1", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "1"}
+        run = "/api/v1/orgs/a/agents/x/run"
+        self.assertIsNone(self.check("POST", run, 200, answer, dict(self.JSON, **rate)))
+        self.assertIsNotNone(self.check("POST", run, 200, answer, self.JSON),
                              "run without its X-RateLimit headers")
         self.assertIsNotNone(self.check("DELETE", "/api/v1/orgs/a/agents/x", 204, b"{}", {}),
                              "a body on a 204")
