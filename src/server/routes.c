@@ -32,12 +32,12 @@
 #include "control/members.h"
 #include "control/provider_keys.h"
 #include "state/config.h"
-#include "server/openapi_doc.h"
 #include "server/routes.h"
 #include "control/run.h"
 #include "control/usage.h"
 #include "lib/util.h"
 #include "control/wizard.h"
+#include "server/openapi_doc.h"
 
 #define JSON_MAX_DEPTH 64
 #define PATH_SEGMENTS_MAX 12
@@ -214,15 +214,6 @@ static void route_health(struct route_ctx *c)
     http_reply_json(c->resp, rc == 0 ? 200 : 503, o);
 }
 
-/* The OpenAPI document built into this binary (docs/openapi.json). */
-static void route_openapi(struct route_ctx *c)
-{
-    http_add_header(c->resp, "ETag", openapi_doc_etag);
-    http_add_header(c->resp, "Cache-Control", "public, max-age=300");
-    http_reply_raw(c->resp, 200, "application/json; charset=utf-8",
-                   (const char *)openapi_doc_json, openapi_doc_json_len);
-}
-
 static void route_auth_dev_login(struct route_ctx *c)
 {
     struct json_object *body, *out;
@@ -270,6 +261,15 @@ static void route_auth_logout(struct route_ctx *c)
 static void route_not_implemented(struct route_ctx *c)
 {
     http_reply_errorf(c->resp, AM_ENOTIMPL, "This sign-in method is not implemented yet");
+}
+
+/* The OpenAPI document built into this binary (docs/openapi.json). */
+static void route_openapi(struct route_ctx *c)
+{
+    http_add_header(c->resp, "ETag", openapi_doc_etag);
+    http_add_header(c->resp, "Cache-Control", "public, max-age=300");
+    http_reply_raw(c->resp, 200, "application/json; charset=utf-8",
+                   (const char *)openapi_doc_json, openapi_doc_json_len);
 }
 
 static void route_orgs_me(struct route_ctx *c)
@@ -823,12 +823,12 @@ static void route_agent_rollback(struct route_ctx *c)
 
 static const struct route routes[] = {
     { "GET", "/api/v1/health", route_health, PUBLIC },
-    { "GET", "/api/v1/openapi.json", route_openapi, PUBLIC },
     { "POST", "/api/v1/auth/dev/login", route_auth_dev_login, PUBLIC },
     { "POST", "/api/v1/auth/refresh", route_auth_refresh, PUBLIC },
     { "POST", "/api/v1/auth/logout", route_auth_logout, USER },
     { "POST", "/api/v1/auth/google", route_not_implemented, PUBLIC },
     { "POST", "/api/v1/auth/github", route_not_implemented, PUBLIC },
+    { "GET", "/api/v1/openapi.json", route_openapi, PUBLIC },
     { "GET", "/api/v1/orgs/me", route_orgs_me, USER },
     { "GET", "/api/v1/orgs", route_orgs_list, USER },
     { "GET", ORG "/agents", route_agents_list, MEMBER_OR_KEY(SCOPE_RUN) },

@@ -34,12 +34,12 @@ AGENT = ORG + "/agents/{name}"
 #   manage  a member of {slug}, or a key of {slug} with scope manage
 ROUTE_ACCESS = {
     ("GET", "/api/v1/health"): "public",
-    ("GET", "/api/v1/openapi.json"): "public",
     ("POST", "/api/v1/auth/dev/login"): "public",
     ("POST", "/api/v1/auth/refresh"): "public",
     ("POST", "/api/v1/auth/logout"): "user",
     ("POST", "/api/v1/auth/google"): "public",
     ("POST", "/api/v1/auth/github"): "public",
+    ("GET", "/api/v1/openapi.json"): "public",
     ("GET", "/api/v1/orgs/me"): "user",
     ("GET", "/api/v1/orgs"): "user",
     ("PATCH", ORG): "admin",
