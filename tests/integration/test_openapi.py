@@ -143,7 +143,8 @@ class TestDocumentAndRouteTable(InstanceTestCase):
             with self.subTest(route=(method, path)):
                 self.assertNotIn(op["operationId"], seen_ids)
                 seen_ids.add(op["operationId"])
-                names = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
+                params = [openapi().resolve(p) for p in op.get("parameters", [])]
+                names = {p["name"] for p in params if p["in"] == "path"}
                 self.assertEqual(names, set(re.findall(r"\{(\w+)\}", path)))
                 self.assertTrue(op["responses"])
 
