@@ -10,7 +10,8 @@
     file, byte for byte, public, with an ETag and Cache-Control;
   - the answer checker of harness.py (which every integration test runs on
     every answer it records) refuses what the document does not describe,
-    and an SSE answer's events validate against the document.
+    and an SSE answer's events and the WebSocket's events validate against
+    the document.
 """
 
 import json
@@ -248,9 +249,37 @@ class TestServed(InstanceTestCase):
                                           text.encode()))
 
 
+    def test_websocket_events_are_described_by_the_document(self):
+        token, slug = self.inst.user(self.unique_email("ws"))
+        base = "/api/v1/orgs/%s/agents" % slug
+        assert_json(self, self.inst.request("POST", base, {
+            "name": "doc-ws", "step1": {"model": "echo/echo-1"},
+            "step2": {"system_prompt": "You are a test agent."}}, token=token), 201)
+        assert_json(self, self.inst.request("POST", base + "/doc-ws/deploy", token=token), 200)
+        doc = openapi()
+        stream = doc.doc["paths"]["/api/v1/orgs/{slug}/agents/{name}/stream"]["get"]
+        schema = stream["responses"]["101"]["content"]["application/json"]["schema"]
+        ws = self.inst.ws_connect(slug, "doc-ws", token=token)
+        try:
+            tokens, done = ws.query("hello over the socket")
+            self.assertTrue(tokens)
+            self.assertEqual(done["type"], "done", done)
+            for ev in tokens + [done]:
+                self.assertIsNone(doc.schema_error(("ws",), schema, ev), ev)
+            ws.send_text("not json")           # an error event
+            error = ws.recv_json(timeout=30)
+            self.assertEqual(error["type"], "error", error)
+            self.assertIsNone(doc.schema_error(("ws",), schema, error), error)
+            # and the schema can say no
+            self.assertIsNotNone(doc.schema_error(("ws",), schema, dict(done, extra=1)))
+        finally:
+            ws.close()
+
+
 class TestServedApache(TestServed):
     front = "apache"
     test_an_sse_answer_is_described_by_the_document = None
+    test_websocket_events_are_described_by_the_document = None
 
 
 if __name__ == "__main__":
