@@ -263,11 +263,11 @@ static void route_not_implemented(struct route_ctx *c)
     http_reply_errorf(c->resp, AM_ENOTIMPL, "This sign-in method is not implemented yet");
 }
 
-/* The OpenAPI document built into this binary (docs/openapi.json). */
+/* The OpenAPI document built into this binary (docs/openapi.json), with
+ * its ETag (http.c sends Cache-Control: no-store on every answer). */
 static void route_openapi(struct route_ctx *c)
 {
     http_add_header(c->resp, "ETag", openapi_doc_etag);
-    http_add_header(c->resp, "Cache-Control", "public, max-age=300");
     http_reply_raw(c->resp, 200, "application/json; charset=utf-8",
                    (const char *)openapi_doc_json, openapi_doc_json_len);
 }
