@@ -188,8 +188,9 @@ class TestChecker(InstanceTestCase):
                 "name": "x", "display_name": "x", "status": "draft", "model": None,
                 "version": None, "draft_changed": True, "created_at": "yesterday",
                 "updated_at": "2026-01-01T00:00:00Z", "deployed_at": None}]}),
-            "a 500": ("GET", "/api/v1/orgs/a/agents/x", 500,
-                      {"error": "internal_error", "message": "No", "status": 500}),
+            "a 500 of the API server": ("GET", "/api/v1/orgs/a/agents/x", 500,
+                                        {"error": "agent_not_found", "message": "No",
+                                         "status": 500}),
         }
         for why, (method, path, status, body) in cases.items():
             with self.subTest(case=why):
