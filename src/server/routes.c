@@ -42,6 +42,7 @@
 #include "control/usage.h"
 #include "lib/util.h"
 #include "control/wizard.h"
+#include "server/openapi_doc.h"
 
 #define JSON_MAX_DEPTH 64
 #define PATH_SEGMENTS_MAX 12
@@ -284,6 +285,15 @@ static void route_auth_logout(struct route_ctx *c)
 static void route_not_implemented(struct route_ctx *c)
 {
     http_reply_errorf(c->resp, AM_ENOTIMPL, "This sign-in method is not implemented yet");
+}
+
+/* The OpenAPI document built into this binary (docs/openapi.json), with
+ * its ETag (http.c sends Cache-Control: no-store on every answer). */
+static void route_openapi(struct route_ctx *c)
+{
+    http_add_header(c->resp, "ETag", openapi_doc_etag);
+    http_reply_raw(c->resp, 200, "application/json; charset=utf-8",
+                   (const char *)openapi_doc_json, openapi_doc_json_len);
 }
 
 static void route_orgs_me(struct route_ctx *c)
@@ -945,6 +955,7 @@ static const struct route routes[] = {
     { "POST", "/api/v1/auth/logout", route_auth_logout, USER },
     { "POST", "/api/v1/auth/google", route_not_implemented, PUBLIC },
     { "POST", "/api/v1/auth/github", route_not_implemented, PUBLIC },
+    { "GET", "/api/v1/openapi.json", route_openapi, PUBLIC },
     { "GET", "/api/v1/orgs/me", route_orgs_me, USER },
     { "GET", "/api/v1/orgs", route_orgs_list, USER },
     { "GET", ORG "/agents", route_agents_list, MEMBER_OR_KEY(SCOPE_RUN) },

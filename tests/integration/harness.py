@@ -1,7 +1,8 @@
 """harness - run the real astromesh-cloudd behind the real lighttpd (or the
 real Apache) for the integration tests, and talk HTTP to it.
 
-Standard library only. An Instance owns, for one test (or one test class):
+Standard library only, and python3-jsonschema for the check of every answer
+against docs/openapi.json. An Instance owns, for one test (or one test class):
 a fresh data directory under $ASTROMESH_BUILDDIR/tests/tmp/, a free loopback
 port, a YAML config, the daemon process and the front server process:
 lighttpd (etc/lighttpd/astromesh-dev.conf from the source tree, used as it
@@ -67,6 +68,154 @@ SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
                    "runtime error:", "WARNING: ThreadSanitizer")
 
 PR_SET_PDEATHSIG = 1
+
+
+# --- every recorded answer checked against docs/openapi.json -----------------------
+# Instance._record hands each answer to openapi_check(); Instance.stop() fails
+# the test (openapi_raise) with every answer the document does not describe:
+# a path or method it lacks, a status it does not list for that operation, a
+# Content-Type it does not list, a body that fails the schema (JSON Schema
+# Draft 2020-12, python3-jsonschema), or an SSE event that fails the
+# operation's x-event-schema. Paths outside /api/v1/ are not the API's, nor
+# text/html pages (the front server's, never the daemon's).
+import jsonschema                                   # python3-jsonschema (install-deps)
+
+OPENAPI_DOC = os.path.join(SRCDIR, "docs", "openapi.json")
+
+
+class OpenApi:
+    """docs/openapi.json, its path templates as regexes, and a cache of
+    compiled validators."""
+
+    def __init__(self, path=OPENAPI_DOC):
+        with open(path, encoding="utf-8") as f:
+            self.doc = json.load(f)
+        self.templates = []
+        for tpl, item in self.doc["paths"].items():
+            rx = re.compile("^" + re.sub(r"\\\{[a-z_]+\\\}", "[^/]+", re.escape(tpl)) + "/?$")
+            literal = sum(1 for s in tpl.split("/") if s and not s.startswith("{"))
+            self.templates.append((literal, tpl, rx, item))
+        self.templates.sort(key=lambda t: -t[0])   # /orgs/me before /orgs/{slug}
+        self.validators = {}
+        self.lock = threading.Lock()
+
+    def resolve(self, node):
+        """node with a local $ref followed (one level at a time)."""
+        while isinstance(node, dict) and "$ref" in node:
+            target = self.doc
+            for part in node["$ref"][2:].split("/"):
+                target = target[part]
+            node = target
+        return node
+
+    def validator(self, key, schema):
+        with self.lock:
+            v = self.validators.get(key)
+            if v is None:
+                root = {"$schema": "https://json-schema.org/draft/2020-12/schema",
+                        "components": self.doc["components"], "allOf": [schema]}
+                v = jsonschema.Draft202012Validator(root)
+                self.validators[key] = v
+        return v
+
+    def operation(self, method, path):
+        """(template, operation or None, methods of the path) for path (one
+        trailing slash ignored, as the daemon does), or (None, None, ())."""
+        matched = [(tpl, item) for _, tpl, rx, item in self.templates if rx.match(path)]
+        for tpl, item in matched:
+            if method.lower() in item:
+                return tpl, item[method.lower()], ()
+        methods = {m.upper() for _, item in matched for m in item}
+        return (matched[0][0] if matched else None), None, methods
+
+    def schema_error(self, key, schema, value):
+        err = jsonschema.exceptions.best_match(self.validator(key, schema).iter_errors(value))
+        if err is None:
+            return None
+        return "%s at %s" % (err.message[:300], "/".join(str(p) for p in err.absolute_path)
+                             or "the body")
+
+    def check(self, method, path, status, headers, payload):
+        """None if the document describes this answer, else why not."""
+        path = path.split("?", 1)[0]
+        if not path.startswith("/api/v1/"):
+            return None
+        ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype == "text/html":
+            return None       # the front server's own page (its 503 while we start)
+        tpl, op, methods = self.operation(method, path)
+        if op is None:
+            # no such route (404) or no such method (405): the envelope, if ours
+            if status not in ((405,) if tpl else (404,)):
+                return "%s is not documented for %s (documented: %s)" % (
+                    method, path, ", ".join(sorted(methods)) or "no route")
+            if ctype != "application/json":
+                return None                  # the front server's own page
+            return self.body_error(("envelope",), {"$ref": "#/components/schemas/Error"},
+                                   payload)
+        resp = op["responses"].get(str(status)) or op["responses"].get("default")
+        if resp is None:
+            return "status %d is not listed for %s %s (listed: %s)" % (
+                status, method, tpl, ", ".join(op["responses"]))
+        resp = self.resolve(resp)
+        for name, h in resp.get("headers", {}).items():
+            h = self.resolve(h)
+            if h.get("required") and name.lower() not in headers:
+                return "header %s missing from %d of %s %s" % (name, status, method, tpl)
+        content = resp.get("content")
+        if not content:
+            return None if not payload else "a body on %d, documented empty" % status
+        media = content.get(ctype)
+        if media is None:
+            return "Content-Type %r not listed for %d of %s %s (listed: %s)" % (
+                ctype, status, method, tpl, ", ".join(content))
+        key = (method, tpl, status, ctype)
+        if ctype == "application/json":
+            return self.body_error(key, media.get("schema", {}), payload)
+        if ctype == "text/event-stream" and "x-event-schema" in media:
+            for line in payload.decode("utf-8", "replace").splitlines():
+                if line.startswith("data:"):
+                    why = self.body_error(key, media["x-event-schema"], line[5:].encode())
+                    if why:
+                        return "event %s: %s" % (line[:200], why)
+        return None
+
+    def body_error(self, key, schema, payload):
+        try:
+            value = json.loads(payload.decode("utf-8"))
+        except ValueError as e:
+            return "body is not JSON (%s)" % e
+        return self.schema_error(key, schema, value)
+
+
+_OPENAPI = []
+
+
+def openapi():
+    """The loaded document (loaded once per process)."""
+    if not _OPENAPI:
+        _OPENAPI.append(OpenApi())
+    return _OPENAPI[0]
+
+
+def openapi_check(inst, method, path, status, headers, payload):
+    """Note on inst an answer the document does not describe (the daemon's:
+    an Instance that never started one has a stand-in FastCGI peer)."""
+    if inst.daemon is None:
+        return
+    why = openapi().check(method, path, status, headers, payload)
+    if why:
+        text = payload[:600].decode("utf-8", "replace")
+        inst.openapi_failures.append("%s %s -> %d: %s\n    answer: %s" % (
+            method, path, status, why, text))
+
+
+def openapi_raise(inst):
+    """Raise (once) if any recorded answer was not described by the document."""
+    bad, inst.openapi_failures = inst.openapi_failures, []
+    if bad:
+        raise AssertionError("%d answer(s) not described by docs/openapi.json:\n%s" % (
+            len(bad), "\n".join(bad[:20])))
 
 
 class HarnessError(AssertionError):
@@ -428,6 +577,7 @@ class Instance:
         # must never carry one).
         self.queries = set()
         self.responses_log = os.path.join(self.dir, "responses.log")
+        self.openapi_failures = []      # answers docs/openapi.json does not describe
 
     # -- config ------------------------------------------------------------------
     def write_config(self, text=None):
@@ -771,6 +921,7 @@ class Instance:
         if sanitizer:
             raise AssertionError("sanitizer report in the daemon log, or a secret in "
                                  "clear:\n" + sanitizer)
+        openapi_raise(self)
 
     def __enter__(self):
         return self.start()
@@ -864,6 +1015,7 @@ class Instance:
                 isinstance(body, dict) and isinstance(body.get("api_key"), str) and \
                 len(body["api_key"]) >= 8:
             self.secrets.add(body["api_key"])
+        openapi_check(self, method, path, status, rheaders, payload)
         if method == "POST" and re.search(r"/orgs/[^/]+/keys/?$", path) and status == 201:
             created = parse_body(rheaders, payload)
             if isinstance(created, dict) and isinstance(created.get("secret"), str):

@@ -41,6 +41,7 @@ ROUTE_ACCESS = {
     ("POST", "/api/v1/auth/logout"): "user",
     ("POST", "/api/v1/auth/google"): "public",
     ("POST", "/api/v1/auth/github"): "public",
+    ("GET", "/api/v1/openapi.json"): "public",
     ("GET", "/api/v1/orgs/me"): "user",
     ("GET", "/api/v1/orgs"): "user",
     ("PATCH", ORG): "admin",
