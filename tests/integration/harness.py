@@ -19,6 +19,9 @@ an in-tree build):
   APACHE2             the apache2 binary (modules from APACHE2_MODULES,
                       default /usr/lib/apache2/modules)
   ASTROMESH_KEEP_TMP  if set, keep data directories even after a pass
+  ASTROMESH_FRONT     the front server of every instance a test does not
+                      pin to one: "lighttpd" (the default) or "apache";
+                      `make check` runs the whole suite once with each
 """
 
 import base64
@@ -54,6 +57,12 @@ APACHE2 = (os.environ.get("APACHE2") or shutil.which("apache2")
            or "/usr/sbin/apache2")
 APACHE2_MODULES = os.environ.get("APACHE2_MODULES") or "/usr/lib/apache2/modules"
 APACHE_CONF = os.path.join(SRCDIR, "etc", "apache2", "astromesh-cloud.conf")
+# the JSON error pages lighttpd sends for its own errors (with the slash)
+ERRORS_DIR = os.path.join(SRCDIR, "etc", "lighttpd", "errors") + os.sep
+FRONTS = ("lighttpd", "apache")
+FRONT = os.environ.get("ASTROMESH_FRONT") or "lighttpd"
+if FRONT not in FRONTS:
+    raise SystemExit("ASTROMESH_FRONT=%r: must be one of %s" % (FRONT, ", ".join(FRONTS)))
 
 # Sanitizer builds are slower; every bound below is generous on purpose.
 START_TIMEOUT = 60.0
@@ -354,7 +363,9 @@ class Instance:
     config: dict merged over the default config (a None value removes a key).
     """
 
-    def __init__(self, config=None, name="inst", front="lighttpd"):
+    def __init__(self, config=None, name="inst", front=None, apache_extra=()):
+        front = front or FRONT
+        self.apache_extra = list(apache_extra)   # httpd.conf lines after the snippet
         if front == "lighttpd":
             if not LIGHTTPD or not os.access(LIGHTTPD, os.X_OK):
                 raise HarnessError("lighttpd not found (LIGHTTPD=%r): apt-get install lighttpd"
@@ -474,6 +485,7 @@ class Instance:
             "ASTROMESH_ERRORLOG": self.lighttpd_errorlog,
             "ASTROMESH_ACCESSLOG": self.lighttpd_accesslog,
             "ASTROMESH_PIDFILE": self.lighttpd_pidfile,
+            "ASTROMESH_ERRORS": ERRORS_DIR,
         })
         return env
 
@@ -522,7 +534,7 @@ class Instance:
         everything in self.dir, nothing from /etc/apache2, and the shipped
         etc/apache2/astromesh-cloud.conf included as it is, with
         ASTROMESH_SOCKET defined first (the way the snippet documents)."""
-        mods = ["mpm_event", "authz_core", "proxy", "proxy_fcgi", "proxy_http"]
+        mods = ["mpm_event", "authz_core", "headers", "proxy", "proxy_fcgi", "proxy_http"]
         lines = ['ServerRoot "%s"' % self.dir,
                  'DefaultRuntimeDir "%s"' % self.dir,
                  'PidFile "%s"' % self.apache_pidfile,
@@ -548,7 +560,7 @@ class Instance:
                   '<Location "/">', "    Require all denied", "</Location>",
                   'Define ASTROMESH_SOCKET "%s"' % self.socket,
                   'Define ASTROMESH_STREAM_SOCKET "%s"' % self.stream_socket,
-                  'Include "%s"' % APACHE_CONF]
+                  'Include "%s"' % APACHE_CONF] + self.apache_extra
         return "\n".join(lines) + "\n"
 
     def start_apache(self, attempts=3):
@@ -959,7 +971,7 @@ class InstanceTestCase(unittest.TestCase):
     `shared_instance = False` to have none (tests call new_instance)."""
 
     config = None
-    front = "lighttpd"
+    front = None            # None: ASTROMESH_FRONT's (lighttpd by default)
     shared_instance = True
     _failed = False
 
