@@ -742,6 +742,12 @@ class Instance:
         return False
 
     # -- logs --------------------------------------------------------------------
+    def front_logs(self):
+        """The front server's error and access logs (of whichever runs)."""
+        if self.front == "apache":
+            return [self.apache_errorlog, self.apache_accesslog]
+        return [self.lighttpd_errorlog, self.lighttpd_accesslog]
+
     def read_log(self, path, limit=200000):
         try:
             with open(path, "rb") as f:

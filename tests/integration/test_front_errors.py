@@ -143,6 +143,19 @@ class FrontErrorsTest(InstanceTestCase):
             # Apache passes it on as an empty body: the daemon's own answer
             assert_error(self, resp, 404, "agent_not_found")
 
+    def test_404_for_an_encoded_slash(self):
+        """lighttpd passes an encoded slash on and the daemon asks for
+        credentials first. Apache refuses it itself (AllowEncodedSlashes,
+        server-wide) before any <Location> applies, so the snippet's
+        ErrorDocument cannot reach it: its HTML 404 (README says so)."""
+        inst = self.new_instance()
+        resp = inst.request("GET", "/api/v1/orgs/a%2Fb/agents")
+        if inst.front == "apache":
+            self.assertEqual(resp[0], 404, resp)
+            self.assertIn("text/html", resp[1].get("content-type", ""), resp)
+        else:
+            assert_error(self, resp, 401, "unauthorized")
+
     def test_413_json_past_the_front_servers_own_limit(self):
         inst = self.new_instance()
         if inst.front != "lighttpd":
