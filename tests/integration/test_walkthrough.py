@@ -90,7 +90,7 @@ def bodiless_post(cmd):
 class DevStart:
     """scripts/dev-start in the background on a fresh data folder."""
 
-    def __init__(self):
+    def __init__(self, args=()):
         # as root, Apache's children must reach the socket: a folder under
         # /tmp they can search, as dev-start's message says
         self.dir = tempfile.mkdtemp(prefix="walkthrough-")
@@ -101,7 +101,7 @@ class DevStart:
         env.pop("ASTROMESH_FRONT", None)        # the default front, as a reader has it
         self.out = open(os.path.join(self.dir, "dev-start.out"), "wb")
         self.proc = subprocess.Popen(
-            [DEV_START, "--data", self.data, "--port", str(self.port)],
+            [DEV_START, "--data", self.data, "--port", str(self.port)] + list(args),
             stdin=subprocess.DEVNULL, stdout=self.out, stderr=subprocess.STDOUT, env=env,
             start_new_session=True)
         poll(self.healthy, 90, interval=0.2, what="dev-start's instance to answer")
@@ -115,6 +115,24 @@ class DevStart:
             return conn.getresponse().status == 200
         except OSError:
             return False
+
+    def server_header(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        conn.request("GET", "/api/v1/health")
+        return conn.getresponse().getheader("Server", "")
+
+    def pids(self):
+        """Live processes whose command line names this instance's folder."""
+        found = []
+        for entry in os.listdir("/proc"):
+            try:
+                with open("/proc/%s/cmdline" % entry, "rb") as f:
+                    cmd = f.read()
+            except OSError:
+                continue
+            if entry.isdigit() and self.dir.encode() in cmd:
+                found.append(int(entry))
+        return found
 
     def log(self):
         with open(os.path.join(self.dir, "dev-start.out"), "rb") as f:
@@ -262,6 +280,30 @@ class WalkthroughTest(unittest.TestCase):
                 self.assertNotEqual(answers[0][0], 411, "the default front refuses: " + cmd)
                 self.assertNotEqual(answers[0][0], 0, cmd)
                 self.assert_json_out(answers[0], cmd)
+
+
+class DevStartFrontsTest(unittest.TestCase):
+    """--front picks the front server; dev-stop leaves no process behind."""
+
+    def check_front(self, args, server):
+        dev = DevStart(args)
+        ok = False
+        try:
+            self.assertIn(server, dev.server_header())
+            self.assertTrue(dev.pids())
+            p = subprocess.run([DEV_STOP, "--data", dev.data], capture_output=True, timeout=60)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            dev.proc.wait(timeout=60)
+            poll(lambda: not dev.pids(), 30, what="every process of the instance to end")
+            ok = True
+        finally:
+            dev.stop(keep=not ok)
+
+    def test_default_is_apache(self):
+        self.check_front([], "Apache")
+
+    def test_front_lighttpd(self):
+        self.check_front(["--front", "lighttpd"], "lighttpd")
 
 
 class DaemonSocketsTest(unittest.TestCase):
