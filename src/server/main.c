@@ -17,10 +17,12 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: astromesh-cloudd [-c config.yaml] [-t] [-R] [-V]\n"
+    fprintf(f, "usage: astromesh-cloudd [-c config.yaml] [-t] [-S] [-R] [-V]\n"
                "  -c FILE  configuration file (default " DEFAULT_CONFIG ")\n"
                "  -t       check the configuration, the JWT secret file and the master key, and exit\n"
                "           (0 good, 1 bad, with one line saying why)\n"
+               "  -S       check the configuration, print server.socket and the stream\n"
+               "           socket (resolved: stream.sock beside it if unset), one a line\n"
                "  -R       print the route table (who may call what) and exit\n"
                "  -V       print the version and exit\n"
                "Runs in the foreground; stop with SIGTERM, reload with SIGHUP.\n");
@@ -51,15 +53,38 @@ static void print_keys(FILE *f)
     }
 }
 
+/* -S: load and check the config at path; print the FastCGI socket and the
+ * resolved stream socket, one a line, for scripts (scripts/dev-start) that
+ * must point a front server at them. Returns the exit code: 0, or 1 with
+ * one line on stderr. */
+static int print_sockets(const char *path)
+{
+    struct config cfg;
+    struct am_error err;
+
+    config_defaults(&cfg);
+    if (config_load(&cfg, path, &err) != 0) {
+        fprintf(stderr, "astromesh-cloudd: %s\n", err.message);
+        return 1;
+    }
+    if (strchr(cfg.socket_path, '\n') != NULL || strchr(cfg.stream_socket, '\n') != NULL) {
+        fprintf(stderr, "astromesh-cloudd: %s: a socket path with a newline in it\n", path);
+        return 1;
+    }
+    printf("%s\n%s\n", cfg.socket_path, cfg.stream_socket);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *path = DEFAULT_CONFIG;
-    int opt, check_only = 0;
+    int opt, check_only = 0, sockets_only = 0;
 
-    while ((opt = getopt(argc, argv, "c:tRKVh")) != -1) {
+    while ((opt = getopt(argc, argv, "c:tSRKVh")) != -1) {
         switch (opt) {
         case 'c': path = optarg; break;
         case 't': check_only = 1; break;
+        case 'S': sockets_only = 1; break;
         case 'R': routes_print(stdout); return 0;
         case 'K': print_keys(stdout); return 0;
         case 'V': printf("astromesh-cloudd %s\n", PACKAGE_VERSION); return 0;
@@ -71,6 +96,8 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (sockets_only)
+        return print_sockets(path);
     if (check_only) {
         struct config cfg;
         struct vault *vault = NULL;

@@ -20,6 +20,9 @@ an in-tree build):
   APACHE2             the apache2 binary (modules from APACHE2_MODULES,
                       default /usr/lib/apache2/modules)
   ASTROMESH_KEEP_TMP  if set, keep data directories even after a pass
+  ASTROMESH_FRONT     the front server of every instance a test does not
+                      pin to one: "lighttpd" (the default) or "apache";
+                      `make check` runs the whole suite once with each
 """
 
 import base64
@@ -55,6 +58,12 @@ APACHE2 = (os.environ.get("APACHE2") or shutil.which("apache2")
            or "/usr/sbin/apache2")
 APACHE2_MODULES = os.environ.get("APACHE2_MODULES") or "/usr/lib/apache2/modules"
 APACHE_CONF = os.path.join(SRCDIR, "etc", "apache2", "astromesh-cloud.conf")
+# the JSON error pages lighttpd sends for its own errors (with the slash)
+ERRORS_DIR = os.path.join(SRCDIR, "etc", "lighttpd", "errors") + os.sep
+FRONTS = ("lighttpd", "apache")
+FRONT = os.environ.get("ASTROMESH_FRONT") or "lighttpd"
+if FRONT not in FRONTS:
+    raise SystemExit("ASTROMESH_FRONT=%r: must be one of %s" % (FRONT, ", ".join(FRONTS)))
 
 # Sanitizer builds are slower; every bound below is generous on purpose.
 START_TIMEOUT = 60.0
@@ -505,7 +514,9 @@ class Instance:
     config: dict merged over the default config (a None value removes a key).
     """
 
-    def __init__(self, config=None, name="inst", front="lighttpd"):
+    def __init__(self, config=None, name="inst", front=None, apache_extra=()):
+        front = front or FRONT
+        self.apache_extra = list(apache_extra)   # httpd.conf lines after the snippet
         if front == "lighttpd":
             if not LIGHTTPD or not os.access(LIGHTTPD, os.X_OK):
                 raise HarnessError("lighttpd not found (LIGHTTPD=%r): apt-get install lighttpd"
@@ -667,6 +678,7 @@ class Instance:
             "ASTROMESH_PIDFILE": self.lighttpd_pidfile,
             # the Studio at /studio/ (etc/lighttpd/astromesh-cloud-studio.conf)
             "ASTROMESH_STUDIO_DIR": os.path.join(BUILDDIR, "studio-dist"),
+            "ASTROMESH_ERRORS": ERRORS_DIR,
         })
         return env
 
@@ -716,7 +728,7 @@ class Instance:
         etc/apache2/astromesh-cloud.conf included as it is, with
         ASTROMESH_SOCKET defined first (the way the snippet documents)."""
         mods = ["mpm_event", "authz_core", "proxy", "proxy_fcgi", "proxy_http",
-                "alias", "dir", "mime", "headers"]       # the last four: the Studio
+                "alias", "dir", "mime", "headers"]       # alias, dir, mime: the Studio
         lines = ['ServerRoot "%s"' % self.dir,
                  'DefaultRuntimeDir "%s"' % self.dir,
                  'PidFile "%s"' % self.apache_pidfile,
@@ -746,7 +758,7 @@ class Instance:
                   'Define ASTROMESH_STUDIO_DIR "%s"' % os.path.join(BUILDDIR, "studio-dist"),
                   'TypesConfig "%s"' % ("/etc/mime.types" if os.path.exists("/etc/mime.types")
                                         else os.devnull),
-                  'Include "%s"' % APACHE_CONF]
+                  'Include "%s"' % APACHE_CONF] + self.apache_extra
         return "\n".join(lines) + "\n"
 
     def start_apache(self, attempts=3):
@@ -931,6 +943,12 @@ class Instance:
         return False
 
     # -- logs --------------------------------------------------------------------
+    def front_logs(self):
+        """The front server's error and access logs (of whichever runs)."""
+        if self.front == "apache":
+            return [self.apache_errorlog, self.apache_accesslog]
+        return [self.lighttpd_errorlog, self.lighttpd_accesslog]
+
     def read_log(self, path, limit=200000):
         try:
             with open(path, "rb") as f:
@@ -1170,7 +1188,7 @@ class InstanceTestCase(unittest.TestCase):
     `shared_instance = False` to have none (tests call new_instance)."""
 
     config = None
-    front = "lighttpd"
+    front = None            # None: ASTROMESH_FRONT's (lighttpd by default)
     shared_instance = True
     _failed = False
 

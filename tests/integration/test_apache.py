@@ -376,7 +376,7 @@ class ApacheConfigTest(InstanceTestCase):
                    os.path.join(d, "conf-enabled", "astromesh-cloud.conf"))
         conf = os.path.join(d, "apache2.conf")
         mods = "".join('LoadModule %s_module "%s/mod_%s.so"\n' % (m, APACHE2_MODULES, m)
-                       for m in ("mpm_event", "authz_core", "proxy", "proxy_fcgi"))
+                       for m in ("mpm_event", "authz_core", "headers", "proxy", "proxy_fcgi"))
         with open(conf, "w") as f:
             f.write('ServerRoot "%s"\nPidFile "%s/pid"\nErrorLog "%s/error.log"\n'
                     'ServerName localhost\nListen 127.0.0.1:8080\n%s%s\n'

@@ -348,8 +348,7 @@ class KeyAuthenticationTest(ApiKeyTestCase):
         self.with_key(secret + "x", "GET", self.org("/agents"))
         self.inst.request("DELETE", self.org("/keys/" + k["id"]), token=self.token)
         self.with_key(secret, "GET", self.org("/agents"))
-        for path in (self.inst.daemon_log, self.inst.lighttpd_errorlog,
-                     self.inst.lighttpd_accesslog):
+        for path in [self.inst.daemon_log] + self.inst.front_logs():
             text = self.inst.read_log(path)
             self.assertNotIn(secret[12:], text, path)
 
