@@ -562,6 +562,8 @@ static void route_agent_execute(struct route_ctx *c, int mode)
         goto out;
     }
     rate_headers(c, &out);
+    if (rc == AM_EINFLIGHT)     /* a run of the org's ends within a provider timeout */
+        http_add_header(c->resp, "Retry-After", "1");
     if (rc != 0) {
         reply_err(c, rc, &err);
         goto out;

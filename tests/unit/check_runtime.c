@@ -157,6 +157,8 @@ static void setup(void)
     }
     memset(&app, 0, sizeof(app));
     app.cfg = &cfg;
+    /* a fresh breaker table per test (the old one is simply left mapped) */
+    ck_assert_int_eq(breakers_create(&app.breakers, 64, NULL), 0);
     ck_assert_int_eq(runtime_init(), 0);
 }
 
@@ -195,6 +197,7 @@ static int ask(struct agent_rt *a, struct runtime_result *res, struct am_error *
     memset(&r, 0, sizeof(r));
     memset(m, 0, sizeof(m));
     r.app = &app;
+    r.org = "acme";
     r.agent = a;
     r.res = res;
     m[0].role = "system";
@@ -333,12 +336,12 @@ START_TEST(failing_model_is_skipped_after_breaker_opens)
     a = agent_from("{\"name\":\"bot\",\"step1\":{\"model\":\"openai/gpt-4o-mini\","
                    "\"fallback_model\":\"echo/e1\"},\"step2\":{\"system_prompt\":\"x\"}}");
     for (i = 0; i < 3; i++) {
-        ck_assert(!breaker_is_open(&a->doc.primary, NULL));
+        ck_assert(!breaker_is_open(&app, "acme", &a->doc.primary, NULL));
         memset(&res, 0, sizeof(res));
         ck_assert_int_eq(ask(a, &res, &err), 0);
         ck_assert_str_eq(res.model, "echo/e1");
     }
-    ck_assert(breaker_is_open(&a->doc.primary, NULL));
+    ck_assert(breaker_is_open(&app, "acme", &a->doc.primary, NULL));
     /* With no fallback, an open circuit answers at once instead of calling. */
     alone = agent_from("{\"name\":\"bot\",\"step1\":{\"model\":\"openai/gpt-4o-mini\"},"
                        "\"step2\":{\"system_prompt\":\"x\"}}");
@@ -351,19 +354,21 @@ START_TEST(failing_model_is_skipped_after_breaker_opens)
 }
 END_TEST
 
+static const struct providers_response a_failure;
+
 START_TEST(success_closes_the_breaker_count)
 {
     struct agent_yaml_model m = { .present = 1, .provider = PROVIDER_OPENAI, .model = "gpt" };
 
     cfg.breaker_failures = 3;
-    breaker_record(&cfg, &m, 0, 10);
-    breaker_record(&cfg, &m, 0, 10);
-    breaker_record(&cfg, &m, 1, 10);    /* the run of failures is broken */
-    breaker_record(&cfg, &m, 0, 10);
-    breaker_record(&cfg, &m, 0, 10);
-    ck_assert(!breaker_is_open(&m, NULL));
-    breaker_record(&cfg, &m, 0, 10);
-    ck_assert(breaker_is_open(&m, NULL));
+    breaker_record(&app, "acme", &m, AM_EPROVIDER, &a_failure, 10);
+    breaker_record(&app, "acme", &m, AM_EPROVIDER, &a_failure, 10);
+    breaker_record(&app, "acme", &m, 0, &a_failure, 10);    /* the run of failures is broken */
+    breaker_record(&app, "acme", &m, AM_EPROVIDER, &a_failure, 10);
+    breaker_record(&app, "acme", &m, AM_EPROVIDER, &a_failure, 10);
+    ck_assert(!breaker_is_open(&app, "acme", &m, NULL));
+    breaker_record(&app, "acme", &m, AM_EPROVIDER, &a_failure, 10);
+    ck_assert(breaker_is_open(&app, "acme", &m, NULL));
 }
 END_TEST
 
@@ -376,8 +381,8 @@ START_TEST(fast_answers_never_look_unmeasured)
     /* Sub-millisecond answers: the average must stay a sample (>= 1), or
      * latency_optimized would forget the model was ever measured. */
     for (i = 0; i < 50; i++)
-        breaker_record(&cfg, &m, 1, i == 0 ? 3 : 0);
-    breaker_is_open(&m, &ewma);
+        breaker_record(&app, "acme", &m, 0, &a_failure, i == 0 ? 3 : 0);
+    breaker_is_open(&app, "acme", &m, &ewma);
     ck_assert_uint_ge(ewma, 1);
 }
 END_TEST
@@ -408,7 +413,9 @@ START_TEST(cost_optimized_keeps_primary_first)
         "{\"name\":\"bot\",\"step1\":{\"model\":\"echo/e1\",\"fallback_model\":\"echo/e2\"},"
         "\"step2\":{\"system_prompt\":\"x\"}}");
 
-    ck_assert_int_eq(route_order(a, order), 2);
+    struct run r = { .app = &app, .org = "acme", .agent = a };
+
+    ck_assert_int_eq(route_order(&r, order), 2);
     ck_assert_str_eq(order[0]->model, "e1");
     ck_assert_str_eq(order[1]->model, "e2");
     agent_rt_free(a);
