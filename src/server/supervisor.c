@@ -703,10 +703,12 @@ static int start(struct supervisor *sv)
         log_error("%s", err.message);
         return -1;
     }
-    /* Fairness between tenants: the breakers of every org's models, and
-     * the runs in flight per org (a slot per thread that can run one). */
+    /* Fairness between tenants: the breakers of every org's models (two
+     * models an agent), and the runs in flight per org: a slot per thread
+     * or stream query that can run one, twice over like the quota holds (a
+     * run finding none is not held: the cap does not hold it back). */
     if (breakers_create(&sv->app.breakers, sv->cfg.registry_capacity * 2, &err) != 0 ||
-        streams_create(&sv->app.inflight, 2 * (MAX_WORKERS * sv->cfg.threads +
+        streams_create(&sv->app.inflight, 2 * (sv->cfg.workers * sv->cfg.threads +
                        sv->cfg.stream_max_queries), &err) != 0) {
         log_error("%s", err.message);
         return -1;
