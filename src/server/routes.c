@@ -75,6 +75,8 @@ static void reply_err(struct route_ctx *c, int rc, struct am_error *err)
 {
     if (err->code == AM_OK)
         error_set(err, rc, "Request failed");
+    if (err->code == AM_EINFLIGHT)  /* one of the org's runs in flight ends soon */
+        http_add_header(c->resp, "Retry-After", "1");
     http_reply_error(c->resp, err);
 }
 
@@ -562,8 +564,6 @@ static void route_agent_execute(struct route_ctx *c, int mode)
         goto out;
     }
     rate_headers(c, &out);
-    if (rc == AM_EINFLIGHT)     /* a run of the org's ends within a provider timeout */
-        http_add_header(c->resp, "Retry-After", "1");
     if (rc != 0) {
         reply_err(c, rc, &err);
         goto out;

@@ -198,8 +198,14 @@ class FairnessCase(InstanceTestCase):
         for t in threads:
             t.start()
         poll(lambda: len(self.fake.provider_requests()) >= 3, 10, what="3 calls in flight")
-        assert_error(self, self.execute(a, "bot", "hello", mode="test"), 429,
-                     "too_many_in_flight")
+        resp = self.execute(a, "bot", "hello", mode="test")
+        assert_error(self, resp, 429, "too_many_in_flight")
+        self.assertEqual(resp[1].get("retry-after"), "1")
+        # asked as Server-Sent Events: the same envelope, before any event
+        resp = self.execute(a, "bot", "hello", mode="test",
+                            headers={"Accept": "text/event-stream"})
+        assert_error(self, resp, 429, "too_many_in_flight")
+        self.assertEqual(resp[1].get("retry-after"), "1")
         pids = self.inst.worker_pids()
         for pid in pids:
             os.kill(pid, 9)
