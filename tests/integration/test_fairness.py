@@ -10,7 +10,8 @@ What a client sees:
   other worker's calls too), and only for the org that saw it; a 429's
   Retry-After keeps that org's breaker open that long;
 - runs in flight: org A sending many slow calls at once gets 429
-  too_many_in_flight (with Retry-After) past limits.max_in_flight, while
+  too_many_in_flight (with Retry-After; an error event on the WebSocket)
+  past limits.max_in_flight, and a killed worker's slots come back, while
   org B's GETs and runs keep their latency (p50 measured with and without
   A's load in the same test, the figures printed);
 - registry: the daemon logs at start how many orgs' full limits
@@ -206,6 +207,12 @@ class FairnessCase(InstanceTestCase):
                             headers={"Accept": "text/event-stream"})
         assert_error(self, resp, 429, "too_many_in_flight")
         self.assertEqual(resp[1].get("retry-after"), "1")
+        # the stream process counts in the same table: a WebSocket query too
+        ws = self.inst.ws_connect(a["slug"], "bot", token=a["token"])
+        self.addCleanup(ws.abort)
+        ws.send_json({"query": "over the cap"})
+        ev = ws.recv_json(timeout=30)
+        self.assertEqual((ev.get("type"), ev.get("error")), ("error", "too_many_in_flight"), ev)
         pids = self.inst.worker_pids()
         for pid in pids:
             os.kill(pid, 9)
