@@ -223,6 +223,12 @@ class FairnessCase(InstanceTestCase):
              what="the dead workers' holds given back")
 
 
+class ApacheFairnessCase(FairnessCase):
+    """The same behind Apache."""
+
+    front = "apache"
+
+
 class RegistryCase(InstanceTestCase):
     """A registry of 16 slots for orgs of 5 agents: the full limits of 3 orgs."""
 
