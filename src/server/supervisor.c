@@ -255,6 +255,7 @@ static void check_invariants(struct supervisor *sv, int task, int reconciled)
     (void)sv;   /* used only in invariant builds */
     CHECK_INVARIANTS(store_check_invariants(sv->app.store));
     CHECK_INVARIANTS(registry_check_invariants(sv->app.reg));
+    CHECK_INVARIANTS(breakers_check_invariants(sv->app.breakers));
     if (task != TASK_RECOVER)
         return;
     if (reconciled >= 0)

@@ -35,6 +35,7 @@
 #include <sys/mman.h>
 #include "state/breakers.h"
 #include "lib/hash.h"
+#include "lib/invariant.h"
 #include "lib/shm_lock.h"
 #include "lib/util.h"
 
@@ -253,6 +254,45 @@ void breakers_foreach(struct breakers *b, uint64_t now_ms, breakers_foreach_fn f
         st.open_for_ms = st.open ? s->open_until_ms - now_ms : 0;
         st.ewma_ms = s->ewma_ms;
         fn(&st, arg);
+    }
+    shm_lock_release(&b->guard);
+}
+
+/* Invariant 1: a never-used slot is all zero. */
+static int slot_is_zero(const struct breakers_slot *s)
+{
+    static const struct breakers_slot zero;
+
+    return memcmp(s, &zero, sizeof(zero)) == 0;
+}
+
+void breakers_check_invariants(struct breakers *b)
+{
+    uint32_t i, j, home;
+
+    if (b == NULL)
+        return;
+    if (b->hdr->magic != BREAKERS_MAGIC || b->hdr->version != 1)
+        invariant_fail("breakers: bad magic or version");
+    if (shm_lock_take(&b->guard, 0) != 0)
+        invariant_fail("breakers: the mutex is unrecoverable");
+    for (i = 0; i <= b->hdr->mask; i++) {
+        const struct breakers_slot *s = &b->slot[i];
+        if (s->state == S_FREE && !slot_is_zero(s))
+            invariant_fail("breakers 1: slot %u is free but written", i);
+        if (s->state == S_WRITING)
+            invariant_fail("breakers 2: slot %u is half-written, the mutex free", i);
+        if (s->state != S_USED || s->org[0] == '\0')
+            continue;
+        if (s->hash != key_hash(s->org, s->provider, s->model))
+            invariant_fail("breakers 3: slot %u: org \"%s\" has another key's hash", i, s->org);
+        home = (uint32_t)(s->hash & b->hdr->mask);
+        if (((i - home) & b->hdr->mask) >= BREAKERS_WINDOW)
+            invariant_fail("breakers 3: org \"%s\" outside its probe window", s->org);
+        for (j = home; j != i; j = (j + 1) & b->hdr->mask)
+            if (b->slot[j].state == S_FREE || slot_is(&b->slot[j], s->hash, s->org,
+                                                      s->provider, s->model))
+                invariant_fail("breakers 3: org \"%s\" unreachable or twice", s->org);
     }
     shm_lock_release(&b->guard);
 }

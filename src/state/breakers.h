@@ -63,4 +63,9 @@ struct breakers_state {
 typedef void (*breakers_foreach_fn)(const struct breakers_state *st, void *arg);
 void breakers_foreach(struct breakers *b, uint64_t now_ms, breakers_foreach_fn fn, void *arg);
 
+/* Runnable invariants (lib/invariant.h): check breakers.c's invariants
+ * 1-3 under the mutex; on a violation, log it naming the invariant and the
+ * slot or org, and abort(). Anywhere: every change is under the mutex. */
+void breakers_check_invariants(struct breakers *b);
+
 #endif

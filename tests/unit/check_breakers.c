@@ -96,6 +96,7 @@ START_TEST(a_failure_in_one_process_is_seen_in_another)
     }
     ck_assert_int_eq(waitpid(pid, &st, 0), pid);
     ck_assert_int_eq(breakers_is_open(b, "acme", 1, "gpt", 1001, NULL), 1);
+    breakers_check_invariants(b);
     breakers_close(b);
 }
 END_TEST
@@ -132,6 +133,7 @@ START_TEST(a_full_window_forgets_closed_breakers_never_open_ones)
     ck_assert_int_le(seen.n, 64);
     ck_assert_int_eq(seen.open, open);
     ck_assert_int_ge(open, 32);         /* open breakers were kept */
+    breakers_check_invariants(b);
     /* a name too long to store is never counted, never opens */
     char model[200];
     memset(model, 'm', sizeof(model) - 1);
@@ -164,6 +166,7 @@ START_TEST(a_process_killed_holding_the_mutex_does_not_wedge_the_table)
     breakers_record(b, "acme", 1, "gpt", 1001, &FAIL);
     breakers_foreach(b, 1002, count_state, &seen);
     ck_assert_int_eq(seen.n, 1);
+    breakers_check_invariants(b);
     breakers_close(b);
 }
 END_TEST
