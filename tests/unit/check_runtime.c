@@ -485,6 +485,40 @@ static struct agent_rt *stream_agent(const char *model, const char *fallback,
     return agent_from(w);
 }
 
+/* Issue 15: a provider 400 is the request's error: no fallback, nothing
+ * counted (eight of them leave the breaker closed); a 500 counts, for
+ * this org only. */
+START_TEST(a_rejected_request_tries_no_fallback_and_opens_no_breaker)
+{
+    struct agent_rt *a = agent_from("{\"name\":\"bot\",\"step1\":{\"model\":"
+                                    "\"openai/gpt-4o-mini\",\"fallback_model\":\"echo/e1\"},"
+                                    "\"step2\":{\"system_prompt\":\"x\"}}");
+    struct runtime_result res;
+    struct am_error err;
+    int i;
+
+    cfg.breaker_failures = 3;
+    fake_control("{\"mode\":\"fail\",\"status\":400}");
+    for (i = 0; i < 8; i++) {
+        memset(&res, 0, sizeof(res));
+        ck_assert_int_eq(ask(a, &res, &err), AM_EPROVIDERREJECT);
+        ck_assert_str_eq(res.model, "");            /* the fallback was not asked */
+        ck_assert_ptr_nonnull(strstr(err.message, "HTTP 400"));
+    }
+    ck_assert(!breaker_is_open(&app, "acme", &a->doc.primary, NULL));
+    fake_control("{\"mode\":\"fail\",\"status\":500}");
+    for (i = 0; i < 3; i++) {
+        memset(&res, 0, sizeof(res));
+        ck_assert_int_eq(ask(a, &res, &err), 0);
+        ck_assert_str_eq(res.model, "echo/e1");     /* a provider failure falls back */
+    }
+    ck_assert(breaker_is_open(&app, "acme", &a->doc.primary, NULL));
+    ck_assert(!breaker_is_open(&app, "other", &a->doc.primary, NULL));
+    fake_control("{}");
+    agent_rt_free(a);
+}
+END_TEST
+
 START_TEST(stream_sends_tokens_in_order_and_equals_the_buffered_answer)
 {
     struct agent_rt *a = stream_agent(stream_models[_i], NULL, NULL, NULL);
@@ -684,6 +718,7 @@ int main(void)
     tcase_add_test(tc, content_safety_holds_the_answer_and_streams_the_refusal);
     tcase_add_loop_test(tc, tool_rounds_are_silent_and_the_final_answer_streams, 0, 5);
     tcase_add_test(tc, primary_failing_before_the_first_token_falls_back);
+    tcase_add_test(tc, a_rejected_request_tries_no_fallback_and_opens_no_breaker);
     tcase_add_test(tc, primary_failing_after_a_token_ends_the_run);
     tcase_add_loop_test(tc, a_vanished_client_cancels_the_provider_call_within_a_second, 0, 4);
     suite_add_tcase(s, tc);
