@@ -54,6 +54,11 @@ Control API (JSON):
                     "fake_padding" field), for size-limit tests
       "per_model":  {"model-name": {same keys}}: overrides for requests naming
                     that model (its tool_call and count are its own)
+  Triggers in the text (the last user message), whatever the setting:
+      "FAKE_STATUS=NNN"       answer HTTP NNN (400..599) with the
+                              protocol's error body
+      "FAKE_RETRY_AFTER=S"    with FAKE_STATUS: a Retry-After: S header
+      "FAKE_DELAY_MS=N"       wait N ms (at most 60000) before answering
   GET /_control     the current setting
   GET /_requests    every request received, oldest first: {"method", "path",
                     "protocol", "headers" (Authorization and x-api-key values
@@ -85,6 +90,7 @@ import argparse
 import copy
 import hashlib
 import json
+import re
 import os
 import select
 import signal
@@ -490,8 +496,10 @@ class Handler(BaseHTTPRequestHandler):
             raise ValueError("body too large")
         return self.rfile.read(n) if n else b""
 
-    def send_bytes(self, status, data, ctype="application/json", length=None):
+    def send_bytes(self, status, data, ctype="application/json", length=None, extra=None):
         self.send_response(status)
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data) if length is None else length))
         self.end_headers()
@@ -629,6 +637,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json(400, error_body(proto, 400,
                                                   "anthropic-version header is required"))
         model = body.get("model") if isinstance(body.get("model"), str) else ""
+        if self.text_trigger(proto, body):
+            return None
         plan = STATE.plan(model)
         mode = plan["mode"]
         delay = plan.get("delay_ms") or (1000 if mode == "slow" else 0)
@@ -647,6 +657,23 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "malformed":
             return self.send_bytes(200, b"<html>this is not JSON {\"choices\": [")
         self.answer(proto, body, model, plan)
+
+    def text_trigger(self, proto, body):
+        """FAKE_DELAY_MS / FAKE_STATUS / FAKE_RETRY_AFTER in the last user
+        message: wait, then answer the status. True if it answered."""
+        _, last_user, _ = conversation(proto, body)
+        m = re.search(r"FAKE_DELAY_MS=(\d+)", last_user)
+        if m:
+            self.sleep_ms(min(int(m.group(1)), 60000))
+        m = re.search(r"FAKE_STATUS=(\d{3})", last_user)
+        if not m or not 400 <= int(m.group(1)) <= 599:
+            return False
+        status = int(m.group(1))
+        ra = re.search(r"FAKE_RETRY_AFTER=(\d+)", last_user)
+        extra = {"Retry-After": ra.group(1)} if ra else None
+        data = json.dumps(error_body(proto, status, f"the text asked for {status}")).encode()
+        self.send_bytes(status, data, extra=extra)
+        return True
 
     def answer(self, proto, body, model, plan):
         prompt, last_user, tool_result = conversation(proto, body)

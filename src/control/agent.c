@@ -623,6 +623,40 @@ static int version_record(struct tx_ctx *c, struct store_txn *t, struct json_obj
     return 0;
 }
 
+static int count_deployed(const char *k, size_t kl, const char *v, size_t vl, void *arg)
+{
+    struct json_object *rec = json_tokener_parse(v);
+
+    (void)k; (void)kl; (void)vl;
+    if (rec != NULL && status_of(rec) == AGENT_DEPLOYED)
+        ++*(int *)arg;
+    json_object_put(rec);
+    return 0;
+}
+
+/* Registry fairness: an org's deployed agents come out of its own plan
+ * limit (create already holds the agents in any state to it; this holds
+ * a deploy to it after limits.max_agents was lowered). The org record's
+ * write lock serialises the deploys of one org, as it does the creates.
+ * Returns 0, AM_EPLANLIMIT or the store's error. */
+static int deploy_within_plan(struct tx_ctx *c, struct store *s, struct store_txn *t)
+{
+    char *val = NULL;
+    int rc, n = 0;
+
+    rc = store_get(s, t, STORE_ORGS, c->org, strlen(c->org), STORE_RMW, &val, NULL);
+    free(val);
+    if (rc != 0 && rc != AM_ENOENT)
+        return rc;
+    if ((rc = store_scan(s, t, STORE_AGENTS, c->org, strlen(c->org) + 1, count_deployed,
+                         &n)) != 0)
+        return rc;
+    if (n >= c->app->cfg->max_agents)
+        return error_set(c->err, AM_EPLANLIMIT, "Organization already has %d deployed agents, "
+                         "its limit; pause one first", n);
+    return 0;
+}
+
 static int deploy_txn(struct store *s, struct store_txn *t, void *arg)
 {
     struct tx_ctx *c = arg;
@@ -632,7 +666,6 @@ static int deploy_txn(struct store *s, struct store_txn *t, void *arg)
     size_t len = 0;
     int rc, existing;
 
-    (void)s;
     tx_reset(c);
     if ((rc = record_load(c->app, t, c->org, c->name, &rec, c->err)) != 0)
         goto out;
@@ -640,6 +673,8 @@ static int deploy_txn(struct store *s, struct store_txn *t, void *arg)
         rc = error_set(c->err, AM_EALREADYDEPLOYED, "Agent '%s' is already deployed", c->name);
         goto out;
     }
+    if ((rc = deploy_within_plan(c, s, t)) != 0)
+        goto out;
     json_object_object_get_ex(rec, "wizard", &wc);
     versions_hash(wc, hash);
     n = deploy_version(rec, hash, &existing);

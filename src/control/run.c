@@ -4,8 +4,11 @@
  *
  * Owns no state. The order matters and is the same for every carrier:
  *  1. the runtime resolves the agent in the registry, once;
- *  2. then admits the run: a `run` takes one request of the org's daily
- *     limit (exact across processes, quota.c), a `test` takes nothing;
+ *  2. then admits the run: a run or a test takes one of the org's
+ *     limits.max_in_flight slots (shared by every process, given back when
+ *     the call returns, or by the supervisor when its process died), then
+ *     a `run` takes one request of the org's daily limit (exact across
+ *     processes, quota.c), a `test` takes nothing;
  *  3. executes the pipeline, streaming into the caller's sink if any;
  *  4. the run is settled in usage: counted with its tokens, or given back
  *     if it never reached a provider; the run log line is written either
@@ -22,6 +25,8 @@
 #include "control/wizard.h"
 #include "runtime/memory.h"
 #include "state/config.h"
+#include "state/app.h"
+#include "state/streams.h"
 #include "lib/util.h"
 
 int run_parse_body(struct json_object *body, struct run_call *call, struct am_error *err)
@@ -78,13 +83,37 @@ struct run_admission {
     const struct run_call *call;
     struct run_outcome *out;
     struct usage_claim claim;
+    int in_flight;                      /* the org's in-flight slot, -1: none */
 };
+
+/* Take one of the org's limits.max_in_flight slots, held by this process
+ * (the supervisor gives back a dead process's). Returns 0 (held, or not
+ * held because the table is full: the cap is then not enforced for this
+ * run) or AM_EINFLIGHT. */
+static int run_take_in_flight(struct run_admission *ad, struct am_error *err)
+{
+    int slot;
+
+    if (ad->app->inflight == NULL)
+        return 0;
+    slot = streams_acquire(ad->app->inflight, ad->call->org, ad->app->cfg->max_in_flight);
+    if (slot == AM_ESTREAMLIMIT)
+        return error_set(err, AM_EINFLIGHT, "This organization already has %d runs in "
+                         "flight; retry when one has finished",
+                         ad->app->cfg->max_in_flight);
+    ad->in_flight = slot >= 0 ? slot : -1;
+    return 0;
+}
 
 static int run_admit(void *arg, struct am_error *err)
 {
     struct run_admission *ad = arg;
     int rc;
 
+    if ((rc = run_take_in_flight(ad, err)) != 0) {
+        ad->out->remaining = usage_remaining(ad->app, ad->call->org, ad->out->limit);
+        return rc;
+    }
     if (ad->call->mode != RUNTIME_RUN) {
         ad->out->remaining = usage_remaining(ad->app, ad->call->org, ad->out->limit);
         return 0;
@@ -142,7 +171,7 @@ static int run_not_deployed(struct app *app, const struct run_call *call, struct
 int run_agent(struct app *app, const struct run_call *call, struct run_outcome *out,
               struct am_error *err)
 {
-    struct run_admission ad = { app, call, out, { 0, -1 } };
+    struct run_admission ad = { app, call, out, { 0, -1 }, -1 };
     struct runtime_request req = {
         .org = call->org, .name = call->name, .query = call->query,
         .session_id = call->session_id, .context = call->context, .mode = call->mode,
@@ -158,6 +187,7 @@ int run_agent(struct app *app, const struct run_call *call, struct run_outcome *
         return run_not_deployed(app, call, err);
     }
     rc = runtime_execute(app, &req, &out->res, err);
+    streams_release(app->inflight, ad.in_flight);    /* every path: -1 is fine */
     if (out->res.admitted)
         run_settle(&ad, rc);
     else if (rc != AM_ERATELIMIT)

@@ -51,7 +51,9 @@ enum am_err {
     AM_ECANCELLED = -35,      /* 499 client_closed: the client went away mid-run (never sent) */
     AM_EVERSIONNOTFOUND = -36,/* 404 version_not_found */
     AM_ESTREAMLIMIT = -37,    /* 429 stream_limit_reached: the org's max_streams are open */
-    AM_ERR_LAST = -38
+    AM_EPROVIDERREJECT = -38, /* 422 provider_rejected_request: the provider refused the request itself */
+    AM_EINFLIGHT = -39,       /* 429 too_many_in_flight: the org's limits.max_in_flight runs are running */
+    AM_ERR_LAST = -40
 };
 
 #define AM_ERROR_MSG_MAX 256

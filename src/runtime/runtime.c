@@ -6,7 +6,8 @@
  *
  * Owns: a per-thread cache of parsed agents keyed by registry key and
  * generation (a redeploy changes the generation, so a stale parse is never
- * used), and a per-process circuit breaker per provider/model.
+ * used). The circuit breakers (per org, provider and model) are shared
+ * by every process: state/breakers.
  *
  * The pipeline, in order (each step is another module's job):
  *   input guardrails (guardrails) -> memory load (memory) -> prompt ->
@@ -39,6 +40,7 @@
 #include "runtime/memory.h"
 #include "runtime/providers/providers.h"
 #include "state/registry.h"
+#include "state/breakers.h"
 #include "state/vault.h"
 #include "runtime/runtime.h"
 #include "runtime/tools/tools.h"
@@ -140,80 +142,38 @@ static struct agent_rt *agent_lookup(struct registry *reg, const char *key, int 
     return a;
 }
 
-/* ---- circuit breaker and latency, per process ------------------------------ */
+/* ---- circuit breaker and latency: shared by every process (state/breakers) ---- */
 
-#define BREAKER_SLOTS 64
-
-struct breaker {
-    int provider;                /* -1 = unused */
-    char model[129];
-    int fails;                   /* consecutive failures */
-    uint64_t open_until_ms;      /* monotonic ms; 0 = closed */
-    uint64_t ewma_ms;            /* smoothed latency of successes, 0 = none yet */
-};
-
-static pthread_mutex_t breaker_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct breaker breakers[BREAKER_SLOTS];
-static int breakers_used;
 static unsigned long round_robin_turn;
 
-static struct breaker *breaker_of(int provider, const char *model)
+/* 1 if org's provider/model is cooling down after repeated failures. */
+static int breaker_is_open(const struct app *app, const char *org,
+                           const struct agent_yaml_model *m, uint64_t *ewma)
 {
-    int i;
-
-    for (i = 0; i < breakers_used; i++)
-        if (breakers[i].provider == provider && strcmp(breakers[i].model, model) == 0)
-            return &breakers[i];
-    if (breakers_used == BREAKER_SLOTS)
-        return NULL;
-    i = breakers_used++;
-    memset(&breakers[i], 0, sizeof(breakers[i]));
-    breakers[i].provider = provider;
-    util_strlcpy(breakers[i].model, model, sizeof(breakers[i].model));
-    return &breakers[i];
+    return breakers_is_open(app->breakers, org, m->provider, m->model, util_monotonic_ms(),
+                            ewma);
 }
 
-/* 1 if the provider/model is cooling down after repeated failures. */
-static int breaker_is_open(const struct agent_yaml_model *m, uint64_t *ewma)
+/* Count the outcome rc of one call of m for org. A refusal of the request
+ * itself (AM_EPROVIDERREJECT) and a client that went away count nothing:
+ * they say nothing of the provider. A 429's Retry-After opens the breaker
+ * at least that long. */
+static void breaker_record(const struct app *app, const char *org,
+                           const struct agent_yaml_model *m, int rc,
+                           const struct providers_response *resp, uint64_t ms)
 {
-    struct breaker *b;
-    int open = 0;
+    const struct config *cfg = app->cfg;
+    struct breakers_outcome o = {
+        .ok = rc == 0, .latency_ms = ms, .failures = cfg->breaker_failures,
+        .cooldown_ms = (uint64_t)cfg->breaker_cooldown_ms,
+        .retry_after_ms = rc != 0 && resp->http_status == 429 && resp->retry_after_s > 0
+                          ? (uint64_t)resp->retry_after_s * 1000 : 0,
+    };
 
-    pthread_mutex_lock(&breaker_lock);
-    b = breaker_of(m->provider, m->model);
-    if (b != NULL) {
-        open = b->open_until_ms > util_monotonic_ms();
-        if (ewma != NULL)
-            *ewma = b->ewma_ms;
-    }
-    pthread_mutex_unlock(&breaker_lock);
-    return open;
-}
-
-static void breaker_record(const struct config *cfg, const struct agent_yaml_model *m, int ok,
-                           uint64_t ms)
-{
-    struct breaker *b;
-
-    metrics_provider_call(m->provider, ms * 1000, ok);
-    pthread_mutex_lock(&breaker_lock);
-    if ((b = breaker_of(m->provider, m->model)) != NULL) {
-        if (ok) {
-            if (b->open_until_ms != 0)
-                metrics_breaker(m->provider, 0);
-            b->fails = 0;
-            b->open_until_ms = 0;
-            /* never 0: 0 means "no sample yet" to route_order */
-            b->ewma_ms = b->ewma_ms ? (b->ewma_ms * 7 + ms) / 8 : ms;
-            if (b->ewma_ms == 0)
-                b->ewma_ms = 1;
-        } else if (++b->fails >= cfg->breaker_failures) {
-            b->open_until_ms = util_monotonic_ms() + (uint64_t)cfg->breaker_cooldown_ms;
-            b->fails = 0;
-            metrics_breaker(m->provider, b->open_until_ms);
-        }
-    }
-    pthread_mutex_unlock(&breaker_lock);
+    metrics_provider_call(m->provider, ms * 1000, rc == 0);
+    if (rc == AM_EPROVIDERREJECT || rc == AM_ECANCELLED)
+        return;
+    breakers_record(app->breakers, org, m->provider, m->model, util_monotonic_ms(), &o);
 }
 
 static char *guard_output(const struct agent_rt *a, char *answer, int *blocked);
@@ -444,8 +404,9 @@ static int api_key_of(const struct run *r, const struct agent_yaml_model *m, cha
 /* Candidates in the order to try: primary then fallback, except that
  * round_robin alternates and latency_optimized puts the one measured
  * faster first once both have answered before. */
-static int route_order(const struct agent_rt *a, const struct agent_yaml_model *order[2])
+static int route_order(const struct run *r, const struct agent_yaml_model *order[2])
 {
+    const struct agent_rt *a = r->agent;
     uint64_t lp = 0, lf = 0;
     int n = 1;
 
@@ -460,8 +421,8 @@ static int route_order(const struct agent_rt *a, const struct agent_yaml_model *
         order[0] = &a->doc.fallback;
         order[1] = &a->doc.primary;
     } else if (a->doc.routing == AGENT_YAML_ROUTE_LATENCY) {
-        breaker_is_open(&a->doc.primary, &lp);
-        breaker_is_open(&a->doc.fallback, &lf);
+        breaker_is_open(r->app, r->org, &a->doc.primary, &lp);
+        breaker_is_open(r->app, r->org, &a->doc.fallback, &lf);
         if (lp && lf && lf < lp) {
             order[0] = &a->doc.fallback;
             order[1] = &a->doc.primary;
@@ -488,7 +449,7 @@ static int route_chat(struct run *r, const struct providers_message *msgs, size_
     struct providers_request req;
     struct providers_response *resp;
     char key[VAULT_PROVIDER_KEY_MAX + 1];
-    int i, ncand = route_order(a, order), tried = 0, rc = AM_EPROVIDER;
+    int i, ncand = route_order(r, order), tried = 0, rc = AM_EPROVIDER;
 
     for (i = 0; i < a->doc.ntools; i++) {
         tools[i].name = tools_name(a->doc.tools[i]);
@@ -499,7 +460,7 @@ static int route_chat(struct run *r, const struct providers_message *msgs, size_
         const struct agent_yaml_model *m = order[i];
         uint64_t t0;
 
-        if (breaker_is_open(m, NULL))
+        if (breaker_is_open(r->app, r->org, m, NULL))
             continue;
         tried++;
         memset(&req, 0, sizeof(req));
@@ -532,7 +493,9 @@ static int route_chat(struct run *r, const struct providers_message *msgs, size_
         sodium_memzero(key, sizeof(key));
         if (rc == AM_ECANCELLED)
             return error_set(err, AM_ECANCELLED, "The client went away");
-        breaker_record(cfg, m, rc == 0, util_monotonic_ms() - t0);
+        breaker_record(r->app, r->org, m, rc, resp, util_monotonic_ms() - t0);
+        if (rc == AM_EPROVIDERREJECT)
+            return rc;      /* the request's own error: another model would refuse it too */
         if (rc == 0) {
             r->res->tokens_used += resp->prompt_tokens + resp->completion_tokens;
             snprintf(r->res->model, sizeof(r->res->model), "%s/%s",

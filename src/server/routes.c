@@ -80,6 +80,8 @@ static void reply_err(struct route_ctx *c, int rc, struct am_error *err)
 {
     if (err->code == AM_OK)
         error_set(err, rc, "Request failed");
+    if (err->code == AM_EINFLIGHT)  /* one of the org's runs in flight ends soon */
+        http_add_header(c->resp, "Retry-After", "1");
     http_reply_error(c->resp, err);
 }
 

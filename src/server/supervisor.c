@@ -68,6 +68,7 @@
 #include "state/config.h"
 #include "state/metrics.h"
 #include "state/quota.h"
+#include "state/breakers.h"
 #include "state/registry.h"
 #include "state/store.h"
 #include "state/streams.h"
@@ -273,6 +274,7 @@ static void check_invariants(struct supervisor *sv, int task, int reconciled)
     (void)sv;   /* used only in invariant builds */
     CHECK_INVARIANTS(store_check_invariants(sv->app.store));
     CHECK_INVARIANTS(registry_check_invariants(sv->app.reg));
+    CHECK_INVARIANTS(breakers_check_invariants(sv->app.breakers));
     if (task != TASK_RECOVER)
         return;
     if (reconciled >= 0)
@@ -462,11 +464,14 @@ static int recover_environment(struct supervisor *sv)
     log_error("storage needs recovery: restarting every worker");
     kill_all(sv, SIGKILL);
     for (i = 0; i < MAX_WORKERS; i++) {
-        if (sv->slots[i].state != W_EMPTY)
+        if (sv->slots[i].state != W_EMPTY) {
             waitpid(sv->slots[i].pid, NULL, 0);
+            streams_reclaim(sv->app.inflight, (int)sv->slots[i].pid);
+        }
         if (sv->retiring[i].state != W_EMPTY) {
             waitpid(sv->retiring[i].pid, NULL, 0);
             streams_reclaim(sv->app.streams, (int)sv->retiring[i].pid);
+            streams_reclaim(sv->app.inflight, (int)sv->retiring[i].pid);
         }
         sv->slots[i].state = sv->retiring[i].state = W_EMPTY;
         sv->slots[i].restart_at_ms = 0;
@@ -474,6 +479,7 @@ static int recover_environment(struct supervisor *sv)
     if (sv->stream.state != W_EMPTY) {
         waitpid(sv->stream.pid, NULL, 0);
         streams_reclaim(sv->app.streams, (int)sv->stream.pid);
+        streams_reclaim(sv->app.inflight, (int)sv->stream.pid);
     }
     sv->stream.state = W_EMPTY;
     sv->stream.restart_at_ms = 0;
@@ -513,6 +519,10 @@ static int on_worker_exit(struct supervisor *sv, pid_t pid, int status)
         if (n > 0 && !clean)
             log_info("%d stream connections of the dead stream process given back", n);
     }
+    /* the runs in flight it held: the org may start as many again */
+    if (streams_reclaim(sv->app.inflight, (int)pid) > 0 && !clean)
+        log_info("the runs in flight of the dead %d were given back to their orgs' caps",
+                 (int)pid);
     sv->dead_pid = (int)pid;
     if (!clean && run_store_task(sv, TASK_AFTER_DEATH) != TASK_OK) {
         w->state = W_EMPTY;
@@ -666,6 +676,23 @@ static int serve(struct supervisor *sv)
     }
 }
 
+/* Registry fairness: every org may deploy limits.max_agents agents, and
+ * the registry holds registry.capacity. Say at start how many orgs' full
+ * limits that covers; registry_full (503) can only happen past them, and
+ * with dev login on the number of orgs is not bounded, so warn then. */
+static void plan_capacity_log(const struct config *cfg)
+{
+    int orgs = cfg->registry_capacity / cfg->max_agents;
+
+    log_info("registry: capacity %d holds the deployed agents of %d orgs at limits.max_agents "
+             "%d", cfg->registry_capacity, orgs, cfg->max_agents);
+    if (cfg->dev_login)
+        log_warn("registry: auth.dev_login lets anyone create orgs; more than %d orgs at "
+                 "limits.max_agents %d need more than registry.capacity %d, and their "
+                 "deploys then get 503 registry_full", orgs, cfg->max_agents,
+                 cfg->registry_capacity);
+}
+
 static int start(struct supervisor *sv)
 {
     struct am_error err;
@@ -704,6 +731,17 @@ static int start(struct supervisor *sv)
         log_error("%s", err.message);
         return -1;
     }
+    /* Fairness between tenants: the breakers of every org's models (two
+     * models an agent), and the runs in flight per org: a slot per thread
+     * or stream query that can run one, twice over like the quota holds (a
+     * run finding none is not held: the cap does not hold it back). */
+    if (breakers_create(&sv->app.breakers, sv->cfg.registry_capacity * 2, &err) != 0 ||
+        streams_create(&sv->app.inflight, 2 * (sv->cfg.workers * sv->cfg.threads +
+                       sv->cfg.stream_max_queries), &err) != 0) {
+        log_error("%s", err.message);
+        return -1;
+    }
+    plan_capacity_log(&sv->cfg);
     /* The master key: refuse to start without a good one. */
     if (vault_open(&sv->vault, sv->cfg.master_key_file, &err) != 0) {
         log_error("%s", err.message);
@@ -742,6 +780,8 @@ static void finish(struct supervisor *sv)
     quota_close(sv->app.quota);
     streams_close(sv->app.streams);
     metrics_close();
+    streams_close(sv->app.inflight);
+    breakers_close(sv->app.breakers);
     auth_state_close(sv->app.auth);
     vault_close(sv->vault);
     if (sv->cfg.pid_file[0] != '\0')

@@ -14,6 +14,7 @@ struct quota;
 struct auth_state;
 struct vault;
 struct streams;
+struct breakers;
 
 struct app {
     const struct config *cfg;   /* borrowed; lives as long as the process */
@@ -23,6 +24,8 @@ struct app {
     struct auth_state *auth;    /* the authorisation epoch, shared by all processes */
     const struct vault *vault;  /* the master key, read once by the supervisor */
     struct streams *streams;    /* open stream connections per org, shared by all processes */
+    struct breakers *breakers;  /* circuit breakers per org/provider/model, shared likewise */
+    struct streams *inflight;   /* runs in flight per org (a streams table), shared likewise */
 };
 
 #endif

@@ -167,6 +167,7 @@ static const struct cfg_key config_keys[] = {
     KEY_INT("limits.requests_per_day", requests_per_day, 1, 100000000, "1000"),
     KEY_INT("limits.max_members", max_members, 1, 100000, "3"),
     KEY_INT("limits.max_streams", max_streams, 1, 100000, "5"),
+    KEY_INT("limits.max_in_flight", max_in_flight, 1, 100000, "32"),
 
     KEY_INT("agents.max_versions", max_versions, 1, 100000, "50"),
 

@@ -62,6 +62,7 @@ struct config {
     int requests_per_day;   /* default 1000 */
     int max_members;        /* default 3 */
     int max_streams;        /* default 5 */
+    int max_in_flight;      /* runs and tests running at once, default 32 */
 
     /* agents */
     int max_versions;       /* versions kept per agent besides the live one, default 50 */

@@ -26,6 +26,7 @@
 #include <unistd.h>
 #include "state/metrics.h"
 #include "state/app.h"
+#include "state/breakers.h"
 #include "state/config.h"
 #include "state/quota.h"
 #include "state/registry.h"
@@ -59,8 +60,6 @@ struct metrics_worker {
     int32_t pid;                  /* the process holding the slot; 0: free (CAS to claim) */
     int32_t threads;              /* accept threads of the process in this slot; 0: none */
     int32_t busy;                 /* of them, serving a request now */
-    uint64_t breaker_until_ms[METRICS_PROVIDERS]; /* monotonic ms an open breaker skips
-                                                   * the provider until; 0: closed */
 };
 
 struct metrics_shm {
@@ -126,7 +125,7 @@ int metrics_set_self(int threads)
 
 void metrics_worker_gone(int pid, int restarted)
 {
-    int i, p;
+    int i;
 
     if (shm == NULL || pid <= 0)
         return;
@@ -137,8 +136,6 @@ void metrics_worker_gone(int pid, int restarted)
             continue;
         SET(&shm->worker[i].threads, 0);
         SET(&shm->worker[i].busy, 0);
-        for (p = 0; p < METRICS_PROVIDERS; p++)
-            SET(&shm->worker[i].breaker_until_ms[p], 0);
         __atomic_store_n(&shm->worker[i].pid, 0, __ATOMIC_RELEASE);
     }
 }
@@ -194,12 +191,6 @@ void metrics_provider_call(int provider, uint64_t us, int ok)
         ADD(&shm->provider_errors[provider], 1);
 }
 
-void metrics_breaker(int provider, uint64_t open_until_ms)
-{
-    if (shm != NULL && self >= 0 && provider >= 0 && provider < METRICS_PROVIDERS)
-        SET(&shm->worker[self].breaker_until_ms[provider], open_until_ms);
-}
-
 void metrics_collect(const struct app *app, struct metrics_extra *out)
 {
     struct store_stats st;
@@ -209,6 +200,7 @@ void metrics_collect(const struct app *app, struct metrics_extra *out)
         out->registry_entries = registry_count(app->reg);
     if (app->cfg != NULL)
         out->registry_capacity = app->cfg->registry_capacity;
+    out->breakers = app->breakers;
     out->quota_holds = quota_holds_used(app->quota, &out->quota_holds_capacity);
     if (app->store != NULL && store_stats(app->store, &st) == 0) {
         out->db_ok = 1;
@@ -291,8 +283,7 @@ static void render_requests(struct buf *out, const char *const *labels, int n)
 static void render_providers(struct buf *out)
 {
     char label[64];
-    uint64_t now = util_monotonic_ms();
-    int p, w;
+    int p;
 
     head(out, "astromesh_provider_call_duration_seconds", "histogram",
          "Model provider call latency, by provider.");
@@ -304,14 +295,40 @@ static void render_providers(struct buf *out)
     for (p = 0; p < PROVIDER_COUNT && p < METRICS_PROVIDERS; p++)
         putf(out, "astromesh_provider_errors_total{provider=\"%s\"} %llu\n",
              config_provider_name(p), (unsigned long long)GET(&shm->provider_errors[p]));
+}
+
+/* A label value as Prometheus wants it: \ " and newline escaped. */
+static void label_value(char *dst, size_t cap, const char *src)
+{
+    size_t n = 0;
+
+    for (; *src != '\0' && n + 3 < cap; src++) {
+        if (*src == '\\' || *src == '"' || *src == '\n')
+            dst[n++] = '\\';
+        dst[n++] = *src == '\n' ? 'n' : *src;
+    }
+    dst[n] = '\0';
+}
+
+static void breaker_line(const struct breakers_state *st, void *arg)
+{
+    struct buf *out = arg;
+    char org[128], model[192];
+
+    label_value(org, sizeof(org), st->org);
+    label_value(model, sizeof(model), st->model);
+    putf(out, "astromesh_breaker_open{org=\"%s\",provider=\"%s\",model=\"%s\"} %d\n",
+         org, config_provider_name(st->provider), model, st->open);
+}
+
+/* The breakers of state/breakers.c: shared by every process, one per org
+ * and provider/model that has had a call. */
+static void render_breakers(struct buf *out, const struct metrics_extra *extra)
+{
     head(out, "astromesh_breaker_open", "gauge",
-         "1 while a process's circuit breaker skips the provider (breakers are per process).");
-    for (w = 0; w < METRICS_WORKERS; w++)
-        for (p = 0; p < PROVIDER_COUNT && p < METRICS_PROVIDERS; p++)
-            if (GET(&shm->worker[w].pid) != 0)
-                putf(out, "astromesh_breaker_open{pid=\"%d\",provider=\"%s\"} %d\n",
-                     (int)GET(&shm->worker[w].pid), config_provider_name(p),
-                     GET(&shm->worker[w].breaker_until_ms[p]) > now);
+         "1 while an org's circuit breaker skips a provider/model (shared by every process).");
+    if (extra->breakers != NULL)
+        breakers_foreach(extra->breakers, util_monotonic_ms(), breaker_line, out);
 }
 
 static void render_workers(struct buf *out)
@@ -373,6 +390,8 @@ void metrics_render(struct buf *out, const char *const *route_labels, int nroute
         render_providers(out);
         render_workers(out);
     }
-    if (extra != NULL)
+    if (extra != NULL) {
+        render_breakers(out, extra);
         render_extra(out, extra);
+    }
 }

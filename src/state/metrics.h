@@ -4,9 +4,9 @@
  *
  * Every process updates the same fixed-size arrays with atomic adds: the
  * requests by route-table row and status, latency histograms of requests
- * (by row) and of provider calls (by provider), provider errors, the
- * breaker state per process and provider, busy and idle accept threads per
- * process, worker restarts. No lock: a scrape reads each counter once, so
+ * (by row) and of provider calls (by provider), provider errors, busy and
+ * idle accept threads per process, worker restarts (the breakers are
+ * rendered from state/breakers.c's shared table). No lock: a scrape reads each counter once, so
  * two counters can be one event apart, never torn.
  *
  * The segment is the process's one mapping, created by the supervisor
@@ -26,6 +26,8 @@
                                    * stream process, spares */
 
 /* Figures owned by other modules, read at scrape time by the caller. */
+struct breakers;
+
 struct metrics_extra {
     int registry_entries;         /* registry_count */
     int registry_capacity;        /* registry.capacity */
@@ -36,6 +38,7 @@ struct metrics_extra {
     uint64_t db_cache_miss;       /* pages read in */
     uint64_t db_deadlocks;        /* deadlocks detected */
     uint64_t db_lock_timeouts;    /* lock waits that timed out */
+    struct breakers *breakers;    /* app->breakers: every org's breakers (may be NULL) */
 };
 
 /* Map the segment (anonymous shared memory: processes forked afterwards
@@ -46,14 +49,12 @@ int metrics_create(struct am_error *err);
 void metrics_close(void);
 
 /* Claim a per-process slot for this process (by its pid), with `threads`
- * accept threads (0 for a process without, such as the stream process:
- * its breakers still show). Call in the child after the fork. Returns the
+ * accept threads (0 for a process without, such as the stream process). Call in the child after the fork. Returns the
  * slot, or -1 if none is free or there is no segment (then the per-process
  * figures of this process are not kept). */
 int metrics_set_self(int threads);
 
-/* The supervisor: process pid is gone; its slot (threads, busy, breaker
- * states) is freed. restarted: it died while it should have been running,
+/* The supervisor: process pid is gone; its slot (threads, busy) is freed. restarted: it died while it should have been running,
  * and is counted as a restart (not a retirement or a stop). */
 void metrics_worker_gone(int pid, int restarted);
 
@@ -70,10 +71,6 @@ void metrics_request(int route, int status, uint64_t us);
 /* A call to provider (enum config_provider) ended after us microseconds;
  * ok 0 counts a provider error. */
 void metrics_provider_call(int provider, uint64_t us, int ok);
-
-/* This process's breaker of provider opened until open_until_ms
- * (monotonic) or closed (0). */
-void metrics_breaker(int provider, uint64_t open_until_ms);
 
 struct app;
 

@@ -814,7 +814,8 @@ int registry_load(struct registry *r, const char *key, uint64_t version,
     slot = table_find(r, key, klen, hash, &free_slot);
     if (slot == REGISTRY_NO_SLOT) {
         if (h->count >= r->capacity) {
-            rc = error_set(err, AM_EREGISTRYFULL, "registry: all %llu slots are in use",
+            rc = error_set(err, AM_EREGISTRYFULL, "registry: all %llu slots are in use (registry.capacity is "
+                           "below the sum of the orgs' limits.max_agents)",
                            (unsigned long long)r->capacity);
             goto out;
         }

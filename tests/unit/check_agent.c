@@ -394,6 +394,34 @@ START_TEST(create_twice_is_agent_exists)
 }
 END_TEST
 
+/* Registry fairness: after limits.max_agents was lowered, an org holding
+ * more agents deploys no more than the new limit. */
+START_TEST(deploy_past_max_agents_deployed_is_plan_limit)
+{
+    static const char *names[] = { "one", "two", "three" };
+    struct json_object *out = NULL;
+    struct am_error err;
+    char body[128];
+    int i;
+
+    cfg.max_agents = 3;
+    for (i = 0; i < 3; i++) {
+        snprintf(body, sizeof(body), "{\"name\":\"%s\",\"step1\":{\"model\":\"echo/e1\"},"
+                 "\"step2\":{\"system_prompt\":\"x\"}}", names[i]);
+        create_json(body);
+    }
+    cfg.max_agents = 2;
+    deploy_ok("one");
+    deploy_ok("two");
+    error_clear(&err);
+    ck_assert_int_eq(agent_deploy(&app, "acme", "three", NULL, &out, &err), AM_EPLANLIMIT);
+    ck_assert_ptr_null(out);
+    ck_assert_str_eq(status_of("three"), "draft");
+    pause_ok("two");
+    deploy_ok("three");
+}
+END_TEST
+
 START_TEST(create_past_max_agents_is_plan_limit)
 {
     struct json_object *wc = J("{\"name\":\"third\"}"), *out = NULL;
@@ -1421,6 +1449,7 @@ static Suite *agent_suite(void)
     tcase_add_test(create, create_makes_draft_not_in_registry);
     tcase_add_test(create, create_twice_is_agent_exists);
     tcase_add_test(create, create_past_max_agents_is_plan_limit);
+    tcase_add_test(create, deploy_past_max_agents_deployed_is_plan_limit);
     tcase_add_test(create, create_in_unknown_org_stores_nothing);
     tcase_add_loop_test(create, create_invalid_is_validation_error_with_details, 0,
                         NCASES(invalid_creates));

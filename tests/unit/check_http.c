@@ -245,6 +245,8 @@ static const struct {
     { AM_ECONFIG, 500, "internal_error" },
     { AM_ENOENT, 500, "internal_error" },
     { AM_ESTREAMLIMIT, 429, "stream_limit_reached" },
+    { AM_EPROVIDERREJECT, 422, "provider_rejected_request" },
+    { AM_EINFLIGHT, 429, "too_many_in_flight" },
     { AM_ERR_LAST, 500, "internal_error" },
     { 12345, 500, "internal_error" },
 };

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include "state/config.h"
+#include "state/breakers.h"
 #include "state/metrics.h"
 #include "lib/util.h"
 
@@ -59,33 +60,42 @@ START_TEST(a_request_counts_by_route_and_status_with_its_latency)
 }
 END_TEST
 
-START_TEST(provider_calls_errors_and_breakers_show)
+START_TEST(provider_calls_and_errors_show)
 {
-    char *t, want[128];
+    char *t;
 
     ck_assert_int_eq(metrics_create(NULL), 0);
     ck_assert_int_ge(metrics_set_self(4), 0);
     metrics_provider_call(PROVIDER_OPENAI, 20000, 1);
     metrics_provider_call(PROVIDER_OPENAI, 20000, 0);
-    metrics_breaker(PROVIDER_OPENAI, util_monotonic_ms() + 60000);
     t = render(NULL);
     assert_has(t, "astromesh_provider_call_duration_seconds_count{provider=\"openai\"} 2\n");
     assert_has(t, "astromesh_provider_errors_total{provider=\"openai\"} 1\n");
     assert_has(t, "astromesh_provider_errors_total{provider=\"anthropic\"} 0\n");
-    util_snprintf(want, sizeof(want), "astromesh_breaker_open{pid=\"%d\",provider=\"openai\"} 1\n",
-                  (int)getpid());
-    assert_has(t, want);
-    util_snprintf(want, sizeof(want), "astromesh_breaker_open{pid=\"%d\",provider=\"ollama\"} 0\n",
-                  (int)getpid());
-    assert_has(t, want);
-    free(t);
-    metrics_breaker(PROVIDER_OPENAI, 0);
-    t = render(NULL);
-    util_snprintf(want, sizeof(want), "astromesh_breaker_open{pid=\"%d\",provider=\"openai\"} 0\n",
-                  (int)getpid());
-    assert_has(t, want);
     free(t);
     metrics_close();
+}
+END_TEST
+
+/* The breakers are the shared table's (state/breakers.c): one line per org
+ * and provider/model, open or not, the label values escaped. */
+START_TEST(each_orgs_breaker_shows_open_or_closed)
+{
+    struct breakers_outcome fail = { .ok = 0, .failures = 1, .cooldown_ms = 600000 };
+    struct breakers_outcome ok = { .ok = 1, .latency_ms = 5, .failures = 1 };
+    struct metrics_extra x = {0};
+    uint64_t now = util_monotonic_ms();
+    char *t;
+
+    ck_assert_int_eq(breakers_create(&x.breakers, 16, NULL), 0);
+    breakers_record(x.breakers, "acme", PROVIDER_OPENAI, "gpt-\"4\"", now, &fail);
+    breakers_record(x.breakers, "beta", PROVIDER_OPENAI, "gpt-4o", now, &ok);
+    t = render(&x);
+    assert_has(t, "astromesh_breaker_open{org=\"acme\",provider=\"openai\","
+                  "model=\"gpt-\\\"4\\\"\"} 1\n");
+    assert_has(t, "astromesh_breaker_open{org=\"beta\",provider=\"openai\",model=\"gpt-4o\"} 0\n");
+    free(t);
+    breakers_close(x.breakers);
 }
 END_TEST
 
@@ -163,7 +173,8 @@ static Suite *metrics_suite(void)
     TCase *t = tcase_create("metrics");
 
     tcase_add_test(t, a_request_counts_by_route_and_status_with_its_latency);
-    tcase_add_test(t, provider_calls_errors_and_breakers_show);
+    tcase_add_test(t, provider_calls_and_errors_show);
+    tcase_add_test(t, each_orgs_breaker_shows_open_or_closed);
     tcase_add_test(t, a_childs_counts_reach_the_parent_and_its_death_clears_its_gauges);
     tcase_add_test(t, extra_figures_and_the_cache_ratio);
     tcase_add_test(t, status_table_maps_unknowns_to_other);

@@ -1339,7 +1339,8 @@ START_TEST(partly_quoted_key_in_an_answer_is_scrubbed)
                  "\"Incorrect API key provided: %s*\"}", quoted);
         fake_control(ctl);
     }
-    ck_assert_int_eq(chat(&req, &r, &err), AM_EPROVIDER);
+    /* a 400 is the request's error: its message reaches the client, scrubbed */
+    ck_assert_int_eq(chat(&req, &r, &err), AM_EPROVIDERREJECT);
     ck_assert_ptr_nonnull(strstr(err.message, "Incorrect API key provided: [redacted]*"));
     ck_assert_ptr_null(strstr(err.message, quoted + strlen(quoted) - 8));
 }
@@ -1359,6 +1360,44 @@ START_TEST(rate_limit_and_server_errors_carry_the_status)
     req = simple_request(PROVIDER_OLLAMA, NULL);
     ck_assert_int_eq(chat(&req, &r, &err), AM_EPROVIDER);
     ck_assert_ptr_nonnull(strstr(err.message, "provider ollama answered HTTP 503"));
+}
+END_TEST
+
+/* The outcome's class: 400, 404, 413 and 422 are the request's own error
+ * (AM_EPROVIDERREJECT: no breaker, no fallback), 401, 403, 429 and 5xx the
+ * provider's; the status and a 429's Retry-After come back with either. */
+START_TEST(request_errors_are_told_from_provider_errors)
+{
+    static const struct { int status, want; } cases[] = {
+        { 400, AM_EPROVIDERREJECT }, { 404, AM_EPROVIDERREJECT },
+        { 413, AM_EPROVIDERREJECT }, { 422, AM_EPROVIDERREJECT },
+        { 401, AM_EPROVIDER }, { 403, AM_EPROVIDER }, { 429, AM_EPROVIDER },
+        { 500, AM_EPROVIDER }, { 503, AM_EPROVIDER },
+    };
+    static const struct providers_message retry[2] = {
+        { .role = "system", .content = "You help." },
+        { .role = "user", .content = "FAKE_STATUS=429 FAKE_RETRY_AFTER=7" },
+    };
+    struct providers_request req;
+    struct providers_response r;
+    struct am_error err;
+    char ctl[96];
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        req = simple_request(PROVIDER_OPENAI, KEY);
+        snprintf(ctl, sizeof(ctl), "{\"mode\":\"fail\",\"status\":%d}", cases[i].status);
+        fake_control(ctl);
+        ck_assert_int_eq(chat(&req, &r, &err), cases[i].want);
+        ck_assert_int_eq(r.http_status, cases[i].status);
+        ck_assert_int_eq(r.retry_after_s, 0);
+    }
+    fake_control("{}");
+    req = simple_request(PROVIDER_OPENAI, KEY);
+    req.messages = retry;
+    ck_assert_int_eq(chat(&req, &r, &err), AM_EPROVIDER);
+    ck_assert_int_eq(r.http_status, 429);
+    ck_assert_int_eq(r.retry_after_s, 7);
 }
 END_TEST
 
@@ -1958,6 +1997,7 @@ static Suite *providers_suite(void)
     tcase_add_loop_test(tc, scrub_removes_the_key_and_its_long_runs, 0,
                         (int)(sizeof(scrubs) / sizeof(scrubs[0])));
     tcase_add_test(tc, rate_limit_and_server_errors_carry_the_status);
+    tcase_add_test(tc, request_errors_are_told_from_provider_errors);
     tcase_add_test(tc, hang_times_out_within_the_timeout);
     tcase_add_test(tc, a_client_gone_abandons_a_silent_provider_within_a_second);
     tcase_add_test(tc, slow_answer_within_the_timeout_succeeds);

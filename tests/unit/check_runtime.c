@@ -157,6 +157,8 @@ static void setup(void)
     }
     memset(&app, 0, sizeof(app));
     app.cfg = &cfg;
+    /* a fresh breaker table per test (the old one is simply left mapped) */
+    ck_assert_int_eq(breakers_create(&app.breakers, 64, NULL), 0);
     ck_assert_int_eq(runtime_init(), 0);
 }
 
@@ -195,6 +197,7 @@ static int ask(struct agent_rt *a, struct runtime_result *res, struct am_error *
     memset(&r, 0, sizeof(r));
     memset(m, 0, sizeof(m));
     r.app = &app;
+    r.org = "acme";
     r.agent = a;
     r.res = res;
     m[0].role = "system";
@@ -333,12 +336,12 @@ START_TEST(failing_model_is_skipped_after_breaker_opens)
     a = agent_from("{\"name\":\"bot\",\"step1\":{\"model\":\"openai/gpt-4o-mini\","
                    "\"fallback_model\":\"echo/e1\"},\"step2\":{\"system_prompt\":\"x\"}}");
     for (i = 0; i < 3; i++) {
-        ck_assert(!breaker_is_open(&a->doc.primary, NULL));
+        ck_assert(!breaker_is_open(&app, "acme", &a->doc.primary, NULL));
         memset(&res, 0, sizeof(res));
         ck_assert_int_eq(ask(a, &res, &err), 0);
         ck_assert_str_eq(res.model, "echo/e1");
     }
-    ck_assert(breaker_is_open(&a->doc.primary, NULL));
+    ck_assert(breaker_is_open(&app, "acme", &a->doc.primary, NULL));
     /* With no fallback, an open circuit answers at once instead of calling. */
     alone = agent_from("{\"name\":\"bot\",\"step1\":{\"model\":\"openai/gpt-4o-mini\"},"
                        "\"step2\":{\"system_prompt\":\"x\"}}");
@@ -351,19 +354,21 @@ START_TEST(failing_model_is_skipped_after_breaker_opens)
 }
 END_TEST
 
+static const struct providers_response a_failure;
+
 START_TEST(success_closes_the_breaker_count)
 {
     struct agent_yaml_model m = { .present = 1, .provider = PROVIDER_OPENAI, .model = "gpt" };
 
     cfg.breaker_failures = 3;
-    breaker_record(&cfg, &m, 0, 10);
-    breaker_record(&cfg, &m, 0, 10);
-    breaker_record(&cfg, &m, 1, 10);    /* the run of failures is broken */
-    breaker_record(&cfg, &m, 0, 10);
-    breaker_record(&cfg, &m, 0, 10);
-    ck_assert(!breaker_is_open(&m, NULL));
-    breaker_record(&cfg, &m, 0, 10);
-    ck_assert(breaker_is_open(&m, NULL));
+    breaker_record(&app, "acme", &m, AM_EPROVIDER, &a_failure, 10);
+    breaker_record(&app, "acme", &m, AM_EPROVIDER, &a_failure, 10);
+    breaker_record(&app, "acme", &m, 0, &a_failure, 10);    /* the run of failures is broken */
+    breaker_record(&app, "acme", &m, AM_EPROVIDER, &a_failure, 10);
+    breaker_record(&app, "acme", &m, AM_EPROVIDER, &a_failure, 10);
+    ck_assert(!breaker_is_open(&app, "acme", &m, NULL));
+    breaker_record(&app, "acme", &m, AM_EPROVIDER, &a_failure, 10);
+    ck_assert(breaker_is_open(&app, "acme", &m, NULL));
 }
 END_TEST
 
@@ -376,8 +381,8 @@ START_TEST(fast_answers_never_look_unmeasured)
     /* Sub-millisecond answers: the average must stay a sample (>= 1), or
      * latency_optimized would forget the model was ever measured. */
     for (i = 0; i < 50; i++)
-        breaker_record(&cfg, &m, 1, i == 0 ? 3 : 0);
-    breaker_is_open(&m, &ewma);
+        breaker_record(&app, "acme", &m, 0, &a_failure, i == 0 ? 3 : 0);
+    breaker_is_open(&app, "acme", &m, &ewma);
     ck_assert_uint_ge(ewma, 1);
 }
 END_TEST
@@ -408,7 +413,9 @@ START_TEST(cost_optimized_keeps_primary_first)
         "{\"name\":\"bot\",\"step1\":{\"model\":\"echo/e1\",\"fallback_model\":\"echo/e2\"},"
         "\"step2\":{\"system_prompt\":\"x\"}}");
 
-    ck_assert_int_eq(route_order(a, order), 2);
+    struct run r = { .app = &app, .org = "acme", .agent = a };
+
+    ck_assert_int_eq(route_order(&r, order), 2);
     ck_assert_str_eq(order[0]->model, "e1");
     ck_assert_str_eq(order[1]->model, "e2");
     agent_rt_free(a);
@@ -477,6 +484,40 @@ static struct agent_rt *stream_agent(const char *model, const char *fallback,
              step5 ? step5 : "");
     return agent_from(w);
 }
+
+/* Issue 15: a provider 400 is the request's error: no fallback, nothing
+ * counted (eight of them leave the breaker closed); a 500 counts, for
+ * this org only. */
+START_TEST(a_rejected_request_tries_no_fallback_and_opens_no_breaker)
+{
+    struct agent_rt *a = agent_from("{\"name\":\"bot\",\"step1\":{\"model\":"
+                                    "\"openai/gpt-4o-mini\",\"fallback_model\":\"echo/e1\"},"
+                                    "\"step2\":{\"system_prompt\":\"x\"}}");
+    struct runtime_result res;
+    struct am_error err;
+    int i;
+
+    cfg.breaker_failures = 3;
+    fake_control("{\"mode\":\"fail\",\"status\":400}");
+    for (i = 0; i < 8; i++) {
+        memset(&res, 0, sizeof(res));
+        ck_assert_int_eq(ask(a, &res, &err), AM_EPROVIDERREJECT);
+        ck_assert_str_eq(res.model, "");            /* the fallback was not asked */
+        ck_assert_ptr_nonnull(strstr(err.message, "HTTP 400"));
+    }
+    ck_assert(!breaker_is_open(&app, "acme", &a->doc.primary, NULL));
+    fake_control("{\"mode\":\"fail\",\"status\":500}");
+    for (i = 0; i < 3; i++) {
+        memset(&res, 0, sizeof(res));
+        ck_assert_int_eq(ask(a, &res, &err), 0);
+        ck_assert_str_eq(res.model, "echo/e1");     /* a provider failure falls back */
+    }
+    ck_assert(breaker_is_open(&app, "acme", &a->doc.primary, NULL));
+    ck_assert(!breaker_is_open(&app, "other", &a->doc.primary, NULL));
+    fake_control("{}");
+    agent_rt_free(a);
+}
+END_TEST
 
 START_TEST(stream_sends_tokens_in_order_and_equals_the_buffered_answer)
 {
@@ -677,6 +718,7 @@ int main(void)
     tcase_add_test(tc, content_safety_holds_the_answer_and_streams_the_refusal);
     tcase_add_loop_test(tc, tool_rounds_are_silent_and_the_final_answer_streams, 0, 5);
     tcase_add_test(tc, primary_failing_before_the_first_token_falls_back);
+    tcase_add_test(tc, a_rejected_request_tries_no_fallback_and_opens_no_breaker);
     tcase_add_test(tc, primary_failing_after_a_token_ends_the_run);
     tcase_add_loop_test(tc, a_vanished_client_cancels_the_provider_call_within_a_second, 0, 4);
     suite_add_tcase(s, tc);

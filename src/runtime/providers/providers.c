@@ -217,6 +217,7 @@ struct answer_buf {
     CURL *curl;
     int mode;                /* 0 not known yet, 1 streamed, 2 buffered */
     int stream_rc;           /* the reader's error, which stopped the transfer */
+    long retry_after;        /* the answer's Retry-After in seconds, 0: none */
     struct am_error *err;
 };
 
@@ -348,6 +349,10 @@ static int http_error(const char *pname, long status, const struct answer_buf *b
         return error_set(err, AM_EPROVIDER, "provider %s rejected the API key (HTTP %ld)",
                          pname, status);
     error_snippet(b->body.z, b->body.n, snip, sizeof(snip));
+    /* the request's own fault: its content, its size, its model name */
+    if (status == 400 || status == 404 || status == 413 || status == 422)
+        return error_set(err, AM_EPROVIDERREJECT, "provider %s refused the request (HTTP "
+                         "%ld)%s%s", pname, status, *snip ? ": " : "", snip);
     return error_set(err, AM_EPROVIDER, "provider %s answered HTTP %ld%s%s%s", pname, status,
                      status == 429 ? " (rate limited)" : "", *snip ? ": " : "", snip);
 }
@@ -518,6 +523,11 @@ static int transport_post(const struct providers_request *req, const struct prov
         rc = transport_error(pname, cc, errbuf, timeout_ms, b, err);
     else
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+    if (cc == CURLE_OK) {
+        curl_off_t ra = 0;
+        if (curl_easy_getinfo(c, CURLINFO_RETRY_AFTER, &ra) == CURLE_OK && ra > 0)
+            b->retry_after = ra > 86400 ? 86400 : (long)ra;
+    }
     /* forget the headers, buffers and error buffer of this call; keep the
      * connection */
     curl_easy_reset(c);
@@ -552,6 +562,8 @@ int providers_chat(const struct providers_request *req, struct providers_respons
     if ((rc = transport_post(req, wires[req->provider], url, body, &status, &b, err)) != 0)
         goto out;
     if (status < 200 || status > 299) {
+        resp->http_status = status;
+        resp->retry_after_s = b.retry_after;
         rc = http_error(pname, status, &b, err);
         goto out;
     }

@@ -75,14 +75,21 @@ struct providers_response {
     int prompt_tokens;            /* from the provider's usage fields */
     int completion_tokens;
     char model[128];              /* the model that answered, as reported */
+    /* Set also when providers_chat fails: the HTTP status of an error
+     * answer (0: none, a transport failure) and its Retry-After in seconds
+     * (0: none). */
+    long http_status;
+    long retry_after_s;
 };
 
 /* Library set-up (curl_global_init); once per process, before threads. */
 int providers_init(void);
 
 /* One chat call. Returns 0 and fills *resp (free with
- * providers_response_free), or AM_EPROVIDER (connection refused, HTTP
- * error, wrong key, malformed or truncated answer), AM_ETIMEOUT, or, with
+ * providers_response_free), or AM_EPROVIDERREJECT (the provider refused
+ * the request itself: HTTP 400, 404, 413 or 422; the request's error, not
+ * the provider's), AM_EPROVIDER (connection refused, any other HTTP error,
+ * wrong key, malformed or truncated answer), AM_ETIMEOUT, or, with
  * req->sink, AM_ECANCELLED (the sink said stop), with a
  * message that names the provider and the HTTP status but never the key. */
 int providers_chat(const struct providers_request *req, struct providers_response *resp,
