@@ -351,8 +351,9 @@ class StudioTest(InstanceTestCase):
         self.css("#logout").click()
         self.visible("#dev-login", "the sign-in page after sign-out")
         def logged_out():
-            with open(self.inst.lighttpd_accesslog) as f:
-                return any("POST /api/v1/auth/logout" in l and " 204 " in l for l in f)
+            access = self.inst.front_logs()[1]      # lighttpd's or Apache's access log
+            return any("POST /api/v1/auth/logout" in l and " 204 " in l
+                       for l in self.inst.read_log(access).splitlines())
         self.wait(logged_out, "POST /auth/logout answered 204")
         # the API key signs in to the same org; members are for people only
         form = self.visible("#key-login")

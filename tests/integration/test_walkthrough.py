@@ -322,6 +322,7 @@ class DaemonSocketsTest(unittest.TestCase):
             f.write('server: {socket: "%s", workers: 2}\nstorage: {data_dir: "%s"}\n'
                     'auth: {jwt_secret: "%s", master_key_file: "%s"}\n'
                     % (sock, d, "s" * 40, key))
+        os.chmod(conf, 0o600)     # it holds a secret: the daemon refuses it readable by others
         p = subprocess.run([DAEMON, "-S", "-c", conf], capture_output=True, timeout=30)
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(p.stdout.decode().splitlines(),
