@@ -39,14 +39,19 @@ WANT = {"get": 200, "list": 200, "run": 200, "test": 200, "edit": 200, "usage": 
 
 
 def vmrss_kib(pid):
+    """(VmRSS, RssAnon) of pid in KiB: RssAnon is the process's own heap
+    and stacks, where a leak grows; the rest of VmRSS is the shared
+    Berkeley DB cache and registry pages it has touched."""
+    got = {}
     try:
         with open("/proc/%d/status" % pid) as f:
             for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
+                key = line.split(":")[0]
+                if key in ("VmRSS", "RssAnon"):
+                    got[key] = int(line.split()[1])
     except OSError:
         pass
-    return None
+    return (got.get("VmRSS"), got.get("RssAnon")) if got else None
 
 
 def memory(inst):
@@ -162,11 +167,12 @@ def report(elapsed, soak, mem0, mem1, args):
         xs = soak.lat[kind]
         lines.append("  %-9s %8d %9.2f %9.2f" % (kind, len(xs), pct(xs, 0.5), pct(xs, 0.99)))
     lines.append("  %-9s %8d %9.2f %9.2f" % ("all", total, pct(alls, 0.5), pct(alls, 0.99)))
-    lines.append("  %-12s %12s %12s" % ("process", "VmRSS start", "VmRSS end"))
+    lines.append("  %-12s %22s %22s" % ("process", "VmRSS (anon) start", "VmRSS (anon) end"))
+
+    def kib(v):
+        return "-" if v is None else "%d (%d) KiB" % v
     for label in sorted(set(mem0) | set(mem1)):
-        a, b = mem0.get(label), mem1.get(label)
-        lines.append("  %-12s %9s KiB %9s KiB" % (label, a if a is not None else "-",
-                                                  b if b is not None else "-"))
+        lines.append("  %-12s %22s %22s" % (label, kib(mem0.get(label)), kib(mem1.get(label))))
     for e in soak.errors[:10]:
         lines.append("  error: %s -> %s %s" % e)
     print("\n".join(lines))
