@@ -20,6 +20,7 @@ seeds_of() {
     case $1 in
         fuzz_wizard) echo "$src/tests/corpus/wizard" ;;
         fuzz_provider_parse) echo "$src/tests/corpus/providers" ;;
+        fuzz_config) echo "$src/tests/corpus/config" ;;
         *) ;;
     esac
 }
