@@ -832,13 +832,16 @@ static int ay_model_from(struct json_object *m, struct agent_yaml_model *out)
     return 0;
 }
 
-/* Known guardrail types, in order, at most AGENT_YAML_GUARDRAILS_MAX. */
+/* Known guardrail types, in order, at most AGENT_YAML_GUARDRAILS_MAX; a
+ * list that is not a sequence (absent, a scalar, a mapping) has none. */
 static int ay_guardrails_from(struct json_object *list, struct agent_yaml_guardrail *out)
 {
     size_t i;
     int n = 0, type;
 
-    for (i = 0; list != NULL && i < json_object_array_length(list) &&
+    if (!json_object_is_type(list, json_type_array))
+        return 0;
+    for (i = 0; i < json_object_array_length(list) &&
                 n < AGENT_YAML_GUARDRAILS_MAX; i++) {
         struct json_object *g = json_object_array_get_idx(list, i);
 
@@ -854,12 +857,15 @@ static int ay_guardrails_from(struct json_object *list, struct agent_yaml_guardr
     return n;
 }
 
-/* Known tools, first occurrence of each; config {} when absent. */
+/* Known tools, first occurrence of each; config {} when absent. tools that
+ * is not a sequence (absent, a scalar, a mapping) has none. */
 static void ay_tools_from(struct json_object *list, struct agent_yaml_doc *d)
 {
     size_t i;
 
-    for (i = 0; list != NULL && i < json_object_array_length(list) && d->ntools < TOOL_COUNT; i++) {
+    if (!json_object_is_type(list, json_type_array))
+        return;
+    for (i = 0; i < json_object_array_length(list) && d->ntools < TOOL_COUNT; i++) {
         struct json_object *t = json_object_array_get_idx(list, i), *cfg;
         int id = tools_from_name(ay_str_at(t, "name"));
         if (id < 0 || d->tool_config[id] != NULL)

@@ -236,6 +236,39 @@ END_TEST
     "    input: [{type: unknown}, {type: max_length, max_chars: 70}]\n" \
     "    output: [{type: pii_detection, action: redact}]\n"
 
+/* Found by tests/fuzz/fuzz_agent_yaml: tools or a guardrail list that is
+ * not a sequence (a scalar, a mapping) aborted the loader inside json-c
+ * (json_object_array_length's assertion); it is skipped like an unknown
+ * tool or guardrail type. */
+START_TEST(load_skips_tools_and_guardrails_that_are_not_lists)
+{
+    static const char *const shapes[] = {
+        "  tools: calculator\n",
+        "  tools: {name: calculator}\n",
+        "  guardrails: {input: 3, output: {type: pii_detection}}\n",
+        "  guardrails: {input: [{type: max_length, max_chars: 9}], output: redact}\n",
+    };
+    struct agent_yaml_doc d;
+    struct am_error err;
+    char yaml[1024];
+    size_t i;
+
+    for (i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
+        (void)util_snprintf(yaml, sizeof(yaml), "apiVersion: astromesh/v1\nkind: Agent\n"
+                      "metadata: {name: acme__bot, version: \"1\", namespace: acme}\n"
+                      "spec:\n  model:\n    primary: {provider: echo, model: e}\n%s",
+                      shapes[i]);
+        memset(&d, 0, sizeof(d));
+        error_clear(&err);
+        ck_assert_msg(agent_yaml_load(yaml, strlen(yaml), &d, &err) == 0, "%s", shapes[i]);
+        ck_assert_int_eq(d.ntools, 0);
+        ck_assert_int_eq(d.noutput, 0);
+        ck_assert_int_le(d.ninput, 1);
+        agent_yaml_doc_clear(&d);
+    }
+}
+END_TEST
+
 START_TEST(astromesh_yaml_loads_with_schema_defaults)
 {
     struct agent_yaml_doc d;
@@ -321,6 +354,7 @@ static Suite *agent_yaml_suite(void)
     tcase_add_test(corpus, every_deployable_corpus_config_round_trips);
     suite_add_tcase(s, corpus);
     tcase_add_test(load, astromesh_yaml_loads_with_schema_defaults);
+    tcase_add_test(load, load_skips_tools_and_guardrails_that_are_not_lists);
     tcase_add_test(load, load_refuses_what_is_not_a_runnable_agent);
     tcase_add_test(load, emit_refuses_invalid_utf8);
     suite_add_tcase(s, load);
