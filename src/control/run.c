@@ -5,7 +5,8 @@
  * Owns no state. The order matters and is the same for every carrier:
  *  1. the runtime resolves the agent in the registry, once;
  *  2. then admits the run: a `run` takes one request of the org's daily
- *     limit (exact across processes, quota.c), a `test` takes nothing;
+ *     limit (exact across processes, quota.c), a `test` one of the org's
+ *     daily test allowance (limits.tests_per_day, kept the same way);
  *  3. executes the pipeline, streaming into the caller's sink if any;
  *  4. the run is settled in usage: counted with its tokens, or given back
  *     if it never reached a provider; the run log line is written either
@@ -13,7 +14,8 @@
  * An agent found not deployed costs nothing: nothing was taken.
  *
  * Must never: speak HTTP (routes.c and stream.c map this to their wire);
- * take the limit for a test; count a run twice or give it back twice.
+ * take the runs' limit for a test (nor the tests' for a run); count a run
+ * twice or give it back twice.
  */
 #include <string.h>
 #include "control/run.h"
@@ -65,10 +67,23 @@ int run_parse_body(struct json_object *body, struct run_call *call, struct am_er
     return 0;
 }
 
-void run_limits(struct app *app, const char *org, struct run_outcome *out)
+/* The allowance a call of mode draws from: X-RateLimit-* of its answer. A
+ * test has its own daily allowance (limits.tests_per_day), never the runs'. */
+static int mode_limit(struct app *app, int mode)
 {
-    out->limit = app->cfg->requests_per_day;
-    out->remaining = usage_remaining(app, org, out->limit);
+    return mode == RUNTIME_RUN ? app->cfg->requests_per_day : app->cfg->tests_per_day;
+}
+
+static int mode_remaining(struct app *app, const char *org, int mode, int limit)
+{
+    return mode == RUNTIME_RUN ? usage_remaining(app, org, limit)
+                               : usage_remaining_test(app, org, limit);
+}
+
+void run_limits(struct app *app, const char *org, int mode, struct run_outcome *out)
+{
+    out->limit = mode_limit(app, mode);
+    out->remaining = mode_remaining(app, org, mode, out->limit);
     out->reset = usage_next_reset();
 }
 
@@ -85,12 +100,12 @@ static int run_admit(void *arg, struct am_error *err)
     struct run_admission *ad = arg;
     int rc;
 
-    if (ad->call->mode != RUNTIME_RUN) {
-        ad->out->remaining = usage_remaining(ad->app, ad->call->org, ad->out->limit);
-        return 0;
-    }
-    rc = usage_acquire(ad->app, ad->call->org, ad->out->limit, &ad->claim,
-                       &ad->out->remaining, err);
+    if (ad->call->mode != RUNTIME_RUN)
+        rc = usage_acquire_test(ad->app, ad->call->org, ad->out->limit, &ad->claim,
+                                &ad->out->remaining, err);
+    else
+        rc = usage_acquire(ad->app, ad->call->org, ad->out->limit, &ad->claim,
+                           &ad->out->remaining, err);
     if (rc != 0)
         ad->out->remaining = 0;
     return rc;
@@ -106,8 +121,8 @@ static void run_settle(struct run_admission *ad, int rc)
         .version = res->version,
         .mode = call->mode == RUNTIME_RUN ? "run" : "test", .model = res->model,
         .outcome = rc == 0 ? (res->blocked ? "blocked_output" : "ok") : error_name(rc),
-        .claim = call->mode == RUNTIME_RUN ? &ad->claim : NULL,
-        .refund = call->mode == RUNTIME_RUN && !res->provider_called,
+        .claim = &ad->claim,
+        .refund = !res->provider_called,
         .tokens = res->tokens_used, .latency_ms = res->latency_ms,
     };
     int settled = usage_settle(ad->app, &ur);
@@ -151,17 +166,17 @@ int run_agent(struct app *app, const struct run_call *call, struct run_outcome *
     int rc;
 
     memset(out, 0, sizeof(*out));
-    out->limit = app->cfg->requests_per_day;
+    out->limit = mode_limit(app, call->mode);
     out->reset = usage_next_reset();
     if (!wizard_name_valid(call->name)) {
-        out->remaining = usage_remaining(app, call->org, out->limit);
+        out->remaining = mode_remaining(app, call->org, call->mode, out->limit);
         return run_not_deployed(app, call, err);
     }
     rc = runtime_execute(app, &req, &out->res, err);
     if (out->res.admitted)
         run_settle(&ad, rc);
-    else if (rc != AM_ERATELIMIT)
-        out->remaining = usage_remaining(app, call->org, out->limit);
+    else if (rc != AM_ERATELIMIT && rc != AM_ETESTLIMIT)
+        out->remaining = mode_remaining(app, call->org, call->mode, out->limit);
     if (out->res.memory_error != 0)
         log_error("run %s of %s/%s: its memory turn was not saved (%s)", out->res.trace_id,
                   call->org, call->name, error_name(out->res.memory_error));

@@ -31,14 +31,25 @@ int usage_acquire(struct app *app, const char *org, int limit, struct usage_clai
 /* Runs left today (limit - accepted, at least 0). */
 int usage_remaining(struct app *app, const char *org, int limit);
 
+/* usage_acquire for a `test`, against the org's daily test allowance
+ * (app->test_quota; NULL: unmetered, always 0). AM_ETESTLIMIT (with
+ * *remaining = 0) when limit tests were accepted today. Settle it with
+ * usage_settle like a run (mode "test", this claim). */
+int usage_acquire_test(struct app *app, const char *org, int limit, struct usage_claim *claim,
+                       int *remaining, struct am_error *err);
+
+/* Tests left today (limit - accepted, at least 0). */
+int usage_remaining_test(struct app *app, const char *org, int limit);
+
 /* Epoch seconds of the next UTC midnight (X-RateLimit-Reset). */
 int64_t usage_next_reset(void);
 
-/* GET /orgs/{slug}/usage?days=N body; with by_version, also "by_version":
+/* GET /orgs/{slug}/usage?days=N body (also "total_tests" of the period,
+ * "daily_test_limit" = test_limit and "remaining_tests_today"); with by_version, also "by_version":
  * [{"date","agent","version","requests","tokens"}], each day split by the
  * agent version that answered. */
-int usage_report(struct app *app, const char *org, int days, int limit, int by_version,
-                 struct json_object **out, struct am_error *err);
+int usage_report(struct app *app, const char *org, int days, int limit, int test_limit,
+                 int by_version, struct json_object **out, struct am_error *err);
 
 /* What a finished run or test leaves behind. */
 struct usage_run {
@@ -49,8 +60,9 @@ struct usage_run {
     const char *mode;           /* "run" or "test" */
     const char *model;          /* "provider/model" used, "" if none */
     const char *outcome;        /* "ok", "blocked_output", or the error code */
-    const struct usage_claim *claim;  /* run: usage_acquire's; NULL for a test */
-    int refund;                 /* run: accepted but never reached a provider */
+    const struct usage_claim *claim;  /* usage_acquire's (a test: usage_acquire_test's);
+                                         NULL: nothing taken */
+    int refund;                 /* accepted but never reached a provider */
     int tokens;                 /* run: tokens to count */
     int64_t latency_ms;
 };

@@ -41,6 +41,7 @@ static const struct {
     { AM_ECANCELLED, 499, "client_closed" },
     { AM_ERATELIMIT, 429, "daily_limit_reached" },
     { AM_ESTREAMLIMIT, 429, "stream_limit_reached" },
+    { AM_ETESTLIMIT, 429, "daily_test_limit_reached" },
     { AM_ENOTIMPL, 501, "not_implemented" },
     { AM_EPROVIDER, 502, "provider_error" },
     { AM_ETIMEOUT, 504, "provider_timeout" },

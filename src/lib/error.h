@@ -51,7 +51,8 @@ enum am_err {
     AM_ECANCELLED = -35,      /* 499 client_closed: the client went away mid-run (never sent) */
     AM_EVERSIONNOTFOUND = -36,/* 404 version_not_found */
     AM_ESTREAMLIMIT = -37,    /* 429 stream_limit_reached: the org's max_streams are open */
-    AM_ERR_LAST = -38
+    AM_ETESTLIMIT = -38,      /* 429 daily_test_limit_reached: the org's tests_per_day */
+    AM_ERR_LAST = -39
 };
 
 #define AM_ERROR_MSG_MAX 256

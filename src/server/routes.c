@@ -548,7 +548,7 @@ static void route_agent_execute(struct route_ctx *c, int mode)
     memset(&out, 0, sizeof(out));
     error_clear(&err);
     if ((body = json_body(c)) == NULL || (rc = run_parse_body(body, &call, &err)) != 0) {
-        run_limits(c->app, c->slug, &out);
+        run_limits(c->app, c->slug, mode, &out);
         rate_headers(c, &out);
         if (body != NULL)
             http_reply_error(c->resp, &err);
@@ -617,7 +617,7 @@ static void route_usage(struct route_ctx *c)
         return;
     error_clear(&err);
     rc = usage_report(c->app, c->slug, days, c->app->cfg->requests_per_day,
-                      query_by_version(c), &out, &err);
+                      c->app->cfg->tests_per_day, query_by_version(c), &out, &err);
     reply_with(c, rc, out, &err, 200);
 }
 

@@ -245,6 +245,7 @@ static const struct {
     { AM_ECONFIG, 500, "internal_error" },
     { AM_ENOENT, 500, "internal_error" },
     { AM_ESTREAMLIMIT, 429, "stream_limit_reached" },
+    { AM_ETESTLIMIT, 429, "daily_test_limit_reached" },
     { AM_ERR_LAST, 500, "internal_error" },
     { 12345, 500, "internal_error" },
 };
