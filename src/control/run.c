@@ -67,24 +67,16 @@ int run_parse_body(struct json_object *body, struct run_call *call, struct am_er
     return 0;
 }
 
-/* The allowance a call of mode draws from: X-RateLimit-* of its answer. A
- * test has its own daily allowance (limits.tests_per_day), never the runs'. */
-static int mode_limit(struct app *app, int mode)
-{
-    return mode == RUNTIME_RUN ? app->cfg->requests_per_day : app->cfg->tests_per_day;
-}
-
-static int mode_remaining(struct app *app, const char *org, int mode, int limit)
-{
-    return mode == RUNTIME_RUN ? usage_remaining(app, org, limit)
-                               : usage_remaining_test(app, org, limit);
-}
-
 void run_limits(struct app *app, const char *org, int mode, struct run_outcome *out)
 {
-    out->limit = mode_limit(app, mode);
-    out->remaining = mode_remaining(app, org, mode, out->limit);
+    out->limit = app->cfg->requests_per_day;
+    out->remaining = usage_remaining(app, org, out->limit);
     out->reset = usage_next_reset();
+    out->test_limit = out->test_remaining = -1;
+    if (mode == RUNTIME_TEST) {
+        out->test_limit = app->cfg->tests_per_day;
+        out->test_remaining = usage_remaining_test(app, org, out->test_limit);
+    }
 }
 
 /* The admission of one run (runtime_request.admit). */
@@ -100,12 +92,17 @@ static int run_admit(void *arg, struct am_error *err)
     struct run_admission *ad = arg;
     int rc;
 
-    if (ad->call->mode != RUNTIME_RUN)
-        rc = usage_acquire_test(ad->app, ad->call->org, ad->out->limit, &ad->claim,
-                                &ad->out->remaining, err);
-    else
-        rc = usage_acquire(ad->app, ad->call->org, ad->out->limit, &ad->claim,
-                           &ad->out->remaining, err);
+    if (ad->call->mode != RUNTIME_RUN) {
+        /* a test: its own allowance; the runs' figure is only shown */
+        ad->out->remaining = usage_remaining(ad->app, ad->call->org, ad->out->limit);
+        rc = usage_acquire_test(ad->app, ad->call->org, ad->out->test_limit, &ad->claim,
+                                &ad->out->test_remaining, err);
+        if (rc != 0)
+            ad->out->test_remaining = 0;
+        return rc;
+    }
+    rc = usage_acquire(ad->app, ad->call->org, ad->out->limit, &ad->claim,
+                       &ad->out->remaining, err);
     if (rc != 0)
         ad->out->remaining = 0;
     return rc;
@@ -132,8 +129,10 @@ static void run_settle(struct run_admission *ad, int rc)
     if (settled != 0)
         log_error("run %s of %s/%s: its usage and run log line were not written (%s)",
                   res->trace_id, call->org, call->name, error_name(settled));
-    if (ur.refund)
+    if (ur.refund && call->mode == RUNTIME_RUN)
         ad->out->remaining++;
+    else if (ur.refund)
+        ad->out->test_remaining++;
 }
 
 /* AM_EAGENTNOTFOUND, or AM_ENOTDEPLOYED naming the agent's state. */
@@ -166,17 +165,14 @@ int run_agent(struct app *app, const struct run_call *call, struct run_outcome *
     int rc;
 
     memset(out, 0, sizeof(*out));
-    out->limit = mode_limit(app, call->mode);
-    out->reset = usage_next_reset();
-    if (!wizard_name_valid(call->name)) {
-        out->remaining = mode_remaining(app, call->org, call->mode, out->limit);
+    run_limits(app, call->org, call->mode, out);
+    if (!wizard_name_valid(call->name))
         return run_not_deployed(app, call, err);
-    }
     rc = runtime_execute(app, &req, &out->res, err);
     if (out->res.admitted)
         run_settle(&ad, rc);
     else if (rc != AM_ERATELIMIT && rc != AM_ETESTLIMIT)
-        out->remaining = mode_remaining(app, call->org, call->mode, out->limit);
+        run_limits(app, call->org, call->mode, out);
     if (out->res.memory_error != 0)
         log_error("run %s of %s/%s: its memory turn was not saved (%s)", out->res.trace_id,
                   call->org, call->name, error_name(out->res.memory_error));

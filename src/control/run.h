@@ -30,9 +30,11 @@ struct run_call {
 /* What came of it. */
 struct run_outcome {
     struct runtime_result res;          /* the answer and its trace (run_outcome_free) */
-    int limit;                          /* runs (tests) a day (X-RateLimit-Limit) */
+    int limit;                          /* runs a day (X-RateLimit-Limit) */
     int remaining;                      /* of today's, after this call (X-RateLimit-Remaining) */
     int64_t reset;                      /* epoch seconds of the next UTC midnight */
+    int test_limit;                     /* a test: tests a day (X-TestLimit-Limit); else -1 */
+    int test_remaining;                 /* a test: of today's tests, after this call */
 };
 
 /* Check a run/test body {"query","session_id","context"} (each problem is
@@ -51,9 +53,10 @@ int run_parse_body(struct json_object *body, struct run_call *call, struct am_er
 int run_agent(struct app *app, const struct run_call *call, struct run_outcome *out,
               struct am_error *err);
 
-/* The X-RateLimit figures of org for a call of mode (RUNTIME_RUN: the
- * daily limit; RUNTIME_TEST: the daily test allowance) without running
- * anything (for an answer refused before run_agent). */
+/* The X-RateLimit figures of org (the daily limit of runs) and, for a
+ * call of mode RUNTIME_TEST, its X-TestLimit figures (the daily test
+ * allowance), without running anything (for an answer refused before
+ * run_agent). */
 void run_limits(struct app *app, const char *org, int mode, struct run_outcome *out);
 
 void run_outcome_free(struct run_outcome *out);

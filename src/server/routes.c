@@ -433,6 +433,12 @@ static void rate_headers(struct route_ctx *c, const struct run_outcome *o)
     http_add_header(c->resp, "X-RateLimit-Remaining", buf);
     snprintf(buf, sizeof(buf), "%lld", (long long)o->reset);
     http_add_header(c->resp, "X-RateLimit-Reset", buf);
+    if (o->test_limit >= 0) {     /* a test: its own daily allowance (issue 15) */
+        snprintf(buf, sizeof(buf), "%d", o->test_limit);
+        http_add_header(c->resp, "X-TestLimit-Limit", buf);
+        snprintf(buf, sizeof(buf), "%d", o->test_remaining < 0 ? 0 : o->test_remaining);
+        http_add_header(c->resp, "X-TestLimit-Remaining", buf);
+    }
 }
 
 /* The fields of a run's answer, added to o: the JSON answer and the

@@ -20,7 +20,6 @@ from fakeprov import prompt_words, words
 import test_execution as te
 
 LIMIT = 50
-TEST_LIMIT = 40
 USAGE_KEYS = {"period_days", "total_requests", "total_tokens", "daily_limit", "remaining_today",
               "by_agent", "by_day", "total_tests", "daily_test_limit", "remaining_tests_today"}
 
@@ -30,7 +29,7 @@ def utc_today():
 
 
 class AccountingTest(te.PipelineCase):
-    overrides = {"limits": {"requests_per_day": LIMIT, "tests_per_day": TEST_LIMIT}}
+    overrides = {"limits": {"requests_per_day": LIMIT}}
 
     def remaining(self, resp):
         """X-RateLimit-Remaining of an answer (after checking all three)."""
@@ -75,7 +74,7 @@ class AccountingTest(te.PipelineCase):
                 ("tested-only", "test"), ("counted", "run"), ("counted-llm", "test"),
                 ("counted", "run"), ("counted-llm", "run"), ("tested-only", "test")]
         expected = {"counted": [0, 0], "counted-llm": [0, 0]}
-        left, tests_left = LIMIT, TEST_LIMIT
+        left = LIMIT
         for i, (name, mode) in enumerate(plan):
             self.fake.clear()
             resp = self.execute(name, "question number %d for %s" % (i, name), mode=mode)
@@ -88,11 +87,8 @@ class AccountingTest(te.PipelineCase):
                 left -= 1
                 expected[name][0] += 1
                 expected[name][1] += body["tokens_used"]
-            else:
-                tests_left -= 1
-            # a test's answer shows the test allowance it drew from (issue 15)
-            self.assertEqual(self.limit_of(resp), LIMIT if mode == "run" else TEST_LIMIT)
-            self.assertEqual(self.remaining(resp), left if mode == "run" else tests_left,
+            self.assertEqual(self.limit_of(resp), LIMIT)
+            self.assertEqual(self.remaining(resp), left,
                              "X-RateLimit-Remaining after %s #%d" % (mode, i))
 
         total_r = sum(v[0] for v in expected.values())
@@ -104,8 +100,9 @@ class AccountingTest(te.PipelineCase):
         self.assertEqual((u["total_requests"], u["total_tokens"]), (total_r, total_t), u)
         self.assertEqual(u["daily_limit"], LIMIT)
         self.assertEqual(u["remaining_today"], LIMIT - total_r)
-        self.assertEqual((u["total_tests"], u["daily_test_limit"], u["remaining_tests_today"]),
-                         (4, TEST_LIMIT, TEST_LIMIT - 4), u)
+        # tests are counted apart, against their own allowance (issue 15)
+        self.assertEqual((u["total_tests"], u["remaining_tests_today"]),
+                         (4, u["daily_test_limit"] - 4), u)
         self.assertEqual(self.by_agent(u), {k: tuple(v) for k, v in expected.items()})
         self.assertTrue({a["agent"] for a in u["by_agent"]} <= {"counted", "counted-llm",
                                                                 "tested-only"}, u["by_agent"])
