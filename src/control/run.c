@@ -108,6 +108,21 @@ static int run_admit(void *arg, struct am_error *err)
     return rc;
 }
 
+/* runtime_request.before_provider: the run reaches a provider; record it
+ * first, so a worker killed while the provider answers leaves it counted
+ * (usage_in_flight). */
+static void run_before_provider(void *arg, const struct runtime_result *res)
+{
+    struct run_admission *ad = arg;
+    struct usage_run ur = {
+        .trace_id = res->trace_id, .org = ad->call->org, .agent = ad->call->name,
+        .version = res->version, .mode = ad->call->mode == RUNTIME_RUN ? "run" : "test",
+        .model = "", .outcome = USAGE_IN_FLIGHT, .claim = &ad->claim,
+    };
+
+    (void)usage_in_flight(ad->app, &ur);    /* failing: as before, given back at a death */
+}
+
 /* Count the admitted run, or give it back if no provider saw it. */
 static void run_settle(struct run_admission *ad, int rc)
 {
@@ -161,6 +176,7 @@ int run_agent(struct app *app, const struct run_call *call, struct run_outcome *
         .org = call->org, .name = call->name, .query = call->query,
         .session_id = call->session_id, .context = call->context, .mode = call->mode,
         .sink = call->sink, .admit = run_admit, .admit_arg = &ad,
+        .before_provider = run_before_provider,
     };
     int rc;
 

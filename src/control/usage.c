@@ -364,15 +364,86 @@ int usage_settle(struct app *app, const struct usage_run *run)
     return rc;
 }
 
+int usage_in_flight(struct app *app, const struct usage_run *run)
+{
+    struct settle_ctx c;
+    struct quota *q = strcmp(run->mode, "run") != 0 ? app->test_quota : app->quota;
+    struct json_object *o;
+    const char *v;
+    int rc;
+
+    if (q == NULL || run->claim == NULL)
+        return 0;
+    memset(&c, 0, sizeof(c));
+    c.run = run;
+    c.line = run_line(run, &c.len);
+    /* the day it counts on, for a reclaim that finishes it */
+    o = json_tokener_parse(c.line);
+    json_object_object_add(o, "day", json_object_new_int(run->claim->day));
+    free(c.line);
+    v = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &c.len);
+    c.line = xstrndup(v, c.len);
+    json_object_put(o);
+    /* the trace first: a death before the commit finds no line and gives
+     * the run back (no provider saw it yet) */
+    quota_hold_trace(q, run->claim->hold, run->trace_id);
+    rc = store_transact_deferred(app->store, settle_txn, &c);
+    free(c.line);
+    return rc;
+}
+
+/* The dead process's run `line` (parsed) reached a provider and never
+ * settled: count it, on its day, and rewrite its line with the outcome
+ * worker_died. */
+static int finish_in_flight(struct app *app, const char *trace_id, struct json_object *line)
+{
+    struct json_object *f;
+    struct usage_claim cl = { 0, -1 };
+    struct usage_run run;
+    struct settle_ctx c;
+    int rc;
+
+    memset(&run, 0, sizeof(run));
+    run.trace_id = trace_id;
+    run.org = json_object_object_get_ex(line, "org", &f) ? json_object_get_string(f) : "";
+    run.agent = json_object_object_get_ex(line, "agent", &f) ? json_object_get_string(f) : "";
+    run.mode = json_object_object_get_ex(line, "mode", &f) ? json_object_get_string(f) : "run";
+    run.version = json_object_object_get_ex(line, "version", &f)
+                  ? (uint64_t)json_object_get_int64(f) : 0;
+    cl.day = json_object_object_get_ex(line, "day", &f) ? json_object_get_int(f) : today();
+    run.model = "";
+    run.outcome = "worker_died";
+    run.claim = &cl;
+    memset(&c, 0, sizeof(c));
+    c.run = &run;
+    c.counts = 1;
+    c.tests = strcmp(run.mode, "run") != 0;
+    c.shard = my_shard();
+    c.line = run_line(&run, &c.len);
+    rc = store_transact(app->store, settle_txn, &c);
+    free(c.line);
+    return rc;
+}
+
+/* quota_reclaim's question for a dead process's run: did it reach the
+ * database? A line still in flight (its provider was called, its worker
+ * died before the answer settled) is finished here first. */
 static int runlog_has(const char *trace_id, void *arg)
 {
     struct app *app = arg;
+    struct json_object *line, *f;
     char *val = NULL;
     int rc = store_get(app->store, NULL, STORE_RUNLOG, trace_id, strlen(trace_id), 0, &val,
                        NULL);
 
+    if (rc == 0 && (line = json_tokener_parse(val)) != NULL) {
+        if (json_object_object_get_ex(line, "outcome", &f) &&
+            strcmp(json_object_get_string(f), USAGE_IN_FLIGHT) == 0)
+            finish_in_flight(app, trace_id, line);
+        json_object_put(line);
+    }
     free(val);
-    /* unreadable: counted (the error is on the side of the limit) */
+    /* unreadable, or not finished: counted (the error is on the side of the limit) */
     return rc != AM_ENOENT;
 }
 

@@ -77,10 +77,25 @@ struct usage_run {
  * counted, on the limit's side). */
 int usage_settle(struct app *app, const struct usage_run *run);
 
+/* The outcome of a run's log line between its first provider call and
+ * its settle (usage_in_flight). */
+#define USAGE_IN_FLIGHT "in_flight"
+
+/* Record, before its first provider call is sent, that the run (outcome
+ * USAGE_IN_FLIGHT, claim: its usage_acquire or usage_acquire_test claim)
+ * reaches a provider: its run log line is committed, and its hold names
+ * it. If its process dies before usage_settle, usage_reclaim counts it on
+ * its day and rewrites the line with outcome "worker_died", instead of
+ * giving it back. Returns 0 or the store's error (then a death leaves the
+ * run given back, as before). */
+int usage_in_flight(struct app *app, const struct usage_run *run);
+
 /* After process pid died (0: after every worker died) and its
  * transactions were aborted: give back the runs it had accepted that did
  * not settle (quota_reclaim; a run settled when its run log line is in the
- * database). Returns how many were given back. */
+ * database); a run in flight (usage_in_flight) is counted instead, its
+ * line rewritten with outcome "worker_died". Returns how many were given
+ * back. */
 int usage_reclaim(struct app *app, int pid);
 
 /* Runnable invariants (lib/invariant.h): usage.c's invariant 1, the quota

@@ -908,6 +908,72 @@ START_TEST(a_dead_processes_unsettled_runs_are_given_back)
 }
 END_TEST
 
+/* Issue 15 (finding 6): a worker killed while its provider answered left
+ * the provider call uncounted. Its run and its test had committed their
+ * in-flight line before the call: the reclaim counts both on their day and
+ * their lines say worker_died; nothing is given back. */
+START_TEST(a_dead_processes_runs_in_flight_are_counted_as_worker_died)
+{
+    enum { LIMIT = 10, TLIMIT = 10 };
+    struct usage_claim cl = { 0, -1 };
+    struct usage_run ur = { .org = "acme", .agent = "bot", .version = 3, .model = "",
+                            .outcome = USAGE_IN_FLIGHT, .claim = &cl };
+    struct json_object *o;
+    int status;
+    pid_t pid;
+
+    run_ok("before", "acme", "bot", LIMIT, 4);
+    ck_assert_int_eq(usage_remaining(&app, "acme", LIMIT), LIMIT - 1);
+    ck_assert_int_eq(usage_remaining_test(&app, "acme", TLIMIT), TLIMIT);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        struct usage_claim c[2];
+        struct am_error err;
+        int remaining, ok;
+
+        ok = usage_acquire(&app, "acme", LIMIT, &c[0], &remaining, &err) == 0 &&
+             usage_acquire_test(&app, "acme", TLIMIT, &c[1], &remaining, &err) == 0 &&
+             c[0].hold >= 0 && c[1].hold >= 0;
+        quota_hold_trace(qt, c[0].hold, "tr-run-died");
+        quota_hold_trace(tq, c[1].hold, "tr-test-died");
+        _exit(ok ? 0 : 1);
+    }
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child failed");
+    /* what the child's in-flight commits wrote before its provider calls */
+    cl.day = today();
+    ur.trace_id = "tr-run-died";
+    ur.mode = "run";
+    ck_assert_int_eq(usage_in_flight(&app, &ur), 0);
+    ur.trace_id = "tr-test-died";
+    ur.mode = "test";
+    ck_assert_int_eq(usage_in_flight(&app, &ur), 0);
+    o = runlog("tr-run-died");
+    ck_assert_str_eq(str_of(o, "outcome"), USAGE_IN_FLIGHT);
+    json_object_put(o);
+
+    ck_assert_int_eq(usage_reclaim(&app, (int)pid), 0);
+    ck_assert_int_eq(usage_remaining(&app, "acme", LIMIT), LIMIT - 2);
+    ck_assert_int_eq(usage_remaining_test(&app, "acme", TLIMIT), TLIMIT - 1);
+    o = runlog("tr-run-died");
+    ck_assert_str_eq(str_of(o, "outcome"), "worker_died");
+    ck_assert_str_eq(str_of(o, "mode"), "run");
+    json_object_put(o);
+    o = runlog("tr-test-died");
+    ck_assert_str_eq(str_of(o, "outcome"), "worker_died");
+    json_object_put(o);
+    close_all();            /* and it is durable: the counters reload from the shards */
+    open_all();
+    ck_assert_int_eq(usage_remaining(&app, "acme", LIMIT), LIMIT - 2);
+    ck_assert_int_eq(usage_remaining_test(&app, "acme", TLIMIT), TLIMIT - 1);
+    o = report("acme", 1, LIMIT);
+    ck_assert_int_eq(int_of(o, "total_requests"), 2);
+    ck_assert_int_eq(int_of(o, "total_tests"), 1);
+    json_object_put(o);
+}
+END_TEST
+
 /* ---- durability ---------------------------------------------------------------------- */
 
 /* Issue 15: `test` was free. It has its own allowance, exact, kept over a
@@ -1054,6 +1120,7 @@ static Suite *usage_suite(void)
     tcase_add_test(durable, tests_have_their_own_exact_durable_allowance);
     tcase_add_test(durable, a_refunded_test_is_given_back);
     tcase_add_test(durable, a_dead_processes_unsettled_runs_are_given_back);
+    tcase_add_test(durable, a_dead_processes_runs_in_flight_are_counted_as_worker_died);
     tcase_set_timeout(durable, 60);
     suite_add_tcase(s, durable);
     return s;
