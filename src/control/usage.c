@@ -12,6 +12,9 @@
  * repeated the sum of the agents' and are ignored.) Also owns the format of
  * STORE_RUNLOG: trace id -> {"org","agent","version","mode","model","tokens",
  * "latency_ms","outcome","at"}.
+ * A run between its first provider call and its settle has the outcome
+ * "in_flight" (and "day") and a mark "!" + trace id -> "" (usage_in_flight;
+ * the settle removes it in its transaction), which a recovery finishes.
  *
  * The limit is enforced in quota.c's shared counters: accepting a run is
  * one compare-and-swap there, exact under any concurrency across the
@@ -273,7 +276,15 @@ struct settle_ctx {
     int shard;
     char *line;                 /* the run log record (JSON) */
     size_t len;
+    int in_flight;              /* 1: mark the run in flight; 0: unmark it (settled) */
 };
+
+/* The in-flight mark of a run in STORE_RUNLOG: "!" + trace id (trace ids
+ * are hex, so no run's line has such a key). Returns the length. */
+static size_t mark_key(char *buf, size_t cap, const char *trace_id)
+{
+    return util_snprintf(buf, cap, "!%s", trace_id) == 0 ? strlen(buf) : 0;
+}
 
 static int settle_txn(struct store *s, struct store_txn *t, void *arg)
 {
@@ -285,6 +296,12 @@ static int settle_txn(struct store *s, struct store_txn *t, void *arg)
     int rc, n;
 
     rc = store_put(s, t, STORE_RUNLOG, run->trace_id, strlen(run->trace_id), c->line, c->len);
+    if (rc == 0 && (klen = mark_key(key, sizeof(key), run->trace_id)) == 0)
+        rc = AM_EINTERNAL;
+    if (rc == 0 && c->in_flight)
+        rc = store_put(s, t, STORE_RUNLOG, key, klen, "", 0);
+    else if (rc == 0 && (rc = store_del(s, t, STORE_RUNLOG, key, klen)) == AM_ENOENT)
+        rc = 0;
     if (rc != 0 || !c->counts)
         return rc;
     if ((klen = usage_key(key, sizeof(key), run->org, run->claim->day,
@@ -376,6 +393,7 @@ int usage_in_flight(struct app *app, const struct usage_run *run)
         return 0;
     memset(&c, 0, sizeof(c));
     c.run = run;
+    c.in_flight = 1;
     c.line = run_line(run, &c.len);
     /* the day it counts on, for a reclaim that finishes it */
     o = json_tokener_parse(c.line);
@@ -447,12 +465,59 @@ static int runlog_has(const char *trace_id, void *arg)
     return rc != AM_ENOENT;
 }
 
+/* Collects the trace ids of in-flight marks (at most cap a pass). */
+struct marks {
+    char (*trace)[QUOTA_TRACE_MAX];
+    int n, cap;
+};
+
+static int mark_one(const char *k, size_t kl, const char *v, size_t vl, void *arg)
+{
+    struct marks *m = arg;
+
+    (void)v;
+    (void)vl;
+    if (kl < 2 || kl - 1 >= QUOTA_TRACE_MAX)
+        return 0;
+    memcpy(m->trace[m->n], k + 1, kl - 1);
+    m->trace[m->n][kl - 1] = '\0';
+    return ++m->n >= m->cap;
+}
+
+/* With every process dead (a recovery), the runs still marked in flight
+ * (those no hold named: a whole daemon killed, or every hold in use) are
+ * finished like a dead holder's. */
+static void finish_marked(struct app *app)
+{
+    struct marks m = { xcalloc(128, QUOTA_TRACE_MAX), 0, 128 };
+    int i, rounds = 0;
+
+    do {
+        m.n = 0;
+        if (store_scan(app->store, NULL, STORE_RUNLOG, "!", 1, mark_one, &m) != 0)
+            break;
+        for (i = 0; i < m.n; i++) {
+            char key[QUOTA_TRACE_MAX + 2];
+            size_t kl = mark_key(key, sizeof(key), m.trace[i]);
+
+            (void)runlog_has(m.trace[i], app);
+            /* finished (its transaction took the mark), or never to be:
+             * either way the next pass must not see it again */
+            if (kl > 0)
+                (void)store_del(app->store, NULL, STORE_RUNLOG, key, kl);
+        }
+    } while (m.n == m.cap && ++rounds < 1000);
+    free(m.trace);
+}
+
 int usage_reclaim(struct app *app, int pid)
 {
     int n = quota_reclaim(app->quota, pid, runlog_has, app);
 
     if (app->test_quota != NULL)
         n += quota_reclaim(app->test_quota, pid, runlog_has, app);
+    if (pid == 0)
+        finish_marked(app);
     return n;
 }
 

@@ -94,8 +94,9 @@ int usage_in_flight(struct app *app, const struct usage_run *run);
  * transactions were aborted: give back the runs it had accepted that did
  * not settle (quota_reclaim; a run settled when its run log line is in the
  * database); a run in flight (usage_in_flight) is counted instead, its
- * line rewritten with outcome "worker_died". Returns how many were given
- * back. */
+ * line rewritten with outcome "worker_died"; with pid 0 also every run
+ * still marked in flight that no hold named (a whole daemon killed).
+ * Returns how many were given back. */
 int usage_reclaim(struct app *app, int pid);
 
 /* Runnable invariants (lib/invariant.h): usage.c's invariant 1, the quota

@@ -10,6 +10,8 @@ has received every call, every worker is SIGKILLed. Then:
   as many runs as the provider saw runs, and as many tests as it saw tests
   (each run's log line was committed as in_flight before its provider call;
   the supervisor's reclaim after the death counts it, outcome worker_died);
+- the same when the whole daemon is SIGKILLed: the recovery at the next
+  start counts the runs still marked in flight;
 - the client's answer: the front server's, since the worker that held the
   FastCGI connection is gone and nothing else can answer on it: lighttpd's
   500 or Apache's 503 (README, "Storage bounds", says why), never a
@@ -79,6 +81,29 @@ class WorkerDeathMixin:
         # and the service goes on: the next run answers and counts
         self.check_answer(self.execute("slow", "after"))
         self.assertEqual(self.usage()["total_requests"], RUNS + 1)
+
+
+    def test_a_daemon_killed_while_its_provider_answers_counts_the_calls_at_restart(self):
+        """The whole daemon SIGKILLed: no hold survives its shared memory;
+        the recovery at the next start finds the runs marked in flight."""
+        token, slug = self.inst.user(self.unique_email("whole"))
+        self.agent("slow", "openai/gpt-4o-mini", token=token, slug=slug)
+        self.fake.control(delay_ms=4000, reply="too late")
+        statuses = []
+        threads = [threading.Thread(target=lambda i=i: statuses.append(self.execute(
+            "slow", "q %d" % i, token=token, slug=slug)[0])) for i in range(RUNS)]
+        for t in threads:
+            t.start()
+        poll(lambda: len(self.fake.provider_requests()) == RUNS, 30,
+             what="every run at the provider")
+        self.inst.kill_daemon(signal.SIGKILL)
+        for t in threads:
+            t.join(60)
+        self.assertTrue(all(500 <= s < 600 for s in statuses), statuses)
+        self.fake.control(reply="fine")
+        self.inst.restart_daemon()
+        u = self.usage(token=token, slug=slug)
+        self.assertEqual((u["total_requests"], u["remaining_today"]), (RUNS, 100 - RUNS), u)
 
 
 class LighttpdWorkerDeathTest(WorkerDeathMixin, te.PipelineCase):

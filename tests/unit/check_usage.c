@@ -974,6 +974,48 @@ START_TEST(a_dead_processes_runs_in_flight_are_counted_as_worker_died)
 }
 END_TEST
 
+/* The whole daemon is killed with a run at its provider (no hold survives
+ * the shared memory): the recovery's reclaim finds its in-flight mark and
+ * counts it; a run that settled after its mark is left as it is. */
+START_TEST(a_recovery_counts_the_runs_left_in_flight_by_a_killed_daemon)
+{
+    enum { LIMIT = 10 };
+    struct usage_claim cl = { 0, -1 };
+    struct usage_run ur = { .org = "acme", .agent = "bot", .version = 0, .model = "",
+                            .outcome = USAGE_IN_FLIGHT, .claim = &cl, .mode = "run" };
+    struct json_object *o;
+
+    cl.day = acquire_ok("acme", LIMIT, LIMIT - 1);
+    ur.trace_id = "tr-lost";
+    ck_assert_int_eq(usage_in_flight(&app, &ur), 0);
+    cl.day = acquire_ok("acme", LIMIT, LIMIT - 2);
+    ur.trace_id = "tr-settled";
+    ck_assert_int_eq(usage_in_flight(&app, &ur), 0);
+    ck_assert_int_eq(settle_claim("tr-settled", "acme", "bot", "run", &cl, 5, 0), 0);
+
+    close_all();            /* the daemon and its shared memory are gone */
+    open_all();
+    ck_assert_int_eq(usage_remaining(&app, "other", LIMIT), LIMIT);
+    ck_assert_int_eq(usage_reclaim(&app, 0), 0);
+    o = runlog("tr-lost");
+    ck_assert_str_eq(str_of(o, "outcome"), "worker_died");
+    json_object_put(o);
+    o = runlog("tr-settled");
+    ck_assert_str_eq(str_of(o, "outcome"), "ok");
+    json_object_put(o);
+    ck_assert_int_eq(usage_remaining(&app, "acme", LIMIT), LIMIT - 2);
+    o = report("acme", 1, LIMIT);
+    ck_assert_int_eq(int_of(o, "total_requests"), 2);
+    ck_assert_int_eq(int_of(o, "total_tokens"), 5);
+    json_object_put(o);
+    /* a second recovery finds nothing left to count */
+    ck_assert_int_eq(usage_reclaim(&app, 0), 0);
+    close_all();
+    open_all();
+    ck_assert_int_eq(usage_remaining(&app, "acme", LIMIT), LIMIT - 2);
+}
+END_TEST
+
 /* ---- durability ---------------------------------------------------------------------- */
 
 /* Issue 15: `test` was free. It has its own allowance, exact, kept over a
@@ -1121,6 +1163,7 @@ static Suite *usage_suite(void)
     tcase_add_test(durable, a_refunded_test_is_given_back);
     tcase_add_test(durable, a_dead_processes_unsettled_runs_are_given_back);
     tcase_add_test(durable, a_dead_processes_runs_in_flight_are_counted_as_worker_died);
+    tcase_add_test(durable, a_recovery_counts_the_runs_left_in_flight_by_a_killed_daemon);
     tcase_set_timeout(durable, 60);
     suite_add_tcase(s, durable);
     return s;
