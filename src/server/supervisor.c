@@ -277,6 +277,7 @@ static void check_invariants(struct supervisor *sv, int task, int reconciled)
     if (reconciled >= 0)
         CHECK_INVARIANTS(agent_check_invariants(&sv->app));
     CHECK_INVARIANTS(quota_check_invariants(sv->app.quota));
+    CHECK_INVARIANTS(quota_check_invariants(sv->app.test_quota));
     CHECK_INVARIANTS(usage_check_invariants(&sv->app));
 }
 
