@@ -8,7 +8,8 @@
  *     limits.max_in_flight slots (shared by every process, given back when
  *     the call returns, or by the supervisor when its process died), then
  *     a `run` takes one request of the org's daily limit (exact across
- *     processes, quota.c), a `test` takes nothing;
+ *     processes, quota.c), a `test` one of the org's daily test allowance
+ *     (limits.tests_per_day, kept the same way);
  *  3. executes the pipeline, streaming into the caller's sink if any;
  *  4. the run is settled in usage: counted with its tokens, or given back
  *     if it never reached a provider; the run log line is written either
@@ -16,7 +17,8 @@
  * An agent found not deployed costs nothing: nothing was taken.
  *
  * Must never: speak HTTP (routes.c and stream.c map this to their wire);
- * take the limit for a test; count a run twice or give it back twice.
+ * take the runs' limit for a test (nor the tests' for a run); count a run
+ * twice or give it back twice.
  */
 #include <string.h>
 #include "control/run.h"
@@ -70,11 +72,16 @@ int run_parse_body(struct json_object *body, struct run_call *call, struct am_er
     return 0;
 }
 
-void run_limits(struct app *app, const char *org, struct run_outcome *out)
+void run_limits(struct app *app, const char *org, int mode, struct run_outcome *out)
 {
     out->limit = app->cfg->requests_per_day;
     out->remaining = usage_remaining(app, org, out->limit);
     out->reset = usage_next_reset();
+    out->test_limit = out->test_remaining = -1;
+    if (mode == RUNTIME_TEST) {
+        out->test_limit = app->cfg->tests_per_day;
+        out->test_remaining = usage_remaining_test(app, org, out->test_limit);
+    }
 }
 
 /* The admission of one run (runtime_request.admit). */
@@ -115,14 +122,34 @@ static int run_admit(void *arg, struct am_error *err)
         return rc;
     }
     if (ad->call->mode != RUNTIME_RUN) {
+        /* a test: its own allowance; the runs' figure is only shown */
         ad->out->remaining = usage_remaining(ad->app, ad->call->org, ad->out->limit);
-        return 0;
+        rc = usage_acquire_test(ad->app, ad->call->org, ad->out->test_limit, &ad->claim,
+                                &ad->out->test_remaining, err);
+        if (rc != 0)
+            ad->out->test_remaining = 0;
+        return rc;
     }
     rc = usage_acquire(ad->app, ad->call->org, ad->out->limit, &ad->claim,
                        &ad->out->remaining, err);
     if (rc != 0)
         ad->out->remaining = 0;
     return rc;
+}
+
+/* runtime_request.before_provider: the run reaches a provider; record it
+ * first, so a worker killed while the provider answers leaves it counted
+ * (usage_in_flight). */
+static void run_before_provider(void *arg, const struct runtime_result *res)
+{
+    struct run_admission *ad = arg;
+    struct usage_run ur = {
+        .trace_id = res->trace_id, .org = ad->call->org, .agent = ad->call->name,
+        .version = res->version, .mode = ad->call->mode == RUNTIME_RUN ? "run" : "test",
+        .model = "", .outcome = USAGE_IN_FLIGHT, .claim = &ad->claim,
+    };
+
+    (void)usage_in_flight(ad->app, &ur);    /* failing: as before, given back at a death */
 }
 
 /* Count the admitted run, or give it back if no provider saw it. */
@@ -135,8 +162,8 @@ static void run_settle(struct run_admission *ad, int rc)
         .version = res->version,
         .mode = call->mode == RUNTIME_RUN ? "run" : "test", .model = res->model,
         .outcome = rc == 0 ? (res->blocked ? "blocked_output" : "ok") : error_name(rc),
-        .claim = call->mode == RUNTIME_RUN ? &ad->claim : NULL,
-        .refund = call->mode == RUNTIME_RUN && !res->provider_called,
+        .claim = &ad->claim,
+        .refund = !res->provider_called,
         .tokens = res->tokens_used, .latency_ms = res->latency_ms,
     };
     int settled = usage_settle(ad->app, &ur);
@@ -146,8 +173,10 @@ static void run_settle(struct run_admission *ad, int rc)
     if (settled != 0)
         log_error("run %s of %s/%s: its usage and run log line were not written (%s)",
                   res->trace_id, call->org, call->name, error_name(settled));
-    if (ur.refund)
+    if (ur.refund && call->mode == RUNTIME_RUN)
         ad->out->remaining++;
+    else if (ur.refund)
+        ad->out->test_remaining++;
 }
 
 /* AM_EAGENTNOTFOUND, or AM_ENOTDEPLOYED naming the agent's state. */
@@ -176,22 +205,20 @@ int run_agent(struct app *app, const struct run_call *call, struct run_outcome *
         .org = call->org, .name = call->name, .query = call->query,
         .session_id = call->session_id, .context = call->context, .mode = call->mode,
         .sink = call->sink, .admit = run_admit, .admit_arg = &ad,
+        .before_provider = run_before_provider,
     };
     int rc;
 
     memset(out, 0, sizeof(*out));
-    out->limit = app->cfg->requests_per_day;
-    out->reset = usage_next_reset();
-    if (!wizard_name_valid(call->name)) {
-        out->remaining = usage_remaining(app, call->org, out->limit);
+    run_limits(app, call->org, call->mode, out);
+    if (!wizard_name_valid(call->name))
         return run_not_deployed(app, call, err);
-    }
     rc = runtime_execute(app, &req, &out->res, err);
     streams_release(app->inflight, ad.in_flight);    /* every path: -1 is fine */
     if (out->res.admitted)
         run_settle(&ad, rc);
-    else if (rc != AM_ERATELIMIT)
-        out->remaining = usage_remaining(app, call->org, out->limit);
+    else if (rc != AM_ERATELIMIT && rc != AM_ETESTLIMIT)
+        run_limits(app, call->org, call->mode, out);
     if (out->res.memory_error != 0)
         log_error("run %s of %s/%s: its memory turn was not saved (%s)", out->res.trace_id,
                   call->org, call->name, error_name(out->res.memory_error));

@@ -12,6 +12,9 @@
  * repeated the sum of the agents' and are ignored.) Also owns the format of
  * STORE_RUNLOG: trace id -> {"org","agent","version","mode","model","tokens",
  * "latency_ms","outcome","at"}.
+ * A run between its first provider call and its settle has the outcome
+ * "in_flight" (and "day") and a mark "!" + trace id -> "" (usage_in_flight;
+ * the settle removes it in its transaction), which a recovery finishes.
  *
  * The limit is enforced in quota.c's shared counters: accepting a run is
  * one compare-and-swap there, exact under any concurrency across the
@@ -19,7 +22,13 @@
  * run is written here when it settles, in one transaction with its run
  * log line, on the day it was accepted; the commit is in the log file
  * before the client is answered and on disk within storage.run_flush_ms
- * (store_transact_deferred). Only `run` counts; `test` never.
+ * (store_transact_deferred). Only `run` counts against the daily limit.
+ * A `test` counts against the org's own daily test allowance
+ * (limits.tests_per_day), kept the same way in a second quota table
+ * (app->test_quota) and settled on the record "org\0YYYY-MM-DD\0*test"
+ * of the shards ('*' is in no agent name): the report shows it apart
+ * (total_tests, daily_test_limit, remaining_tests_today), never in the
+ * requests, tokens, by_agent or by_day of runs.
  *
  * Invariant (usage_check_invariants):
  *  1. An org's quota counter for today is at least the runs the shards
@@ -102,25 +111,36 @@ static int my_shard(void)
 
 struct sum_ctx {
     size_t plen;        /* "org\0day\0" */
+    int tests;          /* 1: sum the tests record; 0: every agent's */
     int64_t r;
 };
+
+/* The agent part of an org's tests record "org\0day\0*test": '*' is in
+ * no agent name, so it never mixes with an agent's runs. */
+#define USAGE_TESTS "*test"
+
+/* 1 if the agent part of a usage key (al bytes) is the tests record. */
+static int is_tests(const char *agent, size_t al)
+{
+    return al == sizeof(USAGE_TESTS) - 1 && memcmp(agent, USAGE_TESTS, al) == 0;
+}
 
 static int sum_one(const char *k, size_t kl, const char *v, size_t vl, void *arg)
 {
     struct sum_ctx *c = arg;
     struct counter cnt;
 
-    (void)k;
     (void)vl;
-    if (kl > c->plen && counter_parse(v, &cnt) == 0)
+    if (kl > c->plen && is_tests(k + c->plen, kl - c->plen) == c->tests &&
+        counter_parse(v, &cnt) == 0)
         c->r += cnt.r;
     return 0;
 }
 
-static int quota_load(const char *org, int day, int64_t *count, void *arg)
+/* The durable count of runs (tests: of tests) org had on day. */
+static int load_count(struct app *app, const char *org, int day, int tests, int64_t *count)
 {
-    struct app *app = arg;
-    struct sum_ctx c = { 0, 0 };
+    struct sum_ctx c = { 0, tests, 0 };
     char prefix[160];
     int i, rc;
 
@@ -132,6 +152,16 @@ static int quota_load(const char *org, int day, int64_t *count, void *arg)
             return AM_EUNAVAILABLE;
     *count = c.r;
     return 0;
+}
+
+static int quota_load(const char *org, int day, int64_t *count, void *arg)
+{
+    return load_count(arg, org, day, 0, count);
+}
+
+static int tests_load(const char *org, int day, int64_t *count, void *arg)
+{
+    return load_count(arg, org, day, 1, count);
 }
 
 int usage_acquire(struct app *app, const char *org, int limit, struct usage_claim *claim,
@@ -158,6 +188,40 @@ int usage_remaining(struct app *app, const char *org, int limit)
     int64_t count;
 
     if (quota_count(app->quota, org, today(), quota_load, app, &count) != 0)
+        return 0;
+    return count >= limit ? 0 : (int)(limit - count);
+}
+
+int usage_acquire_test(struct app *app, const char *org, int limit, struct usage_claim *claim,
+                       int *remaining, struct am_error *err)
+{
+    int64_t count;
+    int rc;
+
+    claim->day = today();
+    claim->hold = -1;
+    if (app->test_quota == NULL) {          /* no table: tests are not metered */
+        *remaining = limit;
+        return 0;
+    }
+    rc = quota_take(app->test_quota, org, &claim->day, limit, tests_load, app, &count);
+    *remaining = count >= limit ? 0 : (int)(limit - count);
+    if (rc == AM_ERATELIMIT)
+        return error_set(err, AM_ETESTLIMIT,
+                         "Daily limit of %d test calls reached; it resets at 00:00 UTC", limit);
+    if (rc != 0)
+        return error_set(err, AM_EUNAVAILABLE, "Usage accounting unavailable, retry");
+    claim->hold = quota_hold(app->test_quota, org, claim->day);
+    return 0;
+}
+
+int usage_remaining_test(struct app *app, const char *org, int limit)
+{
+    int64_t count;
+
+    if (app->test_quota == NULL)
+        return limit;
+    if (quota_count(app->test_quota, org, today(), tests_load, app, &count) != 0)
         return 0;
     return count >= limit ? 0 : (int)(limit - count);
 }
@@ -208,10 +272,19 @@ static int counter_put_versioned(struct store *s, struct store_txn *t, int db, c
 struct settle_ctx {
     const struct usage_run *run;
     int counts;                 /* 1 if the run is counted */
+    int tests;                  /* 1: a test, counted on the org's tests record */
     int shard;
     char *line;                 /* the run log record (JSON) */
     size_t len;
+    int in_flight;              /* 1: mark the run in flight; 0: unmark it (settled) */
 };
+
+/* The in-flight mark of a run in STORE_RUNLOG: "!" + trace id (trace ids
+ * are hex, so no run's line has such a key). Returns the length. */
+static size_t mark_key(char *buf, size_t cap, const char *trace_id)
+{
+    return util_snprintf(buf, cap, "!%s", trace_id) == 0 ? strlen(buf) : 0;
+}
 
 static int settle_txn(struct store *s, struct store_txn *t, void *arg)
 {
@@ -223,9 +296,16 @@ static int settle_txn(struct store *s, struct store_txn *t, void *arg)
     int rc, n;
 
     rc = store_put(s, t, STORE_RUNLOG, run->trace_id, strlen(run->trace_id), c->line, c->len);
+    if (rc == 0 && (klen = mark_key(key, sizeof(key), run->trace_id)) == 0)
+        rc = AM_EINTERNAL;
+    if (rc == 0 && c->in_flight)
+        rc = store_put(s, t, STORE_RUNLOG, key, klen, "", 0);
+    else if (rc == 0 && (rc = store_del(s, t, STORE_RUNLOG, key, klen)) == AM_ENOENT)
+        rc = 0;
     if (rc != 0 || !c->counts)
         return rc;
-    if ((klen = usage_key(key, sizeof(key), run->org, run->claim->day, run->agent)) == 0)
+    if ((klen = usage_key(key, sizeof(key), run->org, run->claim->day,
+                          c->tests ? USAGE_TESTS : run->agent)) == 0)
         return AM_EINTERNAL;
     rc = store_get(s, t, STORE_USAGE + c->shard, key, klen, STORE_RMW, &val, NULL);
     if (rc == 0)
@@ -234,7 +314,7 @@ static int settle_txn(struct store *s, struct store_txn *t, void *arg)
         free(val);
         return rc;
     }
-    if (run->version == 0 && (val == NULL || strstr(val, "\"v\"") == NULL)) {
+    if ((c->tests || run->version == 0) && (val == NULL || strstr(val, "\"v\"") == NULL)) {
         n = snprintf(buf, sizeof(buf), "{\"r\":%lld,\"t\":%lld}", (long long)(cnt.r + 1),
                      (long long)(cnt.t + run->tokens));
         rc = store_put(s, t, STORE_USAGE + c->shard, key, klen, buf, (size_t)n);
@@ -271,6 +351,7 @@ static char *run_line(const struct usage_run *run, size_t *len)
 int usage_settle(struct app *app, const struct usage_run *run)
 {
     struct settle_ctx c;
+    struct quota *q;
     int rc;
 
     memset(&c, 0, sizeof(c));
@@ -278,13 +359,15 @@ int usage_settle(struct app *app, const struct usage_run *run)
     /* The hold goes before a give-back and after a count's commit, so a
      * death in between leaves the run counted, never given back twice
      * (quota.c, Holds). */
-    if (strcmp(run->mode, "run") == 0 && run->claim != NULL) {
+    c.tests = strcmp(run->mode, "run") != 0;
+    q = c.tests ? app->test_quota : app->quota;
+    if (q != NULL && run->claim != NULL) {
         if (run->refund) {
-            quota_release(app->quota, run->claim->hold);
-            quota_give_back(app->quota, run->org, run->claim->day);
+            quota_release(q, run->claim->hold);
+            quota_give_back(q, run->org, run->claim->day);
         } else {
             c.counts = 1;
-            quota_hold_trace(app->quota, run->claim->hold, run->trace_id);
+            quota_hold_trace(q, run->claim->hold, run->trace_id);
         }
     }
     c.shard = my_shard();
@@ -294,25 +377,148 @@ int usage_settle(struct app *app, const struct usage_run *run)
     rc = store_transact_deferred(app->store, settle_txn, &c);
     free(c.line);
     if (c.counts)
-        quota_release(app->quota, run->claim->hold);
+        quota_release(q, run->claim->hold);
     return rc;
 }
 
+int usage_in_flight(struct app *app, const struct usage_run *run)
+{
+    struct settle_ctx c;
+    struct quota *q = strcmp(run->mode, "run") != 0 ? app->test_quota : app->quota;
+    struct json_object *o;
+    const char *v;
+    int rc;
+
+    if (q == NULL || run->claim == NULL)
+        return 0;
+    memset(&c, 0, sizeof(c));
+    c.run = run;
+    c.in_flight = 1;
+    c.line = run_line(run, &c.len);
+    /* the day it counts on, for a reclaim that finishes it */
+    o = json_tokener_parse(c.line);
+    json_object_object_add(o, "day", json_object_new_int(run->claim->day));
+    free(c.line);
+    v = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &c.len);
+    c.line = xstrndup(v, c.len);
+    json_object_put(o);
+    /* the trace first: a death before the commit finds no line and gives
+     * the run back (no provider saw it yet) */
+    quota_hold_trace(q, run->claim->hold, run->trace_id);
+    rc = store_transact_deferred(app->store, settle_txn, &c);
+    free(c.line);
+    return rc;
+}
+
+/* The dead process's run `line` (parsed) reached a provider and never
+ * settled: count it, on its day, and rewrite its line with the outcome
+ * worker_died. */
+static int finish_in_flight(struct app *app, const char *trace_id, struct json_object *line)
+{
+    struct json_object *f;
+    struct usage_claim cl = { 0, -1 };
+    struct usage_run run;
+    struct settle_ctx c;
+    int rc;
+
+    memset(&run, 0, sizeof(run));
+    run.trace_id = trace_id;
+    run.org = json_object_object_get_ex(line, "org", &f) ? json_object_get_string(f) : "";
+    run.agent = json_object_object_get_ex(line, "agent", &f) ? json_object_get_string(f) : "";
+    run.mode = json_object_object_get_ex(line, "mode", &f) ? json_object_get_string(f) : "run";
+    run.version = json_object_object_get_ex(line, "version", &f)
+                  ? (uint64_t)json_object_get_int64(f) : 0;
+    cl.day = json_object_object_get_ex(line, "day", &f) ? json_object_get_int(f) : today();
+    run.model = "";
+    run.outcome = "worker_died";
+    run.claim = &cl;
+    memset(&c, 0, sizeof(c));
+    c.run = &run;
+    c.counts = 1;
+    c.tests = strcmp(run.mode, "run") != 0;
+    c.shard = my_shard();
+    c.line = run_line(&run, &c.len);
+    rc = store_transact(app->store, settle_txn, &c);
+    free(c.line);
+    return rc;
+}
+
+/* quota_reclaim's question for a dead process's run: did it reach the
+ * database? A line still in flight (its provider was called, its worker
+ * died before the answer settled) is finished here first. */
 static int runlog_has(const char *trace_id, void *arg)
 {
     struct app *app = arg;
+    struct json_object *line, *f;
     char *val = NULL;
     int rc = store_get(app->store, NULL, STORE_RUNLOG, trace_id, strlen(trace_id), 0, &val,
                        NULL);
 
+    if (rc == 0 && (line = json_tokener_parse(val)) != NULL) {
+        if (json_object_object_get_ex(line, "outcome", &f) &&
+            strcmp(json_object_get_string(f), USAGE_IN_FLIGHT) == 0)
+            finish_in_flight(app, trace_id, line);
+        json_object_put(line);
+    }
     free(val);
-    /* unreadable: counted (the error is on the side of the limit) */
+    /* unreadable, or not finished: counted (the error is on the side of the limit) */
     return rc != AM_ENOENT;
+}
+
+/* Collects the trace ids of in-flight marks (at most cap a pass). */
+struct marks {
+    char (*trace)[QUOTA_TRACE_MAX];
+    int n, cap;
+};
+
+static int mark_one(const char *k, size_t kl, const char *v, size_t vl, void *arg)
+{
+    struct marks *m = arg;
+
+    (void)v;
+    (void)vl;
+    if (kl < 2 || kl - 1 >= QUOTA_TRACE_MAX)
+        return 0;
+    memcpy(m->trace[m->n], k + 1, kl - 1);
+    m->trace[m->n][kl - 1] = '\0';
+    return ++m->n >= m->cap;
+}
+
+/* With every process dead (a recovery), the runs still marked in flight
+ * (those no hold named: a whole daemon killed, or every hold in use) are
+ * finished like a dead holder's. */
+static void finish_marked(struct app *app)
+{
+    struct marks m = { xcalloc(128, QUOTA_TRACE_MAX), 0, 128 };
+    int i, rounds = 0;
+
+    do {
+        m.n = 0;
+        if (store_scan(app->store, NULL, STORE_RUNLOG, "!", 1, mark_one, &m) != 0)
+            break;
+        for (i = 0; i < m.n; i++) {
+            char key[QUOTA_TRACE_MAX + 2];
+            size_t kl = mark_key(key, sizeof(key), m.trace[i]);
+
+            (void)runlog_has(m.trace[i], app);
+            /* finished (its transaction took the mark), or never to be:
+             * either way the next pass must not see it again */
+            if (kl > 0)
+                (void)store_del(app->store, NULL, STORE_RUNLOG, key, kl);
+        }
+    } while (m.n == m.cap && ++rounds < 1000);
+    free(m.trace);
 }
 
 int usage_reclaim(struct app *app, int pid)
 {
-    return quota_reclaim(app->quota, pid, runlog_has, app);
+    int n = quota_reclaim(app->quota, pid, runlog_has, app);
+
+    if (app->test_quota != NULL)
+        n += quota_reclaim(app->test_quota, pid, runlog_has, app);
+    if (pid == 0)
+        finish_marked(app);
+    return n;
 }
 
 int64_t usage_next_reset(void)
@@ -331,6 +537,7 @@ struct report_ctx {
     struct json_object *days;    /* day -> [requests, tokens] */
     struct json_object *agents;  /* agent -> [requests, tokens] */
     struct json_object *versions;/* NULL, or "day\nagent\nversion" -> [requests, tokens] */
+    int64_t tests;               /* test calls of the period */
 };
 
 /* Add the "v" split of one record to c->versions. */
@@ -389,6 +596,10 @@ static int report_one(const char *k, size_t kl, const char *v, size_t vl, void *
     if (strcmp(dbuf, c->first) < 0 || strcmp(dbuf, c->last) > 0 || al >= sizeof(abuf) ||
         counter_parse(v, &cnt) != 0)
         return 0;
+    if (is_tests(agent, al)) {          /* tests count apart from runs */
+        c->tests += cnt.r;
+        return 0;
+    }
     memcpy(abuf, agent, al);
     abuf[al] = '\0';
     accumulate(c->days, dbuf, &cnt);
@@ -453,8 +664,8 @@ static struct json_object *report_versions(struct json_object *versions)
     return arr;
 }
 
-int usage_report(struct app *app, const char *org, int days, int limit, int by_version,
-                 struct json_object **out, struct am_error *err)
+int usage_report(struct app *app, const char *org, int days, int limit, int test_limit,
+                 int by_version, struct json_object **out, struct am_error *err)
 {
     struct report_ctx c;
     struct json_object *by_day, *by_agent, *pair;
@@ -464,6 +675,7 @@ int usage_report(struct app *app, const char *org, int days, int limit, int by_v
 
     *out = NULL;
     c.olen = strlen(org);
+    c.tests = 0;
     day_name(now - (days - 1), c.first, sizeof(c.first));
     day_name(now, c.last, sizeof(c.last));
     c.days = json_object_new_object();
@@ -499,6 +711,10 @@ int usage_report(struct app *app, const char *org, int days, int limit, int by_v
     json_object_object_add(*out, "daily_limit", json_object_new_int(limit));
     json_object_object_add(*out, "remaining_today",
                            json_object_new_int(usage_remaining(app, org, limit)));
+    json_object_object_add(*out, "total_tests", json_object_new_int64(c.tests));
+    json_object_object_add(*out, "daily_test_limit", json_object_new_int(test_limit));
+    json_object_object_add(*out, "remaining_tests_today",
+                           json_object_new_int(usage_remaining_test(app, org, test_limit)));
     json_object_object_add(*out, "by_agent", by_agent);
     json_object_object_add(*out, "by_day", by_day);
     if (c.versions != NULL)

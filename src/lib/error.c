@@ -43,6 +43,7 @@ static const struct {
     { AM_ESTREAMLIMIT, 429, "stream_limit_reached" },
     { AM_EPROVIDERREJECT, 422, "provider_rejected_request" },
     { AM_EINFLIGHT, 429, "too_many_in_flight" },
+    { AM_ETESTLIMIT, 429, "daily_test_limit_reached" },
     { AM_ENOTIMPL, 501, "not_implemented" },
     { AM_EPROVIDER, 502, "provider_error" },
     { AM_ETIMEOUT, 504, "provider_timeout" },

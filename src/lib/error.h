@@ -53,7 +53,8 @@ enum am_err {
     AM_ESTREAMLIMIT = -37,    /* 429 stream_limit_reached: the org's max_streams are open */
     AM_EPROVIDERREJECT = -38, /* 422 provider_rejected_request: the provider refused the request itself */
     AM_EINFLIGHT = -39,       /* 429 too_many_in_flight: the org's limits.max_in_flight runs are running */
-    AM_ERR_LAST = -40
+    AM_ETESTLIMIT = -40,      /* 429 daily_test_limit_reached: the org's tests_per_day */
+    AM_ERR_LAST = -41
 };
 
 #define AM_ERROR_MSG_MAX 256

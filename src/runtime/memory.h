@@ -9,9 +9,11 @@
 #ifndef AM_MEMORY_H
 #define AM_MEMORY_H
 
+#include <stdint.h>
 #include <json-c/json.h>
 #include "state/app.h"
 
+struct store;
 struct store_txn;
 
 enum memory_mode { MEMORY_RUN = 0, MEMORY_TEST = 1 };
@@ -29,11 +31,30 @@ int memory_load(struct app *app, const char *agent_id, int mode, const char *ses
 
 /* Append a user and an assistant message, then trim: sliding_window keeps
  * the last `limit` messages (at least 1), token_budget the most recent
- * messages whose estimated tokens fit in `limit`. Returns 0, AM_EBADREQ
+ * messages whose estimated tokens fit in `limit`. In the same transaction
+ * the session's last use and size are indexed and, past app->cfg's
+ * memory bounds (none without a cfg), the least recently used sessions of
+ * the agent (of the org) and mode are dropped. Returns 0, AM_EBADREQ
  * (ids too long) or AM_EUNAVAILABLE (storage, or a corrupt record, which
  * is left as it is). */
 int memory_append(struct app *app, const char *agent_id, int mode, const char *session,
                   const char *user, const char *assistant, int strategy, int limit);
+
+/* The bounds a turn is written under (memory.max_sessions_per_agent,
+ * memory.max_kb_per_org in bytes; <= 0: none). */
+struct memory_bounds {
+    int64_t max_sessions;       /* live sessions per agent and mode */
+    int64_t max_bytes;          /* stored session bytes per org and mode */
+};
+
+/* Expire, in transactions of at most 128 sessions, the sessions last
+ * used more than ttl_s seconds before now_ms, at most max of them; *swept
+ * gets how many went. For the supervisor's storage task (never a request).
+ * Returns 0 or the store's error. */
+int memory_sweep(struct store *s, int64_t now_ms, int ttl_s, int max, int *swept);
+
+/* Milliseconds since the epoch (the sessions' last-use clock). */
+int64_t memory_now_ms(void);
 
 /* Forget a session (disposable test sessions). */
 void memory_delete(struct app *app, const char *agent_id, int mode, const char *session);

@@ -312,6 +312,7 @@ struct run {
     size_t nresps, capresps;
     int last_timeout;                 /* the last provider failure was a timeout */
     struct out_stream *out;           /* NULL: no sink, the answer is buffered */
+    const struct runtime_request *req;/* its hooks (before_provider); NULL: none */
 };
 
 static const char *run_own(struct run *r, char *s)
@@ -488,6 +489,8 @@ static int route_chat(struct run *r, const struct providers_message *msgs, size_
         error_clear(err);
         providers_init();    /* once per process; not part of any model's latency */
         t0 = util_monotonic_ms();
+        if (!r->res->provider_called && r->req != NULL && r->req->before_provider != NULL)
+            r->req->before_provider(r->req->admit_arg, r->res);
         r->res->provider_called = 1;
         rc = providers_chat(&req, resp, err);
         sodium_memzero(key, sizeof(key));
@@ -768,6 +771,7 @@ static int run_pipeline(struct app *app, struct agent_rt *a, const char *key, in
     r.org = req->org;
     r.agent = a;
     r.res = res;
+    r.req = req;
     if (req->sink != NULL) {
         out_init(&out, req->sink, a);
         r.out = &out;

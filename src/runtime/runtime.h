@@ -30,6 +30,8 @@ struct runtime_sink {
     int (*alive)(void *arg);
 };
 
+struct runtime_result;
+
 struct runtime_request {
     const char *org;
     const char *name;
@@ -43,6 +45,11 @@ struct runtime_request {
      * code with err filled, ends the run with it. NULL: always admitted. */
     int (*admit)(void *arg, struct am_error *err);
     void *admit_arg;
+    /* Called (with admit_arg) once per run, just before its first provider
+     * call is sent, with the result so far (trace id, version): the run is
+     * recorded as reaching a provider before its answer is awaited, so a
+     * worker killed meanwhile still leaves it counted. NULL: nothing. */
+    void (*before_provider)(void *arg, const struct runtime_result *res);
 };
 
 struct runtime_result {

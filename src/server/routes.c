@@ -468,6 +468,12 @@ static void rate_headers(struct route_ctx *c, const struct run_outcome *o)
     http_add_header(c->resp, "X-RateLimit-Remaining", buf);
     snprintf(buf, sizeof(buf), "%lld", (long long)o->reset);
     http_add_header(c->resp, "X-RateLimit-Reset", buf);
+    if (o->test_limit >= 0) {     /* a test: its own daily allowance (issue 15) */
+        snprintf(buf, sizeof(buf), "%d", o->test_limit);
+        http_add_header(c->resp, "X-TestLimit-Limit", buf);
+        snprintf(buf, sizeof(buf), "%d", o->test_remaining < 0 ? 0 : o->test_remaining);
+        http_add_header(c->resp, "X-TestLimit-Remaining", buf);
+    }
 }
 
 /* The fields of a run's answer, added to o: the JSON answer and the
@@ -583,7 +589,7 @@ static void route_agent_execute(struct route_ctx *c, int mode)
     memset(&out, 0, sizeof(out));
     error_clear(&err);
     if ((body = json_body(c)) == NULL || (rc = run_parse_body(body, &call, &err)) != 0) {
-        run_limits(c->app, c->slug, &out);
+        run_limits(c->app, c->slug, mode, &out);
         rate_headers(c, &out);
         if (body != NULL)
             http_reply_error(c->resp, &err);
@@ -653,7 +659,7 @@ static void route_usage(struct route_ctx *c)
         return;
     error_clear(&err);
     rc = usage_report(c->app, c->slug, days, c->app->cfg->requests_per_day,
-                      query_by_version(c), &out, &err);
+                      c->app->cfg->tests_per_day, query_by_version(c), &out, &err);
     reply_with(c, rc, out, &err, 200);
 }
 

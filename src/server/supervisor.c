@@ -8,7 +8,7 @@
  * FastCGI listening socket, the stream socket, the stream slots, the pid
  * file, the worker pids, the stream process's pid, and the
  * short-lived children that do its Berkeley DB work (recovery, failchk,
- * reconcile, checkpoints; see run_store_task).
+ * reconcile, checkpoints and the session sweep; see run_store_task).
  *
  * Must never: serve a request; open the Berkeley DB environment itself (a
  * dead worker can leave a mutex that blocks any call into it for ever);
@@ -69,6 +69,7 @@
 #include "state/metrics.h"
 #include "state/quota.h"
 #include "state/breakers.h"
+#include "runtime/memory.h"
 #include "state/registry.h"
 #include "state/store.h"
 #include "state/streams.h"
@@ -249,6 +250,7 @@ enum task_result { TASK_OK = 0, TASK_FAILED = 1, TASK_NEEDS_RECOVERY = 2 };
 
 #define TASK_TIMEOUT_MS 60000     /* a whole task: recovery, reconcile, checkpoint */
 #define FAILCHK_TIMEOUT_MS 1000   /* failchk alone takes milliseconds, or hangs */
+#define SWEEP_MAX 20000           /* sessions one checkpoint task expires at most */
 
 /* Returns agent_reconcile's result (< 0: some agent could not be loaded). */
 static int reconcile(struct supervisor *sv, const char *why)
@@ -280,6 +282,7 @@ static void check_invariants(struct supervisor *sv, int task, int reconciled)
     if (reconciled >= 0)
         CHECK_INVARIANTS(agent_check_invariants(&sv->app));
     CHECK_INVARIANTS(quota_check_invariants(sv->app.quota));
+    CHECK_INVARIANTS(quota_check_invariants(sv->app.test_quota));
     CHECK_INVARIANTS(usage_check_invariants(&sv->app));
 }
 
@@ -318,6 +321,17 @@ static int store_task_child(struct supervisor *sv, int task, int progress_fd)
             log_info("%d accepted runs that never settled given back to their orgs' "
                      "daily quota", n);
         check_invariants(sv, task, reconciled);
+    }
+    if (task == TASK_CHECKPOINT) {
+        /* Sessions idle past memory.session_ttl_s, in batches, at most
+         * SWEEP_MAX a task: the rest wait for the next one. */
+        int swept = 0;
+        if (memory_sweep(sv->app.store, memory_now_ms(), sv->cfg.session_ttl_s, SWEEP_MAX,
+                         &swept) != 0)
+            log_warn("session sweep failed after %d sessions", swept);
+        else if (swept > 0)
+            log_info("%d sessions idle for more than %d s expired", swept,
+                     sv->cfg.session_ttl_s);
     }
     if (store_checkpoint(sv->app.store) != 0)
         log_warn("checkpoint failed");
@@ -721,6 +735,13 @@ static int start(struct supervisor *sv)
         log_error("%s", err.message);
         return -1;
     }
+    /* The daily test allowance: the same table again, counting tests. */
+    if (quota_create(&sv->app.test_quota, sv->cfg.registry_capacity * 4,
+                     2 * (sv->cfg.workers * sv->cfg.threads + sv->cfg.stream_max_queries),
+                     &err) != 0) {
+        log_error("%s", err.message);
+        return -1;
+    }
     /* The open stream connections of every org, one slot each. */
     if (streams_create(&sv->app.streams, sv->cfg.stream_max_connections, &err) != 0) {
         log_error("%s", err.message);
@@ -778,6 +799,7 @@ static void finish(struct supervisor *sv)
     if (sv->app.reg != NULL)
         registry_close(sv->app.reg, 1);
     quota_close(sv->app.quota);
+    quota_close(sv->app.test_quota);
     streams_close(sv->app.streams);
     metrics_close();
     streams_close(sv->app.inflight);

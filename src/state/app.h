@@ -21,6 +21,7 @@ struct app {
     struct store *store;        /* this process's environment handle */
     struct registry *reg;       /* this process's mapping of the registry */
     struct quota *quota;        /* the daily quota counters, shared by all processes */
+    struct quota *test_quota;   /* the daily test allowance counters, likewise (NULL: unmetered) */
     struct auth_state *auth;    /* the authorisation epoch, shared by all processes */
     const struct vault *vault;  /* the master key, read once by the supervisor */
     struct streams *streams;    /* open stream connections per org, shared by all processes */

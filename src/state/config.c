@@ -165,11 +165,16 @@ static const struct cfg_key config_keys[] = {
 
     KEY_INT("limits.max_agents", max_agents, 1, 100000, "5"),
     KEY_INT("limits.requests_per_day", requests_per_day, 1, 100000000, "1000"),
+    KEY_INT("limits.tests_per_day", tests_per_day, 1, 100000000, "1000"),
     KEY_INT("limits.max_members", max_members, 1, 100000, "3"),
     KEY_INT("limits.max_streams", max_streams, 1, 100000, "5"),
     KEY_INT("limits.max_in_flight", max_in_flight, 1, 100000, "32"),
 
     KEY_INT("agents.max_versions", max_versions, 1, 100000, "50"),
+
+    KEY_INT("memory.session_ttl_s", session_ttl_s, 1, 315360000, "604800"),
+    KEY_INT("memory.max_sessions_per_agent", max_sessions_per_agent, 1, 100000000, "10000"),
+    KEY_INT("memory.max_kb_per_org", max_kb_per_org, 64, 1073741824, "262144"),
 
     KEY_INT("registry.capacity", registry_capacity, 16, 1000000, "4096"),
     KEY_INT("registry.slot_kb", registry_slot_kb, 4, 1024, "64"),

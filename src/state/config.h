@@ -60,12 +60,18 @@ struct config {
     /* limits (per org) */
     int max_agents;         /* default 5 */
     int requests_per_day;   /* default 1000 */
+    int tests_per_day;      /* `test` calls per org per UTC day, default 1000 */
     int max_members;        /* default 3 */
     int max_streams;        /* default 5 */
     int max_in_flight;      /* runs and tests running at once, default 32 */
 
     /* agents */
     int max_versions;       /* versions kept per agent besides the live one, default 50 */
+
+    /* memory (conversation sessions; run and test sessions are counted apart) */
+    int session_ttl_s;          /* a session unused this long is swept, seconds */
+    int max_sessions_per_agent; /* live sessions per agent and mode; the oldest go */
+    int max_kb_per_org;         /* stored session bytes per org and mode, KiB; the oldest go */
 
     /* stream (the WebSocket process) */
     int stream_idle_timeout_ms;  /* a connection with no query for this long is closed */

@@ -91,6 +91,7 @@ static const char *const store_db_files[STORE_DB_COUNT] = {
     [STORE_APIKEYS] = "apikeys.db",
     [STORE_PROVIDER_KEYS] = "provider_keys.db",
     [STORE_VERSIONS] = "versions.db",
+    [STORE_SESSION_IDX] = "sessidx.db",
 };
 
 /* Berkeley DB's own diagnostics go here instead of stderr: the store

@@ -38,6 +38,7 @@ enum store_db {
     STORE_APIKEYS,     /* API keys, by keyed hash and by org (apikey.c owns the format) */
     STORE_PROVIDER_KEYS, /* org provider keys, sealed (vault.c owns the format) */
     STORE_VERSIONS,    /* slug \0 name \0 <n, 10 digits> -> an agent version (versions.c owns the format) */
+    STORE_SESSION_IDX, /* the sessions' last use, sizes and counts (memory.c owns the format) */
     STORE_DB_COUNT
 };
 

@@ -21,7 +21,7 @@ import test_execution as te
 
 LIMIT = 50
 USAGE_KEYS = {"period_days", "total_requests", "total_tokens", "daily_limit", "remaining_today",
-              "by_agent", "by_day"}
+              "by_agent", "by_day", "total_tests", "daily_test_limit", "remaining_tests_today"}
 
 
 def utc_today():
@@ -100,6 +100,9 @@ class AccountingTest(te.PipelineCase):
         self.assertEqual((u["total_requests"], u["total_tokens"]), (total_r, total_t), u)
         self.assertEqual(u["daily_limit"], LIMIT)
         self.assertEqual(u["remaining_today"], LIMIT - total_r)
+        # tests are counted apart, against their own allowance (issue 15)
+        self.assertEqual((u["total_tests"], u["remaining_tests_today"]),
+                         (4, u["daily_test_limit"] - 4), u)
         self.assertEqual(self.by_agent(u), {k: tuple(v) for k, v in expected.items()})
         self.assertTrue({a["agent"] for a in u["by_agent"]} <= {"counted", "counted-llm",
                                                                 "tested-only"}, u["by_agent"])

@@ -119,7 +119,7 @@ static const struct reject_case rejects[] = {
     {"unknown_section_lists_sections",
      "serverz:\n  workers: 4\n",
      "1:1: serverz: unknown key (valid here: server, stream, storage, auth, limits, agents, "
-     "registry, providers, tools, runtime, log, metrics)"},
+     "memory, registry, providers, tools, runtime, log, metrics)"},
     {"unknown_provider_lists_providers",
      "providers:\n  azure:\n    api_key: x\n",
      "2:3: providers.azure: unknown key (valid here: openai, anthropic, groq, "

@@ -247,6 +247,7 @@ static const struct {
     { AM_ESTREAMLIMIT, 429, "stream_limit_reached" },
     { AM_EPROVIDERREJECT, 422, "provider_rejected_request" },
     { AM_EINFLIGHT, 429, "too_many_in_flight" },
+    { AM_ETESTLIMIT, 429, "daily_test_limit_reached" },
     { AM_ERR_LAST, 500, "internal_error" },
     { 12345, 500, "internal_error" },
 };

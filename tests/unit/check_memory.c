@@ -9,7 +9,10 @@
  * org's) sessions are never visible to another, even when one agent id is
  * a prefix of another; deleting an agent deletes its conversations and
  * only its; a corrupt record is AM_EIO from memory_load and memory_append,
- * never a crash and never a half-read history.
+ * never a crash and never a half-read history. Bounds (issue 15): past
+ * an agent's session cap or an org's byte cap the least recently used
+ * sessions go, run and test apart, other orgs untouched; the sweep
+ * expires idle sessions, at most its maximum a pass.
  */
 #include <check.h>
 #include <dirent.h>
@@ -383,6 +386,144 @@ START_TEST(record_written_by_memory_loads_back_through_the_raw_key)
 }
 END_TEST
 
+/* ---- bounds (issue 15: `test` filled the disk) ----------------------------- */
+
+/* Bytes stored in STORE_SESSIONS under prefix (keys and values), and how
+ * many sessions. */
+struct stored {
+    size_t bytes;
+    int n;
+};
+
+static int stored_one(const char *k, size_t kl, const char *v, size_t vl, void *arg)
+{
+    struct stored *st = arg;
+
+    (void)k;
+    (void)v;
+    st->bytes += kl + vl;
+    st->n++;
+    return 0;
+}
+
+static struct stored stored_under(const char *prefix, size_t plen)
+{
+    struct stored st = { 0, 0 };
+
+    ck_assert_int_eq(store_scan(app.store, NULL, STORE_SESSIONS, prefix, plen, stored_one, &st),
+                     0);
+    return st;
+}
+
+static int has_session(const char *agent, int mode, const char *session)
+{
+    char h[64 * 1024];
+
+    history(agent, mode, session, h, sizeof h);
+    return h[0] != '\0';
+}
+
+START_TEST(past_the_agent_cap_the_least_recently_used_session_goes)
+{
+    cfg.max_sessions_per_agent = 3;
+    append("acme__bot", MEMORY_RUN, "s1", "q", "a", MEMORY_SLIDING_WINDOW, 20);
+    append("acme__bot", MEMORY_RUN, "s2", "q", "a", MEMORY_SLIDING_WINDOW, 20);
+    append("acme__bot", MEMORY_RUN, "s3", "q", "a", MEMORY_SLIDING_WINDOW, 20);
+    usleep(5000);
+    append("acme__bot", MEMORY_RUN, "s1", "q", "a", MEMORY_SLIDING_WINDOW, 20); /* s2 is now LRU */
+    usleep(5000);
+    append("acme__bot", MEMORY_RUN, "s4", "q", "a", MEMORY_SLIDING_WINDOW, 20);
+    ck_assert(has_session("acme__bot", MEMORY_RUN, "s1"));
+    ck_assert(!has_session("acme__bot", MEMORY_RUN, "s2"));
+    ck_assert(has_session("acme__bot", MEMORY_RUN, "s3"));
+    ck_assert(has_session("acme__bot", MEMORY_RUN, "s4"));
+    /* test sessions have their own count: three of them push out no run */
+    append("acme__bot", MEMORY_TEST, "t1", "q", "a", MEMORY_SLIDING_WINDOW, 20);
+    append("acme__bot", MEMORY_TEST, "t2", "q", "a", MEMORY_SLIDING_WINDOW, 20);
+    append("acme__bot", MEMORY_TEST, "t3", "q", "a", MEMORY_SLIDING_WINDOW, 20);
+    append("acme__bot", MEMORY_TEST, "t4", "q", "a", MEMORY_SLIDING_WINDOW, 20);
+    ck_assert(!has_session("acme__bot", MEMORY_TEST, "t1"));
+    ck_assert(has_session("acme__bot", MEMORY_TEST, "t4"));
+    ck_assert_int_eq(stored_under("acme__bot\0r", 11).n, 3);
+    ck_assert_int_eq(stored_under("acme__bot\0t", 11).n, 3);
+    /* another agent of the org has its own cap */
+    append("acme__bot2", MEMORY_RUN, "s1", "q", "a", MEMORY_SLIDING_WINDOW, 20);
+    ck_assert(has_session("acme__bot", MEMORY_RUN, "s3"));
+}
+END_TEST
+
+START_TEST(thousands_of_fresh_sessions_stay_under_the_org_byte_cap)
+{
+    char *big = xmalloc(8193), sid[32];
+    struct stored st;
+    int i;
+
+    memset(big, 'x', 8192);
+    big[8192] = '\0';
+    cfg.max_kb_per_org = 64;
+    for (i = 0; i < 400; i++) {
+        snprintf(sid, sizeof sid, "hostile-%d", i);
+        append(i % 2 ? "acme__bot" : "acme__bot2", MEMORY_TEST, sid, big, "a",
+               MEMORY_SLIDING_WINDOW, 20);
+        st = stored_under("acme__", 6);
+        /* the cap, plus the session just written */
+        ck_assert_msg(st.bytes <= 64 * 1024 + 8192 + 256, "%zu bytes after %d", st.bytes, i);
+    }
+    ck_assert(has_session(i % 2 ? "acme__bot2" : "acme__bot", MEMORY_TEST, "hostile-399"));
+    ck_assert(!has_session("acme__bot2", MEMORY_TEST, "hostile-0"));
+    /* another org's sessions were never touched */
+    append("other__bot", MEMORY_TEST, "mine", big, "a", MEMORY_SLIDING_WINDOW, 20);
+    for (i = 0; i < 20; i++) {
+        snprintf(sid, sizeof sid, "more-%d", i);
+        append("acme__bot", MEMORY_TEST, sid, big, "a", MEMORY_SLIDING_WINDOW, 20);
+    }
+    ck_assert(has_session("other__bot", MEMORY_TEST, "mine"));
+    free(big);
+}
+END_TEST
+
+START_TEST(the_sweep_expires_idle_sessions_and_keeps_the_others)
+{
+    int swept = -1;
+
+    append("acme__bot", MEMORY_RUN, "old", "q", "a", MEMORY_SLIDING_WINDOW, 20);
+    append("other__bot", MEMORY_TEST, "old", "q", "a", MEMORY_SLIDING_WINDOW, 20);
+    usleep(1200 * 1000);
+    append("acme__bot", MEMORY_RUN, "new", "q", "a", MEMORY_SLIDING_WINDOW, 20);
+    ck_assert_int_eq(memory_sweep(app.store, memory_now_ms(), 1, 1000, &swept), 0);
+    ck_assert_int_eq(swept, 2);
+    ck_assert(!has_session("acme__bot", MEMORY_RUN, "old"));
+    ck_assert(!has_session("other__bot", MEMORY_TEST, "old"));
+    ck_assert(has_session("acme__bot", MEMORY_RUN, "new"));
+    /* the counts went with them: a cap of 2 keeps "new" and one more */
+    cfg.max_sessions_per_agent = 2;
+    append("acme__bot", MEMORY_RUN, "again", "q", "a", MEMORY_SLIDING_WINDOW, 20);
+    ck_assert(has_session("acme__bot", MEMORY_RUN, "new"));
+    ck_assert(has_session("acme__bot", MEMORY_RUN, "again"));
+    ck_assert_int_eq(memory_sweep(app.store, memory_now_ms(), 3600, 1000, &swept), 0);
+    ck_assert_int_eq(swept, 0);
+}
+END_TEST
+
+START_TEST(the_sweep_stops_at_its_maximum_and_the_next_pass_goes_on)
+{
+    char sid[32];
+    int i, swept = 0, first;
+
+    for (i = 0; i < 300; i++) {
+        snprintf(sid, sizeof sid, "s%d", i);
+        append("acme__bot", MEMORY_TEST, sid, "q", "a", MEMORY_SLIDING_WINDOW, 20);
+    }
+    ck_assert_int_eq(memory_sweep(app.store, memory_now_ms() + 10000, 1, 200, &swept), 0);
+    ck_assert_int_ge(swept, 200);
+    ck_assert_int_lt(swept, 300);
+    first = swept;
+    ck_assert_int_eq(memory_sweep(app.store, memory_now_ms() + 10000, 1, 1000, &swept), 0);
+    ck_assert_int_eq(swept, 300 - first);
+    ck_assert_int_eq(stored_under("acme__bot\0t", 11).n, 0);
+}
+END_TEST
+
 /* ---- runner ----------------------------------------------------------------- */
 
 static Suite *memory_suite(void)
@@ -391,7 +532,8 @@ static Suite *memory_suite(void)
     TCase *order = tcase_create("order_and_trimming");
     TCase *iso = tcase_create("isolation");
     TCase *bad = tcase_create("bad_input");
-    TCase *all[] = { order, iso, bad };
+    TCase *bounds = tcase_create("bounds");
+    TCase *all[] = { order, iso, bad, bounds };
     int i;
 
     tcase_add_test(order, turns_come_back_in_the_order_they_were_appended);
@@ -410,6 +552,10 @@ static Suite *memory_suite(void)
                         NCASES(session_cases));
     tcase_add_loop_test(bad, corrupt_record_is_an_error_not_a_crash, 0, NCASES(corrupt_records));
     tcase_add_test(bad, record_written_by_memory_loads_back_through_the_raw_key);
+    tcase_add_test(bounds, past_the_agent_cap_the_least_recently_used_session_goes);
+    tcase_add_test(bounds, thousands_of_fresh_sessions_stay_under_the_org_byte_cap);
+    tcase_add_test(bounds, the_sweep_expires_idle_sessions_and_keeps_the_others);
+    tcase_add_test(bounds, the_sweep_stops_at_its_maximum_and_the_next_pass_goes_on);
     for (i = 0; i < NCASES(all); i++) {
         tcase_add_checked_fixture(all[i], setup, teardown);
         tcase_set_timeout(all[i], 60);

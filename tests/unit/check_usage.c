@@ -52,6 +52,7 @@ static char base[64];              /* per-run parent of every home; main() remov
 static char home[96];              /* this test's environment directory */
 static struct store *st;           /* opened by the fixture */
 static struct quota *qt;           /* created by the fixture */
+static struct quota *tq;           /* the test allowance table, likewise */
 static struct app app;             /* cfg and reg stay NULL: usage.c uses neither */
 
 /* ---- fixture --------------------------------------------------------------- */
@@ -66,16 +67,20 @@ static void open_all(void)
                   err.message);
     error_clear(&err);
     ck_assert_msg(quota_create(&qt, 16, 64, &err) == 0, "quota_create: %s", err.message);
+    ck_assert_msg(quota_create(&tq, 16, 64, &err) == 0, "quota_create: %s", err.message);
     memset(&app, 0, sizeof app);
     app.store = st;
     app.quota = qt;
+    app.test_quota = tq;
 }
 
 static void close_all(void)
 {
     quota_close(qt);
+    quota_close(tq);
     store_close(st);
     qt = NULL;
+    tq = NULL;
     st = NULL;
     memset(&app, 0, sizeof app);
 }
@@ -232,7 +237,8 @@ static struct json_object *report(const char *org, int days, int limit)
 {
     static const char *const top[] = { "period_days", "total_requests", "total_tokens",
                                        "daily_limit", "remaining_today", "by_agent",
-                                       "by_day" };
+                                       "by_day", "total_tests", "daily_test_limit",
+                                       "remaining_tests_today" };
     static const char *const day_keys[] = { "date", "requests", "tokens" };
     static const char *const agent_keys[] = { "agent", "requests", "tokens" };
     struct json_object *o = NULL, *a;
@@ -241,7 +247,7 @@ static struct json_object *report(const char *org, int days, int limit)
     int rc;
 
     error_clear(&err);
-    rc = usage_report(&app, org, days, limit, 0, &o, &err);
+    rc = usage_report(&app, org, days, limit, 1000, 0, &o, &err);
     ck_assert_msg(rc == 0, "usage_report(%s) = %d: %s", org, rc, err.message);
     ck_assert_ptr_nonnull(o);
     has_exactly(o, top, NCASES(top));
@@ -436,7 +442,7 @@ START_TEST(report_by_version_splits_each_day_by_agent_version)
         ck_assert_int_eq(usage_settle(&app, &r), 0);
     }
     error_clear(&err);
-    ck_assert_int_eq(usage_report(&app, "acme", 1, 100, 1, &o, &err), 0);
+    ck_assert_int_eq(usage_report(&app, "acme", 1, 100, 1000, 1, &o, &err), 0);
     ck_assert_int_eq(int_of(o, "total_requests"), 5);
     ck_assert(json_object_object_get_ex(o, "by_version", &a));
     ck_assert_int_eq((int)json_object_array_length(a), 3);
@@ -902,7 +908,174 @@ START_TEST(a_dead_processes_unsettled_runs_are_given_back)
 }
 END_TEST
 
+/* Issue 15 (finding 6): a worker killed while its provider answered left
+ * the provider call uncounted. Its run and its test had committed their
+ * in-flight line before the call: the reclaim counts both on their day and
+ * their lines say worker_died; nothing is given back. */
+START_TEST(a_dead_processes_runs_in_flight_are_counted_as_worker_died)
+{
+    enum { LIMIT = 10, TLIMIT = 10 };
+    struct usage_claim cl = { 0, -1 };
+    struct usage_run ur = { .org = "acme", .agent = "bot", .version = 3, .model = "",
+                            .outcome = USAGE_IN_FLIGHT, .claim = &cl };
+    struct json_object *o;
+    int status;
+    pid_t pid;
+
+    run_ok("before", "acme", "bot", LIMIT, 4);
+    ck_assert_int_eq(usage_remaining(&app, "acme", LIMIT), LIMIT - 1);
+    ck_assert_int_eq(usage_remaining_test(&app, "acme", TLIMIT), TLIMIT);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        struct usage_claim c[2];
+        struct am_error err;
+        int remaining, ok;
+
+        ok = usage_acquire(&app, "acme", LIMIT, &c[0], &remaining, &err) == 0 &&
+             usage_acquire_test(&app, "acme", TLIMIT, &c[1], &remaining, &err) == 0 &&
+             c[0].hold >= 0 && c[1].hold >= 0;
+        quota_hold_trace(qt, c[0].hold, "tr-run-died");
+        quota_hold_trace(tq, c[1].hold, "tr-test-died");
+        _exit(ok ? 0 : 1);
+    }
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child failed");
+    /* what the child's in-flight commits wrote before its provider calls */
+    cl.day = today();
+    ur.trace_id = "tr-run-died";
+    ur.mode = "run";
+    ck_assert_int_eq(usage_in_flight(&app, &ur), 0);
+    ur.trace_id = "tr-test-died";
+    ur.mode = "test";
+    ck_assert_int_eq(usage_in_flight(&app, &ur), 0);
+    o = runlog("tr-run-died");
+    ck_assert_str_eq(str_of(o, "outcome"), USAGE_IN_FLIGHT);
+    json_object_put(o);
+
+    ck_assert_int_eq(usage_reclaim(&app, (int)pid), 0);
+    ck_assert_int_eq(usage_remaining(&app, "acme", LIMIT), LIMIT - 2);
+    ck_assert_int_eq(usage_remaining_test(&app, "acme", TLIMIT), TLIMIT - 1);
+    o = runlog("tr-run-died");
+    ck_assert_str_eq(str_of(o, "outcome"), "worker_died");
+    ck_assert_str_eq(str_of(o, "mode"), "run");
+    json_object_put(o);
+    o = runlog("tr-test-died");
+    ck_assert_str_eq(str_of(o, "outcome"), "worker_died");
+    json_object_put(o);
+    close_all();            /* and it is durable: the counters reload from the shards */
+    open_all();
+    ck_assert_int_eq(usage_remaining(&app, "acme", LIMIT), LIMIT - 2);
+    ck_assert_int_eq(usage_remaining_test(&app, "acme", TLIMIT), TLIMIT - 1);
+    o = report("acme", 1, LIMIT);
+    ck_assert_int_eq(int_of(o, "total_requests"), 2);
+    ck_assert_int_eq(int_of(o, "total_tests"), 1);
+    json_object_put(o);
+}
+END_TEST
+
+/* The whole daemon is killed with a run at its provider (no hold survives
+ * the shared memory): the recovery's reclaim finds its in-flight mark and
+ * counts it; a run that settled after its mark is left as it is. */
+START_TEST(a_recovery_counts_the_runs_left_in_flight_by_a_killed_daemon)
+{
+    enum { LIMIT = 10 };
+    struct usage_claim cl = { 0, -1 };
+    struct usage_run ur = { .org = "acme", .agent = "bot", .version = 0, .model = "",
+                            .outcome = USAGE_IN_FLIGHT, .claim = &cl, .mode = "run" };
+    struct json_object *o;
+
+    cl.day = acquire_ok("acme", LIMIT, LIMIT - 1);
+    ur.trace_id = "tr-lost";
+    ck_assert_int_eq(usage_in_flight(&app, &ur), 0);
+    cl.day = acquire_ok("acme", LIMIT, LIMIT - 2);
+    ur.trace_id = "tr-settled";
+    ck_assert_int_eq(usage_in_flight(&app, &ur), 0);
+    ck_assert_int_eq(settle_claim("tr-settled", "acme", "bot", "run", &cl, 5, 0), 0);
+
+    close_all();            /* the daemon and its shared memory are gone */
+    open_all();
+    ck_assert_int_eq(usage_remaining(&app, "other", LIMIT), LIMIT);
+    ck_assert_int_eq(usage_reclaim(&app, 0), 0);
+    o = runlog("tr-lost");
+    ck_assert_str_eq(str_of(o, "outcome"), "worker_died");
+    json_object_put(o);
+    o = runlog("tr-settled");
+    ck_assert_str_eq(str_of(o, "outcome"), "ok");
+    json_object_put(o);
+    ck_assert_int_eq(usage_remaining(&app, "acme", LIMIT), LIMIT - 2);
+    o = report("acme", 1, LIMIT);
+    ck_assert_int_eq(int_of(o, "total_requests"), 2);
+    ck_assert_int_eq(int_of(o, "total_tokens"), 5);
+    json_object_put(o);
+    /* a second recovery finds nothing left to count */
+    ck_assert_int_eq(usage_reclaim(&app, 0), 0);
+    close_all();
+    open_all();
+    ck_assert_int_eq(usage_remaining(&app, "acme", LIMIT), LIMIT - 2);
+}
+END_TEST
+
 /* ---- durability ---------------------------------------------------------------------- */
+
+/* Issue 15: `test` was free. It has its own allowance, exact, kept over a
+ * restart, never mixed with the runs' limit or their usage rows. */
+START_TEST(tests_have_their_own_exact_durable_allowance)
+{
+    enum { TLIMIT = 5, LIMIT = 50 };
+    struct am_error err;
+    struct usage_claim cl;
+    struct json_object *o;
+    char trace[32];
+    int i, remaining = -1;
+
+    for (i = 0; i < TLIMIT; i++) {
+        error_clear(&err);
+        ck_assert_int_eq(usage_acquire_test(&app, "acme", TLIMIT, &cl, &remaining, &err), 0);
+        ck_assert_int_eq(remaining, TLIMIT - i - 1);
+        snprintf(trace, sizeof trace, "t-%d", i);
+        ck_assert_int_eq(settle_claim(trace, "acme", "bot", "test", &cl, 7, 0), 0);
+    }
+    error_clear(&err);
+    ck_assert_int_eq(usage_acquire_test(&app, "acme", TLIMIT, &cl, &remaining, &err),
+                     AM_ETESTLIMIT);
+    ck_assert_int_eq(remaining, 0);
+    ck_assert_str_eq(error_name(err.code), "daily_test_limit_reached");
+    /* the runs' limit and another org's tests are untouched */
+    ck_assert_int_eq(usage_remaining(&app, "acme", LIMIT), LIMIT);
+    ck_assert_int_eq(usage_remaining_test(&app, "other", TLIMIT), TLIMIT);
+    run_ok("r-1", "acme", "bot", LIMIT, 1);
+
+    close_all();            /* a restart: the counters come back from the shards */
+    open_all();
+    ck_assert_int_eq(usage_remaining_test(&app, "acme", TLIMIT), 0);
+    ck_assert_int_eq(usage_remaining(&app, "acme", LIMIT), LIMIT - 1);
+    error_clear(&err);
+    ck_assert_int_eq(usage_acquire_test(&app, "acme", TLIMIT, &cl, &remaining, &err),
+                     AM_ETESTLIMIT);
+    o = report("acme", 1, LIMIT);
+    ck_assert_int_eq(int_of(o, "total_tests"), TLIMIT);
+    ck_assert_int_eq(int_of(o, "daily_test_limit"), 1000);
+    ck_assert_int_eq(int_of(o, "total_requests"), 1);
+    ck_assert_int_eq(int_of(o, "total_tokens"), 1);
+    json_object_put(o);
+}
+END_TEST
+
+/* A test that never reached a provider is given back, like a run. */
+START_TEST(a_refunded_test_is_given_back)
+{
+    struct am_error err;
+    struct usage_claim cl;
+    int remaining = -1;
+
+    error_clear(&err);
+    ck_assert_int_eq(usage_acquire_test(&app, "acme", 2, &cl, &remaining, &err), 0);
+    ck_assert_int_eq(remaining, 1);
+    ck_assert_int_eq(settle_claim("t-refund", "acme", "bot", "test", &cl, 0, 1), 0);
+    ck_assert_int_eq(usage_remaining_test(&app, "acme", 2), 2);
+}
+END_TEST
 
 START_TEST(daily_count_survives_close_and_reopen)
 {
@@ -986,7 +1159,11 @@ static Suite *usage_suite(void)
     tcase_add_checked_fixture(durable, setup, teardown);
     tcase_add_loop_test(durable, failed_settle_leaves_neither_log_line_nor_count, 1, 3);
     tcase_add_test(durable, daily_count_survives_close_and_reopen);
+    tcase_add_test(durable, tests_have_their_own_exact_durable_allowance);
+    tcase_add_test(durable, a_refunded_test_is_given_back);
     tcase_add_test(durable, a_dead_processes_unsettled_runs_are_given_back);
+    tcase_add_test(durable, a_dead_processes_runs_in_flight_are_counted_as_worker_died);
+    tcase_add_test(durable, a_recovery_counts_the_runs_left_in_flight_by_a_killed_daemon);
     tcase_set_timeout(durable, 60);
     suite_add_tcase(s, durable);
     return s;
