@@ -14,8 +14,9 @@ has received every call, every worker is SIGKILLed. Then:
   start counts the runs still marked in flight;
 - the client's answer: the front server's, since the worker that held the
   FastCGI connection is gone and nothing else can answer on it: lighttpd's
-  500 or Apache's 503 (README, "Storage bounds", says why), never a
-  success and never a hang; a JSON error page there must say worker_died.
+  500 or Apache's 503 (README, "Storage bounds", says why), as the JSON
+  envelope of the shipped snippets' error pages; never a success and never
+  a hang.
 """
 
 import os
@@ -31,6 +32,7 @@ TESTS = 2
 # connection without a response (lighttpd 1.4: 500; Apache's
 # mod_proxy_fcgi: 503), or 502 if its snippet maps that to a JSON page.
 FRONT_STATUS = {"lighttpd": (500, 502), "apache": (502, 503)}
+FRONT_ERROR = {500: "internal_error", 502: "bad_gateway", 503: "service_unavailable"}
 
 
 class WorkerDeathMixin:
@@ -65,10 +67,13 @@ class WorkerDeathMixin:
             # answers with its own error (lighttpd 500, Apache 503, HTML
             # unless the snippet sets a JSON error document). A JSON one
             # must name what happened.
-            self.assertIn(status, FRONT_STATUS[self.front], (mode, status, body))
-            if ctype.startswith("application/json"):
-                self.assertIsInstance(body, dict, body)
-                self.assertEqual(body.get("error"), "worker_died", body)
+            self.assertIn(status, FRONT_STATUS[self.inst.front], (mode, status, body))
+            # the shipped snippets make it the JSON envelope (etc/lighttpd/errors/,
+            # Apache's ErrorDocument): the front's own code for that status
+            self.assertTrue(ctype.startswith("application/json"), (mode, status, ctype, body))
+            self.assertIsInstance(body, dict, body)
+            self.assertEqual(body.get("status"), status, body)
+            self.assertEqual(body.get("error"), FRONT_ERROR[status], body)
         self.inst.wait_workers(exclude=workers)
         self.fake.control(reply="fine")
         # every provider call is counted, after the supervisor's reclaim
