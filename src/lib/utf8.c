@@ -1,0 +1,76 @@
+/*
+ * utf8.c - the one string policy (utf8.h): shortest-form UTF-8 without NUL
+ * and without control characters, except TAB/LF/CR where a field allows them.
+ *
+ * Owns nothing. Must never: allocate, log, or decide which field allows
+ * what (the caller passes the flags).
+ */
+#include "lib/utf8.h"
+#include "lib/error.h"
+
+/* The length of the sequence led by byte b, 0 for a byte that cannot lead. */
+static int utf8_lead_len(unsigned char b)
+{
+    if (b < 0x80)
+        return 1;
+    if (b >= 0xC2 && b <= 0xDF)         /* 0xC0, 0xC1: always overlong */
+        return 2;
+    if (b >= 0xE0 && b <= 0xEF)
+        return 3;
+    if (b >= 0xF0 && b <= 0xF4)         /* 0xF5..0xFF: above U+10FFFF */
+        return 4;
+    return 0;                           /* a continuation byte, or never valid */
+}
+
+/* Is the multi-byte sequence p[0..len) well formed (continuations, and the
+ * second byte's range that excludes overlong, surrogate and > U+10FFFF)? */
+static int utf8_seq_ok(const unsigned char *p, int len)
+{
+    unsigned char lo = 0x80, hi = 0xBF;
+    int i;
+
+    if (p[0] == 0xE0)
+        lo = 0xA0;                      /* overlong 3-byte */
+    else if (p[0] == 0xED)
+        hi = 0x9F;                      /* U+D800..U+DFFF */
+    else if (p[0] == 0xF0)
+        lo = 0x90;                      /* overlong 4-byte */
+    else if (p[0] == 0xF4)
+        hi = 0x8F;                      /* above U+10FFFF */
+    if (p[1] < lo || p[1] > hi)
+        return 0;
+    for (i = 2; i < len; i++)
+        if (p[i] < 0x80 || p[i] > 0xBF)
+            return 0;
+    return 1;
+}
+
+int utf8_check(const char *s, size_t n, int flags, const char **problem)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    const char *why = NULL;
+    size_t i = 0;
+    int len;
+
+    while (i < n && why == NULL) {
+        unsigned char b = p[i];
+
+        if (b == 0) {
+            why = "must not contain NUL characters";
+        } else if (b < 0x20 || b == 0x7F) {
+            if (!(flags & UTF8_MULTILINE) || (b != '\t' && b != '\n' && b != '\r'))
+                why = "must not contain control characters";
+            i++;
+        } else if ((len = utf8_lead_len(b)) == 0 || (size_t)len > n - i ||
+                   (len > 1 && !utf8_seq_ok(p + i, len))) {
+            why = "is not valid UTF-8";
+        } else {
+            i += (size_t)len;
+        }
+    }
+    if (why == NULL)
+        return 0;
+    if (problem != NULL)
+        *problem = why;
+    return AM_EBADREQ;
+}

@@ -1,0 +1,29 @@
+/*
+ * utf8.h - the one string policy: what a string that enters the service
+ * (a JSON field, a path parameter, a header the service reads) may hold.
+ *
+ * Valid UTF-8 in its shortest form (no overlong forms, no surrogates
+ * U+D800..U+DFFF, nothing above U+10FFFF, no truncated sequence, no lone
+ * continuation byte), no NUL, no C0 control (U+0001..U+001F) and no DEL,
+ * except TAB, LF and CR where the caller allows them (UTF8_MULTILINE).
+ *
+ * Must never: allocate, log, or look at anything but the bytes it is given.
+ */
+#ifndef AM_UTF8_H
+#define AM_UTF8_H
+
+#include <stddef.h>
+
+enum utf8_flags {
+    UTF8_MULTILINE = 1          /* TAB, LF and CR are allowed (a prompt, a query) */
+};
+
+/* Check s[0..n) against the policy. Returns 0 when it holds, else a
+ * negative code (AM_EBADREQ) and, when problem is not NULL, a static
+ * sentence for a client ("must be valid UTF-8 (overlong form at byte 3)"
+ * style, without the byte offset: "is not valid UTF-8", "must not contain
+ * NUL characters", "must not contain control characters"). Nothing is
+ * freed or kept. */
+int utf8_check(const char *s, size_t n, int flags, const char **problem);
+
+#endif
