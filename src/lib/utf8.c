@@ -5,8 +5,13 @@
  * Owns nothing. Must never: allocate, log, or decide which field allows
  * what (the caller passes the flags).
  */
+#include <string.h>
+#include <json-c/json.h>
 #include "lib/utf8.h"
 #include "lib/error.h"
+#include "lib/util.h"
+
+#define UTF8_JSON_DEPTH 64              /* the JSON parser's own depth limit */
 
 /* The length of the sequence led by byte b, 0 for a byte that cannot lead. */
 static int utf8_lead_len(unsigned char b)
@@ -73,4 +78,63 @@ int utf8_check(const char *s, size_t n, int flags, const char **problem)
     if (problem != NULL)
         *problem = why;
     return AM_EBADREQ;
+}
+
+/* Which fields of a JSON body may hold TAB, LF and CR. */
+static int utf8_field_multiline(const char *key)
+{
+    return strcmp(key, "system_prompt") == 0 || strcmp(key, "query") == 0 ||
+           strcmp(key, "context") == 0;
+}
+
+/* Append ".key" or "[i]" to the path in field (bounded; truncation only
+ * shortens the name the client sees). */
+static void utf8_path_push(char *field, size_t cap, size_t at, const char *key, size_t idx)
+{
+    if (at >= cap)
+        return;
+    if (key != NULL)
+        (void)util_snprintf(field + at, cap - at, "%s%s", at > 0 ? "." : "", key);
+    else
+        (void)util_snprintf(field + at, cap - at, "[%zu]", idx);
+}
+
+static int utf8_walk(struct json_object *v, int flags, int depth, char *field, size_t cap,
+                     const char **problem)
+{
+    size_t at = strlen(field), i, n;
+    int rc = 0;
+
+    if (depth > UTF8_JSON_DEPTH)
+        return 0;                       /* the parser refused deeper already */
+    if (json_object_is_type(v, json_type_string))
+        return utf8_check(json_object_get_string(v), (size_t)json_object_get_string_len(v),
+                          flags, problem);
+    if (json_object_is_type(v, json_type_array)) {
+        n = json_object_array_length(v);
+        for (i = 0; i < n && rc == 0; i++) {
+            utf8_path_push(field, cap, at, NULL, i);
+            rc = utf8_walk(json_object_array_get_idx(v, i), flags, depth + 1, field, cap,
+                           problem);
+        }
+    } else if (json_object_is_type(v, json_type_object)) {
+        json_object_object_foreach(v, key, val) {
+            utf8_path_push(field, cap, at, key, 0);
+            if ((rc = utf8_check(key, strlen(key), 0, problem)) != 0 ||
+                (rc = utf8_walk(val, flags | (utf8_field_multiline(key) ? UTF8_MULTILINE : 0),
+                                depth + 1, field, cap, problem)) != 0)
+                break;
+        }
+    }
+    if (rc == 0 && at < cap)
+        field[at] = '\0';
+    return rc;
+}
+
+int utf8_check_json(struct json_object *v, char *field, size_t cap, const char **problem)
+{
+    if (cap == 0)
+        return AM_EINTERNAL;
+    field[0] = '\0';
+    return utf8_walk(v, 0, 0, field, cap, problem);
 }
