@@ -6,6 +6,7 @@
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
+#include <json-c/json.h>
 #include "lib/error.h"
 #include "lib/utf8.h"
 
@@ -103,6 +104,65 @@ START_TEST(problem_may_be_null)
 }
 END_TEST
 
+/* The JSON walk: the first offending field's path, keys included, and
+ * TAB/LF/CR only in system_prompt, query and anything under context. */
+static int check_json(const char *text, char *field, size_t cap, const char **why)
+{
+    struct json_object *o = json_tokener_parse(text);
+    int rc;
+
+    ck_assert_ptr_nonnull(o);
+    *why = NULL;
+    rc = utf8_check_json(o, field, cap, why);
+    json_object_put(o);
+    return rc;
+}
+
+START_TEST(json_walk_names_the_field)
+{
+    char field[128];
+    const char *why;
+
+    ck_assert_int_eq(check_json("{\"step2\":{\"system_prompt\":\"a\\nb\\tc\"},"
+                                "\"query\":\"x\\ny\",\"context\":{\"k\":[\"l\\r\\n\"]}}",
+                                field, sizeof(field), &why), 0);
+    ck_assert_str_eq(field, "");
+    ck_assert_int_eq(check_json("{\"step2\":{\"persona\":\"a\\nb\"}}", field,
+                                sizeof(field), &why), AM_EBADREQ);
+    ck_assert_str_eq(field, "step2.persona");
+    ck_assert_str_eq(why, "must not contain control characters");
+    ck_assert_int_eq(check_json("{\"a\":1,\"scopes\":[\"run\",\"x\\u0000\"]}", field,
+                                sizeof(field), &why), AM_EBADREQ);
+    ck_assert_str_eq(field, "scopes[1]");
+    ck_assert_str_eq(why, "must not contain NUL characters");
+    ck_assert_int_eq(check_json("{\"s\":{\"t\":{\"x\\u0007\":1}}}", field, sizeof(field), &why),
+                     AM_EBADREQ);
+    ck_assert_str_eq(field, "s.t (a key)");
+    ck_assert_int_eq(check_json("{\"x\\u0007\":1}", field, sizeof(field), &why), AM_EBADREQ);
+    ck_assert_str_eq(field, "body (a key)");
+    /* a tiny buffer only shortens the name */
+    ck_assert_int_eq(check_json("{\"display_name\":\"\\u0001\"}", field, 5, &why), AM_EBADREQ);
+    ck_assert_str_eq(field, "disp");
+}
+END_TEST
+
+START_TEST(json_walk_sees_raw_bytes)
+{
+    struct json_tokener *tok = json_tokener_new();
+    const char raw[] = "{\"name\":\"a\xed\xa0\x80z\"}";
+    struct json_object *o = json_tokener_parse_ex(tok, raw, (int)strlen(raw));
+    char field[64];
+    const char *why;
+
+    ck_assert_ptr_nonnull(o);
+    ck_assert_int_eq(utf8_check_json(o, field, sizeof(field), &why), AM_EBADREQ);
+    ck_assert_str_eq(field, "name");
+    ck_assert_str_eq(why, "is not valid UTF-8");
+    json_object_put(o);
+    json_tokener_free(tok);
+}
+END_TEST
+
 static Suite *utf8_suite(void)
 {
     Suite *s = suite_create("utf8");
@@ -113,6 +173,8 @@ static Suite *utf8_suite(void)
     tcase_add_test(tc, nul_anywhere_is_refused_by_name);
     tcase_add_test(tc, controls_only_where_the_field_allows_them);
     tcase_add_test(tc, problem_may_be_null);
+    tcase_add_test(tc, json_walk_names_the_field);
+    tcase_add_test(tc, json_walk_sees_raw_bytes);
     suite_add_tcase(s, tc);
     return s;
 }
