@@ -166,6 +166,25 @@ class StringPolicyTest(InstanceTestCase):
                                                  token=self.token), 200)
         self.assertEqual(ok["session_id"], "s1")
 
+    def test_websocket_messages(self):
+        """The stream's JSON messages pass the same policy (an error event
+        naming the field; the connection stays usable)."""
+        ws = self.inst.ws_connect(self.slug, "str-bot", token=self.token)
+        try:
+            for field, raw in (("query", b'{"query":"a\\u0000b"}'),
+                               ("session_id", b'{"query":"hi","session_id":"s\\u0000t"}'),
+                               ("query", b'{"query":"bell\\u0007"}')):
+                with self.subTest(field=field, raw=raw):
+                    ws.send_frame(0x1, raw)
+                    ev = ws.recv_json(timeout=10)
+                    self.assertEqual(ev.get("type"), "error", ev)
+                    self.assertEqual(ev.get("error"), "bad_request", ev)
+                    self.assertIn("'%s'" % field, ev.get("message", ""))
+            _, final = ws.query("still here")
+            self.assertEqual(final["type"], "done", final)
+        finally:
+            ws.close()
+
     def test_query_and_context_allow_newlines(self):
         got = assert_json(self, self.inst.request(
             "POST", self.agents + "/str-bot/test",
