@@ -18,12 +18,11 @@ enum utf8_flags {
     UTF8_MULTILINE = 1          /* TAB, LF and CR are allowed (a prompt, a query) */
 };
 
-/* Check s[0..n) against the policy. Returns 0 when it holds, else a
- * negative code (AM_EBADREQ) and, when problem is not NULL, a static
- * sentence for a client ("must be valid UTF-8 (overlong form at byte 3)"
- * style, without the byte offset: "is not valid UTF-8", "must not contain
- * NUL characters", "must not contain control characters"). Nothing is
- * freed or kept. */
+/* Check s[0..n) against the policy. Returns 0 when it holds, else
+ * AM_EBADREQ and, when problem is not NULL, a static sentence for a client
+ * that follows the field's name: "is not valid UTF-8", "must not contain
+ * NUL characters" or "must not contain control characters". Nothing is
+ * kept; the caller owns s. */
 int utf8_check(const char *s, size_t n, int flags, const char **problem);
 
 struct json_object;
