@@ -137,10 +137,11 @@ static int utf8_walk(struct json_object *v, int flags, int depth, char *field, s
     return rc;
 }
 
-int utf8_check_json(struct json_object *v, char *field, size_t cap, const char **problem)
+int utf8_check_json(struct json_object *v, int flags, char *field, size_t cap,
+                    const char **problem)
 {
     if (cap == 0)
         return AM_EINTERNAL;
     field[0] = '\0';
-    return utf8_walk(v, 0, 0, field, cap, problem);
+    return utf8_walk(v, flags & UTF8_MULTILINE, 0, field, cap, problem);
 }

@@ -29,10 +29,12 @@ struct json_object;
 
 /* Check every string of a parsed JSON value, keys included, against the
  * policy: UTF8_MULTILINE for the fields named "system_prompt" and "query"
- * and for everything inside "context", none elsewhere. Returns 0, or
- * AM_EBADREQ with the first offending field's path ("step2.persona",
- * "scopes[1]", "context.note") in field (cap bytes, may be truncated) and
- * the problem as utf8_check gives it. */
-int utf8_check_json(struct json_object *v, char *field, size_t cap, const char **problem);
+ * and for everything inside "context", and everywhere when flags has it
+ * (a document whose own fields are checked later, an imported YAML). Keys
+ * never allow it. Returns 0, or AM_EBADREQ with the first offending
+ * field's path ("step2.persona", "scopes[1]", "context.note") in field
+ * (cap bytes, may be truncated) and the problem as utf8_check gives it. */
+int utf8_check_json(struct json_object *v, int flags, char *field, size_t cap,
+                    const char **problem);
 
 #endif

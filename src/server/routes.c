@@ -113,7 +113,7 @@ static int strings_refused(struct route_ctx *c, struct json_object *o)
     char field[128];
     const char *problem;
 
-    if (utf8_check_json(o, field, sizeof(field), &problem) == 0)
+    if (utf8_check_json(o, 0, field, sizeof(field), &problem) == 0)
         return 0;
     reply_bad_string(c, field, problem);
     return 1;

@@ -547,7 +547,7 @@ static void on_message(struct conn *c, const uint8_t *data, size_t len)
     {   /* the one string policy (lib/utf8.h), as routes.c applies it to bodies */
         char field[128];
         const char *problem;
-        if (utf8_check_json(q->body, field, sizeof(field), &problem) != 0) {
+        if (utf8_check_json(q->body, 0, field, sizeof(field), &problem) != 0) {
             error_set(&err, AM_EBADREQ, "Field '%s' %s", field, problem);
             send_error(c, &err);
             goto refused;

@@ -113,7 +113,7 @@ static int check_json(const char *text, char *field, size_t cap, const char **wh
 
     ck_assert_ptr_nonnull(o);
     *why = NULL;
-    rc = utf8_check_json(o, field, cap, why);
+    rc = utf8_check_json(o, 0, field, cap, why);
     json_object_put(o);
     return rc;
 }
@@ -155,11 +155,20 @@ START_TEST(json_walk_sees_raw_bytes)
     const char *why;
 
     ck_assert_ptr_nonnull(o);
-    ck_assert_int_eq(utf8_check_json(o, field, sizeof(field), &why), AM_EBADREQ);
+    ck_assert_int_eq(utf8_check_json(o, 0, field, sizeof(field), &why), AM_EBADREQ);
     ck_assert_str_eq(field, "name");
     ck_assert_str_eq(why, "is not valid UTF-8");
     json_object_put(o);
     json_tokener_free(tok);
+    /* UTF8_MULTILINE everywhere: newlines pass in any value, never in a key */
+    o = json_tokener_parse("{\"a\":{\"b\":\"x\\ny\"}}");
+    ck_assert_int_eq(utf8_check_json(o, UTF8_MULTILINE, field, sizeof(field), &why), 0);
+    ck_assert_int_eq(utf8_check_json(o, 0, field, sizeof(field), &why), AM_EBADREQ);
+    ck_assert_str_eq(field, "a.b");
+    json_object_put(o);
+    o = json_tokener_parse("{\"a\\nb\":1}");
+    ck_assert_int_eq(utf8_check_json(o, UTF8_MULTILINE, field, sizeof(field), &why), AM_EBADREQ);
+    json_object_put(o);
 }
 END_TEST
 
