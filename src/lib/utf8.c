@@ -2,8 +2,10 @@
  * utf8.c - the one string policy (utf8.h): shortest-form UTF-8 without NUL
  * and without control characters, except TAB/LF/CR where a field allows them.
  *
- * Owns nothing. Must never: allocate, log, or decide which field allows
- * what (the caller passes the flags).
+ * Owns the one list of JSON fields that may hold TAB, LF and CR
+ * (utf8_field_multiline). Must never: allocate, log, or echo what it
+ * refuses (a problem is a fixed sentence; a bad key is named by its
+ * object).
  */
 #include <string.h>
 #include <json-c/json.h>
