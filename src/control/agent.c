@@ -263,6 +263,17 @@ static int create_txn(struct store *s, struct store_txn *t, void *arg)
     return record_save(c->app, t, c->org, c->name, c->rec, c->err);
 }
 
+/* The compiled-size check of create and PUT (wizard_check_compiled_size)
+ * against this registry's slot: what they accept always deploys. */
+static int agent_check_size(struct app *app, const char *org, struct json_object *wc,
+                            struct am_error *err)
+{
+    size_t slot = app->reg != NULL ? registry_slot_bytes(app->reg)
+                                   : (size_t)app->cfg->registry_slot_kb * 1024;
+
+    return wizard_check_compiled_size(wc, org, app->cfg, slot, err);
+}
+
 int agent_create(struct app *app, const char *org, struct json_object *wc,
                  struct json_object **out, struct am_error *err)
 {
@@ -270,7 +281,8 @@ int agent_create(struct app *app, const char *org, struct json_object *wc,
     int rc;
 
     *out = NULL;
-    if ((rc = wizard_validate(wc, err)) != 0)
+    if ((rc = wizard_validate(wc, err)) != 0 ||
+        (rc = agent_check_size(app, org, wc, err)) != 0)
         return rc;
     c.name = str_field(wc, "name");
     rc = store_transact(app->store, create_txn, &c);
@@ -401,7 +413,8 @@ static int update_txn(struct store *s, struct store_txn *t, void *arg)
     }
     json_object_object_get_ex(rec, "wizard", &wc);
     merged = wizard_merge(wc, c->patch);
-    if ((rc = wizard_validate(merged, c->err)) != 0)
+    if ((rc = wizard_validate(merged, c->err)) != 0 ||
+        (rc = agent_check_size(c->app, c->org, merged, c->err)) != 0)
         goto out;
     record_set_wizard(rec, merged);
     merged = NULL;

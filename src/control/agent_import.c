@@ -23,6 +23,7 @@
 #include "runtime/agent_yaml.h"
 #include "runtime/tools/tools.h"
 #include "lib/util.h"
+#include "lib/utf8.h"
 
 #define IM_PATH_MAX 96
 
@@ -482,6 +483,25 @@ int agent_import_wizard(const char *yaml, size_t len, struct json_object **wc,
     return 0;
 }
 
+/* The one string policy (lib/utf8.h) on every string of the document as
+ * YAML decodes it ("\0" and "\a" escapes included), before the mapping
+ * copies any into a C string that a NUL would cut. Returns 0, or
+ * AM_EBADREQ naming the document's field; a YAML error is the parser's. */
+static int import_strings_ok(const char *yaml, size_t len, struct am_error *err)
+{
+    struct json_object *root = NULL;
+    char field[128];
+    const char *problem;
+    int rc;
+
+    if ((rc = agent_yaml_parse(yaml, len, &root, err)) != 0)
+        return rc;
+    if (utf8_check_json(root, UTF8_MULTILINE, field, sizeof(field), &problem) != 0)
+        rc = error_set(err, AM_EBADREQ, "Field '%s' %s", field, problem);
+    json_object_put(root);
+    return rc;
+}
+
 int agent_import(struct app *app, const char *org, const char *yaml, size_t len,
                  struct json_object **out, struct am_error *err)
 {
@@ -489,8 +509,17 @@ int agent_import(struct app *app, const char *org, const char *yaml, size_t len,
     int rc;
 
     *out = NULL;
-    if ((rc = agent_import_wizard(yaml, len, &wc, err)) != 0)
+    if ((rc = import_strings_ok(yaml, len, err)) != 0 ||
+        (rc = agent_import_wizard(yaml, len, &wc, err)) != 0)
         return rc;
+    {   /* the wizard's own fields, with their rules (a one-line display_name) */
+        char field[128];
+        const char *problem;
+        if (utf8_check_json(wc, 0, field, sizeof(field), &problem) != 0) {
+            json_object_put(wc);
+            return error_set(err, AM_EBADREQ, "Field '%s' %s", field, problem);
+        }
+    }
     rc = agent_create(app, org, wc, out, err);
     json_object_put(wc);
     return rc;

@@ -1056,3 +1056,36 @@ int wizard_compile(struct json_object *wc, const char *org, uint64_t version,
     agent_yaml_doc_clear(&doc);
     return rc;
 }
+
+int wizard_check_compiled_size(struct json_object *wc, const char *org,
+                               const struct config *cfg, size_t slot_bytes,
+                               struct am_error *err)
+{
+    char bufs[PROVIDER_COUNT][32], field[32] = "wizard_config", problem[160];
+    const char *refs[PROVIDER_COUNT];
+    struct json_object *step2, *prompt;
+    struct am_error cerr;
+    char *yaml = NULL;
+    size_t len = 0;
+    int p;
+
+    for (p = 0; p < PROVIDER_COUNT; p++) {
+        (void)util_snprintf(bufs[p], sizeof(bufs[p]), "server:%s", config_provider_name(p));
+        refs[p] = bufs[p];
+    }
+    error_clear(&cerr);
+    if (wizard_compile(wc, org, 9999999999ULL, refs, cfg, &yaml, &len, &cerr) != 0)
+        return 0;                       /* not compilable yet: deploy says why */
+    free(yaml);
+    if (len <= slot_bytes)
+        return 0;
+    if (json_object_object_get_ex(wc, "step2", &step2) &&
+        json_object_object_get_ex(step2, "system_prompt", &prompt) &&
+        json_object_get_string_len(prompt) > 0)
+        util_strlcpy(field, "step2.system_prompt", sizeof(field));
+    (void)util_snprintf(problem, sizeof(problem), "compiles to %zu bytes of agent YAML; "
+                        "the registry slot holds %zu (registry.slot_kb)", len, slot_bytes);
+    error_set(err, AM_EVALIDATION, "Agent config is too large to deploy");
+    error_add_detail(err, field, problem);
+    return AM_EVALIDATION;
+}

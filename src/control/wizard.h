@@ -64,4 +64,14 @@ int wizard_compile(struct json_object *wc, const char *org, uint64_t version,
                    const struct config *cfg, char **yaml_out, size_t *len_out,
                    struct am_error *err);
 
+/* The compiled size check of create and PUT, so that a config they accept
+ * always deploys: compile wc for org as a deploy would (the longest key
+ * reference of each provider, a ten-digit version) and compare the YAML's
+ * size with slot_bytes (registry.slot_kb). Returns 0, or AM_EVALIDATION
+ * naming step2.system_prompt (or the config when it has none) with the
+ * sizes. A config that does not compile yet (a draft) is not refused here. */
+int wizard_check_compiled_size(struct json_object *wc, const char *org,
+                               const struct config *cfg, size_t slot_bytes,
+                               struct am_error *err);
+
 #endif

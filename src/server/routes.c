@@ -41,6 +41,7 @@
 #include "control/run.h"
 #include "control/usage.h"
 #include "lib/util.h"
+#include "lib/utf8.h"
 #include "control/wizard.h"
 #include "server/openapi_doc.h"
 
@@ -96,6 +97,55 @@ static void reply_with(struct route_ctx *c, int rc, struct json_object *out,
         http_reply_json(c->resp, status, out);
 }
 
+/* ---- the one string policy (lib/utf8.h) at the doors: bodies, path ------------ */
+
+/* Reply 400 bad_request naming field in the message (SPEC envelope;
+ * details are 422's). */
+static void reply_bad_string(struct route_ctx *c, const char *field, const char *problem)
+{
+    http_reply_errorf(c->resp, AM_EBADREQ, "Field '%s' %s", field, problem);
+}
+
+/* 1 (after replying 400) when a string of the parsed body o breaks the
+ * policy, else 0. */
+static int strings_refused(struct route_ctx *c, struct json_object *o)
+{
+    char field[128];
+    const char *problem;
+
+    if (utf8_check_json(o, 0, field, sizeof(field), &problem) == 0)
+        return 0;
+    reply_bad_string(c, field, problem);
+    return 1;
+}
+
+/* 1 (after replying 400) when a path parameter, percent-decoded, breaks
+ * the policy (or has a bad escape), else 0. */
+static int segment_decode(const char *in, char *out, size_t cap);
+
+static int path_params_refused(struct route_ctx *c, const char *pattern)
+{
+    const char *names[4] = { "slug", "name", NULL, NULL }, *vals[4], *problem = NULL;
+    char dec[1024];
+    int i;
+
+    vals[0] = c->slug, vals[1] = c->name, vals[2] = c->item, vals[3] = c->item2;
+    names[2] = strstr(pattern, "{email}") ? "email" : strstr(pattern, "{id}") ? "id" :
+               strstr(pattern, "{provider}") ? "provider" : strstr(pattern, "{n}") ? "n" : "a";
+    names[3] = "b";
+    for (i = 0; i < 4; i++) {
+        if (vals[i] == NULL)
+            continue;
+        if (segment_decode(vals[i], dec, sizeof(dec)) != 0)
+            problem = "has a bad percent escape or a NUL character";
+        else if (utf8_check(dec, strlen(dec), 0, &problem) == 0)
+            continue;
+        reply_bad_string(c, names[i], problem);
+        return 1;
+    }
+    return 0;
+}
+
 /* Parse the body as a JSON object: a new object (caller puts), or NULL
  * after replying on error. */
 static struct json_object *json_body(struct route_ctx *c)
@@ -121,7 +171,7 @@ static struct json_object *json_body(struct route_ctx *c)
         return NULL;
     }
     tok = json_tokener_new_ex(JSON_MAX_DEPTH);
-    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT);    /* UTF-8: the string policy below */
     o = json_tokener_parse_ex(tok, req->body, (int)req->body_len);
     e = json_tokener_get_error(tok);
     complete = json_tokener_get_parse_end(tok) == req->body_len;
@@ -148,6 +198,10 @@ static struct json_object *json_body(struct route_ctx *c)
         error_set(&err, AM_EVALIDATION, "Request body must be a JSON object");
         error_add_detail(&err, "body", "must be an object");
         http_reply_error(c->resp, &err);
+        json_object_put(o);
+        return NULL;
+    }
+    if (strings_refused(c, o)) {
         json_object_put(o);
         return NULL;
     }
@@ -430,7 +484,7 @@ static void route_agent_yaml(struct route_ctx *c)
 /* POST /agents/import: an Astromesh agent YAML becomes a draft. */
 static void route_agents_import(struct route_ctx *c)
 {
-    const char *ct = c->req->content_type;
+    const char *ct = c->req->content_type, *problem;
     struct json_object *out = NULL;
     struct am_error err;
     size_t n = 0;
@@ -450,6 +504,10 @@ static void route_agents_import(struct route_ctx *c)
     }
     if (c->req->body_len == 0) {
         http_reply_errorf(c->resp, AM_EBADREQ, "Request body is empty; an agent YAML is required");
+        return;
+    }
+    if (utf8_check(c->req->body, c->req->body_len, UTF8_MULTILINE, &problem) != 0) {
+        reply_bad_string(c, "body", problem);
         return;
     }
     rc = agent_import(c->app, c->slug, c->req->body, c->req->body_len, &out, &err);
@@ -1235,6 +1293,8 @@ void routes_handle(void *app, const struct http_request *req, struct http_respon
     }
     /* For the request log line: the pattern, never the raw path. */
     resp->route_pattern = r->pattern;
+    if (path_params_refused(&c, r->pattern))
+        return;
     util_strlcpy(resp->org, c.slug != NULL ? c.slug : "", sizeof(resp->org));
     util_strlcpy(resp->agent, c.name != NULL ? c.name : "", sizeof(resp->agent));
     if (r->access != ACCESS_PUBLIC && (authenticate(&c) != 0 || authorize(&c, r) != 0))

@@ -52,6 +52,7 @@
 #include "state/store.h"
 #include "state/streams.h"
 #include "lib/util.h"
+#include "lib/utf8.h"
 
 #define STREAM_STACK_SIZE (256 * 1024)
 #define HEAD_MAX 8192               /* request line and headers */
@@ -543,6 +544,15 @@ static void on_message(struct conn *c, const uint8_t *data, size_t len)
     error_clear(&err);
     if ((q->body = message_json(c, data, len)) == NULL)
         goto refused;
+    {   /* the one string policy (lib/utf8.h), as routes.c applies it to bodies */
+        char field[128];
+        const char *problem;
+        if (utf8_check_json(q->body, 0, field, sizeof(field), &problem) != 0) {
+            error_set(&err, AM_EBADREQ, "Field '%s' %s", field, problem);
+            send_error(c, &err);
+            goto refused;
+        }
+    }
     if (run_parse_body(q->body, &q->call, &err) != 0) {
         send_error(c, &err);
         goto refused;

@@ -728,7 +728,8 @@ class Instance:
         etc/apache2/astromesh-cloud.conf included as it is, with
         ASTROMESH_SOCKET defined first (the way the snippet documents)."""
         mods = ["mpm_event", "authz_core", "proxy", "proxy_fcgi", "proxy_http",
-                "alias", "dir", "mime", "headers"]       # alias, dir, mime: the Studio
+                "alias", "dir", "mime", "headers",       # alias, dir, mime: the Studio
+                "reqtimeout"]                            # the snippet's slow-client limits
         lines = ['ServerRoot "%s"' % self.dir,
                  'DefaultRuntimeDir "%s"' % self.dir,
                  'PidFile "%s"' % self.apache_pidfile,

@@ -166,9 +166,6 @@ class RoutesTest(ByokCase):
             ({"provider": "openai", "api_key": ""}, "api_key", None),
             ({"provider": "openai", "api_key": "k" * 256}, "api_key", "255"),
             ({"provider": "openai", "api_key": secret + " x"}, "api_key", "spaces"),
-            ({"provider": "openai", "api_key": secret + "\tx"}, "api_key", "control"),
-            ({"provider": "openai", "api_key": secret + "\nx"}, "api_key", "control"),
-            ({"provider": "openai", "api_key": secret + "\u007f"}, "api_key", "control"),
             ({"provider": "openai", "api_key": 12345}, "api_key", "string"),
             ({"provider": "openai", "api_key": None}, "api_key", "string"),
             ({"provider": "openai", "api_key": secret, "extra": 1}, "extra", "unknown"),
@@ -180,6 +177,15 @@ class RoutesTest(ByokCase):
                 if says:
                     problems = " ".join(d["problem"] for d in err["details"])
                     self.assertIn(says, problems, err)
+        # control characters: the one string policy's 400 (test_strings.py), which
+        # names the field and never quotes it
+        for tail in ("\tx", "\nx", "\u007f"):
+            with self.subTest(tail=tail):
+                err = assert_error(self, self.call("POST", "/providers",
+                                                   {"provider": "openai", "api_key": secret + tail}),
+                                   400, "bad_request")
+                self.assertIn("'api_key'", err["message"])
+                self.assertNotIn(secret, err["message"])
         ok = assert_json(self, self.call("POST", "/providers",
                                          {"provider": "openai", "api_key": "k" * 255}), 200)
         self.assertEqual(ok["status"], "saved")

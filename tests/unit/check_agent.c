@@ -764,15 +764,61 @@ START_TEST(deploy_larger_than_slot_is_invalid_config_and_stays_draft)
     struct json_object *out = NULL;
     struct am_error err;
 
+    /* created under a larger slot, then the operator shrank registry.slot_kb */
+    create_bot();
     registry_close(app.reg, 1);
     app.reg = new_registry(4, 256);
-    create_bot();
     error_clear(&err);
     ck_assert_int_eq(agent_deploy(&app, "acme", "bot", NULL, &out, &err), AM_EINVALIDCONFIG);
     ck_assert_ptr_null(out);
     ck_assert_ptr_nonnull(strstr(err.message, "slot"));
     ck_assert_str_eq(status_of("bot"), "draft");
     assert_consistent("bot");
+}
+END_TEST
+
+/* What create and PUT accept always deploys: they measure the compiled YAML
+ * against this registry's slot, and refuse (422 naming the field) what
+ * would not fit, storing nothing. */
+START_TEST(create_and_put_refuse_what_would_not_fit_the_slot)
+{
+    struct json_object *wc, *out = NULL, *patch;
+    struct am_error err;
+
+    registry_close(app.reg, 1);
+    app.reg = new_registry(4, 1024);
+    wc = J("{\"name\":\"bot\",\"step1\":{\"model\":\"echo/echo-1\"},"
+           "\"step2\":{\"system_prompt\":\"Hello.\"}}");
+    error_clear(&err);
+    ck_assert_int_eq(agent_create(&app, "acme", wc, &out, &err), 0);
+    json_object_put(out);
+    out = NULL;
+    {
+        char big[1200];
+        memset(big, '"', sizeof(big) - 1);      /* 1199 JSON bytes, ~2400 escaped */
+        big[sizeof(big) - 1] = '\0';
+        patch = json_object_new_object();
+        json_object_object_add(patch, "step2", json_object_new_object());
+        json_object_object_add(json_object_object_get(patch, "step2"), "system_prompt",
+                               json_object_new_string(big));
+    }
+    error_clear(&err);
+    ck_assert_int_eq(agent_update(&app, "acme", "bot", patch, &out, &err), AM_EVALIDATION);
+    ck_assert_msg(has_detail(&err, "step2.system_prompt"), "%s", details_of(&err));
+    ck_assert_ptr_null(out);
+    json_object_object_add(wc, "name", json_object_new_string("big"));
+    json_object_object_add(wc, "step2", json_object_get(json_object_object_get(patch, "step2")));
+    error_clear(&err);
+    ck_assert_int_eq(agent_create(&app, "acme", wc, &out, &err), AM_EVALIDATION);
+    ck_assert(has_detail(&err, "step2.system_prompt"));
+    error_clear(&err);
+    ck_assert_int_eq(agent_get(&app, "acme", "big", &out, &err), AM_EAGENTNOTFOUND);
+    /* the unchanged agent still deploys */
+    error_clear(&err);
+    ck_assert_int_eq(agent_deploy(&app, "acme", "bot", NULL, &out, &err), 0);
+    json_object_put(out);
+    json_object_put(patch);
+    json_object_put(wc);
 }
 END_TEST
 
@@ -1468,6 +1514,7 @@ static Suite *agent_suite(void)
     tcase_add_test(deploy, deployed_yaml_has_key_ref_never_secret);
     tcase_add_test(deploy, deploy_into_full_registry_is_registry_full_and_stays_draft);
     tcase_add_test(deploy, deploy_larger_than_slot_is_invalid_config_and_stays_draft);
+    tcase_add_test(deploy, create_and_put_refuse_what_would_not_fit_the_slot);
 
     tcase_add_test(pause, pause_unloads_and_keeps_config_bytes);
     tcase_add_test(pause, pause_draft_is_invalid_transition);

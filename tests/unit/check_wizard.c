@@ -978,6 +978,49 @@ START_TEST(compile_roundtrips_a_maximum_size_prompt)
 }
 END_TEST
 
+/* Create and PUT measure what deploy will load: the escaped YAML, not the
+ * JSON string. A prompt of quotes and newlines takes about twice its bytes. */
+static struct json_object *prompt_config(char ch, size_t n, int with_model)
+{
+    struct json_object *o = J(with_model ? "{\"name\":\"a\",\"step1\":{\"model\":\"openai/m\"},"
+                                           "\"step2\":{}}" : "{\"name\":\"a\",\"step2\":{}}");
+    char *prompt = xmalloc(n + 1);
+
+    memset(prompt, ch, n);
+    prompt[n] = '\0';
+    json_object_object_add(json_object_object_get(o, "step2"), "system_prompt",
+                           json_object_new_string(prompt));
+    free(prompt);
+    return o;
+}
+
+START_TEST(compiled_size_is_checked_in_the_unit_of_the_slot)
+{
+    struct json_object *plain = prompt_config('a', 3000, 1), *quoted = prompt_config('"', 3000, 1);
+    struct json_object *lines = prompt_config('\n', 3000, 0);
+    struct am_error err;
+
+    error_clear(&err);
+    ck_assert_int_eq(wizard_check_compiled_size(plain, "acme", &test_cfg, 4096, &err), 0);
+    /* the same number of JSON bytes, escaped past the slot: refused, named */
+    ck_assert_int_eq(wizard_check_compiled_size(quoted, "acme", &test_cfg, 4096, &err),
+                     AM_EVALIDATION);
+    ck_assert_int_eq(err.ndetails, 1);
+    ck_assert_str_eq(err.details[0].field, "step2.system_prompt");
+    ck_assert_ptr_nonnull(strstr(err.details[0].problem, "4096"));
+    /* a draft without a model is measured too */
+    error_clear(&err);
+    ck_assert_int_eq(wizard_check_compiled_size(lines, "acme", &test_cfg, 4096, &err),
+                     AM_EVALIDATION);
+    /* and what the check accepts, a deploy compiles within the slot */
+    error_clear(&err);
+    ck_assert_int_eq(wizard_check_compiled_size(quoted, "acme", &test_cfg, 64 * 1024, &err), 0);
+    json_object_put(plain);
+    json_object_put(quoted);
+    json_object_put(lines);
+}
+END_TEST
+
 START_TEST(compile_is_deterministic)
 {
     struct json_object *a = J(GOOD_JSON), *b = J(GOOD_JSON);
@@ -1262,6 +1305,7 @@ static Suite *wizard_suite(void)
     tcase_add_test(compile, compile_roundtrips_special_characters);
     tcase_add_test(compile, compile_roundtrips_a_maximum_size_prompt);
     tcase_add_test(compile, compile_is_deterministic);
+    tcase_add_test(compile, compiled_size_is_checked_in_the_unit_of_the_slot);
     tcase_add_test(compile, compile_draft_without_model_or_prompt);
     tcase_add_test(compile, compile_rejects_invalid_config_and_bad_org);
     suite_add_tcase(s, compile);
