@@ -122,10 +122,11 @@ static int utf8_walk(struct json_object *v, int flags, int depth, char *field, s
     } else if (json_object_is_type(v, json_type_object)) {
         json_object_object_foreach(v, key, val) {
             if ((rc = utf8_check(key, strlen(key), 0, problem)) != 0) {
-                /* never echo the bad key: name the object that holds it */
-                utf8_path_push(field, cap, at, at > 0 ? "(a key)" : "body (a key)", 0);
-                if (at > 0 && at < cap)
-                    field[at] = ' ';
+                /* never echo the bad key: name the object that holds it
+                 * (bounded like a push: a path already at cap stays as it is) */
+                if (at < cap)
+                    (void)util_snprintf(field + at, cap - at, "%s",
+                                        at > 0 ? " (a key)" : "body (a key)");
                 break;
             }
             utf8_path_push(field, cap, at, key, 0);

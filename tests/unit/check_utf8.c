@@ -143,6 +143,12 @@ START_TEST(json_walk_names_the_field)
     /* a tiny buffer only shortens the name */
     ck_assert_int_eq(check_json("{\"display_name\":\"\\u0001\"}", field, 5, &why), AM_EBADREQ);
     ck_assert_str_eq(field, "disp");
+    /* found by fuzz_wizard: a bad key under a path that already filled the
+     * buffer left it without its NUL (the reply then read past it) */
+    ck_assert_int_eq(check_json("{\"a\":{\"kkkkkkkk\":{\"x\\u0007\":1}}}", field, 8, &why),
+                     AM_EBADREQ);
+    ck_assert_uint_lt(strnlen(field, 8), 8);
+    ck_assert_str_eq(field, "a.kkkkk");
 }
 END_TEST
 
