@@ -37,7 +37,9 @@
 #include <pthread.h>
 #include "state/config.h"
 #include "state/metrics.h"
+#include "server/forward.h"
 #include "server/routes.h"
+#include "state/store.h"
 #include "control/run.h"
 #include "control/usage.h"
 #include "lib/util.h"
@@ -271,6 +273,16 @@ static void route_health(struct route_ctx *c)
 {
     struct json_object *o;
     int rc = agent_health(c->app, &o);
+    struct store_rep_status st;
+
+    /* In a group: this host's role and the master it knows (front servers
+     * and balancers send writes by it). */
+    if (c->app->cfg->rep_nsites > 0 && store_rep_status(c->app->store, &st) == 0) {
+        json_object_object_add(o, "role", json_object_new_string(
+            st.role == STORE_ROLE_MASTER ? "master" : "replica"));
+        json_object_object_add(o, "master", st.master[0] ? json_object_new_string(st.master)
+                                                         : NULL);
+    }
 
     http_reply_json(c->resp, rc == 0 ? 200 : 503, o);
 }
@@ -1254,10 +1266,81 @@ static void set_allow(struct http_response *resp, char *seg[], int n)
     http_add_header(resp, "Allow", allow);
 }
 
+/* ---- a replication group ------------------------------------------------- */
+
+/* Does route r execute on the host that received it (a run or a test: the
+ * provider call happens here, only its accounting goes to the master)? */
+static int runs_here(const struct route *r)
+{
+    return r->fn == route_agent_run || r->fn == route_agent_test;
+}
+
+/* The front server URL of the master this host knows; NULL if none. */
+static const char *master_url(struct app *app)
+{
+    const struct config *cfg = app->cfg;
+    struct store_rep_status st;
+    int i;
+
+    if (store_rep_status(app->store, &st) != 0 || st.master[0] == '\0')
+        return NULL;
+    for (i = 0; i < cfg->rep_nsites; i++) {
+        char site[80];
+
+        snprintf(site, sizeof(site), "%s:%d", cfg->rep_sites[i].host, cfg->rep_sites[i].port);
+        if (strcmp(site, st.master) == 0)
+            return cfg->rep_sites[i].url;
+    }
+    return NULL;
+}
+
+/* In a group, before the route runs: a forwarding header must carry the
+ * group's secret; a write reaching a replica goes to the master; a request
+ * carrying X-Astromesh-After waits until this host has that commit.
+ * Returns 1 when it answered the request itself. */
+static int group_before_route(struct route_ctx *c, const struct route *r)
+{
+    struct app *app = c->app;
+    const struct config *cfg = app->cfg;
+    const char *url;
+    int rc;
+
+    if (cfg->rep_nsites == 0)
+        return 0;
+    if (c->req->cluster != NULL && !forward_secret_ok(c->req->cluster, cfg->rep_secret)) {
+        http_reply_errorf(c->resp, AM_EUNAUTH, "Bad " FORWARD_HEADER " secret");
+        return 1;
+    }
+    if (strcmp(r->method, "GET") != 0 && !runs_here(r) && !store_rep_is_master(app->store)) {
+        /* forwarded once at most: a host that is not master either says so */
+        if (c->req->cluster != NULL || (url = master_url(app)) == NULL ||
+            forward_request(url, cfg->rep_secret, c->req, 60000, c->resp) != 0) {
+            http_add_header(c->resp, "Retry-After", "1");
+            http_reply_errorf(c->resp, AM_ENOMASTER, "The group has no reachable master "
+                              "right now (an election may be under way); retry");
+        }
+        return 1;
+    }
+    if (c->req->after != NULL) {
+        rc = store_wait_applied(app->store, c->req->after, cfg->rep_read_wait_ms);
+        if (rc == AM_EBADREQ) {
+            http_reply_errorf(c->resp, AM_EBADREQ, "X-Astromesh-After: not a commit token");
+            return 1;
+        }
+        if (rc != 0) {
+            http_add_header(c->resp, "Retry-After", "1");
+            http_reply_errorf(c->resp, AM_EUNAVAILABLE, "This host has not caught up with "
+                              "that write yet; retry");
+            return 1;
+        }
+    }
+    return 0;
+}
+
 void routes_handle(void *app, const struct http_request *req, struct http_response *resp)
 {
     struct route_ctx c;
-    char buf[1024], *seg[PATH_SEGMENTS_MAX];
+    char buf[1024], *seg[PATH_SEGMENTS_MAX], token[STORE_TOKEN_HEX];
     const struct route *r = NULL;
     int n, path_known = 0;
     size_t i;
@@ -1297,11 +1380,18 @@ void routes_handle(void *app, const struct http_request *req, struct http_respon
         return;
     util_strlcpy(resp->org, c.slug != NULL ? c.slug : "", sizeof(resp->org));
     util_strlcpy(resp->agent, c.name != NULL ? c.name : "", sizeof(resp->agent));
+    if (group_before_route(&c, r))
+        return;
     if (r->access != ACCESS_PUBLIC && (authenticate(&c) != 0 || authorize(&c, r) != 0))
         return;
     metrics_in_flight(resp->route, 1);
+    store_token_take(token);    /* a token left by an earlier request of this thread */
     r->fn(&c);
     metrics_in_flight(resp->route, -1);
+    /* The position of this request's last commit: any host of the group
+     * serves a read sent with it back in X-Astromesh-After after it. */
+    if (store_token_take(token) && resp->status < 300)
+        http_add_header(resp, "X-Astromesh-Commit", token);
     /* Log what went wrong on our side, once; provider failures (502/504)
      * are the provider's and are in the run log. */
     if (resp->status >= 500 && resp->status != 502 && resp->status != 504)
