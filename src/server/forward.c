@@ -17,6 +17,7 @@
 #include "lib/error.h"
 #include "lib/util.h"
 #include "server/forward.h"
+#include "state/cluster.h"
 
 #define FORWARD_BODY_MAX (16 * 1024 * 1024)
 
@@ -132,7 +133,7 @@ int forward_request(const char *base_url, const char *secret, const struct http_
         buf_puts(&url, "?");
         buf_puts(&url, req->query);
     }
-    h = add_header(h, FORWARD_HEADER, secret);
+    h = add_header(h, CLUSTER_SECRET_HEADER, secret);
     h = add_header(h, "Authorization", req->authorization);
     h = add_header(h, "X-API-Key", req->api_key);
     h = add_header(h, "Content-Type", req->content_type);

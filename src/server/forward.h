@@ -13,8 +13,6 @@
 
 #include "server/http.h"
 
-#define FORWARD_HEADER "X-Astromesh-Cluster"
-
 /* Send req to base_url (the master's front server, no trailing slash) with
  * secret, wait at most timeout_ms, and fill resp with the answer. Returns
  * 0 (resp filled, whatever its status), or AM_ENOMASTER when the master

@@ -38,6 +38,8 @@
 #include "state/config.h"
 #include "state/metrics.h"
 #include "server/forward.h"
+#include "server/internal.h"
+#include "state/cluster.h"
 #include "server/routes.h"
 #include "state/store.h"
 #include "control/run.h"
@@ -1275,25 +1277,6 @@ static int runs_here(const struct route *r)
     return r->fn == route_agent_run || r->fn == route_agent_test;
 }
 
-/* The front server URL of the master this host knows; NULL if none. */
-static const char *master_url(struct app *app)
-{
-    const struct config *cfg = app->cfg;
-    struct store_rep_status st;
-    int i;
-
-    if (store_rep_status(app->store, &st) != 0 || st.master[0] == '\0')
-        return NULL;
-    for (i = 0; i < cfg->rep_nsites; i++) {
-        char site[80];
-
-        snprintf(site, sizeof(site), "%s:%d", cfg->rep_sites[i].host, cfg->rep_sites[i].port);
-        if (strcmp(site, st.master) == 0)
-            return cfg->rep_sites[i].url;
-    }
-    return NULL;
-}
-
 /* In a group, before the route runs: a forwarding header must carry the
  * group's secret; a write reaching a replica goes to the master; a request
  * carrying X-Astromesh-After waits until this host has that commit.
@@ -1308,12 +1291,12 @@ static int group_before_route(struct route_ctx *c, const struct route *r)
     if (cfg->rep_nsites == 0)
         return 0;
     if (c->req->cluster != NULL && !forward_secret_ok(c->req->cluster, cfg->rep_secret)) {
-        http_reply_errorf(c->resp, AM_EUNAUTH, "Bad " FORWARD_HEADER " secret");
+        http_reply_errorf(c->resp, AM_EUNAUTH, "Bad " CLUSTER_SECRET_HEADER " secret");
         return 1;
     }
     if (strcmp(r->method, "GET") != 0 && !runs_here(r) && !store_rep_is_master(app->store)) {
         /* forwarded once at most: a host that is not master either says so */
-        if (c->req->cluster != NULL || (url = master_url(app)) == NULL ||
+        if (c->req->cluster != NULL || (url = cluster_master_url(app)) == NULL ||
             forward_request(url, cfg->rep_secret, c->req, 60000, c->resp) != 0) {
             http_add_header(c->resp, "Retry-After", "1");
             http_reply_errorf(c->resp, AM_ENOMASTER, "The group has no reachable master "
@@ -1337,10 +1320,53 @@ static int group_before_route(struct route_ctx *c, const struct route *r)
     return 0;
 }
 
+/* The position of this request's last commit, here or (a run on a
+ * replica) at the master: any host of the group serves a read sent with it
+ * in X-Astromesh-After after it. resp NULL: forget it. */
+static void commit_token_header(struct http_response *resp)
+{
+    char token[STORE_TOKEN_HEX];
+    int have = store_token_take(token);
+
+    if (cluster_token_take(token))
+        have = 1;
+    if (have && resp != NULL && resp->status < 300)
+        http_add_header(resp, "X-Astromesh-Commit", token);
+}
+
+/* The accounting calls of the group's replicas (server/internal.c): only
+ * with the group's secret; to anyone else the path does not exist.
+ * Returns 1 when it answered. */
+static int internal_call(struct route_ctx *c)
+{
+    const struct config *cfg = c->app->cfg;
+
+    if (strcmp(c->req->path, CLUSTER_ACCOUNTING_PATH) != 0)
+        return 0;
+    c->resp->route = ROW_UNMATCHED;
+    if (cfg->rep_nsites == 0 || !forward_secret_ok(c->req->cluster, cfg->rep_secret)) {
+        http_reply_errorf(c->resp, AM_ENOTFOUND, "No such route");
+        return 1;
+    }
+    if (strcmp(c->req->method, "POST") != 0) {
+        http_reply_errorf(c->resp, AM_EMETHOD, "Method %s is not allowed here", c->req->method);
+        return 1;
+    }
+    if (!store_rep_is_master(c->app->store)) {
+        http_add_header(c->resp, "Retry-After", "1");
+        http_reply_errorf(c->resp, AM_ENOMASTER, "This host is not the master any more");
+        return 1;
+    }
+    commit_token_header(NULL);
+    internal_accounting(c->app, c->req, c->resp);
+    commit_token_header(c->resp);
+    return 1;
+}
+
 void routes_handle(void *app, const struct http_request *req, struct http_response *resp)
 {
     struct route_ctx c;
-    char buf[1024], *seg[PATH_SEGMENTS_MAX], token[STORE_TOKEN_HEX];
+    char buf[1024], *seg[PATH_SEGMENTS_MAX];
     const struct route *r = NULL;
     int n, path_known = 0;
     size_t i;
@@ -1349,6 +1375,8 @@ void routes_handle(void *app, const struct http_request *req, struct http_respon
     c.app = app;
     c.req = req;
     c.resp = resp;
+    if (internal_call(&c))
+        return;
     if (util_strlcpy(buf, req->path, sizeof(buf)) >= sizeof(buf) ||
         (n = split_path(buf, seg)) < 0) {
         http_reply_errorf(resp, AM_ENOTFOUND, "No such route");
@@ -1385,13 +1413,10 @@ void routes_handle(void *app, const struct http_request *req, struct http_respon
     if (r->access != ACCESS_PUBLIC && (authenticate(&c) != 0 || authorize(&c, r) != 0))
         return;
     metrics_in_flight(resp->route, 1);
-    store_token_take(token);    /* a token left by an earlier request of this thread */
+    commit_token_header(NULL);      /* forget a token of an earlier request */
     r->fn(&c);
     metrics_in_flight(resp->route, -1);
-    /* The position of this request's last commit: any host of the group
-     * serves a read sent with it back in X-Astromesh-After after it. */
-    if (store_token_take(token) && resp->status < 300)
-        http_add_header(resp, "X-Astromesh-Commit", token);
+    commit_token_header(resp);
     /* Log what went wrong on our side, once; provider failures (502/504)
      * are the provider's and are in the run log. */
     if (resp->status >= 500 && resp->status != 502 && resp->status != 504)
