@@ -234,7 +234,9 @@ static int open_databases(struct store *s, struct am_error *err)
         if ((rc = s->db[i]->open(s->db[i], NULL, name, NULL, DB_BTREE, db_flags, 0600)) != 0) {
             s->db[i]->close(s->db[i], 0);
             s->db[i] = NULL;
-            return error_set(err, rc == ENOENT && s->rep != NULL ? AM_ENOENT : AM_EIO,
+            /* a replica being synchronised: not there yet, or locked out */
+            return error_set(err, s->rep != NULL && (rc == ENOENT || rc == DB_LOCK_DEADLOCK ||
+                                                     rc == DB_REP_LOCKOUT) ? AM_ENOENT : AM_EIO,
                              "storage: opening %s: %s", name, db_strerror(rc));
         }
     }
@@ -243,6 +245,19 @@ static int open_databases(struct store *s, struct am_error *err)
 
 int store_open_databases(struct store *s, struct am_error *err)
 {
+    return open_databases(s, err);
+}
+
+int store_reopen_databases(struct store *s, struct am_error *err)
+{
+    int i;
+
+    for (i = 0; i < STORE_DB_COUNT; i++)
+        if (s->db[i] != NULL) {
+            s->db[i]->close(s->db[i], 0);
+            s->db[i] = NULL;
+        }
+    __atomic_store_n(&rep_handles_dead, 0, __ATOMIC_RELAXED);
     return open_databases(s, err);
 }
 
