@@ -119,7 +119,7 @@ static int slots_of(const struct quota *q, const char *org, uint32_t *at)
     for (uint32_t i = 0; i <= q->mask; i++) {
         const struct quota_entry *e = &q->tab[i];
 
-        if (e->seq != 0 && (e->seq & 1) == 0 && strncmp(e->org, org, QUOTA_ORG_MAX) == 0) {
+        if (e->seq != 0 && (e->seq & 1) == 0 && strncmp(e->org, org, sizeof(e->org)) == 0) {
             n++;
             if (at != NULL)
                 *at = i;
