@@ -53,12 +53,12 @@ void quota_give_back(struct quota *q, const char *org, int day);
 
 /* Forget every count: from now on the next quota_take or quota_count of
  * each org loads its count again through its load function, exactly as on
- * the first run of a day, and a take that returns after this call counts
- * on the reloaded count. For a host that becomes the one that counts (a
- * replication group's new master): another may have counted meanwhile.
- * Runs held across it settle normally (quota_release); given back (or
- * reclaimed) after their org's reload, they leave the reloaded count
- * alone. Takes no lock, never fails; NULL is fine. */
+ * the first run of a day; no take lands on a forgotten count once this has
+ * returned. For a host that becomes the one that counts (a replication
+ * group's new master): another may have counted meanwhile. Runs held
+ * across it settle normally (quota_release); given back (or reclaimed)
+ * after their org's reload, they leave the reloaded count alone. Takes no
+ * lock, never fails; NULL is fine. */
 void quota_invalidate(struct quota *q);
 
 /*
