@@ -159,7 +159,13 @@ int forward_request(const char *base_url, const char *secret, const struct http_
     curl_easy_setopt(forward_curl, CURLOPT_HEADERDATA, &a);
     cc = curl_easy_perform(forward_curl);
     curl_easy_getinfo(forward_curl, CURLINFO_RESPONSE_CODE, &status);
-    if (cc != CURLE_OK || a.too_large || status < 200 || status > 599)
+    /* A 500, 502 or 504 is the master's front server failing (the master
+     * died under the request, or is restarting): the write may or may not
+     * have been made there, and the client must learn to retry, not that
+     * the server broke. Forwarded writes call no model provider, so these
+     * are never a provider's answer. */
+    if (cc != CURLE_OK || a.too_large || status < 200 || status > 599 || status == 500 ||
+        status == 502 || status == 504)
         goto out;
     http_reply_raw(resp, (int)status, static_type(a.content_type), a.body.z ? a.body.z : "",
                    a.body.n);

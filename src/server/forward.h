@@ -15,8 +15,9 @@
 
 /* Send req to base_url (the master's front server, no trailing slash) with
  * secret, wait at most timeout_ms, and fill resp with the answer. Returns
- * 0 (resp filled, whatever its status), or AM_ENOMASTER when the master
- * could not be reached or answered nothing usable (resp untouched). */
+ * 0 (resp filled), or AM_ENOMASTER when the master could not be reached,
+ * answered nothing usable, or its front server answered 500, 502 or 504
+ * (resp untouched). */
 int forward_request(const char *base_url, const char *secret, const struct http_request *req,
                     int timeout_ms, struct http_response *resp);
 

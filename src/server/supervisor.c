@@ -837,7 +837,10 @@ static void finish(struct supervisor *sv)
         close(sv->stream_fd);
         unlink(sv->cfg.stream_socket);
     }
-    if (sv->app.reg != NULL && workers_alive(sv) == 0)
+    /* A last checkpoint keeps the next start's recovery short. Not in a
+     * group: with the replication process gone, the task's own Replication
+     * Manager threads (started by its first write) never let it close. */
+    if (sv->app.reg != NULL && workers_alive(sv) == 0 && sv->cfg.rep_nsites == 0)
         run_store_task(sv, TASK_CHECKPOINT);
     if (sv->app.reg != NULL)
         registry_close(sv->app.reg, 1);
