@@ -51,6 +51,8 @@ static const struct {
     { AM_EREGISTRYFULL, 503, "registry_full" },
     { AM_EDEADLOCK, 503, "service_unavailable" },
     { AM_EIO, 503, "storage_unavailable" },
+    { AM_ENOMASTER, 503, "no_master" },
+    { AM_ENOTACKED, 503, "replication_unavailable" },
 };
 
 static int error_index(int code)

@@ -54,7 +54,9 @@ enum am_err {
     AM_EPROVIDERREJECT = -38, /* 422 provider_rejected_request: the provider refused the request itself */
     AM_EINFLIGHT = -39,       /* 429 too_many_in_flight: the org's limits.max_in_flight runs are running */
     AM_ETESTLIMIT = -40,      /* 429 daily_test_limit_reached: the org's tests_per_day */
-    AM_ERR_LAST = -41
+    AM_ENOMASTER = -41,       /* 503 no_master: a write, and the group has no master now */
+    AM_ENOTACKED = -42,       /* 503 replication_unavailable: too few hosts confirmed a write */
+    AM_ERR_LAST = -43
 };
 
 #define AM_ERROR_MSG_MAX 256

@@ -42,6 +42,7 @@
 #include "control/wizard.h"
 #include "server/http.h"
 #include "server/routes.h"
+#include "server/replication.h"
 #include "server/stream.h"
 #include "server/worker.h"
 #include "server/ws.h"
@@ -1149,8 +1150,8 @@ void stream_run(const struct app *shared, int listen_fd)
     const struct config *cfg = shared->cfg;
     struct store_options so = { cfg->data_dir, cfg->db_cache_mb, cfg->db_sync,
                                 cfg->workers * cfg->threads * 2 + cfg->stream_max_queries + 72,
-                                cfg->db_run_flush_ms };
-    struct am_error err;
+                                cfg->db_run_flush_ms, replication_options(cfg) };
+    sigset_t stopset;
     pthread_t *threads = NULL;
     int i, nthreads;
     pid_t parent = getppid();
@@ -1173,11 +1174,11 @@ void stream_run(const struct app *shared, int listen_fd)
         log_error("stream process start-up failed: %s", strerror(errno));
         _exit(1);
     }
-    error_clear(&err);
-    if (store_open(&L.app.store, &so, 0, &err) != 0) {
-        log_error("%s", err.message);
-        _exit(1);
-    }
+    sigemptyset(&stopset);
+    sigaddset(&stopset, SIGTERM);
+    sigaddset(&stopset, SIGINT);
+    sigaddset(&stopset, SIGHUP);
+    worker_store_open(&L.app.store, &so, &stopset);
     if ((nthreads = start_pool(&threads)) == 0) {
         log_error("stream process could not start any query thread");
         _exit(1);

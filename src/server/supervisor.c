@@ -73,6 +73,7 @@
 #include "state/registry.h"
 #include "state/store.h"
 #include "state/streams.h"
+#include "server/replication.h"
 #include "server/stream.h"
 #include "server/supervisor.h"
 #include "control/usage.h"
@@ -88,7 +89,7 @@
 #define DIED_YOUNG_MS 2000
 
 enum worker_state { W_EMPTY = 0, W_RUNNING, W_RETIRING };
-enum worker_kind { K_FCGI = 0, K_STREAM };
+enum worker_kind { K_FCGI = 0, K_STREAM, K_REPL };
 
 struct worker_slot {
     pid_t pid;
@@ -112,6 +113,7 @@ struct supervisor {
     struct vault *vault;               /* the master key; app.vault borrows it */
     struct worker_slot slots[MAX_WORKERS];
     struct worker_slot stream;         /* the stream process */
+    struct worker_slot repl;           /* the replication process (a group only) */
     struct worker_slot retiring[MAX_WORKERS];
     uint64_t last_checkpoint_ms;
     int dead_pid;                      /* TASK_AFTER_DEATH: the worker that died */
@@ -293,13 +295,14 @@ static int store_task_child(struct supervisor *sv, int task, int progress_fd)
 {
     struct store_options so = { sv->cfg.data_dir, sv->cfg.db_cache_mb, sv->cfg.db_sync,
                                 sv->cfg.workers * sv->cfg.threads * 2 +
-                                    sv->cfg.stream_max_queries + 72, 0 };
+                                    sv->cfg.stream_max_queries + 72, 0,
+                                replication_options(&sv->cfg) };
     struct am_error err;
-    int reconciled = 0;
+    int reconciled = 0, rc;
 
     error_clear(&err);
-    if (store_open(&sv->app.store, &so, task == TASK_RECOVER ? STORE_OPEN_CREATE : 0,
-                   &err) != 0) {
+    if (store_open(&sv->app.store, &so, (task == TASK_RECOVER ? STORE_OPEN_CREATE : 0) |
+                   (so.rep != NULL ? STORE_OPEN_ENV_ONLY : 0), &err) != 0) {
         log_error("%s", err.message);
         return task == TASK_RECOVER ? TASK_FAILED : TASK_NEEDS_RECOVERY;
     }
@@ -309,6 +312,26 @@ static int store_task_child(struct supervisor *sv, int task, int progress_fd)
     }
     if (write(progress_fd, "f", 1) != 1)
         log_warn("progress write failed");
+    if (so.rep != NULL) {
+        /* In a group: a replica that has not caught up has no databases
+         * yet, and only the master writes (the sweep, the reclaim, the
+         * checkpoint record; a replica's checkpoint only removes logs). */
+        if ((rc = store_open_databases(sv->app.store, &err)) != 0) {
+            store_close(sv->app.store);
+            if (rc == AM_ENOENT)
+                return TASK_OK;
+            log_error("%s", err.message);
+            return TASK_FAILED;
+        }
+        if (!store_rep_is_master(sv->app.store)) {
+            if (task != TASK_CHECKPOINT)
+                reconcile(sv, task == TASK_RECOVER ? "start-up" : "after worker death");
+            if (store_checkpoint(sv->app.store) != 0)
+                log_warn("checkpoint failed");
+            store_close(sv->app.store);
+            return TASK_OK;
+        }
+    }
     if (task == TASK_RECOVER)
         reconciled = reconcile(sv, "start-up");
     else if (task == TASK_AFTER_DEATH)
@@ -410,6 +433,12 @@ static void spawn_worker(struct supervisor *sv, struct worker_slot *w)
             close(sv->listen_fd);
             stream_run(&sv->app, sv->stream_fd);
         }
+        if (w->kind == K_REPL) {
+            metrics_set_self(0);
+            close(sv->listen_fd);
+            close(sv->stream_fd);
+            replication_run(&sv->app);
+        }
         close(sv->stream_fd);
         worker_run(&sv->app, sv->listen_fd);
     }
@@ -423,6 +452,11 @@ static void spawn_missing(struct supervisor *sv)
     uint64_t now = util_monotonic_ms();
     int i;
 
+    /* The replication process first: the Replication Manager listens
+     * there, never in a worker that writes before it starts. */
+    sv->repl.kind = K_REPL;
+    if (sv->cfg.rep_nsites > 0 && sv->repl.state == W_EMPTY && now >= sv->repl.restart_at_ms)
+        spawn_worker(sv, &sv->repl);
     for (i = 0; i < sv->cfg.workers; i++)
         if (sv->slots[i].state == W_EMPTY && now >= sv->slots[i].restart_at_ms)
             spawn_worker(sv, &sv->slots[i]);
@@ -443,6 +477,8 @@ static void kill_all(struct supervisor *sv, int sig)
     }
     if (sv->stream.state != W_EMPTY)
         kill(sv->stream.pid, sig);
+    if (sv->repl.state != W_EMPTY)
+        kill(sv->repl.pid, sig);
 }
 
 static int workers_alive(struct supervisor *sv)
@@ -451,7 +487,7 @@ static int workers_alive(struct supervisor *sv)
 
     for (i = 0; i < MAX_WORKERS; i++)
         n += (sv->slots[i].state != W_EMPTY) + (sv->retiring[i].state != W_EMPTY);
-    return n + (sv->stream.state != W_EMPTY);
+    return n + (sv->stream.state != W_EMPTY) + (sv->repl.state != W_EMPTY);
 }
 
 static struct worker_slot *slot_of(struct supervisor *sv, pid_t pid)
@@ -466,6 +502,8 @@ static struct worker_slot *slot_of(struct supervisor *sv, pid_t pid)
     }
     if (sv->stream.state != W_EMPTY && sv->stream.pid == pid)
         return &sv->stream;
+    if (sv->repl.state != W_EMPTY && sv->repl.pid == pid)
+        return &sv->repl;
     return NULL;
 }
 
@@ -497,6 +535,10 @@ static int recover_environment(struct supervisor *sv)
     }
     sv->stream.state = W_EMPTY;
     sv->stream.restart_at_ms = 0;
+    if (sv->repl.state != W_EMPTY)
+        waitpid(sv->repl.pid, NULL, 0);
+    sv->repl.state = W_EMPTY;
+    sv->repl.restart_at_ms = 0;
     {
         uint64_t t0 = util_monotonic_ms();
         if (run_store_task(sv, TASK_RECOVER) != TASK_OK) {
@@ -520,7 +562,8 @@ static int on_worker_exit(struct supervisor *sv, pid_t pid, int status)
     if (w == NULL)
         return 0;
     if (w->state == W_RUNNING && !clean) {
-        const char *what = w->kind == K_STREAM ? "stream process" : "worker";
+        const char *what = w->kind == K_STREAM ? "stream process"
+                         : w->kind == K_REPL ? "replication process" : "worker";
         if (WIFSIGNALED(status))
             log_warn("%s %d killed by signal %d", what, (int)pid, WTERMSIG(status));
         else

@@ -25,6 +25,7 @@
 #include "server/routes.h"
 #include "state/store.h"
 #include "lib/util.h"
+#include "server/replication.h"
 #include "server/worker.h"
 
 #define WORKER_STACK_SIZE (256 * 1024)
@@ -62,14 +63,36 @@ void worker_child_signals(sigset_t *stopset)
     pthread_sigmask(SIG_SETMASK, stopset, NULL);
 }
 
+void worker_store_open(struct store **out, const struct store_options *so,
+                       const sigset_t *stopset)
+{
+    struct timespec wait = { 0, 200 * 1000000L };
+    struct am_error err;
+    int rc, said = 0;
+
+    for (;;) {
+        error_clear(&err);
+        if ((rc = store_open(out, so, 0, &err)) == 0)
+            return;
+        if (rc != AM_ENOENT) {
+            log_error("%s", err.message);
+            _exit(1);
+        }
+        if (!said++)
+            log_info("waiting for the databases from the group's master");
+        if (sigtimedwait(stopset, NULL, &wait) > 0)
+            _exit(0);
+    }
+}
+
 void worker_run(const struct app *shared, int listen_fd)
 {
     const struct config *cfg = shared->cfg;
     struct store_options so = { cfg->data_dir, cfg->db_cache_mb, cfg->db_sync,
-                                cfg->workers * cfg->threads * 2 + 64, cfg->db_run_flush_ms };
+                                cfg->workers * cfg->threads * 2 + 64, cfg->db_run_flush_ms,
+                                replication_options(cfg) };
     struct worker_thread_arg arg;
     struct app app = *shared;
-    struct am_error err;
     pthread_t *threads;
     pthread_attr_t attr;
     sigset_t stopset;
@@ -90,11 +113,7 @@ void worker_run(const struct app *shared, int listen_fd)
         log_error("worker start-up failed");
         _exit(1);
     }
-    error_clear(&err);
-    if (store_open(&app.store, &so, 0, &err) != 0) {
-        log_error("%s", err.message);
-        _exit(1);
-    }
+    worker_store_open(&app.store, &so, &stopset);
     arg.listen_fd = listen_fd;
     arg.wake_fd = wake[0];
     arg.app = &app;

@@ -20,6 +20,15 @@ struct app;
  * sigwait or a signalfd. */
 void worker_child_signals(sigset_t *stopset);
 
+/* Open this child's store handle with so (so->rep from the config). In a
+ * group, a replica that has not caught up has no databases yet: wait for
+ * them, 200 ms at a time, and exit 0 if a stop signal of stopset comes
+ * first. Exits 1 on any other failure (logged). */
+struct store;
+struct store_options;
+void worker_store_open(struct store **out, const struct store_options *so,
+                       const sigset_t *stopset);
+
 void worker_run(const struct app *shared, int listen_fd)
     __attribute__((noreturn));
 

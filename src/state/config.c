@@ -30,6 +30,7 @@
  *  4. Every key read is recorded once; a second occurrence of the same dotted
  *     path, leaf or section, is an error rather than a silent override.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <stddef.h>
@@ -196,6 +197,18 @@ static const struct cfg_key config_keys[] = {
     KEY_BOOL("log.requests", log_requests, "true"),
 
     KEY_STR("metrics.token", metrics_token, 0, STR_MAX(metrics_token), "", CFG_SECRET, NULL),
+
+    KEY_STR("replication.site", rep_site, 0, STR_MAX(rep_site), "", 0, NULL),
+    KEY_STR("replication.url", rep_url, 0, STR_MAX(rep_url), "", 0, NULL),
+    KEY_STR("replication.peers", rep_peers, 0, STR_MAX(rep_peers), "", 0, NULL),
+    KEY_INT("replication.priority", rep_priority, 0, 1000000, "100"),
+    KEY_STR("replication.ack_policy", rep_ack_policy, 1, STR_MAX(rep_ack_policy),
+            "quorum", 0, NULL),
+    KEY_INT("replication.ack_timeout_ms", rep_ack_timeout_ms, 10, 600000, "2000"),
+    KEY_INT("replication.election_timeout_ms", rep_election_timeout_ms, 100, 600000, "2000"),
+    KEY_INT("replication.read_wait_ms", rep_read_wait_ms, 0, 60000, "2000"),
+    KEY_STR("replication.secret_file", rep_secret_file, 0, STR_MAX(rep_secret_file),
+            "", 0, NULL),
 };
 
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -850,14 +863,14 @@ static int check_rules(struct cfg_parser *p)
 #define SECRET_FIX "umask 077; head -c 32 /dev/urandom | base64 > FILE"
 
 /*
- * Read the JWT secret from file into out (cap bytes): a regular file, mode
+ * Read a secret (key names the row) from file into out (cap bytes): a regular file, mode
  * 0600 or stricter, 32..cap-1 bytes once one trailing newline is dropped.
  * Returns 0, or AM_ECONFIG with one line naming the secret file (after the
  * config file conf when it is missing) and the fix, short enough for an
  * am_error with long paths.
  */
-static int read_secret_file(const char *conf, const char *file, char *out, size_t cap,
-                            struct am_error *err)
+static int read_secret_file(const char *conf, const char *key, const char *file, char *out,
+                            size_t cap, struct am_error *err)
 {
     char buf[512];
     struct stat st;
@@ -865,25 +878,25 @@ static int read_secret_file(const char *conf, const char *file, char *out, size_
     int fd, rc = 0;
 
     if (file[0] == '\0')
-        return error_set(err, AM_ECONFIG, "%s: auth.jwt_secret_file: must not be empty", conf);
+        return error_set(err, AM_ECONFIG, "%s: %s: must not be empty", conf, key);
     fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0)
-        return error_set(err, AM_ECONFIG, "%s: auth.jwt_secret_file: %s: %s; make it: "
-                         SECRET_FIX, conf, file, strerror(errno));
+        return error_set(err, AM_ECONFIG, "%s: %s: %s: %s; make it: "
+                         SECRET_FIX, conf, key, file, strerror(errno));
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        rc = error_set(err, AM_ECONFIG, "%s: auth.jwt_secret_file: not a regular file", file);
+        rc = error_set(err, AM_ECONFIG, "%s: %s: not a regular file", file, key);
         goto out;
     }
     if ((st.st_mode & 077) != 0) {
-        rc = error_set(err, AM_ECONFIG, "%s: auth.jwt_secret_file: group or others may read "
+        rc = error_set(err, AM_ECONFIG, "%s: %s: group or others may read "
                        "or write it (mode %04o); fix: chmod 600 that file",
-                       file, (unsigned)(st.st_mode & 07777));
+                       file, key, (unsigned)(st.st_mode & 07777));
         goto out;
     }
     n = read(fd, buf, sizeof(buf));
     if (n < 0) {
-        rc = error_set(err, AM_ECONFIG, "%s: auth.jwt_secret_file: cannot read: %s",
-                       file, strerror(errno));
+        rc = error_set(err, AM_ECONFIG, "%s: %s: cannot read: %s",
+                       file, key, strerror(errno));
         goto out;
     }
     if (n > 0 && buf[n - 1] == '\n')
@@ -892,9 +905,9 @@ static int read_secret_file(const char *conf, const char *file, char *out, size_
         n--;
     if (memchr(buf, '\0', (size_t)n) != NULL || memchr(buf, '\n', (size_t)n) != NULL ||
         n < 32 || (size_t)n >= cap) {
-        rc = error_set(err, AM_ECONFIG, "%s: auth.jwt_secret_file: must hold one line of 32 "
+        rc = error_set(err, AM_ECONFIG, "%s: %s: must hold one line of 32 "
                        "to %zu bytes (got %zd bytes); make one: head -c 32 /dev/urandom | base64",
-                       file, cap - 1, n);
+                       file, key, cap - 1, n);
         goto out;
     }
     memcpy(out, buf, (size_t)n);
@@ -919,8 +932,8 @@ static int secret_file_rules(struct cfg_parser *p)
                         "set together with auth.jwt_secret; keep one of them", NULL);
     if (p->set[js])
         return 0;           /* check_rules checks its length */
-    return read_secret_file(p->file, p->cfg.jwt_secret_file, p->cfg.jwt_secret,
-                            sizeof(p->cfg.jwt_secret), p->err);
+    return read_secret_file(p->file, "auth.jwt_secret_file", p->cfg.jwt_secret_file,
+                            p->cfg.jwt_secret, sizeof(p->cfg.jwt_secret), p->err);
 }
 
 /* Checked last, once the content is known good: a file readable by others
@@ -965,6 +978,117 @@ static int stream_socket_default(struct cfg_parser *p)
         return error_set(p->err, AM_ECONFIG, "%s: server.stream_socket: the default beside "
                          "server.socket is too long for a unix socket; set it", p->file);
     return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Replication: the group's sites                                          */
+
+static const struct cfg_word ack_words[] = {
+    {"quorum", CFG_ACK_QUORUM}, {"all", CFG_ACK_ALL}, {"one", CFG_ACK_ONE},
+    {"none", CFG_ACK_NONE}, {"all_available", CFG_ACK_ALL_AVAILABLE}, {NULL, 0}
+};
+
+/* "host:port" of len bytes into site; 0 or -1. The host is a name or an
+ * IPv4 address (no brackets: Berkeley DB takes a host name). */
+static int parse_site(const char *s, size_t len, struct config_site *site)
+{
+    const char *colon = memrchr(s, ':', len);
+    long long port;
+    size_t hl;
+
+    if (colon == NULL || (hl = (size_t)(colon - s)) == 0 || hl >= sizeof(site->host) ||
+        parse_number(colon + 1, len - hl - 1, 10, &port) != 0 || port < 1 || port > 65535)
+        return -1;
+    for (size_t i = 0; i < hl; i++)
+        if (!(isalnum((unsigned char)s[i]) || s[i] == '.' || s[i] == '-'))
+            return -1;
+    memcpy(site->host, s, hl);
+    site->host[hl] = '\0';
+    site->port = (int)port;
+    return 0;
+}
+
+/* An http:// or https:// URL without spaces, at most cap-1 bytes. */
+static int parse_site_url(const char *s, size_t len, char *out, size_t cap)
+{
+    if (len >= cap || !((len > 7 && strncmp(s, "http://", 7) == 0) ||
+                        (len > 8 && strncmp(s, "https://", 8) == 0)))
+        return -1;
+    memcpy(out, s, len);
+    out[len] = '\0';
+    while (len > 0 && out[len - 1] == '/')      /* the base: paths are appended */
+        out[--len] = '\0';
+    return 0;
+}
+
+static int rep_fail(struct cfg_parser *p, const char *key, const char *problem)
+{
+    int k = key_find(key);
+
+    if (k < 0)
+        abort();            /* the rule names rows that left the table */
+    if (p->set[k])
+        return cfg_fail(p, p->mark[k], key, problem, NULL);
+    error_set(p->err, AM_ECONFIG, "%s: %s: %s", p->file, key, problem);
+    return AM_ECONFIG;
+}
+
+/*
+ * replication.site empty: no group, and no other replication key may say
+ * otherwise. Else: this site, its url, one to CFG_REP_SITES_MAX-1 peers
+ * ("host:port=url", separated by spaces or commas), a known ack policy and
+ * the shared secret's file; rep_sites[0] is this host.
+ */
+static int replication_rules(struct cfg_parser *p)
+{
+    struct config *c = &p->cfg;
+    const char *s = c->rep_peers;
+    long long w;
+
+    c->rep_nsites = 0;
+    if (c->rep_site[0] == '\0') {
+        if (c->rep_peers[0] != '\0' || c->rep_url[0] != '\0')
+            return rep_fail(p, c->rep_peers[0] ? "replication.peers" : "replication.url",
+                            "set without replication.site (this host's address)");
+        return 0;
+    }
+    if (parse_site(c->rep_site, strlen(c->rep_site), &c->rep_sites[0]) != 0)
+        return rep_fail(p, "replication.site", "must be host:port");
+    if (parse_site_url(c->rep_url, strlen(c->rep_url), c->rep_sites[0].url,
+                       sizeof(c->rep_sites[0].url)) != 0)
+        return rep_fail(p, "replication.url", "must be this host's http:// or https:// "
+                        "address as the other hosts reach it");
+    c->rep_nsites = 1;
+    while (*s != '\0') {
+        size_t len, eq;
+        struct config_site *site;
+
+        s += strspn(s, " ,");
+        len = strcspn(s, " ,");
+        if (len == 0)
+            break;
+        if (c->rep_nsites == CFG_REP_SITES_MAX)
+            return rep_fail(p, "replication.peers", "too many sites (at most 8 in a group)");
+        site = &c->rep_sites[c->rep_nsites];
+        eq = strcspn(s, "=");
+        if (eq >= len || parse_site(s, eq, site) != 0 ||
+            parse_site_url(s + eq + 1, len - eq - 1, site->url, sizeof(site->url)) != 0)
+            return rep_fail(p, "replication.peers", "each peer must be host:port=http://address");
+        for (int i = 0; i < c->rep_nsites; i++)
+            if (strcmp(c->rep_sites[i].host, site->host) == 0 &&
+                c->rep_sites[i].port == site->port)
+                return rep_fail(p, "replication.peers", "names a site twice (or this one)");
+        c->rep_nsites++;
+        s += len;
+    }
+    if (c->rep_nsites < 2)
+        return rep_fail(p, "replication.peers", "a group needs at least one other site");
+    if (word_find(ack_words, c->rep_ack_policy, strlen(c->rep_ack_policy), &w) != 0)
+        return rep_fail(p, "replication.ack_policy",
+                        "must be quorum, all, one, none or all_available");
+    c->rep_ack = (int)w;
+    return read_secret_file(p->file, "replication.secret_file", c->rep_secret_file,
+                            c->rep_secret, sizeof(c->rep_secret), p->err);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1044,6 +1168,8 @@ int config_load(struct config *cfg, const char *path, struct am_error *err)
         rc = check_rules(p);
     if (rc == 0)
         rc = stream_socket_default(p);
+    if (rc == 0)
+        rc = replication_rules(p);
     if (rc == 0)
         rc = secret_mode_rule(p, st.st_mode);
     if (rc == 0)

@@ -29,6 +29,20 @@ struct config_provider_conf {
     int timeout_ms;         /* per call */
 };
 
+/* Replication Manager acknowledgement policies (replication.ack_policy). */
+enum config_ack { CFG_ACK_QUORUM, CFG_ACK_ALL, CFG_ACK_ONE, CFG_ACK_NONE,
+                  CFG_ACK_ALL_AVAILABLE };
+
+#define CFG_REP_SITES_MAX 8
+
+/* One site of a replication group: its Replication Manager address and the
+ * base URL of its front server (where writes are forwarded). */
+struct config_site {
+    char host[64];
+    int port;
+    char url[256];
+};
+
 struct config {
     char path[512];         /* the file this was loaded from ("" = defaults) */
 
@@ -103,6 +117,22 @@ struct config {
 
     /* metrics */
     char metrics_token[256];/* Bearer token for GET /api/v1/metrics; "" = loopback only */
+
+    /* replication (a group of hosts; rep_site "" = one host, no group) */
+    char rep_site[72];          /* this host's Replication Manager host:port */
+    char rep_url[256];          /* this host's front server, as the others reach it */
+    char rep_peers[2048];       /* "host:port=url ..." of the other sites */
+    int rep_priority;           /* election priority; 0: never master */
+    char rep_ack_policy[16];    /* the text; rep_ack is the parsed value */
+    int rep_ack_timeout_ms;     /* a commit waits this long for its acknowledgements */
+    int rep_election_timeout_ms;
+    int rep_read_wait_ms;       /* a read with X-Astromesh-After waits at most this long */
+    char rep_secret_file[256];  /* the group's shared secret (0600 file) */
+    /* derived at load: */
+    char rep_secret[256];       /* read from rep_secret_file */
+    int rep_ack;                /* enum config_ack */
+    int rep_nsites;             /* 0: no group; else rep_sites[0] is this host */
+    struct config_site rep_sites[CFG_REP_SITES_MAX];
 };
 
 /* Fill cfg with every default. */

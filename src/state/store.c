@@ -63,6 +63,7 @@ struct store {
     int fl_stop;
     uint64_t fl_pending;        /* deferred commits since the last flush; atomic */
     int64_t open_txns;          /* transactions begun and not yet ended (transact); atomic */
+    const struct store_rep_options *rep;    /* NULL: no replication group */
 };
 
 static int flusher_start(struct store *s);
@@ -75,6 +76,7 @@ enum commit_mode {
 
 struct store_txn {
     DB_TXN *txn;
+    int registry_bumped;        /* this transaction advanced the registry sequence */
 };
 
 static const char *const store_db_files[STORE_DB_COUNT] = {
@@ -92,6 +94,7 @@ static const char *const store_db_files[STORE_DB_COUNT] = {
     [STORE_PROVIDER_KEYS] = "provider_keys.db",
     [STORE_VERSIONS] = "versions.db",
     [STORE_SESSION_IDX] = "sessidx.db",
+    [STORE_META] = "meta.db",
 };
 
 /* Berkeley DB's own diagnostics go here instead of stderr: the store
@@ -110,6 +113,15 @@ static void store_msgcall(const DB_ENV *env, const char *msg)
     (void)env;
     (void)msg;
 }
+
+/* Replication, per thread: whether Berkeley DB told this thread's last
+ * commit too few sites acknowledged it (DB_EVENT_REP_PERM_FAILED is
+ * delivered in the committing thread), and that commit's token. Per
+ * process: whether replication made the database handles unusable. */
+static __thread int rep_perm_failed;
+static __thread DB_TXN_TOKEN rep_token;
+static __thread int rep_have_token;
+static int rep_handles_dead;
 
 static int fail_write_countdown;    /* test hook; see store_test_fail_write_after */
 
@@ -139,9 +151,29 @@ static int store_rc(int rc)
     case DB_LOCK_DEADLOCK:
     case DB_LOCK_NOTGRANTED:
         return AM_EDEADLOCK;
+    case DB_REP_HANDLE_DEAD:
+        __atomic_store_n(&rep_handles_dead, 1, __ATOMIC_RELAXED);
+        return AM_EUNAVAILABLE;
+    case DB_REP_LOCKOUT:
+    case DB_REP_JOIN_FAILURE:
+        return AM_EUNAVAILABLE;
+    case EACCES:            /* a write on a replica */
+    case DB_REP_UNAVAIL:
+        return AM_ENOMASTER;
     default:
         return AM_EIO;
     }
+}
+
+/* Berkeley DB's events: only the one a committing thread must see. */
+static void store_event(DB_ENV *env, u_int32_t which, void *info)
+{
+    (void)env;
+    (void)info;
+    if (which == DB_EVENT_REP_PERM_FAILED)
+        rep_perm_failed = 1;
+    else if (which == DB_EVENT_PANIC)
+        __atomic_store_n(&rep_handles_dead, 1, __ATOMIC_RELAXED);
 }
 
 /* failchk asks whether a pid still runs; a reaped child does not. */
@@ -178,45 +210,76 @@ static int store_env_setup(DB_ENV *env, const struct store_options *opt,
     return 0;
 }
 
+/* Open every database of enum store_db (not yet open) on s's environment.
+ * In a group only the master creates them: a replica that has not caught
+ * up yet gets AM_ENOENT. Returns 0, AM_ENOENT or AM_EIO. */
+static int open_databases(struct store *s, struct am_error *err)
+{
+    u_int32_t db_flags = DB_THREAD | DB_AUTO_COMMIT | DB_CREATE;
+    int rc, i;
+
+    if (s->rep != NULL && !store_rep_is_master(s))
+        db_flags &= ~(u_int32_t)DB_CREATE;
+    for (i = 0; i < STORE_DB_COUNT; i++) {
+        char name[32];
+
+        if (s->db[i] != NULL)
+            continue;
+        if (store_db_files[i] != NULL)
+            snprintf(name, sizeof(name), "%s", store_db_files[i]);
+        else    /* a usage shard past the first */
+            snprintf(name, sizeof(name), "usage-%d.db", i - STORE_USAGE);
+        if ((rc = db_create(&s->db[i], s->env, 0)) != 0)
+            return error_set(err, AM_EIO, "storage: db_create: %s", db_strerror(rc));
+        if ((rc = s->db[i]->open(s->db[i], NULL, name, NULL, DB_BTREE, db_flags, 0600)) != 0) {
+            s->db[i]->close(s->db[i], 0);
+            s->db[i] = NULL;
+            return error_set(err, rc == ENOENT && s->rep != NULL ? AM_ENOENT : AM_EIO,
+                             "storage: opening %s: %s", name, db_strerror(rc));
+        }
+    }
+    return 0;
+}
+
+int store_open_databases(struct store *s, struct am_error *err)
+{
+    return open_databases(s, err);
+}
+
 int store_open(struct store **out, const struct store_options *opt, int flags,
                struct am_error *err)
 {
     struct store *s = xcalloc(1, sizeof(*s));
     u_int32_t env_flags = DB_CREATE | DB_INIT_LOCK | DB_INIT_LOG | DB_INIT_MPOOL |
                           DB_INIT_TXN | DB_THREAD;
-    u_int32_t db_flags = DB_THREAD | DB_AUTO_COMMIT | DB_CREATE;
-    int rc, i;
+    int rc;
 
     *out = NULL;
     s->sync = opt->sync;
+    s->rep = opt->rep;
     pthread_mutex_init(&s->gc_lock, NULL);
     pthread_cond_init(&s->gc_cond, NULL);
     if (flags & STORE_OPEN_CREATE)
         env_flags |= DB_RECOVER;
+    if (opt->rep != NULL)
+        env_flags |= DB_INIT_REP;
     if ((rc = db_env_create(&s->env, 0)) != 0) {
         error_set(err, AM_EIO, "storage: db_env_create: %s", db_strerror(rc));
         goto fail;
     }
     if (store_env_setup(s->env, opt, err) != 0)
         goto fail;
+    if (opt->rep != NULL && (rc = s->env->set_event_notify(s->env, store_event)) != 0) {
+        error_set(err, AM_EIO, "storage: %s", db_strerror(rc));
+        goto fail;
+    }
     if ((rc = s->env->open(s->env, opt->home, env_flags, 0600)) != 0) {
         error_set(err, AM_EIO, "storage: opening environment %s: %s (%s)", opt->home,
                   db_strerror(rc), store_last_message);
         goto fail;
     }
-    for (i = 0; i < STORE_DB_COUNT; i++) {
-        char name[32];
-
-        if (store_db_files[i] != NULL)
-            snprintf(name, sizeof(name), "%s", store_db_files[i]);
-        else    /* a usage shard past the first */
-            snprintf(name, sizeof(name), "usage-%d.db", i - STORE_USAGE);
-        if ((rc = db_create(&s->db[i], s->env, 0)) != 0 ||
-            (rc = s->db[i]->open(s->db[i], NULL, name, NULL, DB_BTREE, db_flags, 0600)) != 0) {
-            error_set(err, AM_EIO, "storage: opening %s: %s", name, db_strerror(rc));
-            goto fail;
-        }
-    }
+    if (!(flags & STORE_OPEN_ENV_ONLY) && open_databases(s, err) != 0)
+        goto fail;
     if (s->sync && opt->flush_ms > 0) {
         s->flush_ms = opt->flush_ms;
         if ((rc = flusher_start(s)) != 0) {
@@ -228,7 +291,7 @@ int store_open(struct store **out, const struct store_options *opt, int flags,
     return 0;
 fail:
     store_close(s);
-    return AM_EIO;
+    return err->code == AM_ENOENT ? AM_ENOENT : AM_EIO;
 }
 
 void store_close(struct store *s)
@@ -374,11 +437,13 @@ static int transact(struct store *s, store_txn_fn fn, void *arg, enum commit_mod
             struct timespec ts = { 0, (long)(attempt < 10 ? attempt : 10) * 200000L };
             nanosleep(&ts, NULL);
         }
-        if (s->env->txn_begin(s->env, NULL, &t.txn, 0) != 0)
-            return AM_EIO;
+        t.registry_bumped = 0;
+        if ((rc = s->env->txn_begin(s->env, NULL, &t.txn, 0)) != 0)
+            return store_rc(rc) == AM_ENOMASTER ? AM_ENOMASTER : AM_EIO;
         __atomic_add_fetch(&s->open_txns, 1, __ATOMIC_RELAXED);
         rc = fn(s, &t, arg);
         if (rc != 0) {
+            t.registry_bumped = 0;
             t.txn->abort(t.txn);
             __atomic_sub_fetch(&s->open_txns, 1, __ATOMIC_RELAXED);
             if (rc == AM_EDEADLOCK)
@@ -392,8 +457,18 @@ static int transact(struct store *s, store_txn_fn fn, void *arg, enum commit_mod
         if (mode == COMMIT_DEFERRED && s->sync && s->flush_ms == 0)
             mode = COMMIT_SYNC;
         flags = !s->sync ? 0 : mode == COMMIT_DEFERRED ? DB_TXN_WRITE_NOSYNC : DB_TXN_NOSYNC;
+        if (s->rep != NULL) {
+            rep_have_token = t.txn->set_commit_token(t.txn, &rep_token) == 0;
+            rep_perm_failed = 0;
+        }
         rc = store_rc(t.txn->commit(t.txn, flags));
         __atomic_sub_fetch(&s->open_txns, 1, __ATOMIC_RELAXED);
+        if (s->rep != NULL && rc != 0)
+            rep_have_token = 0;
+        /* Committed here, but fewer sites than the acknowledgement policy
+         * asks for have it: the client must not be told it is safe. */
+        if (s->rep != NULL && rc == 0 && rep_perm_failed)
+            rc = AM_ENOTACKED;
         if (rc == 0 && mode == COMMIT_SYNC && s->sync)
             rc = group_flush(s);
         if (rc == 0 && mode == COMMIT_DEFERRED && s->sync)
@@ -504,13 +579,61 @@ int store_get(struct store *s, struct store_txn *t, int db, const void *key,
     return 0;
 }
 
+/* In a group: the first write of a transaction to a database the registry
+ * is built from advances the registry sequence (store_registry_seq). */
+static int registry_bump(struct store *s, struct store_txn *t, int db)
+{
+    DBT k, v;
+    char buf[24];
+    uint64_t seq = 0;
+    int rc;
+
+    if (s->rep == NULL || t == NULL || t->registry_bumped ||
+        (db != STORE_AGENTS && db != STORE_COMPILED))
+        return 0;
+    dbt_init(&k, "registry", 8);
+    dbt_init(&v, NULL, 0);
+    v.flags = DB_DBT_MALLOC;
+    rc = s->db[STORE_META]->get(s->db[STORE_META], t->txn, &k, &v, DB_RMW);
+    if (rc == 0) {
+        size_t n = v.size < sizeof(buf) - 1 ? v.size : sizeof(buf) - 1;
+
+        memcpy(buf, v.data, n);
+        buf[n] = '\0';
+        seq = strtoull(buf, NULL, 10);
+        free(v.data);
+    } else if (rc != DB_NOTFOUND) {
+        return store_rc(rc);
+    }
+    snprintf(buf, sizeof(buf), "%llu", (unsigned long long)seq + 1);
+    dbt_init(&v, buf, strlen(buf));
+    if ((rc = s->db[STORE_META]->put(s->db[STORE_META], t->txn, &k, &v, 0)) != 0)
+        return store_rc(rc);
+    t->registry_bumped = 1;
+    return 0;
+}
+
+int store_registry_seq(struct store *s, uint64_t *seq)
+{
+    char *val = NULL;
+    int rc = store_get(s, NULL, STORE_META, "registry", 8, 0, &val, NULL);
+
+    *seq = rc == 0 ? strtoull(val, NULL, 10) : 0;
+    free(val);
+    return rc == AM_ENOENT ? 0 : rc;
+}
+
 int store_put(struct store *s, struct store_txn *t, int db, const void *key,
               size_t klen, const void *val, size_t vlen)
 {
     DBT k, v;
 
+    int rc;
+
     if (injected_write_failure())
         return AM_EIO;
+    if ((rc = registry_bump(s, t, db)) != 0)
+        return rc;
     dbt_init(&k, key, klen);
     dbt_init(&v, val, vlen);
     return store_rc(s->db[db]->put(s->db[db], txn_of(t), &k, &v, 0));
@@ -521,8 +644,12 @@ int store_del(struct store *s, struct store_txn *t, int db, const void *key,
 {
     DBT k;
 
+    int rc;
+
     if (injected_write_failure())
         return AM_EIO;
+    if ((rc = registry_bump(s, t, db)) != 0)
+        return rc;
     dbt_init(&k, key, klen);
     return store_rc(s->db[db]->del(s->db[db], txn_of(t), &k, 0));
 }
@@ -584,6 +711,8 @@ int store_del_prefix(struct store *s, struct store_txn *t, int db, const void *p
 
     if (injected_write_failure())
         return AM_EIO;
+    if ((rc = registry_bump(s, t, db)) != 0)
+        return rc;
     if ((rc = s->db[db]->cursor(s->db[db], txn_of(t), &c, 0)) != 0)
         return store_rc(rc);
     dbt_init(&k, NULL, 0);
@@ -608,6 +737,178 @@ int store_del_prefix(struct store *s, struct store_txn *t, int db, const void *p
     free(k.data);
     free(v.data);
     return rc;
+}
+
+/* ---- replication -------------------------------------------------------- */
+
+static const u_int32_t ack_policies[] = {
+    [STORE_ACK_QUORUM] = DB_REPMGR_ACKS_QUORUM, [STORE_ACK_ALL] = DB_REPMGR_ACKS_ALL,
+    [STORE_ACK_ONE] = DB_REPMGR_ACKS_ONE, [STORE_ACK_NONE] = DB_REPMGR_ACKS_NONE,
+    [STORE_ACK_ALL_AVAILABLE] = DB_REPMGR_ACKS_ALL_AVAILABLE,
+};
+
+/* One site of the group: the local one, or a peer. Every site is listed
+ * with DB_LEGACY on every host: the group is the static list of the
+ * configuration (no join protocol, no helper site to reach first). */
+static int rep_add_site(DB_ENV *env, const char *host, int port, int local)
+{
+    DB_SITE *site = NULL;
+    int rc;
+
+    if ((rc = env->repmgr_site(env, host, (u_int)port, &site, 0)) != 0)
+        return rc;
+    if (local)
+        rc = site->set_config(site, DB_LOCAL_SITE, 1);
+    if (rc == 0)
+        rc = site->set_config(site, DB_LEGACY, 1);
+    site->close(site);
+    return rc;
+}
+
+int store_rep_start(struct store *s, struct am_error *err)
+{
+    const struct store_rep_options *r = s->rep;
+    DB_ENV *env = s->env;
+    int rc = EINVAL, i;
+
+    if (r == NULL || r->nsites < 2 || r->ack_policy < 0 ||
+        r->ack_policy > STORE_ACK_ALL_AVAILABLE)
+        goto fail;
+    for (i = 0; i < r->nsites; i++)
+        if ((rc = rep_add_site(env, r->sites[i].host, r->sites[i].port, i == 0)) != 0)
+            goto fail;
+    /* Heartbeats find a master that went silent (a partition sends no
+     * FIN); lost connections are retried every second, not every 30. */
+    if ((rc = env->rep_set_priority(env, (u_int32_t)r->priority)) != 0 ||
+        (rc = env->repmgr_set_ack_policy(env, (int)ack_policies[r->ack_policy])) != 0 ||
+        (rc = env->rep_set_timeout(env, DB_REP_ACK_TIMEOUT,
+                                   (db_timeout_t)r->ack_timeout_ms * 1000)) != 0 ||
+        (rc = env->rep_set_timeout(env, DB_REP_ELECTION_TIMEOUT,
+                                   (db_timeout_t)r->election_timeout_ms * 1000)) != 0 ||
+        (rc = env->rep_set_timeout(env, DB_REP_ELECTION_RETRY, 1000000)) != 0 ||
+        (rc = env->rep_set_timeout(env, DB_REP_CONNECTION_RETRY, 1000000)) != 0 ||
+        (rc = env->rep_set_timeout(env, DB_REP_HEARTBEAT_SEND, 250000)) != 0 ||
+        (rc = env->rep_set_timeout(env, DB_REP_HEARTBEAT_MONITOR, 1500000)) != 0)
+        goto fail;
+    if ((rc = env->repmgr_start(env, 3, DB_REP_ELECTION)) != 0 && rc != DB_REP_IGNORE)
+        goto fail;
+    return 0;
+fail:
+    return error_set(err, AM_EIO, "replication: starting the Replication Manager: %s (%s)",
+                     db_strerror(rc), store_last_message);
+}
+
+int store_rep_status(struct store *s, struct store_rep_status *out)
+{
+    DB_REP_STAT *st = NULL;
+    DB_SITE *site = NULL;
+    const char *host;
+    u_int port;
+
+    memset(out, 0, sizeof(*out));
+    if (s->rep == NULL)
+        return 0;
+    if (s->env->rep_stat(s->env, &st, 0) != 0)
+        return AM_EIO;
+    out->role = st->st_status == DB_REP_MASTER ? STORE_ROLE_MASTER
+              : st->st_status == DB_REP_CLIENT ? STORE_ROLE_REPLICA : STORE_ROLE_NONE;
+    out->elections = st->st_elections;
+    out->startup_done = st->st_startup_complete != 0;
+    if (out->role == STORE_ROLE_REPLICA && st->st_waiting_lsn.file != 0) {
+        /* a gap: what arrived after it waits for what is missing */
+        if (st->st_waiting_lsn.file == st->st_next_lsn.file)
+            out->lag_bytes = st->st_waiting_lsn.offset > st->st_next_lsn.offset
+                           ? st->st_waiting_lsn.offset - st->st_next_lsn.offset : 0;
+        else
+            out->lag_bytes = (uint64_t)(st->st_waiting_lsn.file - st->st_next_lsn.file) *
+                             10485760u;
+    }
+    if (st->st_master != DB_EID_INVALID &&
+        s->env->repmgr_site_by_eid(s->env, st->st_master, &site) == 0) {
+        if (site->get_address(site, &host, &port) == 0)
+            snprintf(out->master, sizeof(out->master), "%s:%u", host, port);
+        site->close(site);
+    }
+    free(st);       /* Berkeley DB allocates it with malloc */
+    return 0;
+}
+
+int store_rep_is_master(struct store *s)
+{
+    DB_REP_STAT *st = NULL;
+    int master;
+
+    if (s->rep == NULL || s->env->rep_stat(s->env, &st, 0) != 0)
+        return 0;
+    master = st->st_status == DB_REP_MASTER;
+    free(st);
+    return master;
+}
+
+int store_token_take(char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *b = rep_token.buf;
+    int i;
+
+    if (!rep_have_token)
+        return 0;
+    for (i = 0; i < DB_TXN_TOKEN_SIZE; i++) {
+        out[2 * i] = hex[b[i] >> 4];
+        out[2 * i + 1] = hex[b[i] & 15];
+    }
+    out[2 * DB_TXN_TOKEN_SIZE] = '\0';
+    rep_have_token = 0;
+    return 1;
+}
+
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+int store_wait_applied(struct store *s, const char *text, int timeout_ms)
+{
+    DB_TXN_TOKEN tok;
+    uint64_t deadline = util_monotonic_ms() + (uint64_t)timeout_ms;
+    int i, rc;
+
+    if (strlen(text) != 2 * DB_TXN_TOKEN_SIZE)
+        return AM_EBADREQ;
+    for (i = 0; i < DB_TXN_TOKEN_SIZE; i++) {
+        int hi = hex_value(text[2 * i]), lo = hex_value(text[2 * i + 1]);
+
+        if (hi < 0 || lo < 0)
+            return AM_EBADREQ;
+        tok.buf[i] = (u_int8_t)(hi << 4 | lo);
+    }
+    if (s->rep == NULL)
+        return 0;
+    for (;;) {
+        uint64_t now = util_monotonic_ms();
+        db_timeout_t left = now < deadline ? (db_timeout_t)(deadline - now) * 1000 : 0;
+
+        rc = s->env->txn_applied(s->env, &tok, left, 0);
+        if (rc == 0 || rc == DB_NOTFOUND || rc == DB_KEYEMPTY)
+            return 0;
+        if (rc == EINVAL)
+            return AM_EBADREQ;
+        if (rc != DB_LOCK_DEADLOCK || util_monotonic_ms() >= deadline)
+            return AM_EUNAVAILABLE;
+        usleep(10000);      /* locked out by a role change: try again */
+    }
+}
+
+int store_handles_dead(struct store *s)
+{
+    (void)s;
+    return __atomic_load_n(&rep_handles_dead, __ATOMIC_RELAXED);
 }
 
 /* Invariants 5 and 6 (see the top); aborts naming the one broken. */

@@ -39,11 +39,14 @@ enum store_db {
     STORE_PROVIDER_KEYS, /* org provider keys, sealed (vault.c owns the format) */
     STORE_VERSIONS,    /* slug \0 name \0 <n, 10 digits> -> an agent version (versions.c owns the format) */
     STORE_SESSION_IDX, /* the sessions' last use, sizes and counts (memory.c owns the format) */
+    STORE_META,        /* "registry" -> a sequence advanced by every write to agents or
+                          compiled in a group (store.c owns it; see store_registry_seq) */
     STORE_DB_COUNT
 };
 
 enum store_open_flags {
     STORE_OPEN_CREATE = 1 << 0,  /* create the environment and run recovery (supervisor) */
+    STORE_OPEN_ENV_ONLY = 1 << 1,/* the environment, no database (store_open_databases) */
 };
 
 enum store_get_flags {
@@ -53,6 +56,20 @@ enum store_get_flags {
 struct store;
 struct store_txn;
 
+/* A replication group (see store_rep_start): the sites, this one first. */
+#define STORE_REP_SITES_MAX 8
+enum store_ack { STORE_ACK_QUORUM, STORE_ACK_ALL, STORE_ACK_ONE, STORE_ACK_NONE,
+                 STORE_ACK_ALL_AVAILABLE };
+
+struct store_rep_options {
+    int nsites;                     /* sites[0] is this one */
+    struct { const char *host; int port; } sites[STORE_REP_SITES_MAX];
+    int priority;                   /* election priority; 0: never master */
+    int ack_policy;                 /* enum store_ack */
+    int ack_timeout_ms;             /* a commit waits this long for acknowledgements */
+    int election_timeout_ms;
+};
+
 struct store_options {
     const char *home;        /* environment directory (must exist) */
     int cache_mb;            /* cache size */
@@ -60,6 +77,8 @@ struct store_options {
     int max_threads;         /* threads of control that may use the env at once */
     int flush_ms;            /* > 0 (with sync): a thread puts deferred commits on
                                 disk at most this long after they were written */
+    const struct store_rep_options *rep;   /* NULL: one host; else the group (the
+                                environment is opened with replication on) */
 };
 
 /* Open the environment and every database. With STORE_OPEN_CREATE the
@@ -67,6 +86,21 @@ struct store_options {
  * do that, before any other opens it). Returns 0 or AM_EIO. */
 int store_open(struct store **out, const struct store_options *opt, int flags,
                struct am_error *err);
+
+/* With opt->rep, the databases exist only once this host has been master
+ * or has caught up with one: store_open then answers AM_ENOENT while
+ * they are missing (nothing is created on a replica), with the environment
+ * closed again; call it again later. */
+
+/* Open the databases after STORE_OPEN_ENV_ONLY (those not open yet).
+ * Returns 0, AM_ENOENT (a replica that has not caught up) or AM_EIO. */
+int store_open_databases(struct store *s, struct am_error *err);
+
+/* In a group, every transaction that writes to STORE_AGENTS or
+ * STORE_COMPILED also advances a sequence in STORE_META, so a replica
+ * sees with one read that what its registry serves may have changed.
+ * *seq gets it (0 if never written). Returns 0 or an AM_* code. */
+int store_registry_seq(struct store *s, uint64_t *seq);
 
 /* Close every handle. NULL is fine. */
 void store_close(struct store *s);
@@ -139,6 +173,51 @@ typedef int (*store_scan_fn)(const char *key, size_t klen, const char *val,
                              size_t vlen, void *arg);
 int store_scan(struct store *s, struct store_txn *t, int db, const void *prefix,
                size_t plen, store_scan_fn fn, void *arg);
+
+/* ---- replication (with opt->rep) ------------------------------------------ */
+
+/* Start the Replication Manager in this process (the replication process:
+ * one per host; it must not fork afterwards): this site, the others, the
+ * acknowledgement policy and timeouts from opt->rep, then an election.
+ * Berkeley DB's own threads do the rest. Events are counted in the store
+ * (store_rep_status). Returns 0 or AM_EIO. */
+int store_rep_start(struct store *s, struct am_error *err);
+
+enum store_role { STORE_ROLE_NONE, STORE_ROLE_MASTER, STORE_ROLE_REPLICA };
+
+struct store_rep_status {
+    int role;                   /* enum store_role; NONE: no group, or not yet started */
+    char master[80];            /* the master's "host:port", "" if none is known */
+    uint64_t elections;         /* elections this site took part in (environment) */
+    uint64_t lag_bytes;         /* replica: log bytes it knows it has not applied */
+    int startup_done;           /* replica: has caught up with a master once */
+};
+
+/* What the environment's replication state says now (shared memory; any
+ * process of the host may ask). Returns 0 or AM_EIO. */
+int store_rep_status(struct store *s, struct store_rep_status *out);
+
+/* Is this host the master now? 1 or 0 (0 without a group: then every
+ * process writes, as before, and callers do not ask). */
+int store_rep_is_master(struct store *s);
+
+/* Commit tokens. Every commit this thread makes with a group configured
+ * leaves its token; store_token_take copies the last one as hex into out
+ * (STORE_TOKEN_HEX bytes) and forgets it. Returns 1 if there was one. */
+#define STORE_TOKEN_HEX 49
+int store_token_take(char *out);
+
+/* Wait at most timeout_ms until the commit of token (hex, from
+ * store_token_take on any host of the group) has been applied here.
+ * Returns 0 (applied, or will never be: rolled back by a failover),
+ * AM_EBADREQ (not a token) or AM_EUNAVAILABLE (not yet). */
+int store_wait_applied(struct store *s, const char *hex, int timeout_ms);
+
+/* Did replication make this process's database handles unusable (a
+ * replica that was re-initialised from the master, or rolled back)? Then
+ * every call fails with AM_EUNAVAILABLE until the process reopens the
+ * store: a worker exits and is replaced. */
+int store_handles_dead(struct store *s);
 
 /* Runnable invariants (lib/invariant.h): every handle open, no transaction
  * of this handle open, group commit's marks in order (store.c, 5-6); on a

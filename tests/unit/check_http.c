@@ -248,6 +248,8 @@ static const struct {
     { AM_EPROVIDERREJECT, 422, "provider_rejected_request" },
     { AM_EINFLIGHT, 429, "too_many_in_flight" },
     { AM_ETESTLIMIT, 429, "daily_test_limit_reached" },
+    { AM_ENOMASTER, 503, "no_master" },
+    { AM_ENOTACKED, 503, "replication_unavailable" },
     { AM_ERR_LAST, 500, "internal_error" },
     { 12345, 500, "internal_error" },
 };

@@ -1,0 +1,140 @@
+/*
+ * replication.c - the replication process of a host in a group.
+ *
+ * Owns: the Replication Manager of this host (started once in this process,
+ * which never forks), the log lines of the host's role changes, and the
+ * registry follower: on a replica, every FOLLOW_MS it reads the registry
+ * sequence that every write to agents advances (store_registry_seq) and,
+ * when it moved, reconciles the registry with the store, so a deploy,
+ * pause or rollback made at the master is served here within about
+ * FOLLOW_MS plus the replication delay. It also reconciles once when this
+ * host becomes master or first catches up.
+ *
+ * Must never: write to the store (a replica cannot; the master's workers
+ * do); fork; serve a request.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <time.h>
+#include <unistd.h>
+#include "control/agent.h"
+#include "state/app.h"
+#include "state/config.h"
+#include "state/store.h"
+#include "lib/util.h"
+#include "server/replication.h"
+#include "server/worker.h"
+
+#define FOLLOW_MS 50
+
+const struct store_rep_options *replication_options(const struct config *cfg)
+{
+    static struct store_rep_options o;
+    int i;
+
+    if (cfg->rep_nsites == 0)
+        return NULL;
+    memset(&o, 0, sizeof(o));
+    o.nsites = cfg->rep_nsites;
+    for (i = 0; i < cfg->rep_nsites && i < STORE_REP_SITES_MAX; i++) {
+        o.sites[i].host = cfg->rep_sites[i].host;
+        o.sites[i].port = cfg->rep_sites[i].port;
+    }
+    o.priority = cfg->rep_priority;
+    o.ack_policy = cfg->rep_ack;       /* enum config_ack matches enum store_ack */
+    o.ack_timeout_ms = cfg->rep_ack_timeout_ms;
+    o.election_timeout_ms = cfg->rep_election_timeout_ms;
+    return &o;
+}
+
+static const char *role_name(int role)
+{
+    return role == STORE_ROLE_MASTER ? "master" : role == STORE_ROLE_REPLICA ? "replica"
+                                                                              : "none";
+}
+
+/* Rebuild what the registry serves from the store; logs what it did. */
+static void follow_reconcile(struct app *app, const char *why)
+{
+    struct am_error err;
+    int n;
+
+    error_clear(&err);
+    n = agent_reconcile(app, &err);
+    if (n < 0)
+        log_error("replication: %s: %s", why, err.message);
+    else if (n > 0)
+        log_info("replication: %s: registry updated (%d entries)", why, n);
+}
+
+void replication_run(const struct app *shared)
+{
+    const struct config *cfg = shared->cfg;
+    struct store_options so = { cfg->data_dir, cfg->db_cache_mb, cfg->db_sync, 64, 0,
+                                replication_options(cfg) };
+    struct store_rep_status st, last;
+    struct app app = *shared;
+    struct am_error err;
+    struct timespec tick = { 0, FOLLOW_MS * 1000000L };
+    sigset_t stopset;
+    uint64_t seq = 0, seen = 0;
+    int have_dbs = 0, sig, reconcile = 1;
+    pid_t parent = getppid();
+
+    app.store = NULL;
+    log_set_ident("astromesh-cloudd/replication");
+    worker_child_signals(&stopset);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    prctl(PR_SET_NAME, "am-replication");
+    if (getppid() != parent || so.rep == NULL)
+        _exit(1);
+    error_clear(&err);
+    if (store_open(&app.store, &so, STORE_OPEN_ENV_ONLY, &err) != 0 ||
+        store_rep_start(app.store, &err) != 0) {
+        log_error("%s", err.message);
+        _exit(1);
+    }
+    log_info("replication: site %s:%d started, %d sites in the group, acknowledgements: %s",
+             cfg->rep_sites[0].host, cfg->rep_sites[0].port, cfg->rep_nsites,
+             cfg->rep_ack_policy);
+    memset(&last, 0, sizeof(last));
+    for (;;) {
+        sig = sigtimedwait(&stopset, NULL, &tick);
+        if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP)
+            break;
+        if (store_handles_dead(app.store)) {
+            log_warn("replication: this host's copy was replaced from the master; restarting");
+            _exit(3);
+        }
+        if (store_rep_status(app.store, &st) != 0)
+            continue;
+        if (st.role != last.role || strcmp(st.master, last.master) != 0) {
+            log_info("replication: this host is %s; master %s", role_name(st.role),
+                     st.master[0] ? st.master : "(none)");
+            reconcile = 1;
+        }
+        last = st;
+        if (!have_dbs) {
+            error_clear(&err);
+            if (store_open_databases(app.store, &err) != 0)
+                continue;       /* a replica that has not caught up yet */
+            have_dbs = 1;
+            reconcile = 1;
+        }
+        if (st.role == STORE_ROLE_REPLICA && store_registry_seq(app.store, &seq) == 0 &&
+            seq != seen) {
+            seen = seq;
+            reconcile = 1;
+        }
+        if (reconcile && st.role != STORE_ROLE_NONE) {
+            follow_reconcile(&app, st.role == STORE_ROLE_MASTER ? "became master"
+                                                                 : "following the master");
+            reconcile = 0;
+        }
+    }
+    store_close(app.store);
+    _exit(0);
+}
