@@ -47,6 +47,7 @@
 #include "state/quota.h"
 #include "state/store.h"
 #include "control/usage.h"
+#include "state/cluster.h"
 #include "lib/invariant.h"
 #include "lib/util.h"
 
@@ -164,6 +165,65 @@ static int tests_load(const char *org, int day, int64_t *count, void *arg)
     return load_count(arg, org, day, 1, count);
 }
 
+/* ---- a replica: the master counts ----------------------------------------------- */
+
+/* The claim of a run as the master took it (its table's day and hold). */
+static struct json_object *claim_json(const struct usage_claim *claim)
+{
+    struct json_object *o;
+
+    if (claim == NULL)
+        return NULL;
+    o = json_object_new_object();
+    json_object_object_add(o, "day", json_object_new_int(claim->day));
+    json_object_object_add(o, "hold", json_object_new_int(claim->hold));
+    return o;
+}
+
+static int remote_acquire(struct app *app, const char *org, int limit, int tests,
+                          struct usage_claim *claim, int *remaining, struct am_error *err)
+{
+    struct json_object *a = json_object_new_object(), *r = NULL, *v;
+    int rc;
+
+    json_object_object_add(a, "org", json_object_new_string(org));
+    json_object_object_add(a, "limit", json_object_new_int(limit));
+    json_object_object_add(a, "tests", json_object_new_boolean(tests));
+    rc = cluster_call(app, "acquire", a, &r, err);
+    *remaining = r != NULL && json_object_object_get_ex(r, "remaining", &v)
+               ? json_object_get_int(v) : 0;
+    if (r != NULL && json_object_object_get_ex(r, "day", &v))
+        claim->day = json_object_get_int(v);
+    if (r != NULL && json_object_object_get_ex(r, "hold", &v))
+        claim->hold = json_object_get_int(v);
+    json_object_put(r);
+    return rc;
+}
+
+/* op "in_flight" or "settle" of run at the master. */
+static int remote_run(struct app *app, const char *op, const struct usage_run *run)
+{
+    struct json_object *a = json_object_new_object(), *r = NULL;
+    struct am_error err;
+    int rc;
+
+    json_object_object_add(a, "trace_id", json_object_new_string(run->trace_id));
+    json_object_object_add(a, "org", json_object_new_string(run->org));
+    json_object_object_add(a, "agent", json_object_new_string(run->agent));
+    json_object_object_add(a, "version", json_object_new_int64((int64_t)run->version));
+    json_object_object_add(a, "mode", json_object_new_string(run->mode));
+    json_object_object_add(a, "model", json_object_new_string(run->model ? run->model : ""));
+    json_object_object_add(a, "outcome", json_object_new_string(run->outcome));
+    json_object_object_add(a, "claim", claim_json(run->claim));
+    json_object_object_add(a, "refund", json_object_new_boolean(run->refund));
+    json_object_object_add(a, "tokens", json_object_new_int(run->tokens));
+    json_object_object_add(a, "latency_ms", json_object_new_int64(run->latency_ms));
+    error_clear(&err);
+    rc = cluster_call(app, op, a, &r, &err);
+    json_object_put(r);
+    return rc;
+}
+
 int usage_acquire(struct app *app, const char *org, int limit, struct usage_claim *claim,
                   int *remaining, struct am_error *err)
 {
@@ -172,6 +232,8 @@ int usage_acquire(struct app *app, const char *org, int limit, struct usage_clai
 
     claim->day = today();
     claim->hold = -1;
+    if (cluster_is_replica(app))
+        return remote_acquire(app, org, limit, 0, claim, remaining, err);
     rc = quota_take(app->quota, org, &claim->day, limit, quota_load, app, &count);
     *remaining = count >= limit ? 0 : (int)(limit - count);
     if (rc == AM_ERATELIMIT)
@@ -187,7 +249,10 @@ int usage_remaining(struct app *app, const char *org, int limit)
 {
     int64_t count;
 
-    if (quota_count(app->quota, org, today(), quota_load, app, &count) != 0)
+    /* a replica's table is never filled (the master counts): the store */
+    if (cluster_is_replica(app) ? load_count(app, org, today(), 0, &count) != 0
+                                : quota_count(app->quota, org, today(), quota_load, app,
+                                              &count) != 0)
         return 0;
     return count >= limit ? 0 : (int)(limit - count);
 }
@@ -204,6 +269,8 @@ int usage_acquire_test(struct app *app, const char *org, int limit, struct usage
         *remaining = limit;
         return 0;
     }
+    if (cluster_is_replica(app))
+        return remote_acquire(app, org, limit, 1, claim, remaining, err);
     rc = quota_take(app->test_quota, org, &claim->day, limit, tests_load, app, &count);
     *remaining = count >= limit ? 0 : (int)(limit - count);
     if (rc == AM_ERATELIMIT)
@@ -221,7 +288,9 @@ int usage_remaining_test(struct app *app, const char *org, int limit)
 
     if (app->test_quota == NULL)
         return limit;
-    if (quota_count(app->test_quota, org, today(), tests_load, app, &count) != 0)
+    if (cluster_is_replica(app) ? load_count(app, org, today(), 1, &count) != 0
+                                : quota_count(app->test_quota, org, today(), tests_load, app,
+                                              &count) != 0)
         return 0;
     return count >= limit ? 0 : (int)(limit - count);
 }
@@ -354,6 +423,8 @@ int usage_settle(struct app *app, const struct usage_run *run)
     struct quota *q;
     int rc;
 
+    if (cluster_is_replica(app))
+        return remote_run(app, "settle", run);
     memset(&c, 0, sizeof(c));
     c.run = run;
     /* The hold goes before a give-back and after a count's commit, so a
@@ -391,6 +462,8 @@ int usage_in_flight(struct app *app, const struct usage_run *run)
 
     if (q == NULL || run->claim == NULL)
         return 0;
+    if (cluster_is_replica(app))
+        return remote_run(app, "in_flight", run);
     memset(&c, 0, sizeof(c));
     c.run = run;
     c.in_flight = 1;

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 #include "runtime/memory.h"
+#include "state/cluster.h"
 #include "state/config.h"
 #include "state/store.h"
 #include "lib/util.h"
@@ -640,6 +641,40 @@ static int append_txn(struct store *s, struct store_txn *t, void *arg)
     return rc;
 }
 
+/* A replica: the master writes the turn (cluster.h). */
+static int remote_append(struct app *app, const char *agent_id, int mode, const char *session,
+                         const char *user, const char *assistant, int strategy, int limit)
+{
+    struct json_object *a = json_object_new_object(), *r = NULL;
+    struct am_error err;
+    int rc;
+
+    json_object_object_add(a, "agent_id", json_object_new_string(agent_id));
+    json_object_object_add(a, "mode", json_object_new_int(mode));
+    json_object_object_add(a, "session", json_object_new_string(session));
+    json_object_object_add(a, "user", json_object_new_string(user));
+    json_object_object_add(a, "assistant", json_object_new_string(assistant));
+    json_object_object_add(a, "strategy", json_object_new_int(strategy));
+    json_object_object_add(a, "limit", json_object_new_int(limit));
+    error_clear(&err);
+    rc = cluster_call(app, "memory_append", a, &r, &err);
+    json_object_put(r);
+    return rc == 0 ? 0 : AM_EUNAVAILABLE;
+}
+
+static void remote_delete(struct app *app, const char *agent_id, int mode, const char *session)
+{
+    struct json_object *a = json_object_new_object(), *r = NULL;
+    struct am_error err;
+
+    json_object_object_add(a, "agent_id", json_object_new_string(agent_id));
+    json_object_object_add(a, "mode", json_object_new_int(mode));
+    json_object_object_add(a, "session", json_object_new_string(session));
+    error_clear(&err);
+    cluster_call(app, "memory_delete", a, &r, &err);
+    json_object_put(r);
+}
+
 int memory_append(struct app *app, const char *agent_id, int mode, const char *session,
                   const char *user, const char *assistant, int strategy, int limit)
 {
@@ -649,6 +684,8 @@ int memory_append(struct app *app, const char *agent_id, int mode, const char *s
 
     if (c.klen == 0)
         return AM_EBADREQ;
+    if (cluster_is_replica(app))
+        return remote_append(app, agent_id, mode, session, user, assistant, strategy, limit);
     if (app->cfg != NULL) {
         c.bounds.max_sessions = app->cfg->max_sessions_per_agent;
         c.bounds.max_bytes = (int64_t)app->cfg->max_kb_per_org * 1024;
@@ -677,7 +714,9 @@ void memory_delete(struct app *app, const char *agent_id, int mode, const char *
     char key[512];
     struct forget_ctx c = { key, session_key(key, sizeof(key), agent_id, mode, session) };
 
-    if (c.klen != 0)
+    if (c.klen != 0 && cluster_is_replica(app))
+        remote_delete(app, agent_id, mode, session);
+    else if (c.klen != 0)
         store_transact(app->store, forget_txn, &c);
 }
 

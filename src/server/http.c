@@ -196,6 +196,8 @@ char *http_request_from_params(struct http_request *req, char **envp)
     req->content_type = FCGX_GetParam("CONTENT_TYPE", envp);
     req->accept = FCGX_GetParam("HTTP_ACCEPT", envp);
     req->remote_addr = FCGX_GetParam("REMOTE_ADDR", envp);
+    req->cluster = FCGX_GetParam("HTTP_X_ASTROMESH_CLUSTER", envp);
+    req->after = FCGX_GetParam("HTTP_X_ASTROMESH_AFTER", envp);
     return path;
 }
 

@@ -39,6 +39,8 @@ struct http_request {
     const char *accept;         /* Accept header or NULL */
     const char *remote_addr;    /* REMOTE_ADDR as the front server passes it, or NULL */
     const char *request_id;     /* the client's X-Request-Id if well-formed, else ours */
+    const char *cluster;        /* X-Astromesh-Cluster (a forwarding host's secret) or NULL */
+    const char *after;          /* X-Astromesh-After (a commit token to wait for) or NULL */
     struct http_stream *stream; /* where to stream an answer; NULL: cannot (tests) */
     const char *body;           /* NUL-terminated body ("" if none) */
     size_t body_len;            /* bytes of body */

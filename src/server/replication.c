@@ -105,9 +105,14 @@ void replication_run(const struct app *shared)
         sig = sigtimedwait(&stopset, NULL, &tick);
         if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP)
             break;
-        if (store_handles_dead(app.store)) {
-            log_warn("replication: this host's copy was replaced from the master; restarting");
-            _exit(3);
+        if (have_dbs && store_handles_dead(app.store)) {
+            log_info("replication: this host's copy was rolled back or replaced from the "
+                     "master; reopening the databases");
+            have_dbs = 0;
+            error_clear(&err);
+            if (store_reopen_databases(app.store, &err) == 0)
+                have_dbs = 1;
+            reconcile = 1;
         }
         if (store_rep_status(app.store, &st) != 0)
             continue;

@@ -37,7 +37,11 @@
 #include <pthread.h>
 #include "state/config.h"
 #include "state/metrics.h"
+#include "server/forward.h"
+#include "server/internal.h"
+#include "state/cluster.h"
 #include "server/routes.h"
+#include "state/store.h"
 #include "control/run.h"
 #include "control/usage.h"
 #include "lib/util.h"
@@ -271,6 +275,16 @@ static void route_health(struct route_ctx *c)
 {
     struct json_object *o;
     int rc = agent_health(c->app, &o);
+    struct store_rep_status st;
+
+    /* In a group: this host's role and the master it knows (front servers
+     * and balancers send writes by it). */
+    if (c->app->cfg->rep_nsites > 0 && store_rep_status(c->app->store, &st) == 0) {
+        json_object_object_add(o, "role", json_object_new_string(
+            st.role == STORE_ROLE_MASTER ? "master" : "replica"));
+        json_object_object_add(o, "master", st.master[0] ? json_object_new_string(st.master)
+                                                         : NULL);
+    }
 
     http_reply_json(c->resp, rc == 0 ? 200 : 503, o);
 }
@@ -1254,6 +1268,101 @@ static void set_allow(struct http_response *resp, char *seg[], int n)
     http_add_header(resp, "Allow", allow);
 }
 
+/* ---- a replication group ------------------------------------------------- */
+
+/* Does route r execute on the host that received it (a run or a test: the
+ * provider call happens here, only its accounting goes to the master)? */
+static int runs_here(const struct route *r)
+{
+    return r->fn == route_agent_run || r->fn == route_agent_test;
+}
+
+/* In a group, before the route runs: a forwarding header must carry the
+ * group's secret; a write reaching a replica goes to the master; a request
+ * carrying X-Astromesh-After waits until this host has that commit.
+ * Returns 1 when it answered the request itself. */
+static int group_before_route(struct route_ctx *c, const struct route *r)
+{
+    struct app *app = c->app;
+    const struct config *cfg = app->cfg;
+    const char *url;
+    int rc;
+
+    if (cfg->rep_nsites == 0)
+        return 0;
+    if (c->req->cluster != NULL && !forward_secret_ok(c->req->cluster, cfg->rep_secret)) {
+        http_reply_errorf(c->resp, AM_EUNAUTH, "Bad " CLUSTER_SECRET_HEADER " secret");
+        return 1;
+    }
+    if (strcmp(r->method, "GET") != 0 && !runs_here(r) && !store_rep_is_master(app->store)) {
+        /* forwarded once at most: a host that is not master either says so */
+        if (c->req->cluster != NULL || (url = cluster_master_url(app)) == NULL ||
+            forward_request(url, cfg->rep_secret, c->req, 60000, c->resp) != 0) {
+            http_add_header(c->resp, "Retry-After", "1");
+            http_reply_errorf(c->resp, AM_ENOMASTER, "The group has no reachable master "
+                              "right now (an election may be under way); retry");
+        }
+        return 1;
+    }
+    if (c->req->after != NULL) {
+        rc = store_wait_applied(app->store, c->req->after, cfg->rep_read_wait_ms);
+        if (rc == AM_EBADREQ) {
+            http_reply_errorf(c->resp, AM_EBADREQ, "X-Astromesh-After: not a commit token");
+            return 1;
+        }
+        if (rc != 0) {
+            http_add_header(c->resp, "Retry-After", "1");
+            http_reply_errorf(c->resp, AM_EUNAVAILABLE, "This host has not caught up with "
+                              "that write yet; retry");
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The position of this request's last commit, here or (a run on a
+ * replica) at the master: any host of the group serves a read sent with it
+ * in X-Astromesh-After after it. resp NULL: forget it. */
+static void commit_token_header(struct http_response *resp)
+{
+    char token[STORE_TOKEN_HEX];
+    int have = store_token_take(token);
+
+    if (cluster_token_take(token))
+        have = 1;
+    if (have && resp != NULL && resp->status < 300)
+        http_add_header(resp, "X-Astromesh-Commit", token);
+}
+
+/* The accounting calls of the group's replicas (server/internal.c): only
+ * with the group's secret; to anyone else the path does not exist.
+ * Returns 1 when it answered. */
+static int internal_call(struct route_ctx *c)
+{
+    const struct config *cfg = c->app->cfg;
+
+    if (strcmp(c->req->path, CLUSTER_ACCOUNTING_PATH) != 0)
+        return 0;
+    c->resp->route = ROW_UNMATCHED;
+    if (cfg->rep_nsites == 0 || !forward_secret_ok(c->req->cluster, cfg->rep_secret)) {
+        http_reply_errorf(c->resp, AM_ENOTFOUND, "No such route");
+        return 1;
+    }
+    if (strcmp(c->req->method, "POST") != 0) {
+        http_reply_errorf(c->resp, AM_EMETHOD, "Method %s is not allowed here", c->req->method);
+        return 1;
+    }
+    if (!store_rep_is_master(c->app->store)) {
+        http_add_header(c->resp, "Retry-After", "1");
+        http_reply_errorf(c->resp, AM_ENOMASTER, "This host is not the master any more");
+        return 1;
+    }
+    commit_token_header(NULL);
+    internal_accounting(c->app, c->req, c->resp);
+    commit_token_header(c->resp);
+    return 1;
+}
+
 void routes_handle(void *app, const struct http_request *req, struct http_response *resp)
 {
     struct route_ctx c;
@@ -1266,6 +1375,8 @@ void routes_handle(void *app, const struct http_request *req, struct http_respon
     c.app = app;
     c.req = req;
     c.resp = resp;
+    if (internal_call(&c))
+        return;
     if (util_strlcpy(buf, req->path, sizeof(buf)) >= sizeof(buf) ||
         (n = split_path(buf, seg)) < 0) {
         http_reply_errorf(resp, AM_ENOTFOUND, "No such route");
@@ -1297,11 +1408,15 @@ void routes_handle(void *app, const struct http_request *req, struct http_respon
         return;
     util_strlcpy(resp->org, c.slug != NULL ? c.slug : "", sizeof(resp->org));
     util_strlcpy(resp->agent, c.name != NULL ? c.name : "", sizeof(resp->agent));
+    if (group_before_route(&c, r))
+        return;
     if (r->access != ACCESS_PUBLIC && (authenticate(&c) != 0 || authorize(&c, r) != 0))
         return;
     metrics_in_flight(resp->route, 1);
+    commit_token_header(NULL);      /* forget a token of an earlier request */
     r->fn(&c);
     metrics_in_flight(resp->route, -1);
+    commit_token_header(resp);
     /* Log what went wrong on our side, once; provider failures (502/504)
      * are the provider's and are in the run log. */
     if (resp->status >= 500 && resp->status != 502 && resp->status != 504)

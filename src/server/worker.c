@@ -132,8 +132,20 @@ void worker_run(const struct app *shared, int listen_fd)
     }
     metrics_set_self(started);
     log_debug("worker ready with %d threads", started);
-    while (sigwait(&stopset, &sig) != 0 || sig == 0)
-        ;
+    /* Wait for the stop signal; in a group, also stop when replication
+     * made the database handles unusable (this host was rolled back or
+     * re-initialised from the master): a replacement opens them afresh. */
+    for (;;) {
+        struct timespec tick = { 0, 200 * 1000000L };
+
+        sig = sigtimedwait(&stopset, NULL, &tick);
+        if (sig > 0)
+            break;
+        if (store_handles_dead(app.store)) {
+            log_info("the databases were replaced by replication: restarting this worker");
+            break;
+        }
+    }
     /* Stop accepting; every thread finishes the request it is in. */
     if (write(wake[1], "x", 1) < 0)
         log_warn("wake-up write failed: %s", strerror(errno));

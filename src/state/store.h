@@ -96,6 +96,11 @@ int store_open(struct store **out, const struct store_options *opt, int flags,
  * Returns 0, AM_ENOENT (a replica that has not caught up) or AM_EIO. */
 int store_open_databases(struct store *s, struct am_error *err);
 
+/* Close every database handle and open them again: after replication made
+ * them unusable (store_handles_dead). Only where no other thread uses the
+ * store. Returns as store_open_databases. */
+int store_reopen_databases(struct store *s, struct am_error *err);
+
 /* In a group, every transaction that writes to STORE_AGENTS or
  * STORE_COMPILED also advances a sequence in STORE_META, so a replica
  * sees with one read that what its registry serves may have changed.

@@ -82,7 +82,7 @@ static struct registry *new_registry(int capacity, size_t slot_bytes)
 
 static void setup(void)
 {
-    struct store_options o = { home, 8, 1, 64, 0 };
+    struct store_options o = { home, 8, 1, 64, 0, NULL };
     struct am_error err;
 
     snprintf(home, sizeof home, "%s/env-XXXXXX", base);

@@ -119,7 +119,7 @@ static const struct reject_case rejects[] = {
     {"unknown_section_lists_sections",
      "serverz:\n  workers: 4\n",
      "1:1: serverz: unknown key (valid here: server, stream, storage, auth, limits, agents, "
-     "memory, registry, providers, tools, runtime, log, metrics)"},
+     "memory, registry, providers, tools, runtime, log, metrics, replication)"},
     {"unknown_provider_lists_providers",
      "providers:\n  azure:\n    api_key: x\n",
      "2:3: providers.azure: unknown key (valid here: openai, anthropic, groq, "
@@ -765,6 +765,49 @@ static int load_with_secret_file(const char *file, struct config *cfg,
     return load_text("sf.yaml", yaml, cfg, err, NULL);
 }
 
+/* A replication group: this site first, then the peers in order; URLs
+ * lose a trailing slash; the ack policy word; the secret from its file
+ * (issue 16). A group secret file open to others is refused. */
+START_TEST(replication_group_parsed)
+{
+    struct config cfg;
+    struct am_error err;
+    char yaml[PATH_MAX + 512];
+    const char *f = secret_file("cluster.secret", SECRET "-cluster\n", 0600);
+
+    ck_assert(util_snprintf(yaml, sizeof(yaml),
+                            "auth:\n  jwt_secret: \"" SECRET "\"\n"
+                            "replication:\n"
+                            "  site: \"10.9.0.1:7001\"\n"
+                            "  url: \"http://10.9.0.1:8080/\"\n"
+                            "  peers: \"h2.example:7002=https://h2.example, "
+                            "10.9.0.3:7003=http://10.9.0.3:8080\"\n"
+                            "  ack_policy: ALL\n"
+                            "  priority: 0\n"
+                            "  secret_file: %s\n", f) == 0);
+    ck_assert_msg(load_text("rep.yaml", yaml, &cfg, &err, NULL) == 0, "%s", err.message);
+    ck_assert_int_eq(cfg.rep_nsites, 3);
+    ck_assert_str_eq(cfg.rep_sites[0].host, "10.9.0.1");
+    ck_assert_int_eq(cfg.rep_sites[0].port, 7001);
+    ck_assert_str_eq(cfg.rep_sites[0].url, "http://10.9.0.1:8080");
+    ck_assert_str_eq(cfg.rep_sites[1].host, "h2.example");
+    ck_assert_int_eq(cfg.rep_sites[1].port, 7002);
+    ck_assert_str_eq(cfg.rep_sites[1].url, "https://h2.example");
+    ck_assert_str_eq(cfg.rep_sites[2].url, "http://10.9.0.3:8080");
+    ck_assert_int_eq(cfg.rep_ack, CFG_ACK_ALL);
+    ck_assert_int_eq(cfg.rep_priority, 0);
+    ck_assert_str_eq(cfg.rep_secret, SECRET "-cluster");
+    f = secret_file("cluster.secret", SECRET "-cluster\n", 0640);
+    ck_assert(load_text("rep.yaml", yaml, &cfg, &err, NULL) == AM_ECONFIG);
+    ck_assert_msg(strstr(err.message, "replication.secret_file: group or others") != NULL,
+                  "%s", err.message);
+    /* no site: no group */
+    ck_assert(load_text("norep.yaml", "auth:\n  jwt_secret: \"" SECRET "\"\n", &cfg, &err,
+                        NULL) == 0);
+    ck_assert_int_eq(cfg.rep_nsites, 0);
+}
+END_TEST
+
 START_TEST(secret_read_from_its_file)
 {
     struct config cfg;
@@ -1159,6 +1202,7 @@ static Suite *config_suite(void)
 
     tc = tcase_create("loads");
     tcase_add_test(tc, defaults_when_file_sets_only_secret);
+    tcase_add_test(tc, replication_group_parsed);
     tcase_add_test(tc, config_defaults_has_no_secret_and_no_path);
     tcase_add_test(tc, every_key_overrides_its_field);
     tcase_add_test(tc, stream_socket_defaults_beside_the_fastcgi_socket);

@@ -44,7 +44,7 @@ static struct app app;
 
 static void setup(void)
 {
-    struct store_options o = { home, 8, 1, 64, 0 };
+    struct store_options o = { home, 8, 1, 64, 0, NULL };
     struct am_error err;
 
     snprintf(home, sizeof home, "%s/env-XXXXXX", base);

@@ -35,7 +35,7 @@ static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW 
 static void setup(void)
 {
     char home[128], key[128];
-    struct store_options o = { home, 8, 1, 16, 0 };
+    struct store_options o = { home, 8, 1, 16, 0, NULL };
     struct am_error err;
     unsigned char bytes[VAULT_KEY_BYTES];
     int fd;

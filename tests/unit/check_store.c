@@ -48,7 +48,7 @@ static struct store *st;           /* opened by the fixture */
 
 static struct store_options opts(void)
 {
-    struct store_options o = { home, 8, 1, 64, 0 };
+    struct store_options o = { home, 8, 1, 64, 0, NULL };
     return o;
 }
 
@@ -276,7 +276,7 @@ END_TEST
 
 START_TEST(open_of_missing_home_is_eio_with_message)
 {
-    struct store_options o = { "/nonexistent/am-check-store/none", 8, 1, 64, 0 };
+    struct store_options o = { "/nonexistent/am-check-store/none", 8, 1, 64, 0, NULL };
     struct store *s = (struct store *)&o;
     struct am_error err;
 
@@ -980,7 +980,7 @@ START_TEST(store_prints_nothing_on_failure_or_failchk)
     /* store.h: "It never logs: errors come back as AM_* codes with a
      * message in struct am_error". Berkeley DB writes to stderr/stdout
      * unless the environment is given an errcall/msgcall. */
-    struct store_options o = { "/nonexistent/am-check-store/none", 8, 1, 64, 0 };
+    struct store_options o = { "/nonexistent/am-check-store/none", 8, 1, 64, 0, NULL };
     struct store *s = NULL;
     struct am_error err;
     struct capture cap;

@@ -59,7 +59,7 @@ static struct app app;             /* cfg and reg stay NULL: usage.c uses neithe
 
 static void open_all(void)
 {
-    struct store_options o = { home, 8, 1, 64, 0 };
+    struct store_options o = { home, 8, 1, 64, 0, NULL };
     struct am_error err;
 
     error_clear(&err);

@@ -226,7 +226,7 @@ END_TEST
 static struct store *open_store(void)
 {
     char home[128];
-    struct store_options o = { home, 8, 1, 16, 0 };
+    struct store_options o = { home, 8, 1, 16, 0, NULL };
     struct store *st = NULL;
     struct am_error err;
 

@@ -56,7 +56,7 @@ static struct app app;
 
 static void setup(void)
 {
-    struct store_options o = { home, 8, 1, 64, 0 };
+    struct store_options o = { home, 8, 1, 64, 0, NULL };
     struct am_error err;
     const char *org = "{\"slug\":\"acme\",\"display_name\":\"Acme\",\"plan\":\"free\",\"created_at\":1}";
 
