@@ -43,6 +43,7 @@ import secrets
 import signal
 import subprocess
 import tempfile
+import threading
 
 from harness import (BUILDDIR, IP, HarnessError, NetnsConnection, NetnsInstance, merge_config,
                      netns_argv, poll, _die_with_parent)
@@ -216,16 +217,18 @@ class Cluster:
     config: merged over each host's config; replication: add the
     replication: section (False: three independent daemons); repl: merged
     over that section (e.g. {"priority": 0} for every host), per_host:
-    {"h1": {...}} merged over one host's whole config."""
+    {"h1": {...}} merged over one host's whole config; provider_delay_ms:
+    every fake provider answers after this long (the bench's 1 s provider)."""
 
     def __init__(self, config=None, replication=True, repl=None, per_host=None,
-                 name="cluster", hosts=HOSTS):
+                 name="cluster", hosts=HOSTS, provider_delay_ms=None):
         self.topo = Topology(hosts)
         self.config = config
         self.replication = replication
         self.repl = repl
         self.per_host = per_host or {}
         self.name = name
+        self.provider_delay_ms = provider_delay_ms
         self.hosts = []
         self.jwt_secret = secrets.token_hex(24)
         self.master_key = secrets.token_bytes(32)
@@ -270,6 +273,8 @@ class Cluster:
             os.makedirs(logs, exist_ok=True)
             for h in self.hosts:
                 h.fake = NsFakeProvider(h.ns, log_dir=logs).start()
+                if self.provider_delay_ms:
+                    h.fake.control(mode="slow", delay_ms=self.provider_delay_ms)
                 h.inst = NetnsInstance(None, name="%s-%s" % (self.name, h.name), netns=h.ns,
                                        addr=h.addr, client_netns=self.topo.ns(CLIENT),
                                        port=HTTP_PORT, master_key=self.master_key)
@@ -297,18 +302,26 @@ class Cluster:
             return
         self.started = False
         errors = []
-        try:
-            for h in self.hosts:
-                if h.name in self.topo.down:
-                    with contextlib.suppress(HarnessError):
-                        self.topo.heal(h.name)
+
+        def stop_host(h):
+            try:
                 if h.inst is not None:
-                    try:
-                        h.inst.stop(failed=failed)
-                    except AssertionError as e:
-                        errors.append("%s: %s" % (h.name, e))
+                    h.inst.stop(failed=failed)
+            except AssertionError as e:
+                errors.append("%s: %s" % (h.name, e))
+            finally:
                 if h.fake is not None:
                     h.fake.stop()
+        try:
+            for name in list(self.topo.down):
+                with contextlib.suppress(HarnessError):
+                    self.topo.heal(name)
+            # all at once, as a whole group is stopped
+            threads = [threading.Thread(target=stop_host, args=(h,)) for h in self.hosts]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
         finally:
             self.topo.destroy()
         if errors:

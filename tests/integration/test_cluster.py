@@ -183,5 +183,277 @@ class TopologyTest(ClusterCase):
         poll(lambda: self.cluster.roles([h2])["h2"], 10, what="h2 back after heal")
 
 
+class GroupCase(ClusterCase):
+    config = {"limits": {"requests_per_day": LIMIT}, "metrics": {"token": METRICS_TOKEN}}
+
+    def setUp(self):
+        try:
+            self.master = self.cluster.master(timeout=30)
+            self.token, self.slug = self.user(self.master)
+        except BaseException:
+            type(self)._failed = True           # tearDown does not run: print the logs
+            raise
+
+    def visible(self, host, name, after=None):
+        resp = self.call(host, "GET", "/agents/%s" % name, after=after)
+        return resp[0] == 200 and resp[2].get("name") == name
+
+
+class GroupTest(GroupCase):
+
+    def test_health_and_metrics_name_the_role(self):
+        for h in self.hosts:
+            body = h.health()
+            role = "master" if h is self.master else "replica"
+            self.assertEqual((body.get("role"), body.get("master")), (role, self.master.site),
+                             "%s: %r" % (h.name, body))
+            status, _, text = h.request("GET", "/api/v1/metrics",
+                                        headers={"Authorization": "Bearer " + METRICS_TOKEN})
+            self.assertEqual(status, 200, text)
+            m = re.search(r"^astromesh_replication_role(?:\{[^}]*\})? (\S+)$", text, re.M)
+            self.assertIsNotNone(m, "%s: no astromesh_replication_role" % h.name)
+            for name in ("astromesh_replication_elections_total",
+                         "astromesh_replication_lag_bytes"):
+                self.assertRegex(text, r"(?m)^%s(?:\{[^}]*\})? \d+(?:\.\d+)?$" % name,
+                                 "%s: %s" % (h.name, name))
+            # without the token, from another namespace: refused
+            assert_error(self, h.request("GET", "/api/v1/metrics"), 403)
+
+    def test_writes_on_any_host_are_read_on_every_host(self):
+        commits = {}
+        for h in self.hosts:
+            name = "from-" + h.name
+            commits[name] = self.create_agent(h, name, deploy=False)
+        for name, commit in commits.items():
+            for h in self.hosts:
+                resp = self.call(h, "GET", "/agents/" + name, after=commit)
+                body = assert_json(self, resp, 200)
+                self.assertEqual((body["name"], body["status"]), (name, "draft"),
+                                 "%s read on %s" % (name, h.name))
+        for h in self.hosts:
+            resp = self.call(h, "GET", "/agents", after=list(commits.values())[-1])
+            names = {a["name"] for a in assert_json(self, resp, 200)["agents"]}
+            self.assertTrue(set(commits) <= names, "%s lists %s" % (h.name, sorted(names)))
+
+    def test_read_your_write_across_hosts_at_once(self):
+        h1, h2, h3 = self.hosts
+        for i in range(10):
+            name = "ryw-%d" % i
+            resp = self.call(h2, "POST", "/agents", {"name": name, "step1": {"model": MODEL}})
+            assert_json(self, resp, 201)
+            commit = self.commit_of(resp, "POST /agents on h2")
+            resp = self.call(h3, "GET", "/agents/" + name, after=commit)
+            self.assertEqual(resp[0], 200, "write %d on h2, read at once on h3 with "
+                             "X-Astromesh-After %s: %r" % (i, commit, resp))
+            # a PUT on h3, read at once on h1
+            wc = {"name": name, "step1": {"model": MODEL},
+                  "step2": {"system_prompt": "changed %d" % i}}
+            resp = self.call(h3, "PUT", "/agents/" + name, wc)
+            assert_json(self, resp, 200)
+            commit = self.commit_of(resp, "PUT on h3")
+            body = assert_json(self, self.call(h1, "GET", "/agents/" + name, after=commit), 200)
+            self.assertEqual(body["wizard_config"]["step2"]["system_prompt"], "changed %d" % i)
+
+    def test_a_bad_after_token_is_a_client_error_never_a_500(self):
+        for bad in ("zz", "-1", "x" * 300, "ffffffffffffffffffffffffffffffffffffffff"):
+            resp = self.call(self.hosts[1], "GET", "/agents", after=bad)
+            if resp[0] != 200:
+                assert_error(self, resp, (400, 503, 504))
+
+    def test_daily_limit_is_exact_across_three_hosts(self):
+        commit = self.create_agent(self.master, "limited")
+        for h in self.hosts:
+            self.assertTrue(self.visible(h, "limited", commit))
+            # served there (a test counts nothing)
+            poll(lambda h=h: self.call(h, "POST", "/agents/limited/test",
+                                       {"query": "ready?"})[0] == 200,
+                 10, interval=0.1, what="the deployed agent served on %s" % h.name)
+            h.fake.reset()
+        per_host = (LIMIT + LIMIT // 2) // 3
+        calls = [(lambda h=h, i=i: (h, self.run_on(h, "limited", "run %s %d" % (h.name, i))))
+                 for i in range(per_host) for h in self.hosts]
+        results = run_concurrently(calls, timeout=240)
+        ok = [(h, r) for h, r in results if r[0] == 200]
+        refused = [(h, r) for h, r in results if r[0] != 200]
+        self.assertEqual(len(ok), LIMIT, "%r; refused: %r" % (
+            collections.Counter((h.name, r[0]) for h, r in results),
+            {(h.name, r[0]): r[2] for h, r in refused}))
+        for h, r in refused:
+            assert_error(self, r, 429, "daily_limit_reached")
+        self.assertEqual(sorted(int(r[1]["x-ratelimit-remaining"]) for _, r in ok),
+                         list(range(LIMIT)), "each accepted run saw its own remaining count")
+        # each run was executed by the host that received it
+        for h in self.hosts:
+            mine = sum(1 for g, _ in ok if g is h)
+            self.assertEqual(len(h.fake.provider_requests()), mine,
+                             "%s's provider calls vs its answered runs" % h.name)
+        for h in self.hosts:
+            def counted(h=h):
+                resp = self.call(h, "GET", "/usage")
+                return resp[0] == 200 and resp[2]["total_requests"] == LIMIT and resp
+            body = poll(counted, 5, what="usage total_requests == %d on %s" % (LIMIT, h.name))[2]
+            self.assertEqual(body["remaining_today"], 0)
+            assert_error(self, self.run_on(h, "limited", "one more"), 429, "daily_limit_reached")
+
+    def test_deploy_and_pause_at_the_master_are_live_on_replicas_within_1s(self):
+        self.create_agent(self.master, "live", deploy=False)
+        replicas = self.cluster.replicas(self.master)
+        assert_json(self, self.call(self.master, "POST", "/agents/live/deploy"), 200)
+        t0 = time.monotonic()
+        took = run_concurrently([(lambda h=h: self.live_within(h, t0, 200)) for h in replicas])
+        sys.stderr.write("\ndeploy live on the replicas after %s s\n" % (
+            ", ".join("%.2f" % t for t in took)))
+        assert_json(self, self.call(self.master, "POST", "/agents/live/pause"), 200)
+        t0 = time.monotonic()
+        took = run_concurrently([(lambda h=h: self.live_within(h, t0, 400)) for h in replicas])
+        sys.stderr.write("pause live on the replicas after %s s\n" % (
+            ", ".join("%.2f" % t for t in took)))
+        for h in replicas:
+            assert_error(self, self.run_on(h, "live"), 400, "agent_not_deployed")
+
+    def live_within(self, host, t0, status, bound=1.0):
+        """Runs on host every 20 ms from t0 until one answers status, and
+        one more at t0 + bound if none did before: it must. Returns the
+        seconds from t0 to the start of the first that did."""
+        while True:
+            start = time.monotonic()
+            resp = self.run_on(host, "live")
+            if resp[0] == status:
+                return start - t0
+            if start - t0 >= bound:
+                self.fail("%s: still %d %r %.2f s after the change at the master (bound "
+                          "%.1f s)" % (host.name, resp[0], resp[2], start - t0, bound))
+            time.sleep(max(0.0, min(0.02, t0 + bound - time.monotonic())))
+
+
+class PartitionTest(GroupCase):
+
+    def test_a_partitioned_replica_catches_up_after_heal(self):
+        replica = self.cluster.replicas(self.master)[0]
+        other = self.cluster.replicas(self.master)[1]
+        self.create_agent(self.master, "before", deploy=False)
+        self.cluster.partition(replica)
+        commits = []
+        try:
+            for i in range(20):
+                h = (self.master, other)[i % 2]
+                resp = self.call(h, "POST", "/agents", {"name": "during-%d" % i,
+                                                        "step1": {"model": MODEL}})
+                assert_json(self, resp, 201)
+                commits.append(self.commit_of(resp, "write %d on %s during the partition"
+                                              % (i, h.name)))
+            self.assertEqual(self.cluster.master([self.master, other], timeout=5), self.master,
+                             "the master changed while one replica was cut off")
+        finally:
+            self.cluster.heal(replica)
+        t0 = time.monotonic()
+
+        def caught_up():
+            try:
+                return all(self.visible(replica, "during-%d" % i, commits[-1])
+                           for i in range(20))
+            except (OSError, http.client.HTTPException):
+                return False
+        poll(caught_up, 30, interval=0.2, what="%s to have the 20 writes made while cut off"
+             % replica.name)
+        sys.stderr.write("\n%s caught up %.1f s after heal\n" % (replica.name,
+                                                                  time.monotonic() - t0))
+        self.assertEqual(self.cluster.master(timeout=15), self.master)
+
+
+class FailoverTest(GroupCase):
+    THREADS, WRITES = 4, 75          # 300 writes in all
+
+    def writer(self, t, log, lock, stop):
+        """WRITES writes, round robin over the hosts: agents and API keys;
+        after a 5xx or a cut connection, 100 ms before the next (a client
+        backing off), so that the load goes on through the failover."""
+        for n in range(self.WRITES):
+            if stop.is_set():
+                return
+            h = self.hosts[(t + n) % len(self.hosts)]
+            if n % 8 == 7:                 # 37 keys: below limits.max_api_keys
+                kind, body = "key", {"name": "k-%d-%d" % (t, n), "scopes": ["run"]}
+                path = "/keys"
+            else:
+                kind, body = "agent", {"name": "a-%d-%d" % (t, n), "step1": {"model": MODEL}}
+                path = "/agents"
+            start = time.monotonic()
+            try:
+                resp = self.call(h, "POST", path, body, timeout=30)
+                status, rh, rb = resp
+            except (OSError, http.client.HTTPException) as e:
+                status, rh, rb = None, {}, repr(e)
+            with lock:
+                log.append((kind, body["name"], h.name, status, rh, rb, start))
+            if status is None or status >= 500:
+                time.sleep(0.1)
+
+    def test_master_killed_under_write_load_loses_no_acknowledged_write(self):
+        old = self.master
+        survivors = self.cluster.replicas(old)
+        log, lock, stop = [], threading.Lock(), threading.Event()
+        threads = [threading.Thread(target=self.writer, args=(t, log, lock, stop), daemon=True)
+                   for t in range(self.THREADS)]
+        for t in threads:
+            t.start()
+        try:
+            poll(lambda: sum(1 for e in log if e[3] in (200, 201)) >= 60, 60,
+                 what="60 acknowledged writes before the kill")
+            t_kill = time.monotonic()
+            self.cluster.kill(old, signal.SIGKILL)
+            new = self.cluster.master(survivors, timeout=10)
+            elected = time.monotonic() - t_kill
+        finally:
+            deadline = time.monotonic() + 180
+            for t in threads:
+                t.join(max(0.0, deadline - time.monotonic()))
+            stop.set()
+        self.assertFalse(any(t.is_alive() for t in threads), "writer threads stuck")
+        self.assertLessEqual(elected, 10.0)
+        sys.stderr.write("\nnew master %s elected %.1f s after the kill\n" % (new.name, elected))
+        for h in self.hosts:
+            before = collections.Counter(e[3] for e in log if e[2] == h.name and e[6] < t_kill)
+            after = [e for e in log if e[2] == h.name and e[6] >= t_kill]
+            first_ok = min((e[6] - t_kill for e in after if e[3] in (200, 201)), default=None)
+            sys.stderr.write("  %s%s: before the kill %r; after %r, first 2xx %s\n" % (
+                h.name, " (killed)" if h is old else "", dict(before),
+                dict(collections.Counter(e[3] for e in after)),
+                "never" if first_ok is None else "%.1f s after the kill" % first_ok))
+        acked = [e for e in log if e[3] in (200, 201)]
+        for e in acked:
+            self.commit_of((e[3], e[4], e[5]), "%s %s on %s" % (e[0], e[1], e[2]))
+        # a write on the new master, and the time it took from the kill
+        resp = self.call(new, "POST", "/agents", {"name": "after", "step1": {"model": MODEL}})
+        assert_json(self, resp, 201)
+        last = self.commit_of(resp, "first write after failover")
+        for h in survivors:
+            self.check_acked(h, acked, last)
+        # the old master comes back as a replica and catches up
+        self.cluster.restart(old)
+        self.assertIs(self.cluster.master(timeout=30), new)
+        self.assertEqual(old.health().get("role"), "replica")
+        self.check_acked(old, acked + [("agent", "after")], last)
+        # what the clients saw: an answer or the envelope of a retryable
+        # 502/503/504 (a cut connection: the killed host's); never a 500,
+        # nor a 401/409 for a valid, unique write
+        odd = [(e[0], e[1], e[2], e[3], e[5], e[4].get("x-request-id")) for e in log
+               if e[3] not in (200, 201, 502, 503, 504, None)]
+        self.assertEqual(odd, [], "answers other than 2xx/502/503/504 during the failover")
+        for e in log:
+            if e[3] in (502, 503, 504):
+                assert_error(self, (e[3], e[4], e[5]), e[3])
+
+    def check_acked(self, host, acked, after):
+        resp = self.call(host, "GET", "/agents", after=after)
+        agents = {a["name"] for a in assert_json(self, resp, 200)["agents"]}
+        resp = self.call(host, "GET", "/keys", after=after)
+        body = assert_json(self, resp, 200)
+        keys = {k["name"] for k in (body.get("keys") if isinstance(body, dict) else body)}
+        lost = [(e[0], e[1]) for e in acked
+                if e[1] not in (agents if e[0] == "agent" else keys)]
+        self.assertEqual(lost, [], "acknowledged writes missing on %s" % host.name)
+
+
 if __name__ == "__main__":
     main()
