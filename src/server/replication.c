@@ -3,12 +3,14 @@
  *
  * Owns: the Replication Manager of this host (started once in this process,
  * which never forks), the log lines of the host's role changes, and the
- * registry follower: on a replica, every FOLLOW_MS it reads the registry
- * sequence that every write to agents advances (store_registry_seq) and,
- * when it moved, reconciles the registry with the store, so a deploy,
- * pause or rollback made at the master is served here within about
- * FOLLOW_MS plus the replication delay. It also reconciles once when this
- * host becomes master or first catches up.
+ * followers: on a replica, every FOLLOW_MS it reads the change sequences
+ * (store_change_seq): when the registry's moved, it reconciles the
+ * registry with the store, so a deploy, pause or rollback made at the
+ * master is served here within about FOLLOW_MS plus the replication delay;
+ * when authorisation's moved, it bumps the host's authorisation epoch, so
+ * no worker goes on trusting a memo of a deleted key or a removed member.
+ * It also reconciles once when this host becomes master or first catches
+ * up.
  *
  * Must never: write to the store (a replica cannot; the master's workers
  * do); fork; serve a request.
@@ -21,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "control/agent.h"
+#include "control/auth_state.h"
 #include "state/app.h"
 #include "state/config.h"
 #include "state/store.h"
@@ -80,7 +83,7 @@ void replication_run(const struct app *shared)
     struct am_error err;
     struct timespec tick = { 0, FOLLOW_MS * 1000000L };
     sigset_t stopset;
-    uint64_t seq = 0, seen = 0;
+    uint64_t seq = 0, seen = 0, auth_seen = 0;
     int have_dbs = 0, sig, reconcile = 1;
     pid_t parent = getppid();
 
@@ -129,10 +132,17 @@ void replication_run(const struct app *shared)
             have_dbs = 1;
             reconcile = 1;
         }
-        if (st.role == STORE_ROLE_REPLICA && store_registry_seq(app.store, &seq) == 0 &&
-            seq != seen) {
+        if (st.role == STORE_ROLE_REPLICA && store_change_seq(app.store, STORE_SEQ_REGISTRY,
+                                                              &seq) == 0 && seq != seen) {
             seen = seq;
             reconcile = 1;
+        }
+        /* a key deleted, a member removed, a token revoked at the master:
+         * this host's workers must not go on trusting what they memoised */
+        if (st.role == STORE_ROLE_REPLICA && store_change_seq(app.store, STORE_SEQ_AUTH,
+                                                              &seq) == 0 && seq != auth_seen) {
+            auth_seen = seq;
+            auth_state_bump(app.auth);
         }
         if (reconcile && st.role != STORE_ROLE_NONE) {
             follow_reconcile(&app, st.role == STORE_ROLE_MASTER ? "became master"

@@ -1106,6 +1106,13 @@ static void serve(void)
         if (util_monotonic_ms() - last_tick >= TICK_MS) {
             last_tick = util_monotonic_ms();
             tick(last_tick);
+            /* in a group: replication replaced the databases under us;
+             * drain, and the supervisor starts a process that opens them */
+            if (!L.draining && store_handles_dead(L.app.store)) {
+                log_info("the databases were replaced by replication: restarting the "
+                         "stream process");
+                begin_drain();
+            }
         }
         bury();
     }

@@ -76,7 +76,7 @@ enum commit_mode {
 
 struct store_txn {
     DB_TXN *txn;
-    int registry_bumped;        /* this transaction advanced the registry sequence */
+    int bumped;                 /* the change sequences it advanced (1 << enum store_seq) */
 };
 
 static const char *const store_db_files[STORE_DB_COUNT] = {
@@ -452,13 +452,13 @@ static int transact(struct store *s, store_txn_fn fn, void *arg, enum commit_mod
             struct timespec ts = { 0, (long)(attempt < 10 ? attempt : 10) * 200000L };
             nanosleep(&ts, NULL);
         }
-        t.registry_bumped = 0;
+        t.bumped = 0;
         if ((rc = s->env->txn_begin(s->env, NULL, &t.txn, 0)) != 0)
             return store_rc(rc) == AM_ENOMASTER ? AM_ENOMASTER : AM_EIO;
         __atomic_add_fetch(&s->open_txns, 1, __ATOMIC_RELAXED);
         rc = fn(s, &t, arg);
         if (rc != 0) {
-            t.registry_bumped = 0;
+            t.bumped = 0;
             t.txn->abort(t.txn);
             __atomic_sub_fetch(&s->open_txns, 1, __ATOMIC_RELAXED);
             if (rc == AM_EDEADLOCK)
@@ -594,19 +594,43 @@ int store_get(struct store *s, struct store_txn *t, int db, const void *key,
     return 0;
 }
 
-/* In a group: the first write of a transaction to a database the registry
- * is built from advances the registry sequence (store_registry_seq). */
-static int registry_bump(struct store *s, struct store_txn *t, int db)
+/* In a group: which change sequence (STORE_META) a write to db advances,
+ * -1 for none. A replica's replication process watches them. */
+static int seq_of(int db)
 {
+    switch (db) {
+    case STORE_AGENTS:
+    case STORE_COMPILED:
+        return STORE_SEQ_REGISTRY;
+    case STORE_APIKEYS:
+    case STORE_MEMBERS:
+    case STORE_TOKENS:
+    case STORE_USERS:
+    case STORE_ORGS:
+        return STORE_SEQ_AUTH;
+    default:
+        return -1;
+    }
+}
+
+static const char *const seq_keys[] = { [STORE_SEQ_REGISTRY] = "registry",
+                                        [STORE_SEQ_AUTH] = "auth" };
+
+/* The first write of a transaction to a database a sequence covers
+ * advances that sequence, in the same transaction. */
+static int seq_bump(struct store *s, struct store_txn *t, int db)
+{
+    int which = seq_of(db);
+    const char *key;
     DBT k, v;
     char buf[24];
     uint64_t seq = 0;
     int rc;
 
-    if (s->rep == NULL || t == NULL || t->registry_bumped ||
-        (db != STORE_AGENTS && db != STORE_COMPILED))
+    if (s->rep == NULL || t == NULL || which < 0 || (t->bumped & (1 << which)))
         return 0;
-    dbt_init(&k, "registry", 8);
+    key = seq_keys[which];
+    dbt_init(&k, key, strlen(key));
     dbt_init(&v, NULL, 0);
     v.flags = DB_DBT_MALLOC;
     rc = s->db[STORE_META]->get(s->db[STORE_META], t->txn, &k, &v, DB_RMW);
@@ -624,15 +648,19 @@ static int registry_bump(struct store *s, struct store_txn *t, int db)
     dbt_init(&v, buf, strlen(buf));
     if ((rc = s->db[STORE_META]->put(s->db[STORE_META], t->txn, &k, &v, 0)) != 0)
         return store_rc(rc);
-    t->registry_bumped = 1;
+    t->bumped |= 1 << which;
     return 0;
 }
 
-int store_registry_seq(struct store *s, uint64_t *seq)
+int store_change_seq(struct store *s, int which, uint64_t *seq)
 {
     char *val = NULL;
-    int rc = store_get(s, NULL, STORE_META, "registry", 8, 0, &val, NULL);
+    int rc;
 
+    if (which < 0 || which > STORE_SEQ_AUTH)
+        return AM_EINTERNAL;
+    rc = store_get(s, NULL, STORE_META, seq_keys[which], strlen(seq_keys[which]), 0, &val,
+                   NULL);
     *seq = rc == 0 ? strtoull(val, NULL, 10) : 0;
     free(val);
     return rc == AM_ENOENT ? 0 : rc;
@@ -647,7 +675,7 @@ int store_put(struct store *s, struct store_txn *t, int db, const void *key,
 
     if (injected_write_failure())
         return AM_EIO;
-    if ((rc = registry_bump(s, t, db)) != 0)
+    if ((rc = seq_bump(s, t, db)) != 0)
         return rc;
     dbt_init(&k, key, klen);
     dbt_init(&v, val, vlen);
@@ -663,7 +691,7 @@ int store_del(struct store *s, struct store_txn *t, int db, const void *key,
 
     if (injected_write_failure())
         return AM_EIO;
-    if ((rc = registry_bump(s, t, db)) != 0)
+    if ((rc = seq_bump(s, t, db)) != 0)
         return rc;
     dbt_init(&k, key, klen);
     return store_rc(s->db[db]->del(s->db[db], txn_of(t), &k, 0));
@@ -726,7 +754,7 @@ int store_del_prefix(struct store *s, struct store_txn *t, int db, const void *p
 
     if (injected_write_failure())
         return AM_EIO;
-    if ((rc = registry_bump(s, t, db)) != 0)
+    if ((rc = seq_bump(s, t, db)) != 0)
         return rc;
     if ((rc = s->db[db]->cursor(s->db[db], txn_of(t), &c, 0)) != 0)
         return store_rc(rc);

@@ -39,8 +39,8 @@ enum store_db {
     STORE_PROVIDER_KEYS, /* org provider keys, sealed (vault.c owns the format) */
     STORE_VERSIONS,    /* slug \0 name \0 <n, 10 digits> -> an agent version (versions.c owns the format) */
     STORE_SESSION_IDX, /* the sessions' last use, sizes and counts (memory.c owns the format) */
-    STORE_META,        /* "registry" -> a sequence advanced by every write to agents or
-                          compiled in a group (store.c owns it; see store_registry_seq) */
+    STORE_META,        /* the change sequences of a group (store.c owns them; see
+                          store_change_seq) */
     STORE_DB_COUNT
 };
 
@@ -101,11 +101,15 @@ int store_open_databases(struct store *s, struct am_error *err);
  * store. Returns as store_open_databases. */
 int store_reopen_databases(struct store *s, struct am_error *err);
 
-/* In a group, every transaction that writes to STORE_AGENTS or
- * STORE_COMPILED also advances a sequence in STORE_META, so a replica
- * sees with one read that what its registry serves may have changed.
- * *seq gets it (0 if never written). Returns 0 or an AM_* code. */
-int store_registry_seq(struct store *s, uint64_t *seq);
+/* Change sequences. In a group, every transaction that writes to the
+ * databases the registry is built from (agents, compiled) advances
+ * STORE_SEQ_REGISTRY, and every one that writes to what authorisation
+ * memoises (users, orgs, members, tokens, API keys) STORE_SEQ_AUTH, in
+ * STORE_META: a replica sees with one read that its registry or its
+ * memos may be stale. *seq gets the sequence (0 if never advanced).
+ * Returns 0 or an AM_* code. */
+enum store_seq { STORE_SEQ_REGISTRY, STORE_SEQ_AUTH };
+int store_change_seq(struct store *s, int which, uint64_t *seq);
 
 /* Close every handle. NULL is fine. */
 void store_close(struct store *s);

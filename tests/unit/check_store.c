@@ -30,6 +30,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1026,6 +1029,161 @@ END_TEST
 
 /* ---- runner ---------------------------------------------------------------------- */
 
+/* ---- replication: two sites of a group in this process -------------------------- */
+
+/* A free TCP port on 127.0.0.1 (bound then closed). */
+static int free_port(void)
+{
+    struct sockaddr_in a;
+    socklen_t len = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+              getsockname(fd, (struct sockaddr *)&a, &len) == 0);
+    port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+/* Site i (0 or 1) of a two-site group, its environment under base. */
+static struct store *rep_site(int i, struct store_rep_options *ro, const int ports[2],
+                              char *dir, size_t cap)
+{
+    struct store_options o = opts();
+    struct store *s = NULL;
+    struct am_error err;
+
+    snprintf(dir, cap, "%s/rep%d-XXXXXX", base, i);
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    memset(ro, 0, sizeof(*ro));
+    ro->nsites = 2;
+    ro->sites[0].host = "127.0.0.1";
+    ro->sites[0].port = ports[i];
+    ro->sites[1].host = "127.0.0.1";
+    ro->sites[1].port = ports[1 - i];
+    ro->priority = i == 0 ? 100 : 10;
+    ro->ack_policy = STORE_ACK_ALL;
+    ro->ack_timeout_ms = 2000;
+    ro->election_timeout_ms = 2000;
+    o.home = dir;
+    o.rep = ro;
+    error_clear(&err);
+    ck_assert_msg(store_open(&s, &o, STORE_OPEN_CREATE | STORE_OPEN_ENV_ONLY, &err) == 0,
+                  "%s", err.message);
+    ck_assert_msg(store_rep_start(s, &err) == 0, "%s", err.message);
+    return s;
+}
+
+/* The databases of a new master: locked out (AM_ENOENT) while it takes
+ * over, then open. */
+static void open_when_ready(struct store *s)
+{
+    struct am_error err;
+    int tries, rc = AM_ENOENT;
+
+    for (tries = 0; tries < 200 && rc == AM_ENOENT; tries++) {
+        error_clear(&err);
+        if ((rc = store_open_databases(s, &err)) == AM_ENOENT)
+            sleep_ms(50);
+    }
+    ck_assert_msg(rc == 0, "%s", err.message);
+}
+
+struct put_arg {
+    int db;
+    const char *k, *v;
+};
+
+static int put_txn(struct store *s, struct store_txn *t, void *arg)
+{
+    struct put_arg *a = arg;
+
+    return store_put(s, t, a->db, a->k, strlen(a->k), a->v, strlen(a->v));
+}
+
+/* A write at the master carries a token; the replica, waiting on it,
+ * reads it; a registry write advances the sequence the replica follows; a
+ * write at the replica is refused as "no master"; garbage is not a token
+ * (issue 16). */
+START_TEST(replica_applies_a_commit_it_waits_for)
+{
+    struct store_rep_options ro[2];
+    struct store *site[2];
+    struct store_rep_status stat;
+    struct put_arg w = { STORE_AGENTS, "acme\0bot" + 0, "{\"status\":\"deployed\"}" };
+    struct am_error err;
+    char dir[2][128], token[STORE_TOKEN_HEX], *val = NULL;
+    int ports[2] = { free_port(), free_port() }, m = -1, r, i, tries;
+    uint64_t seq0 = 0, seq1 = 0;
+
+    for (i = 0; i < 2; i++)
+        site[i] = rep_site(i, &ro[i], ports, dir[i], sizeof(dir[i]));
+    for (tries = 0; tries < 200 && m < 0; tries++) {
+        for (i = 0; i < 2; i++)
+            if (store_rep_is_master(site[i]))
+                m = i;
+        sleep_ms(50);
+    }
+    ck_assert_msg(m >= 0, "no master elected in 10 s");
+    r = 1 - m;
+    open_when_ready(site[m]);
+    error_clear(&err);
+    for (tries = 0; tries < 200 && store_open_databases(site[r], &err) != 0; tries++)
+        sleep_ms(50);
+    ck_assert_msg(tries < 200, "replica never got the databases: %s", err.message);
+    ck_assert_int_eq(store_rep_status(site[r], &stat), 0);
+    ck_assert_int_eq(stat.role, STORE_ROLE_REPLICA);
+    ck_assert_int_eq(store_change_seq(site[r], STORE_SEQ_REGISTRY, &seq0), 0);
+
+    ck_assert_int_eq(store_transact(site[m], put_txn, &w), 0);
+    ck_assert_int_eq(store_token_take(token), 1);
+    ck_assert_int_eq(store_token_take(token), 0);         /* taken once */
+    ck_assert_int_eq(store_wait_applied(site[r], token, 5000), 0);
+    ck_assert_int_eq(store_get(site[r], NULL, STORE_AGENTS, w.k, strlen(w.k), 0, &val, NULL), 0);
+    ck_assert_str_eq(val, w.v);
+    free(val);
+    ck_assert_int_eq(store_change_seq(site[r], STORE_SEQ_REGISTRY, &seq1), 0);
+    ck_assert_uint_eq(seq1, seq0 + 1);
+
+    w.k = "other";
+    ck_assert_int_eq(store_transact(site[r], put_txn, &w), AM_ENOMASTER);
+    ck_assert_int_eq(store_wait_applied(site[r], "zz", 10), AM_EBADREQ);
+    for (i = 0; i < 2; i++)
+        store_close(site[i]);
+}
+END_TEST
+
+/* With acknowledgements from all and the replica gone, the master's
+ * commit is not confirmed: AM_ENOTACKED, never a silent success. */
+START_TEST(commit_without_acknowledgement_is_not_acknowledged)
+{
+    struct store_rep_options ro[2];
+    struct store *site[2];
+    struct put_arg w = { STORE_ORGS, "acme", "{}" };
+    char dir[2][128];
+    int ports[2] = { free_port(), free_port() }, m = -1, i, tries;
+
+    for (i = 0; i < 2; i++)
+        site[i] = rep_site(i, &ro[i], ports, dir[i], sizeof(dir[i]));
+    for (tries = 0; tries < 200 && m < 0; tries++) {
+        for (i = 0; i < 2; i++)
+            if (store_rep_is_master(site[i]))
+                m = i;
+        sleep_ms(50);
+    }
+    ck_assert_msg(m >= 0, "no master elected in 10 s");
+    open_when_ready(site[m]);
+    ck_assert_int_eq(store_transact(site[m], put_txn, &w), 0);
+    store_close(site[1 - m]);
+    sleep_ms(200);
+    ck_assert_int_eq(store_transact(site[m], put_txn, &w), AM_ENOTACKED);
+    store_close(site[m]);
+}
+END_TEST
+
 static Suite *store_suite(void)
 {
     Suite *s = suite_create("store");
@@ -1034,6 +1192,7 @@ static Suite *store_suite(void)
     TCase *txn = tcase_create("txn");
     TCase *fault = tcase_create("fault");
     TCase *crash = tcase_create("crash");
+    TCase *rep = tcase_create("replication");
 
     tcase_add_checked_fixture(kv, setup, teardown);
     tcase_add_loop_test(kv, put_get_del_round_trip, 0, STORE_DB_COUNT);
@@ -1081,6 +1240,11 @@ static Suite *store_suite(void)
     tcase_add_test(crash, store_prints_nothing_on_failure_or_failchk);
     tcase_set_timeout(crash, 60);
     suite_add_tcase(s, crash);
+
+    tcase_add_test(rep, replica_applies_a_commit_it_waits_for);
+    tcase_add_test(rep, commit_without_acknowledgement_is_not_acknowledged);
+    tcase_set_timeout(rep, 60);
+    suite_add_tcase(s, rep);
     return s;
 }
 
