@@ -26,6 +26,7 @@ in count and time.
 
 import collections
 import http.client
+import os
 import re
 import secrets
 import signal
@@ -34,7 +35,7 @@ import threading
 import time
 import unittest
 
-from harness import assert_error, assert_json, main, poll, run_concurrently
+from harness import assert_error, assert_json, main, poll, proc_children, run_concurrently
 from cluster import Cluster
 
 COMMIT_RE = re.compile(r"^[0-9a-f]{1,128}$")
@@ -253,6 +254,32 @@ class GroupTest(GroupCase):
             commit = self.commit_of(resp, "PUT on h3")
             body = assert_json(self, self.call(h1, "GET", "/agents/" + name, after=commit), 200)
             self.assertEqual(body["wizard_config"]["step2"]["system_prompt"], "changed %d" % i)
+
+    def test_a_replica_behind_waits_for_the_commit_it_is_shown(self):
+        # hold one replica's replication process (it applies the master's
+        # log): it is behind, and a read carrying the token must wait
+        reader = self.cluster.replicas(self.master)[0]
+        rep = proc_children(reader.inst.daemon.pid, "am-replication")
+        self.assertEqual(len(rep), 1, "one replication process on %s" % reader.name)
+        os.kill(rep[0], signal.SIGSTOP)
+        try:
+            resp = self.call(self.master, "POST", "/agents", {"name": "behind",
+                                                               "step1": {"model": MODEL}})
+            assert_json(self, resp, 201)
+            commit = self.commit_of(resp, "POST /agents at the master")
+            assert_error(self, self.call(reader, "GET", "/agents/behind"), 404,
+                         "agent_not_found")
+            timer = threading.Timer(0.3, os.kill, (rep[0], signal.SIGCONT))
+            timer.start()
+            t0 = time.monotonic()
+            resp = self.call(reader, "GET", "/agents/behind", after=commit)
+            waited = time.monotonic() - t0
+        finally:
+            os.kill(rep[0], signal.SIGCONT)
+        self.assertEqual(resp[0], 200, "a read with X-Astromesh-After %s on %s, whose "
+                         "replication was held 0.3 s: %r" % (commit, reader.name, resp))
+        self.assertGreaterEqual(waited, 0.2, "it did wait for the replica to catch up")
+        self.assertLess(waited, 2.5, "read_wait_ms is 2000")
 
     def test_a_bad_after_token_is_a_client_error_never_a_500(self):
         for bad in ("zz", "-1", "x" * 300, "ffffffffffffffffffffffffffffffffffffffff"):
