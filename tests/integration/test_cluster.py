@@ -9,7 +9,11 @@ own fake provider, and partition/heal cut and restore one host.
 
 The group tests (replication section on every host, quorum acks):
   - writes on any host read back on every host; a write on h2 read at once
-    on h3 with X-Astromesh-After;
+    on h3 with X-Astromesh-After; a replica held behind (its replication
+    process stopped) waits for the token it is shown;
+  - with both replicas held, a write at the master is not acknowledged;
+    the master killed then, the new one serves the group's history and the
+    old one rejoins agreeing with it;
   - SIGKILL of the master's whole process group under a bounded mixed write
     load: a new master within 10 s, every acknowledged write on both
     survivors, the old master back as a replica with all of them;
@@ -386,6 +390,43 @@ class PartitionTest(GroupCase):
         sys.stderr.write("\n%s caught up %.1f s after heal\n" % (replica.name,
                                                                   time.monotonic() - t0))
         self.assertEqual(self.cluster.master(timeout=15), self.master)
+
+
+class AckTest(GroupCase):
+
+    def test_a_write_is_acknowledged_only_once_a_quorum_has_it(self):
+        old = self.master
+        replicas = self.cluster.replicas(old)
+        held = [proc_children(r.inst.daemon.pid, "am-replication") for r in replicas]
+        self.assertEqual([len(p) for p in held], [1, 1], "one replication process each")
+        for p in held:
+            os.kill(p[0], signal.SIGSTOP)
+        try:
+            # no replica can apply it: the quorum (2 of 3) is never reached
+            resp = self.call(old, "POST", "/agents", {"name": "unacked",
+                                                       "step1": {"model": MODEL}})
+            self.assertNotIn(resp[0], (200, 201), "a write acknowledged while no replica "
+                             "could have it: %r" % (resp,))
+            assert_error(self, resp, (503, 504))
+            self.cluster.kill(old, signal.SIGKILL)
+        finally:
+            for p in held:
+                os.kill(p[0], signal.SIGCONT)
+        new = self.cluster.master(replicas, timeout=10)
+        resp = self.call(new, "POST", "/agents", {"name": "acked", "step1": {"model": MODEL}})
+        assert_json(self, resp, 201)
+        commit = self.commit_of(resp, "the first write on the new master")
+        for h in replicas:
+            assert_json(self, self.call(h, "GET", "/agents/acked", after=commit), 200)
+        # the old master had committed "unacked" alone: it rejoins, gives it
+        # up if the new master never had it, and serves the group's history
+        self.cluster.restart(old)
+        self.assertIs(self.cluster.master(timeout=30), new)
+        assert_json(self, self.call(old, "GET", "/agents/acked", after=commit), 200)
+        there = {h.name: self.call(h, "GET", "/agents/unacked", after=commit)[0]
+                 for h in self.hosts}
+        self.assertEqual(len(set(there.values())), 1, "hosts disagree on the unacknowledged "
+                         "write: %r" % there)
 
 
 class FailoverTest(GroupCase):
