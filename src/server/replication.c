@@ -26,6 +26,7 @@
 #include "control/auth_state.h"
 #include "state/app.h"
 #include "state/config.h"
+#include "state/quota.h"
 #include "state/store.h"
 #include "lib/util.h"
 #include "server/replication.h"
@@ -122,6 +123,15 @@ void replication_run(const struct app *shared)
         if (st.role != last.role || strcmp(st.master, last.master) != 0) {
             log_info("replication: this host is %s; master %s", role_name(st.role),
                      st.master[0] ? st.master : "(none)");
+            /* Only the master counts the daily quota. A host that becomes
+             * master (again, the same day) may hold counts of an earlier
+             * term while another master counted: forget them all, so each
+             * org's next run loads its count from the store. */
+            if (st.role != last.role && st.role == STORE_ROLE_MASTER) {
+                quota_invalidate(app.quota);
+                if (app.test_quota != NULL)
+                    quota_invalidate(app.test_quota);
+            }
             reconcile = 1;
         }
         last = st;

@@ -53,6 +53,23 @@
  * mutex consistent. A reader that spins too long on an odd `seq` tries the
  * mutex (trylock), which does that repair when the writer is dead.
  *
+ * Generations. The table's counts are exact only while this host is the
+ * one that counts (in a replication group, the master). When it becomes
+ * master again, another master may have counted meanwhile, so
+ * quota_invalidate makes every count unknown: it bumps the header's `gen`
+ * and then re-tags every used slot's word (same day and count, tag + 1).
+ * Each slot records the generation it was loaded in (its `gen`, written
+ * under its seq with the slug); find_or_claim uses a slot only if that is
+ * the header's generation, read AFTER the slot's word, and otherwise loads
+ * the count again and re-keys the slot in place under the mutex (tag + 1,
+ * the loaded count, the day not moved back), exactly as a first claim of
+ * the day. A take that read the slot before the invalidation cannot land
+ * after it: the re-tag makes its CAS fail and it finds the slot again; one
+ * that reads the re-tagged word sees the new header generation (it was
+ * stored before the re-tag). Invalidating takes no lock: a claim that
+ * stamps a generation the header has left meanwhile leaves a slot the
+ * next taker loads again.
+ *
  * Holds. A second array, one entry per run in flight: the holder's pid
  * (0: free, claimed by CAS), a `ready` flag, the org, the day and, once
  * the run is about to settle, its trace id. Only the holder writes an
@@ -65,7 +82,13 @@
  * set and the run log has it. A process killed between a take and its
  * hold, or with every hold in use, leaves its run counted until the
  * supervisor restarts (which reloads from the database): that error is on
- * the side of the limit.
+ * the side of the limit. A hold also records the generation its run was
+ * counted in (the taking thread's last take, see `last`): a run is given
+ * back only to the slot loaded in that generation, never to a count
+ * loaded again from the database since, which does not hold it. So a run
+ * in flight across an invalidation settles normally, and giving it back
+ * after the reload leaves the reloaded count alone (on the side of the
+ * limit: the database never had it, nor has the new count).
  *
  * INVARIANTS (quota_check_invariants checks them where no other process
  * uses the table: the supervisor's recovery, the unit tests)
@@ -80,10 +103,13 @@
  *     never-used slot: an org has one slot and every lookup finds it. A
  *     slot without a slug (repaired) counts nothing on day 0.
  *  4. A free hold (pid 0) is not ready. A ready hold's day is not later
- *     than today; if its org's slot counts that day, the count is at least
- *     the number of ready holds on (org, day) (each was taken there and is
- *     given back at most once); its org's slot never counts an earlier day
- *     (a slot's day only moves forward while its org keeps it).
+ *     than today; if its org's slot counts that day and was loaded in the
+ *     hold's generation, the count is at least the number of ready holds
+ *     on (org, day) of that generation (each was taken there and is given
+ *     back at most once); its org's slot never counts an earlier day (a
+ *     slot's day only moves forward while its org keeps it, reloads too).
+ *  5. No slot and no ready hold has a generation after the header's (the
+ *     header's only grows; a slot is stamped with one read from it).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -110,17 +136,23 @@
 #define WORD_TAG(w)       ((uint32_t)((w) >> 32) & 0xffffu)
 #define WORD_COUNT(w)     ((int64_t)((w) & 0xffffffffu))
 
+#define QUOTA_SLOT_ORG    (QUOTA_ORG_MAX - 4)   /* a slot's slug: room for its gen */
+
 struct quota_entry {
     uint64_t word;              /* day | tag | count; CAS only */
     uint32_t seq;               /* 0: never used; odd: being re-keyed (shm_seq_*) */
     uint32_t hash;
-    char org[QUOTA_ORG_MAX];
+    uint32_t gen;               /* the generation its count was loaded in */
+    char org[QUOTA_SLOT_ORG];
 };
+
+_Static_assert(sizeof(struct quota_entry) == 64, "a slot is one cache line");
 
 struct quota_hold {             /* two cache lines: no two threads' holds share one */
     _Alignas(128) int32_t pid;  /* holder; 0: free; CAS to claim */
     int32_t ready;              /* org and day are written */
     int32_t day;
+    uint32_t gen;               /* the generation the run was counted in */
     char org[QUOTA_ORG_MAX];
     char trace[QUOTA_TRACE_MAX];  /* "" until the run is about to settle */
 };
@@ -129,6 +161,7 @@ struct quota_header {
     uint32_t nholds;
     uint32_t nslots;            /* power of two */
     uint32_t used;              /* slots with seq != 0; under the mutex */
+    uint32_t gen;               /* bumped by quota_invalidate; atomic */
     struct shm_lock lock;       /* robust, process-shared: claims only */
 };
 
@@ -141,9 +174,41 @@ struct quota {
     struct shm_guard guard;     /* hdr->lock, quota_repair, reader patience */
 };
 
+/* This thread's last run: what quota_take counted (or quota_release
+ * freed) last, so that quota_hold and quota_give_back, which name only the
+ * org and the day, learn the generation that run was counted in. */
+static _Thread_local struct {
+    const struct quota *q;
+    uint32_t hash;
+    int day;
+    uint32_t gen;
+} last;
+
 static uint32_t org_hash(const char *org)
 {
     return hash_fnv1a32(org, strlen(org));
+}
+
+static uint32_t header_gen(const struct quota *q)
+{
+    return __atomic_load_n(&q->hdr->gen, __ATOMIC_ACQUIRE);
+}
+
+static void last_set(const struct quota *q, uint32_t h, int day, uint32_t gen)
+{
+    last.q = q;
+    last.hash = h;
+    last.day = day;
+    last.gen = gen;
+}
+
+/* 1 and *gen if this thread's last run was org's on day in q. */
+static int last_get(const struct quota *q, uint32_t h, int day, uint32_t *gen)
+{
+    if (last.q != q || last.hash != h || last.day != day)
+        return 0;
+    *gen = last.gen;
+    return 1;
 }
 
 /* ---- the mutex --------------------------------------------------------- */
@@ -176,12 +241,13 @@ static void quota_repair(void *arg)
 /* ---- readers ------------------------------------------------------------- */
 
 /*
- * Find org's slot. Returns it with *word read consistently with the slug,
- * or NULL when org has no slot. *reusable (if not NULL) gets the first
- * slot on the probe path whose day is before `day`, else NULL.
+ * Find org's slot. Returns it with *word and *gen (if not NULL) read
+ * consistently with the slug, or NULL when org has no slot. *reusable (if
+ * not NULL) gets the first slot on the probe path whose day is before
+ * `day`, else NULL.
  */
 static struct quota_entry *lookup(struct quota *q, const char *org, uint32_t h, int day,
-                                  uint64_t *word, struct quota_entry **reusable)
+                                  uint64_t *word, uint32_t *gen, struct quota_entry **reusable)
 {
     uint32_t i;
 
@@ -190,8 +256,8 @@ static struct quota_entry *lookup(struct quota *q, const char *org, uint32_t h, 
     for (i = 0; i <= q->mask; i++) {
         struct quota_entry *e = &q->tab[(h + i) & q->mask];
         struct shm_reader rd = { 0, 0, 0 };
-        char slug[QUOTA_ORG_MAX];
-        uint32_t eh = 0;
+        char slug[QUOTA_SLOT_ORG];
+        uint32_t eh = 0, eg = 0;
         uint64_t w = 0;
 
         do {
@@ -202,6 +268,7 @@ static struct quota_entry *lookup(struct quota *q, const char *org, uint32_t h, 
             if (rd.seq == 0)
                 continue;
             eh = e->hash;
+            eg = e->gen;
             memcpy(slug, e->org, sizeof(slug));
             w = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE);
         } while (!shm_seq_read_end(&q->guard, &e->seq, &rd));
@@ -210,6 +277,8 @@ static struct quota_entry *lookup(struct quota *q, const char *org, uint32_t h, 
         slug[sizeof(slug) - 1] = '\0';
         if (eh == h && strcmp(slug, org) == 0) {
             *word = w;
+            if (gen != NULL)
+                *gen = eg;
             return e;
         }
         if (reusable != NULL && *reusable == NULL && WORD_DAY(w) < day)
@@ -230,75 +299,116 @@ static int any_stale(struct quota *q, int day)
     return 0;
 }
 
-/*
- * Find org's slot, creating it (count from load) if it has none. Returns
- * 0 with *e and *word set, AM_EUNAVAILABLE when no slot is free, or
- * load's error.
- */
-static int find_or_claim(struct quota *q, const char *org, int day, quota_load_fn load,
-                         void *arg, struct quota_entry **out, uint64_t *word)
+/* The first never-used slot on org's probe path, or NULL (mutex held). */
+static struct quota_entry *first_unused(struct quota *q, uint32_t h)
 {
-    uint32_t h = org_hash(org);
-    struct quota_entry *e, *reuse;
-    int64_t loaded = 0;
-    uint64_t w, old;
-    int rc;
+    for (uint32_t i = 0; i <= q->mask; i++)
+        if (__atomic_load_n(&q->tab[(h + i) & q->mask].seq, __ATOMIC_RELAXED) == 0)
+            return &q->tab[(h + i) & q->mask];
+    return NULL;
+}
 
-    if (strlen(org) >= QUOTA_ORG_MAX)
-        return AM_EINTERNAL;
-    if ((*out = lookup(q, org, h, day, word, NULL)) != NULL)
-        return 0;
-    if ((rc = load(org, day, &loaded, arg)) != 0)
-        return rc;
-    if (loaded < 0)
-        loaded = 0;
-    if (loaded > 0x7fffffff)
-        loaded = 0x7fffffff;
+/*
+ * With the mutex: give org (hash h) a slot counting `loaded` runs on day,
+ * loaded in generation g: its own slot if it has one of an earlier
+ * generation (re-keyed in place), else a stale or never-used one. Returns
+ * 0 with *out, *word and *gen set (somebody else's slot of generation g
+ * wins over `loaded`), 1 when org must load again (the header left g, or
+ * its slot moved to a later day), AM_EUNAVAILABLE or the mutex's error.
+ */
+static int claim(struct quota *q, const char *org, uint32_t h, int day, uint32_t g,
+                 int64_t loaded, struct quota_entry **out, uint64_t *word, uint32_t *gen)
+{
+    struct quota_entry *e, *reuse;
+    uint64_t w, old;
+    int rc, own;
+
     if ((rc = shm_lock_take(&q->guard, 0)) != 0)
         return rc;
 again:
-    if ((e = lookup(q, org, h, day, word, &reuse)) != NULL)
-        goto done;
-    if (reuse != NULL) {
+    rc = 1;
+    if (header_gen(q) != g)
+        goto out;                       /* invalidated since the load */
+    e = lookup(q, org, h, day, word, gen, &reuse);
+    if ((own = e != NULL) && *gen == g) {
+        *out = e;
+        rc = 0;
+        goto out;
+    }
+    if (!own && reuse != NULL) {
         e = reuse;
-    } else {
-        /* the first never-used slot on the path ends it */
-        uint32_t i;
-        for (i = 0, e = NULL; i <= q->mask && e == NULL; i++)
-            if (__atomic_load_n(&q->tab[(h + i) & q->mask].seq, __ATOMIC_RELAXED) == 0)
-                e = &q->tab[(h + i) & q->mask];
+    } else if (!own) {
         /* Keep never-used slots so probes stay short, unless slots of
          * earlier days wait elsewhere: a new day is never refused for a
          * table of yesterday's orgs (longer probes pass more of them). */
+        e = first_unused(q, h);
+        rc = AM_EUNAVAILABLE;
         if (e == NULL || ((uint64_t)(q->hdr->used + 1) * 4 > (uint64_t)(q->mask + 1) * 3 &&
-                          !any_stale(q, day))) {
-            shm_lock_release(&q->guard);
-            return AM_EUNAVAILABLE;
-        }
+                          !any_stale(q, day)))
+            goto out;
         q->hdr->used++;
     }
     shm_seq_write_begin(&e->seq);
     /* A CAS, not a store: the old owner may count its first run of today
-     * on this slot until the new tag lands; then the slot is not stale
-     * any more and stays its. */
+     * on a reused slot until the new tag lands; then the slot is not
+     * stale any more and stays its. Org's own slot keeps its day if a
+     * later one came (then the count loaded is of the wrong day). */
     old = __atomic_load_n(&e->word, __ATOMIC_RELAXED);
     do {
-        if (reuse != NULL && WORD_DAY(old) >= day) {
+        if ((!own && WORD_DAY(old) >= day && e == reuse) || (own && WORD_DAY(old) > day)) {
             shm_seq_write_end(&e->seq);
+            if (own)
+                goto out;
             goto again;
         }
         w = WORD(day, WORD_TAG(old) + 1u, (uint64_t)loaded);
     } while (!__atomic_compare_exchange_n(&e->word, &old, w, 0, __ATOMIC_ACQ_REL,
                                           __ATOMIC_RELAXED));
     e->hash = h;
+    e->gen = g;
     memset(e->org, 0, sizeof(e->org));
-    memcpy(e->org, org, strnlen(org, QUOTA_ORG_MAX - 1));
+    memcpy(e->org, org, strnlen(org, sizeof(e->org) - 1));
     shm_seq_write_end(&e->seq);
     *word = w;
-done:
-    shm_lock_release(&q->guard);
+    *gen = g;
     *out = e;
-    return 0;
+    rc = 0;
+out:
+    shm_lock_release(&q->guard);
+    return rc;
+}
+
+/*
+ * Find org's slot of the header's generation, creating it or loading it
+ * again (count from load) if it has none. Returns 0 with *out, *word and
+ * *gen set, AM_EUNAVAILABLE when no slot is free, or load's error.
+ */
+static int find_or_claim(struct quota *q, const char *org, int day, quota_load_fn load,
+                         void *arg, struct quota_entry **out, uint64_t *word, uint32_t *gen)
+{
+    uint32_t h = org_hash(org), g;
+    int64_t loaded;
+    int rc, lday;
+
+    if (strlen(org) >= QUOTA_SLOT_ORG)
+        return AM_EINTERNAL;
+    do {
+        /* the header's generation after the slot's word (DESIGN) */
+        *out = lookup(q, org, h, day, word, gen, NULL);
+        g = header_gen(q);
+        if (*out != NULL && *gen == g)
+            return 0;
+        /* an earlier generation's slot of a later day: load that day */
+        lday = *out != NULL && WORD_DAY(*word) > day ? WORD_DAY(*word) : day;
+        loaded = 0;
+        if ((rc = load(org, lday, &loaded, arg)) != 0)
+            return rc;
+        if (loaded < 0)
+            loaded = 0;
+        if (loaded > 0x7fffffff)
+            loaded = 0x7fffffff;
+    } while ((rc = claim(q, org, h, lday, g, loaded, out, word, gen)) == 1);
+    return rc;
 }
 
 /* ---- the API ---------------------------------------------------------------- */
@@ -357,11 +467,12 @@ int quota_take(struct quota *q, const char *org, int *day, int64_t limit, quota_
 {
     struct quota_entry *e;
     uint64_t w, tag, next;
+    uint32_t gen;
     int rc;
 
 again:
     *count = 0;
-    if ((rc = find_or_claim(q, org, *day, load, arg, &e, &w)) != 0)
+    if ((rc = find_or_claim(q, org, *day, load, arg, &e, &w, &gen)) != 0)
         return rc;
     tag = WORD_TAG(w);
     do {
@@ -376,21 +487,55 @@ again:
     } while (!__atomic_compare_exchange_n(&e->word, &w, next, 0, __ATOMIC_ACQ_REL,
                                           __ATOMIC_ACQUIRE));
     *count = WORD_COUNT(next);
+    last_set(q, e->hash, *day, gen);
+    return 0;
+}
+
+/* Give back a run of org on day counted in generation gen (any: in
+ * whatever the slot counts). A reload or an invalidation re-tags the
+ * slot, so a give-back racing one does nothing. Returns 1 if given. */
+static int give_back_gen(struct quota *q, const char *org, int day, uint32_t gen, int any)
+{
+    struct quota_entry *e;
+    uint64_t w, tag;
+    uint32_t eg;
+
+    if ((e = lookup(q, org, org_hash(org), day, &w, &eg, NULL)) == NULL || (!any && eg != gen))
+        return 0;
+    tag = WORD_TAG(w);
+    while (WORD_TAG(w) == tag && WORD_DAY(w) == day && WORD_COUNT(w) > 0)
+        if (__atomic_compare_exchange_n(&e->word, &w, w - 1, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE))
+            return 1;
     return 0;
 }
 
 void quota_give_back(struct quota *q, const char *org, int day)
 {
-    struct quota_entry *e;
-    uint64_t w, tag;
+    uint32_t gen = 0;
+    int known = last_get(q, org_hash(org), day, &gen);
 
-    if ((e = lookup(q, org, org_hash(org), day, &w, NULL)) == NULL)
+    give_back_gen(q, org, day, gen, !known);
+}
+
+void quota_invalidate(struct quota *q)
+{
+    if (q == NULL)
         return;
-    tag = WORD_TAG(w);
-    while (WORD_TAG(w) == tag && WORD_DAY(w) == day && WORD_COUNT(w) > 0)
-        if (__atomic_compare_exchange_n(&e->word, &w, w - 1, 0, __ATOMIC_ACQ_REL,
-                                        __ATOMIC_ACQUIRE))
-            return;
+    /* the generation first: a take that reads a re-tagged word sees it */
+    __atomic_add_fetch(&q->hdr->gen, 1u, __ATOMIC_SEQ_CST);
+    for (uint32_t i = 0; i <= q->mask; i++) {
+        struct quota_entry *e = &q->tab[i];
+        uint64_t w;
+
+        if (__atomic_load_n(&e->seq, __ATOMIC_ACQUIRE) == 0)
+            continue;   /* a claim in progress stamps an older generation at worst */
+        w = __atomic_load_n(&e->word, __ATOMIC_RELAXED);
+        while (!__atomic_compare_exchange_n(&e->word, &w,
+                                            WORD(WORD_DAY(w), WORD_TAG(w) + 1u, WORD_COUNT(w)),
+                                            0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+            ;
+    }
 }
 
 int quota_count(struct quota *q, const char *org, int day, quota_load_fn load, void *arg,
@@ -400,8 +545,10 @@ int quota_count(struct quota *q, const char *org, int day, quota_load_fn load, v
     uint64_t w;
     int rc;
 
+    uint32_t gen;
+
     *count = 0;
-    if ((rc = find_or_claim(q, org, day, load, arg, &e, &w)) != 0)
+    if ((rc = find_or_claim(q, org, day, load, arg, &e, &w, &gen)) != 0)
         return rc;
     *count = WORD_DAY(w) == day ? WORD_COUNT(w) : 0;
     return 0;
@@ -413,7 +560,10 @@ int quota_hold(struct quota *q, const char *org, int day)
 {
     static _Thread_local uint32_t hint;   /* where this thread found one last */
     int32_t me = (int32_t)getpid();
-    uint32_t i, n = q->hdr->nholds;
+    uint32_t i, n = q->hdr->nholds, gen;
+
+    if (!last_get(q, org_hash(org), day, &gen))
+        gen = header_gen(q);
 
     for (i = 0; i < n; i++) {
         uint32_t k = (hint + i) % n;
@@ -426,6 +576,7 @@ int quota_hold(struct quota *q, const char *org, int day)
             continue;
         util_strlcpy(h->org, org, sizeof(h->org));
         h->day = day;
+        h->gen = gen;
         h->trace[0] = '\0';
         __atomic_store_n(&h->ready, 1, __ATOMIC_RELEASE);
         hint = k;
@@ -451,8 +602,14 @@ static void hold_free(struct quota_hold *h)
 
 void quota_release(struct quota *q, int hold)
 {
-    if (hold >= 0 && (uint32_t)hold < q->hdr->nholds)
-        hold_free(&q->holds[hold]);
+    struct quota_hold *h;
+
+    if (hold < 0 || (uint32_t)hold >= q->hdr->nholds)
+        return;
+    h = &q->holds[hold];
+    if (__atomic_load_n(&h->ready, __ATOMIC_ACQUIRE))
+        last_set(q, org_hash(h->org), h->day, h->gen);   /* for a give-back next */
+    hold_free(h);
 }
 
 int quota_holds_used(struct quota *q, int *capacity)
@@ -477,6 +634,7 @@ int quota_reclaim(struct quota *q, int pid, quota_settled_fn settled, void *arg)
         int32_t p = __atomic_load_n(&h->pid, __ATOMIC_ACQUIRE);
 
         char org[QUOTA_ORG_MAX];
+        uint32_t gen;
         int day, owed;
 
         if (p == 0 || (pid != 0 && p != pid))
@@ -486,11 +644,14 @@ int quota_reclaim(struct quota *q, int pid, quota_settled_fn settled, void *arg)
         memcpy(org, h->org, sizeof(org));
         org[sizeof(org) - 1] = '\0';
         day = h->day;
+        gen = h->gen;
         /* freed first: a reclaimer killed in between leaves the run
          * counted, never given back twice */
         hold_free(h);
+        /* owed to the count it was taken from: nothing is given back
+         * if the slot counts another day or was loaded again since */
         if (owed) {
-            quota_give_back(q, org, day);
+            give_back_gen(q, org, day, gen, 0);
             n++;
         }
     }
@@ -521,18 +682,25 @@ static int slot_check(struct quota *q, uint32_t i, const char *org)
     for (k = h & q->mask; k != i; k = (k + 1) & q->mask) {
         const struct quota_entry *p = &q->tab[k];
 
-        if (p->seq == 0 || (p->hash == h && strncmp(p->org, org, QUOTA_ORG_MAX) == 0))
+        if (p->seq == 0 || (p->hash == h && strncmp(p->org, org, sizeof(p->org)) == 0))
             return 3;   /* unreachable, or a second slot for org */
     }
     return 0;
 }
 
-/* Invariant 4 for hold k. */
+/* 1 if generation a is after b (both from the header's, which wraps). */
+static int gen_after(uint32_t a, uint32_t b)
+{
+    return (int32_t)(a - b) > 0;
+}
+
+/* Invariants 4 and 5 for hold k. */
 static int hold_check(struct quota *q, uint32_t k, int today)
 {
     const struct quota_hold *h = &q->holds[k];
     struct quota_entry *e;
     uint64_t w;
+    uint32_t eg;
     int64_t held = 0;
 
     if (h->pid == 0)
@@ -541,18 +709,22 @@ static int hold_check(struct quota *q, uint32_t k, int today)
         return 0;
     if (memchr(h->org, '\0', sizeof(h->org)) == NULL || h->day > today)
         return 4;
-    if ((e = lookup(q, h->org, org_hash(h->org), 0, &w, NULL)) == NULL ||
+    if (gen_after(h->gen, q->hdr->gen))
+        return 5;
+    if ((e = lookup(q, h->org, org_hash(h->org), 0, &w, &eg, NULL)) == NULL ||
         WORD_DAY(w) > h->day)
         return 0;       /* the org moved on; its slot may have gone to another */
     if (WORD_DAY(w) < h->day)
         return 4;
+    if (eg != h->gen)
+        return 0;       /* loaded again since: the database's count stands */
     for (uint32_t j = 0; j < q->hdr->nholds; j++)
         held += q->holds[j].pid != 0 && q->holds[j].ready && q->holds[j].day == h->day &&
-                strncmp(q->holds[j].org, h->org, QUOTA_ORG_MAX) == 0;
+                q->holds[j].gen == eg && strncmp(q->holds[j].org, h->org, QUOTA_ORG_MAX) == 0;
     return WORD_COUNT(w) >= held ? 0 : 4;
 }
 
-/* Check invariants 1-4 with the mutex held; 0 or the first one broken,
+/* Check invariants 1-5 with the mutex held; 0 or the first one broken,
  * its org in org (QUOTA_ORG_MAX bytes). */
 static int quota_check(struct quota *q, int today, char *org)
 {
@@ -573,6 +745,8 @@ static int quota_check(struct quota *q, int today, char *org)
             return 3;
         if (e->seq != 0 && org[0] != '\0' && (which = slot_check(q, i, org)) != 0)
             return which;
+        if (gen_after(e->gen, q->hdr->gen))
+            return 5;
     }
     org[0] = '\0';
     if (used != q->hdr->used)
@@ -605,17 +779,20 @@ void quota_foreach(struct quota *q, quota_foreach_fn fn, void *arg)
     for (i = 0; i <= q->mask; i++) {
         struct quota_entry *e = &q->tab[i];
         struct shm_reader rd = { 0, 0, 0 };
-        char org[QUOTA_ORG_MAX];
+        char org[QUOTA_SLOT_ORG];
         uint64_t w = 0;
+        uint32_t gen = 0;
 
         do {
             if (shm_seq_read_begin(&q->guard, &e->seq, &rd) != 0)
                 return;
             memcpy(org, e->org, sizeof(org));
+            gen = e->gen;
             w = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE);
         } while (!shm_seq_read_end(&q->guard, &e->seq, &rd));
         org[sizeof(org) - 1] = '\0';
-        if (rd.seq != 0 && org[0] != '\0')
+        /* a count of an earlier generation is unknown: left out */
+        if (rd.seq != 0 && org[0] != '\0' && gen == header_gen(q))
             fn(org, WORD_DAY(w), WORD_COUNT(w), arg);
     }
 }

@@ -8,8 +8,9 @@
  * limit are accepted, and accepting a run costs no system call and no
  * database lock. The database stays the durable record (usage.c writes each
  * run's count when it settles); a counter is loaded from it the first time
- * an org runs after the supervisor started, through a caller's function, so
- * this module never touches the database itself.
+ * an org runs after the supervisor started (or after quota_invalidate),
+ * through a caller's function, so this module never touches the database
+ * itself.
  */
 #ifndef AM_QUOTA_H
 #define AM_QUOTA_H
@@ -17,7 +18,8 @@
 #include <stdint.h>
 #include "lib/error.h"
 
-#define QUOTA_ORG_MAX 48        /* org slug incl. NUL (slugs are at most 40) */
+#define QUOTA_ORG_MAX 48        /* org slug incl. NUL (slugs are at most 40;
+                                 * the table takes up to QUOTA_ORG_MAX - 5 bytes) */
 
 struct quota;
 
@@ -43,8 +45,21 @@ int quota_take(struct quota *q, const char *org, int *day, int64_t limit, quota_
                void *arg, int64_t *count);
 
 /* Give back a run taken on day (it never reached a provider). Nothing
- * happens if org's counter has moved on to another day. */
+ * happens if org's counter has moved on to another day, nor, when this
+ * thread's last quota_take or quota_release was of this run's org and day,
+ * if the counter was loaded again since that run was counted (after a
+ * quota_invalidate: the reloaded count never had it). */
 void quota_give_back(struct quota *q, const char *org, int day);
+
+/* Forget every count: from now on the next quota_take or quota_count of
+ * each org loads its count again through its load function, exactly as on
+ * the first run of a day; no take lands on a forgotten count once this has
+ * returned. For a host that becomes the one that counts (a replication
+ * group's new master): another may have counted meanwhile. Runs held
+ * across it settle normally (quota_release); given back (or reclaimed)
+ * after their org's reload, they leave the reloaded count alone. Takes no
+ * lock, never fails; NULL is fine. */
+void quota_invalidate(struct quota *q);
 
 /*
  * Holds: what a process that dies owes back. A run taken by quota_take is
@@ -58,7 +73,8 @@ void quota_give_back(struct quota *q, const char *org, int day);
  * *capacity (if not NULL) how many the table has. NULL q: 0 and 0. */
 int quota_holds_used(struct quota *q, int *capacity);
 
-/* Hold the run just taken for org on day. Returns the hold (>= 0), or -1
+/* Hold the run this thread just took for org on day (the hold keeps the
+ * generation it was counted in). Returns the hold (>= 0), or -1
  * when every hold is in use (the run is then simply not held: if its
  * process dies, it stays counted until the daemon restarts). */
 int quota_hold(struct quota *q, const char *org, int day);
@@ -67,7 +83,8 @@ int quota_hold(struct quota *q, const char *org, int day);
  * database has its run log line. Call before the settling transaction. */
 void quota_hold_trace(struct quota *q, int hold, const char *trace_id);
 
-/* The run has settled or been given back: forget it. -1 is fine. */
+/* The run has settled or is about to be given back (quota_give_back,
+ * next, by this thread): forget it. -1 is fine. */
 void quota_release(struct quota *q, int hold);
 
 /* Whether the run with this trace id reached the database. */
@@ -75,8 +92,9 @@ typedef int (*quota_settled_fn)(const char *trace_id, void *arg);
 
 /* Give back the runs still held by process pid (0: by any process; only
  * when none of the holders can be alive) that settled() says did not
- * reach the database, and free their holds. Returns how many were given
- * back. */
+ * reach the database, and free their holds. Returns how many were owed
+ * (a run whose counter moved to another day or was loaded again since
+ * it was counted changes nothing). */
 int quota_reclaim(struct quota *q, int pid, quota_settled_fn settled, void *arg);
 
 /* How many runs org has accepted on day. Returns 0, AM_EUNAVAILABLE or
@@ -84,13 +102,13 @@ int quota_reclaim(struct quota *q, int pid, quota_settled_fn settled, void *arg)
 int quota_count(struct quota *q, const char *org, int day, quota_load_fn load, void *arg,
                 int64_t *count);
 
-/* Call fn for every org the table has a counter for: the org, the day it
- * counts and its count then (a snapshot per slot; creates nothing, loads
- * nothing). */
+/* Call fn for every org the table has a known counter for: the org, the
+ * day it counts and its count then (a snapshot per slot; creates nothing,
+ * loads nothing; counters forgotten by quota_invalidate are left out). */
 typedef void (*quota_foreach_fn)(const char *org, int day, int64_t count, void *arg);
 void quota_foreach(struct quota *q, quota_foreach_fn fn, void *arg);
 
-/* Runnable invariants (lib/invariant.h): check quota.c's invariants 1-4,
+/* Runnable invariants (lib/invariant.h): check quota.c's invariants 1-5,
  * holds against counters, taking the mutex; on a violation, log it naming
  * the invariant and the org, and abort(). Only where no other process or
  * thread takes, holds or gives back runs meanwhile (the supervisor's

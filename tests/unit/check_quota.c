@@ -6,8 +6,11 @@
  * table starts from (the caller's load function, called once, never for an
  * org that has a counter), days moving on and being adopted, giving runs
  * back, orgs kept apart, the exact limit under contention from threads of
- * several forked processes, and a full table whose slots come free again
- * when the day moves on.
+ * several forked processes, a full table whose slots come free again
+ * when the day moves on, and forgetting every count (quota_invalidate: the
+ * next take loads it again, takers racing it in several processes count on
+ * the loaded count, runs held across it settle and are given back without
+ * touching the reloaded count).
  *
  * The module's source is included (lighttpd-style) so the crash and race
  * tests can reach its static internals: a child takes the claimers' mutex,
@@ -119,7 +122,7 @@ static int slots_of(const struct quota *q, const char *org, uint32_t *at)
     for (uint32_t i = 0; i <= q->mask; i++) {
         const struct quota_entry *e = &q->tab[i];
 
-        if (e->seq != 0 && (e->seq & 1) == 0 && strncmp(e->org, org, QUOTA_ORG_MAX) == 0) {
+        if (e->seq != 0 && (e->seq & 1) == 0 && strncmp(e->org, org, sizeof(e->org)) == 0) {
             n++;
             if (at != NULL)
                 *at = i;
@@ -1191,6 +1194,329 @@ START_TEST(reclaim_of_an_old_day_leaves_the_new_day_alone)
 }
 END_TEST
 
+/* ---- forgetting the counts (quota_invalidate) ------------------------------------ */
+
+/* After an invalidation the next take or count loads the count again, a
+ * higher one and a lower one alike, and counts on from it (never from 1
+ * or 0); an org not used since stays forgotten until it is. */
+START_TEST(invalidate_makes_the_next_take_load_the_count_again)
+{
+    struct quota *q = must_create(4);
+    struct loader l = { 0 };
+    int64_t count;
+
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(take(q, "acme", DAY, 10, &l, &count, NULL), 0);
+    ck_assert_int_eq(take(q, "beta", DAY, 10, &l, &count, NULL), 0);
+    ck_assert_int_eq(l.calls, 2);
+    quota_invalidate(q);
+    CHECK_INVARIANTS(quota_check_invariants(q));
+
+    l.value = 7;                          /* another master counted more */
+    ck_assert_int_eq(take(q, "acme", DAY, 10, &l, &count, NULL), 0);
+    ck_assert_int_eq(count, 8);
+    ck_assert_int_eq(l.calls, 3);
+    ck_assert_str_eq(l.last_org, "acme");
+    ck_assert_int_eq(l.last_day, DAY);
+    ck_assert_int_eq(count_of(q, "acme", DAY, &l), 8);
+    ck_assert_int_eq(l.calls, 3);         /* known again: not loaded twice */
+    ck_assert_int_eq(slots_of(q, "acme", NULL), 1);
+
+    l.value = 2;                          /* the database says less */
+    quota_invalidate(q);
+    ck_assert_int_eq(count_of(q, "acme", DAY, &l), 2);
+    ck_assert_int_eq(take(q, "acme", DAY, 10, &l, &count, NULL), 0);
+    ck_assert_int_eq(count, 3);
+    ck_assert_int_eq(l.calls, 4);
+    ck_assert_int_eq(count_of(q, "beta", DAY, &l), 2);     /* beta: loaded now */
+    ck_assert_int_eq(l.calls, 5);
+
+    l.value = 10;                         /* the limit was reached elsewhere */
+    quota_invalidate(q);
+    ck_assert_int_eq(take(q, "acme", DAY, 10, &l, &count, NULL), AM_ERATELIMIT);
+    ck_assert_int_eq(count, 10);
+    ck_assert_int_eq(used_slots(q), 2);
+    CHECK_INVARIANTS(quota_check_invariants(q));
+    quota_close(q);
+}
+END_TEST
+
+/* quota_foreach reports only counts it knows. */
+static void foreach_note(const char *org, int day, int64_t count, void *arg)
+{
+    int *n = arg;
+
+    (void)org;
+    (void)day;
+    (void)count;
+    (*n)++;
+}
+
+START_TEST(a_forgotten_count_is_not_reported)
+{
+    struct quota *q = must_create(4);
+    struct loader l = { 0 };
+    int64_t count;
+    int n = 0;
+
+    ck_assert_int_eq(take(q, "acme", DAY, 10, &l, &count, NULL), 0);
+    ck_assert_int_eq(take(q, "beta", DAY, 10, &l, &count, NULL), 0);
+    quota_foreach(q, foreach_note, &n);
+    ck_assert_int_eq(n, 2);
+    quota_invalidate(q);
+    n = 0;
+    quota_foreach(q, foreach_note, &n);
+    ck_assert_int_eq(n, 0);
+    ck_assert_int_eq(take(q, "acme", DAY, 10, &l, &count, NULL), 0);
+    quota_foreach(q, foreach_note, &n);
+    ck_assert_int_eq(n, 1);
+    quota_close(q);
+}
+END_TEST
+
+/* A take that read its slot before the invalidation cannot land on the
+ * forgotten count after it: the slot's word was re-tagged. */
+START_TEST(a_take_read_before_an_invalidation_does_not_land_after_it)
+{
+    struct quota *q = must_create(4);
+    struct loader l = { 0 };
+    struct quota_entry *e = NULL;
+    uint64_t w = 0, before;
+    uint32_t gen = 0;
+    int64_t count;
+
+    ck_assert_int_eq(take(q, "acme", DAY, 10, &l, &count, NULL), 0);
+    ck_assert_int_eq(find_or_claim(q, "acme", DAY, load_fake, &l, &e, &w, &gen), 0);
+    before = w;
+    quota_invalidate(q);
+    ck_assert(!__atomic_compare_exchange_n(&e->word, &w, before + 1, 0, __ATOMIC_ACQ_REL,
+                                           __ATOMIC_ACQUIRE));
+    ck_assert_int_eq(WORD_DAY(w), DAY);   /* same day and count, new tag */
+    ck_assert_int_eq(WORD_COUNT(w), 1);
+    quota_close(q);
+}
+END_TEST
+
+/* Runs in flight across an invalidation: one settles (released), one is
+ * refunded (released, given back), one belongs to a process that dies
+ * (reclaimed), one was taken before it and held only after it. None of
+ * them is in the reloaded count, so none changes it; a run taken after the
+ * reload is given back to it as before. The invariants hold throughout,
+ * though the reloaded count (1) is below the runs still held from before. */
+START_TEST(holds_survive_an_invalidation)
+{
+    struct quota *q = must_create(4);
+    struct loader l = { 0 };
+    int64_t count;
+    int calls = 0, settles, refund, late, status, after;
+    pid_t pid;
+
+    ck_assert_int_eq(take(q, "acme", DAY, 10, &l, &count, NULL), 0);
+    settles = quota_hold(q, "acme", DAY);
+    ck_assert_int_eq(take(q, "acme", DAY, 10, &l, &count, NULL), 0);
+    refund = quota_hold(q, "acme", DAY);
+    ck_assert_int_ge(settles, 0);
+    ck_assert_int_ge(refund, 0);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int ok = take(q, "acme", DAY, 10, &l, &count, NULL) == 0;
+        ok &= quota_hold(q, "acme", DAY) >= 0;
+        _exit(ok ? 0 : 1);
+    }
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child failed");
+    ck_assert_int_eq(take(q, "acme", DAY, 10, &l, &count, NULL), 0);
+    ck_assert_int_eq(count, 4);
+
+    quota_invalidate(q);
+    late = quota_hold(q, "acme", DAY);    /* taken before, held after */
+    ck_assert_int_ge(late, 0);
+    l.value = 1;                          /* none of the four reached the database */
+    ck_assert_int_eq(count_of(q, "acme", DAY, &l), 1);
+    CHECK_INVARIANTS(quota_check_invariants(q));
+
+    quota_release(q, refund);
+    quota_give_back(q, "acme", DAY);
+    ck_assert_int_eq(count_of(q, "acme", DAY, &l), 1);
+    ck_assert_int_eq(quota_reclaim(q, (int)pid, settled_fake, &calls), 1);
+    ck_assert_int_eq(count_of(q, "acme", DAY, &l), 1);
+    quota_release(q, late);
+    quota_give_back(q, "acme", DAY);
+    ck_assert_int_eq(count_of(q, "acme", DAY, &l), 1);
+    quota_release(q, settles);
+    ck_assert_int_eq(count_of(q, "acme", DAY, &l), 1);
+    CHECK_INVARIANTS(quota_check_invariants(q));
+
+    ck_assert_int_eq(take(q, "acme", DAY, 10, &l, &count, NULL), 0);
+    after = quota_hold(q, "acme", DAY);
+    ck_assert_int_eq(count, 2);
+    CHECK_INVARIANTS(quota_check_invariants(q));
+    quota_release(q, after);
+    quota_give_back(q, "acme", DAY);
+    ck_assert_int_eq(count_of(q, "acme", DAY, &l), 1);
+    ck_assert_int_eq(quota_holds_used(q, NULL), 0);
+    CHECK_INVARIANTS(quota_check_invariants(q));
+    quota_close(q);
+}
+END_TEST
+
+/*
+ * Takers in INV_CHILDREN processes of INV_THREADS threads each take one
+ * org while the parent invalidates the table once the runs accepted reach
+ * `trigger` (takers pause a little past it until then), with the
+ * database's count set to `loaded` just before. Every take that began
+ * after the invalidation returned counts on the loaded count: its count is
+ * above `loaded`, at most the limit, and no two share one; all but the
+ * takes in flight at the invalidation (one per thread) of the runs from
+ * `loaded` to the limit are theirs, and at the end the count is exactly
+ * the limit.
+ */
+#define INV_CHILDREN 3
+#define INV_THREADS 4
+#define INV_LIMIT 400
+
+struct inval {
+    int64_t loaded;                       /* what the load function says */
+    int64_t pause;                        /* takers wait here for `after` */
+    int after;                            /* 1 once quota_invalidate returned */
+    int64_t taken;                        /* successes so far (atomic) */
+    int load_calls;                       /* atomic */
+    int seen[INV_LIMIT + 2];              /* counts returned to takes begun after */
+    int anomalies;                        /* atomic */
+};
+
+static int load_inval(const char *org, int day, int64_t *count, void *arg)
+{
+    struct inval *v = arg;
+
+    (void)org;
+    (void)day;
+    __atomic_fetch_add(&v->load_calls, 1, __ATOMIC_RELAXED);
+    *count = __atomic_load_n(&v->loaded, __ATOMIC_ACQUIRE);
+    return 0;
+}
+
+struct inval_arg {
+    struct quota *q;
+    struct inval *v;
+};
+
+static void *inval_thread(void *p)
+{
+    struct inval_arg *a = p;
+    int refused = 0;
+
+    while (refused < 50) {
+        int after, day = DAY, rc;
+        int64_t c = -1;
+
+        while (!(after = __atomic_load_n(&a->v->after, __ATOMIC_ACQUIRE)) &&
+               __atomic_load_n(&a->v->taken, __ATOMIC_ACQUIRE) >= a->v->pause)
+            sched_yield();
+        rc = quota_take(a->q, "acme", &day, INV_LIMIT, load_inval, a->v, &c);
+
+        if (rc == AM_ERATELIMIT) {
+            refused += after;
+            continue;
+        }
+        if (rc != 0 || c < 1 || c > INV_LIMIT) {
+            __atomic_fetch_add(&a->v->anomalies, 1, __ATOMIC_RELAXED);
+            break;
+        }
+        __atomic_fetch_add(&a->v->taken, 1, __ATOMIC_RELAXED);
+        if (after)
+            __atomic_fetch_add(&a->v->seen[c], 1, __ATOMIC_RELAXED);
+    }
+    return NULL;
+}
+
+static void inval_child(struct quota *q, struct inval *v, pid_t parent)
+{
+    pthread_t t[INV_THREADS];
+    struct inval_arg a = { q, v };
+
+    child_dies_with_parent(parent);
+    for (int i = 0; i < INV_THREADS; i++)
+        if (pthread_create(&t[i], NULL, inval_thread, &a) != 0)
+            _exit(3);
+    for (int i = 0; i < INV_THREADS; i++)
+        pthread_join(t[i], NULL);
+    _exit(0);
+}
+
+static void run_invalidation_race(int64_t trigger, int64_t loaded)
+{
+    struct inval *v = shared_page(sizeof(struct inval));
+    struct quota *q = must_create(4);
+    pid_t parent = getpid(), pid[INV_CHILDREN];
+    int64_t c = -1, theirs = 0;
+    int calls;
+
+    v->pause = trigger + 20;
+
+    for (int k = 0; k < INV_CHILDREN; k++) {
+        pid[k] = fork();
+        ck_assert_int_ge(pid[k], 0);
+        if (pid[k] == 0)
+            inval_child(q, v, parent);
+    }
+    while (__atomic_load_n(&v->taken, __ATOMIC_ACQUIRE) < trigger)
+        sched_yield();
+    __atomic_store_n(&v->loaded, loaded, __ATOMIC_RELEASE);
+    calls = __atomic_load_n(&v->load_calls, __ATOMIC_ACQUIRE);
+    quota_invalidate(q);
+    __atomic_store_n(&v->after, 1, __ATOMIC_RELEASE);
+    for (int k = 0; k < INV_CHILDREN; k++)
+        ck_assert_msg(child_ok(pid[k]), "child %d failed", k);
+    ck_assert_int_eq(v->anomalies, 0);
+    ck_assert_int_gt(v->load_calls, calls);
+    for (int64_t n = 0; n <= INV_LIMIT; n++) {
+        ck_assert_msg(n <= loaded ? v->seen[n] == 0 : v->seen[n] <= 1,
+                      "count %lld returned %d times after the invalidation (loaded %lld)",
+                      (long long)n, v->seen[n], (long long)loaded);
+        theirs += v->seen[n];
+    }
+    ck_assert_int_ge(theirs, INV_LIMIT - loaded - INV_CHILDREN * INV_THREADS);
+    ck_assert_int_eq(quota_count(q, "acme", DAY, load_inval, v, &c), 0);
+    ck_assert_int_eq(c, INV_LIMIT);
+    CHECK_INVARIANTS(quota_check_invariants(q));
+    quota_close(q);
+    munmap(v, sizeof(struct inval));
+}
+
+START_TEST(takers_across_an_invalidation_count_on_a_higher_loaded_count)
+{
+    run_invalidation_race(100, 300);
+}
+END_TEST
+
+START_TEST(takers_across_an_invalidation_count_on_a_lower_loaded_count)
+{
+    run_invalidation_race(250, 50);
+}
+END_TEST
+
+#if AM_INVARIANTS
+/* Invariant 5 is checked: a slot stamped with a generation the header
+ * has not reached makes it abort. */
+START_TEST(quota_invariants_abort_on_a_generation_from_the_future)
+{
+    struct quota *q = must_create(4);
+    struct loader l = { 0 };
+    int64_t count;
+    uint32_t s = 0;
+
+    ck_assert_int_eq(take(q, "acme", DAY, 5, &l, &count, NULL), 0);
+    quota_check_invariants(q);
+    ck_assert_int_eq(slots_of(q, "acme", &s), 1);
+    q->tab[s].gen = q->hdr->gen + 1;
+    quota_check_invariants(q);
+    ck_abort_msg("quota_check_invariants returned on a generation from the future");
+}
+END_TEST
+#endif
+
 static Suite *quota_suite(void)
 {
     Suite *s = suite_create("quota");
@@ -1207,6 +1533,9 @@ static Suite *quota_suite(void)
     tcase_add_test(basic, table_full_then_stale_slots_are_reused);
     tcase_add_test(basic, a_new_day_is_not_refused_for_a_table_of_yesterdays_orgs);
     tcase_add_test(basic, a_new_tag_never_moves_the_day);
+    tcase_add_test(basic, invalidate_makes_the_next_take_load_the_count_again);
+    tcase_add_test(basic, a_forgotten_count_is_not_reported);
+    tcase_add_test(basic, a_take_read_before_an_invalidation_does_not_land_after_it);
     tcase_set_timeout(basic, 30);
     suite_add_tcase(s, basic);
 
@@ -1214,6 +1543,8 @@ static Suite *quota_suite(void)
     tcase_add_test(shared, exact_under_concurrency_with_racing_claims);
     tcase_add_test(shared, a_claim_racing_the_first_take_of_a_day_loses_no_run);
     tcase_add_test(shared, claims_racing_takes_never_exceed_the_limit);
+    tcase_add_test(shared, takers_across_an_invalidation_count_on_a_higher_loaded_count);
+    tcase_add_test(shared, takers_across_an_invalidation_count_on_a_lower_loaded_count);
     tcase_set_timeout(shared, 60);
     suite_add_tcase(s, shared);
 
@@ -1222,8 +1553,11 @@ static Suite *quota_suite(void)
     tcase_add_test(crash, holds_are_bounded_and_reused);
     tcase_add_test(crash, reclaim_gives_back_what_a_dead_holder_had_not_settled);
     tcase_add_test(crash, reclaim_of_an_old_day_leaves_the_new_day_alone);
+    tcase_add_test(crash, holds_survive_an_invalidation);
 #if AM_INVARIANTS
     tcase_add_test_raise_signal(crash, quota_invariants_abort_on_a_hold_with_no_count, SIGABRT);
+    tcase_add_test_raise_signal(crash, quota_invariants_abort_on_a_generation_from_the_future,
+                                SIGABRT);
 #endif
     tcase_set_timeout(crash, 30);
     suite_add_tcase(s, crash);
