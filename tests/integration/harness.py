@@ -1239,6 +1239,16 @@ class NetnsInstance(Instance):
             self.lighttpd_stderr, (self.lighttpd_stderr, self.lighttpd_errorlog), started, 1,
             env=self.lighttpd_env(), preexec_fn=_die_with_parent(signal.SIGTERM))
 
+    def stop(self, failed=False):
+        """Instance.stop, then SIGKILL to whatever is left of the daemon's
+        process group (a storage task its supervisor was waiting for)."""
+        try:
+            super().stop(failed=failed)
+        finally:
+            if self.daemon is not None:
+                with contextlib.suppress(OSError):
+                    os.killpg(self.daemon.pid, signal.SIGKILL)
+
     def kill_group(self, sig=signal.SIGKILL):
         """Send sig to the daemon's whole process group at once (supervisor,
         workers, stream process, storage tasks); wait until every member is
