@@ -25,7 +25,7 @@ stop), all three with the same auth.jwt_secret and master key, and with
 replication=True the replication: section of each (site, url, peers,
 cluster secret file). partition(host)/heal(host) set the host's port on the
 bridge down/up (the host's eth0 loses its carrier); kill(host) SIGKILLs the
-daemon's whole process group; restart(host) starts it again on the same
+daemon's whole process group (kill_daemon is the same); restart(host) starts it again on the same
 data dir. Requests go from the client namespace: host.inst.request(...).
 
 Needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) and iproute2: without them,
@@ -337,6 +337,8 @@ class Cluster:
     def kill(self, host, sig=signal.SIGKILL):
         """sig to host's whole daemon process group; waits until all gone."""
         return host.inst.kill_group(sig)
+
+    kill_daemon = kill
 
     def restart(self, host, wait=True):
         """Start host's daemon again (same config, data dir, lighttpd)."""
