@@ -167,6 +167,19 @@ static int tests_load(const char *org, int day, int64_t *count, void *arg)
 
 /* ---- a replica: the master counts ----------------------------------------------- */
 
+/* What a run log line says of a run (and what a replica tells the master). */
+static void run_fields(struct json_object *o, const struct usage_run *run)
+{
+    json_object_object_add(o, "org", json_object_new_string(run->org));
+    json_object_object_add(o, "agent", json_object_new_string(run->agent));
+    json_object_object_add(o, "version", json_object_new_int64((int64_t)run->version));
+    json_object_object_add(o, "mode", json_object_new_string(run->mode));
+    json_object_object_add(o, "model", json_object_new_string(run->model ? run->model : ""));
+    json_object_object_add(o, "tokens", json_object_new_int(run->tokens));
+    json_object_object_add(o, "latency_ms", json_object_new_int64(run->latency_ms));
+    json_object_object_add(o, "outcome", json_object_new_string(run->outcome));
+}
+
 /* The claim of a run as the master took it (its table's day and hold). */
 static struct json_object *claim_json(const struct usage_claim *claim)
 {
@@ -207,17 +220,10 @@ static int remote_run(struct app *app, const char *op, const struct usage_run *r
     struct am_error err;
     int rc;
 
+    run_fields(a, run);
     json_object_object_add(a, "trace_id", json_object_new_string(run->trace_id));
-    json_object_object_add(a, "org", json_object_new_string(run->org));
-    json_object_object_add(a, "agent", json_object_new_string(run->agent));
-    json_object_object_add(a, "version", json_object_new_int64((int64_t)run->version));
-    json_object_object_add(a, "mode", json_object_new_string(run->mode));
-    json_object_object_add(a, "model", json_object_new_string(run->model ? run->model : ""));
-    json_object_object_add(a, "outcome", json_object_new_string(run->outcome));
     json_object_object_add(a, "claim", claim_json(run->claim));
     json_object_object_add(a, "refund", json_object_new_boolean(run->refund));
-    json_object_object_add(a, "tokens", json_object_new_int(run->tokens));
-    json_object_object_add(a, "latency_ms", json_object_new_int64(run->latency_ms));
     error_clear(&err);
     rc = cluster_call(app, op, a, &r, &err);
     json_object_put(r);
@@ -401,14 +407,7 @@ static char *run_line(const struct usage_run *run, size_t *len)
     size_t n;
     const char *v;
 
-    json_object_object_add(o, "org", json_object_new_string(run->org));
-    json_object_object_add(o, "agent", json_object_new_string(run->agent));
-    json_object_object_add(o, "version", json_object_new_int64((int64_t)run->version));
-    json_object_object_add(o, "mode", json_object_new_string(run->mode));
-    json_object_object_add(o, "model", json_object_new_string(run->model ? run->model : ""));
-    json_object_object_add(o, "tokens", json_object_new_int(run->tokens));
-    json_object_object_add(o, "latency_ms", json_object_new_int64(run->latency_ms));
-    json_object_object_add(o, "outcome", json_object_new_string(run->outcome));
+    run_fields(o, run);
     json_object_object_add(o, "at", json_object_new_int64(util_now()));
     v = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &n);
     line = xstrndup(v, n);

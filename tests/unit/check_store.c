@@ -1077,6 +1077,21 @@ static struct store *rep_site(int i, struct store_rep_options *ro, const int por
     return s;
 }
 
+/* Which of the two sites was elected master (within 10 s). */
+static int elected(struct store *site[2])
+{
+    int tries, i;
+
+    for (tries = 0; tries < 200; tries++) {
+        for (i = 0; i < 2; i++)
+            if (store_rep_is_master(site[i]))
+                return i;
+        sleep_ms(50);
+    }
+    ck_abort_msg("no master elected in 10 s");
+    return -1;
+}
+
 /* The databases of a new master: locked out (AM_ENOENT) while it takes
  * over, then open. */
 static void open_when_ready(struct store *s)
@@ -1116,18 +1131,12 @@ START_TEST(replica_applies_a_commit_it_waits_for)
     struct put_arg w = { STORE_AGENTS, "acme\0bot" + 0, "{\"status\":\"deployed\"}" };
     struct am_error err;
     char dir[2][128], token[STORE_TOKEN_HEX], *val = NULL;
-    int ports[2] = { free_port(), free_port() }, m = -1, r, i, tries;
+    int ports[2] = { free_port(), free_port() }, m, r, i, tries;
     uint64_t seq0 = 0, seq1 = 0;
 
     for (i = 0; i < 2; i++)
         site[i] = rep_site(i, &ro[i], ports, dir[i], sizeof(dir[i]));
-    for (tries = 0; tries < 200 && m < 0; tries++) {
-        for (i = 0; i < 2; i++)
-            if (store_rep_is_master(site[i]))
-                m = i;
-        sleep_ms(50);
-    }
-    ck_assert_msg(m >= 0, "no master elected in 10 s");
+    m = elected(site);
     r = 1 - m;
     open_when_ready(site[m]);
     error_clear(&err);
@@ -1164,17 +1173,11 @@ START_TEST(commit_without_acknowledgement_is_not_acknowledged)
     struct store *site[2];
     struct put_arg w = { STORE_ORGS, "acme", "{}" };
     char dir[2][128];
-    int ports[2] = { free_port(), free_port() }, m = -1, i, tries;
+    int ports[2] = { free_port(), free_port() }, m, i;
 
     for (i = 0; i < 2; i++)
         site[i] = rep_site(i, &ro[i], ports, dir[i], sizeof(dir[i]));
-    for (tries = 0; tries < 200 && m < 0; tries++) {
-        for (i = 0; i < 2; i++)
-            if (store_rep_is_master(site[i]))
-                m = i;
-        sleep_ms(50);
-    }
-    ck_assert_msg(m >= 0, "no master elected in 10 s");
+    m = elected(site);
     open_when_ready(site[m]);
     ck_assert_int_eq(store_transact(site[m], put_txn, &w), 0);
     store_close(site[1 - m]);
