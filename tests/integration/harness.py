@@ -384,7 +384,8 @@ def listens_on(pid, port):
     (and not some other process that took the port)."""
     inodes = set()
     try:
-        with open("/proc/net/tcp") as f:
+        # pid's own network namespace's table (a front server in a netns)
+        with open("/proc/%d/net/tcp" % pid) as f:
             for line in f.readlines()[1:]:
                 fields = line.split()
                 if fields[1] == "0100007F:%04X" % port and fields[3] == "0A":
@@ -989,6 +990,11 @@ class Instance:
         out.flush()
 
     # -- HTTP --------------------------------------------------------------------
+    def connection(self, timeout=HTTP_TIMEOUT):
+        """A new connection to the front server (NetnsInstance: from its
+        client's network namespace)."""
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
     def request(self, method, path, body=None, headers=None, token=None, raw=None,
                 timeout=HTTP_TIMEOUT):
         """One HTTP request through the front server on a fresh connection.
@@ -1014,7 +1020,7 @@ class Instance:
                 del hdrs[existing]
             if v is not None:
                 hdrs[k] = v
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        conn = self.connection(timeout)
         try:
             conn.request(method, path, body=data, headers=hdrs)
             resp = conn.getresponse()
@@ -1095,6 +1101,166 @@ class Instance:
 
     def registry_count(self):
         return self.health()["registry"]["agents"]
+
+
+# --- network namespaces: an Instance inside one (tests/integration/cluster.py) -----
+# A NetnsInstance runs its daemon and its lighttpd under `ip netns exec NS`
+# (lighttpd listens on the namespace's own address as well as on its
+# loopback), and its requests leave from another namespace, the client's: a
+# socket belongs to the namespace its creating thread was in (setns(2) is per
+# thread), whichever thread uses it afterwards. Needs root (CAP_NET_ADMIN and
+# CAP_SYS_ADMIN). The rest is Instance's: data dir, config, logs, the secret
+# and OpenAPI checks at stop.
+
+CLONE_NEWNET = 0x40000000
+IP = shutil.which("ip") or "/usr/sbin/ip"
+_LIBC = []
+
+
+def _setns_net(fd):
+    if not _LIBC:
+        _LIBC.append(ctypes.CDLL(None, use_errno=True))
+    if _LIBC[0].setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, "setns(CLONE_NEWNET): %s" % os.strerror(err))
+
+
+def netns_socket(ns, family=socket.AF_INET, kind=socket.SOCK_STREAM):
+    """A new socket of the network namespace ns (/run/netns/ns); the calling
+    thread is back in its own namespace when this returns."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        target = os.open(os.path.join("/run/netns", ns), os.O_RDONLY)
+        try:
+            _setns_net(target)
+            try:
+                return socket.socket(family, kind)
+            finally:
+                _setns_net(own)
+        finally:
+            os.close(target)
+    finally:
+        os.close(own)
+
+
+class NetnsConnection(http.client.HTTPConnection):
+    """An HTTPConnection whose socket is made in the namespace netns."""
+
+    def __init__(self, netns, host, port, timeout=HTTP_TIMEOUT):
+        super().__init__(host, port, timeout=timeout)
+        self.netns = netns
+
+    def connect(self):
+        sock = netns_socket(self.netns)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect((self.host, self.port))
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def netns_argv(ns, argv):
+    """argv run inside the network namespace ns."""
+    return [IP, "netns", "exec", ns] + list(argv)
+
+
+def process_group(pgid):
+    """Live pids whose process group is pgid (from /proc)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) >= 3 and fields[2] == str(pgid) and fields[0] != "Z":
+            pids.append(int(entry))
+    return sorted(pids)
+
+
+class NetnsInstance(Instance):
+    """An Instance behind lighttpd inside the network namespace netns, on
+    addr:port there (8080 by default: every namespace has ports of its own),
+    reached from the namespace client_netns. The daemon leads a process
+    group of its own (kill_group). master_key: the bytes of the master key
+    file (hosts of one group share it, and auth.jwt_secret)."""
+
+    def __init__(self, config=None, name="inst", netns=None, addr=None, client_netns=None,
+                 port=8080, master_key=None):
+        if not (netns and addr and client_netns):
+            raise HarnessError("NetnsInstance needs netns, addr and client_netns")
+        super().__init__(config, name=name, front="lighttpd")
+        self.netns, self.addr, self.client_netns, self.port = netns, addr, client_netns, port
+        if master_key is not None:
+            with open(self.master_key_file, "wb") as f:
+                f.write(master_key)
+        # astromesh-dev.conf as it is, beside links to its includes (lighttpd
+        # resolves an include relative to the top config file), plus a socket
+        # on addr:port
+        confdir = os.path.dirname(DEV_CONF)
+        self.lighttpd_dir = os.path.join(self.dir, "lighttpd")
+        os.makedirs(self.lighttpd_dir)
+        for conf in os.listdir(confdir):
+            if conf.endswith(".conf"):
+                os.symlink(os.path.join(confdir, conf), os.path.join(self.lighttpd_dir, conf))
+        self.lighttpd_conf = os.path.join(self.lighttpd_dir, "netns.conf")
+        with open(self.lighttpd_conf, "w") as f:
+            f.write('include "%s"\n$SERVER["socket"] == "%s:%d" { }\n'
+                    % (os.path.basename(DEV_CONF), addr, port))
+
+    @property
+    def base_url(self):
+        return "http://%s:%d" % (self.addr, self.port)
+
+    def connection(self, timeout=HTTP_TIMEOUT):
+        return NetnsConnection(self.client_netns, self.addr, self.port, timeout=timeout)
+
+    def start_daemon(self, extra_args=()):
+        log = open(self.daemon_log, "ab")
+        try:
+            self.daemon = subprocess.Popen(
+                netns_argv(self.netns, [DAEMON, "-c", self.config_path] + list(extra_args)),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                preexec_fn=_die_with_parent(signal.SIGTERM))
+        finally:
+            log.close()
+        return self.daemon
+
+    def start_lighttpd(self, attempts=1):
+        def started(proc):
+            self.lighttpd = proc
+        self.start_front(
+            "lighttpd", netns_argv(self.netns, [LIGHTTPD, "-D", "-f", self.lighttpd_conf]),
+            self.lighttpd_stderr, (self.lighttpd_stderr, self.lighttpd_errorlog), started, 1,
+            env=self.lighttpd_env(), preexec_fn=_die_with_parent(signal.SIGTERM))
+
+    def stop(self, failed=False):
+        """Instance.stop, then SIGKILL to whatever is left of the daemon's
+        process group (a storage task its supervisor was waiting for)."""
+        try:
+            super().stop(failed=failed)
+        finally:
+            if self.daemon is not None:
+                with contextlib.suppress(OSError):
+                    os.killpg(self.daemon.pid, signal.SIGKILL)
+
+    def kill_group(self, sig=signal.SIGKILL):
+        """Send sig to the daemon's whole process group at once (supervisor,
+        workers, stream process, storage tasks); wait until every member is
+        gone. Returns the supervisor's exit code."""
+        pid = self.daemon.pid
+        members = process_group(pid)
+        self.shm_seen |= shm_names(pid)
+        os.killpg(pid, sig)
+        rc = self.wait_daemon_exit()
+        poll(lambda: not any(pid_alive(p) for p in members), STOP_TIMEOUT,
+             what="process group %d (%s) to exit" % (pid, members))
+        return rc
 
 
 def parse_body(headers, payload):
