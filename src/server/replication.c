@@ -17,6 +17,7 @@
  */
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -25,6 +26,7 @@
 #include "control/agent.h"
 #include "control/auth_state.h"
 #include "state/app.h"
+#include "state/cluster.h"
 #include "state/config.h"
 #include "state/quota.h"
 #include "state/store.h"
@@ -58,6 +60,20 @@ static const char *role_name(int role)
 {
     return role == STORE_ROLE_MASTER ? "master" : role == STORE_ROLE_REPLICA ? "replica"
                                                                               : "none";
+}
+
+/* The index in cfg->rep_sites of "host:port", -1 if none is. */
+static int site_index(const struct config *cfg, const char *addr)
+{
+    char site[80];
+    int i;
+
+    for (i = 0; addr[0] != '\0' && i < cfg->rep_nsites; i++) {
+        snprintf(site, sizeof(site), "%s:%d", cfg->rep_sites[i].host, cfg->rep_sites[i].port);
+        if (strcmp(site, addr) == 0)
+            return i;
+    }
+    return -1;
 }
 
 /* Rebuild what the registry serves from the store; logs what it did. */
@@ -123,6 +139,7 @@ void replication_run(const struct app *shared)
         if (st.role != last.role || strcmp(st.master, last.master) != 0) {
             log_info("replication: this host is %s; master %s", role_name(st.role),
                      st.master[0] ? st.master : "(none)");
+            cluster_set_master(app.cluster, site_index(cfg, st.master));
             /* Only the master counts the daily quota. A host that becomes
              * master (again, the same day) may hold counts of an earlier
              * term while another master counted: forget them all, so each
@@ -160,6 +177,7 @@ void replication_run(const struct app *shared)
             reconcile = 0;
         }
     }
+    cluster_set_master(app.cluster, -1);
     store_close(app.store);
     _exit(0);
 }

@@ -280,10 +280,16 @@ static void route_health(struct route_ctx *c)
     /* In a group: this host's role and the master it knows (front servers
      * and balancers send writes by it). */
     if (c->app->cfg->rep_nsites > 0 && store_rep_status(c->app->store, &st) == 0) {
+        const struct config_site *m = cluster_master_site(c->app) >= 0
+                                    ? &c->app->cfg->rep_sites[cluster_master_site(c->app)]
+                                    : NULL;
+        char addr[80];
+
         json_object_object_add(o, "role", json_object_new_string(
             st.role == STORE_ROLE_MASTER ? "master" : "replica"));
-        json_object_object_add(o, "master", st.master[0] ? json_object_new_string(st.master)
-                                                         : NULL);
+        if (m != NULL)
+            snprintf(addr, sizeof(addr), "%s:%d", m->host, m->port);
+        json_object_object_add(o, "master", m != NULL ? json_object_new_string(addr) : NULL);
     }
 
     http_reply_json(c->resp, rc == 0 ? 200 : 503, o);

@@ -69,6 +69,7 @@
 #include "state/metrics.h"
 #include "state/quota.h"
 #include "state/breakers.h"
+#include "state/cluster.h"
 #include "runtime/memory.h"
 #include "state/registry.h"
 #include "state/store.h"
@@ -805,6 +806,10 @@ static int start(struct supervisor *sv)
         log_error("%s", err.message);
         return -1;
     }
+    if (sv->cfg.rep_nsites > 0 && cluster_create(&sv->app.cluster, &err) != 0) {
+        log_error("%s", err.message);
+        return -1;
+    }
     plan_capacity_log(&sv->cfg);
     /* The master key: refuse to start without a good one. */
     if (vault_open(&sv->vault, sv->cfg.master_key_file, &err) != 0) {
@@ -850,6 +855,7 @@ static void finish(struct supervisor *sv)
     metrics_close();
     streams_close(sv->app.inflight);
     breakers_close(sv->app.breakers);
+    cluster_close(sv->app.cluster);
     auth_state_close(sv->app.auth);
     vault_close(sv->vault);
     if (sv->cfg.pid_file[0] != '\0')

@@ -15,6 +15,7 @@ struct auth_state;
 struct vault;
 struct streams;
 struct breakers;
+struct cluster;
 
 struct app {
     const struct config *cfg;   /* borrowed; lives as long as the process */
@@ -27,6 +28,8 @@ struct app {
     struct streams *streams;    /* open stream connections per org, shared by all processes */
     struct breakers *breakers;  /* circuit breakers per org/provider/model, shared likewise */
     struct streams *inflight;   /* runs in flight per org (a streams table), shared likewise */
+    struct cluster *cluster;    /* a group's master as the replication process knows it,
+                                   shared likewise (NULL: no group) */
 };
 
 #endif

@@ -8,6 +8,8 @@
  * log; send the secret anywhere but a configured site's URL.
  */
 #include <curl/curl.h>
+#include <errno.h>
+#include <sys/mman.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,21 +31,51 @@ int cluster_is_replica(struct app *app)
     return app->cfg != NULL && app->cfg->rep_nsites > 0 && !store_rep_is_master(app->store);
 }
 
+struct cluster {
+    int master;                 /* index into cfg->rep_sites, -1: none; atomic */
+};
+
+int cluster_create(struct cluster **out, struct am_error *err)
+{
+    void *p = mmap(NULL, sizeof(struct cluster), PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+    *out = NULL;
+    if (p == MAP_FAILED)
+        return error_set(err, AM_EIO, "replication: mapping its shared state: %s",
+                         strerror(errno));
+    *out = p;
+    (*out)->master = -1;
+    return 0;
+}
+
+void cluster_close(struct cluster *c)
+{
+    if (c != NULL)
+        munmap(c, sizeof(*c));
+}
+
+void cluster_set_master(struct cluster *c, int site)
+{
+    if (c != NULL)
+        __atomic_store_n(&c->master, site, __ATOMIC_RELEASE);
+}
+
+int cluster_master_site(const struct app *app)
+{
+    int site;
+
+    if (app->cluster == NULL || app->cfg == NULL)
+        return -1;
+    site = __atomic_load_n(&app->cluster->master, __ATOMIC_ACQUIRE);
+    return site >= 0 && site < app->cfg->rep_nsites ? site : -1;
+}
+
 const char *cluster_master_url(struct app *app)
 {
-    const struct config *cfg = app->cfg;
-    struct store_rep_status st;
-    char site[80];
-    int i;
+    int site = cluster_master_site(app);
 
-    if (store_rep_status(app->store, &st) != 0 || st.master[0] == '\0')
-        return NULL;
-    for (i = 0; i < cfg->rep_nsites; i++) {
-        snprintf(site, sizeof(site), "%s:%d", cfg->rep_sites[i].host, cfg->rep_sites[i].port);
-        if (strcmp(site, st.master) == 0)
-            return cfg->rep_sites[i].url;
-    }
-    return NULL;
+    return site >= 0 ? app->cfg->rep_sites[site].url : NULL;
 }
 
 static size_t on_body(char *data, size_t size, size_t n, void *arg)

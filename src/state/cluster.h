@@ -18,6 +18,24 @@
 #define CLUSTER_ACCOUNTING_PATH "/api/v1/internal/accounting"
 #define CLUSTER_SECRET_HEADER "X-Astromesh-Cluster"
 
+/* Which site of the configuration is the master, as this host's
+ * replication process knows it: one int in anonymous shared memory that
+ * the supervisor maps before it forks (a worker cannot ask Berkeley DB:
+ * its Replication Manager site list is per process, and empty in a
+ * process that opened the environment before the sites were set). */
+struct cluster;
+
+/* Map it (master: none). Returns 0 or AM_EIO. */
+int cluster_create(struct cluster **out, struct am_error *err);
+void cluster_close(struct cluster *c);
+
+/* The replication process: the master is rep_sites[site] of the
+ * configuration, -1 for none known. */
+void cluster_set_master(struct cluster *c, int site);
+
+/* The master's index in cfg->rep_sites, or -1. */
+int cluster_master_site(const struct app *app);
+
 /* Is a group configured and this host not its master now? Then the
  * accounting goes to the master through cluster_call. */
 int cluster_is_replica(struct app *app);
