@@ -1318,6 +1318,8 @@ static int group_before_route(struct route_ctx *c, const struct route *r)
             http_add_header(c->resp, "Retry-After", "1");
             http_reply_errorf(c->resp, AM_ENOMASTER, "The group has no reachable master "
                               "right now (an election may be under way); retry");
+        } else {
+            metrics_rep_forwarded();
         }
         return 1;
     }
@@ -1336,6 +1338,8 @@ static int group_before_route(struct route_ctx *c, const struct route *r)
     }
     return 0;
 }
+
+#define NOT_ACKED "{\"error\":\"replication_unavailable\""
 
 void routes_handle(void *app, const struct http_request *req, struct http_response *resp)
 {
@@ -1388,6 +1392,9 @@ void routes_handle(void *app, const struct http_request *req, struct http_respon
     store_token_take(token);    /* a token left by an earlier request of this thread */
     r->fn(&c);
     metrics_in_flight(resp->route, -1);
+    if (resp->status == 503 && resp->body_len >= sizeof(NOT_ACKED) - 1 &&
+        memcmp(resp->body, NOT_ACKED, sizeof(NOT_ACKED) - 1) == 0)
+        metrics_rep_not_acked();   /* the envelope of AM_ENOTACKED (http_reply_error) */
     /* The position of this request's last commit: any host of the group
      * serves a read sent with it back in X-Astromesh-After after it. */
     if (store_token_take(token) && resp->status < 300)
