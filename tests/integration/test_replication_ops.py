@@ -26,11 +26,14 @@ NAMES = ("astromesh_replication_role", "astromesh_replication_is_master",
          "astromesh_replication_not_acknowledged_total")
 
 
-def make_group(tc, n=3, replication=None, name="rep"):
-    """n Instances (not started) forming one group on loopback: the same
-    jwt_secret, master key and cluster secret, sites 127.0.0.1:<free
-    port>, each listing the others with their front server's URL. Each is
-    stopped by a cleanup of tc."""
+def make_group(add_cleanup, n=3, replication=None, name="rep", config=None,
+               failed=lambda: False):
+    """n Instances (not started; config merged over the harness's) forming
+    one group on loopback: the same jwt_secret, master key and cluster
+    secret, sites 127.0.0.1:<free port>, each listing the others with its
+    front server's URL. add_cleanup(fn) is called with each one's stop
+    (failed() says whether to keep and print its logs). Also used by
+    tests/bench/bench_cluster.py."""
     tmproot = os.path.join(BUILDDIR, "tests", "tmp")
     os.makedirs(tmproot, exist_ok=True)
     shared = tempfile.mkdtemp(prefix=name + "-group-", dir=tmproot)
@@ -40,10 +43,10 @@ def make_group(tc, n=3, replication=None, name="rep"):
     os.close(fd)
     jwt_secret = secrets.token_hex(24)
     master_key = secrets.token_bytes(32)
-    insts = [Instance(name="%s%d" % (name, i + 1)) for i in range(n)]
+    insts = [Instance(config, name="%s%d" % (name, i + 1)) for i in range(n)]
     sites = ["127.0.0.1:%d" % free_port() for _ in insts]
     for i, inst in enumerate(insts):
-        tc.addCleanup(lambda inst=inst: inst.stop(failed=outcome_failed(tc)))
+        add_cleanup(lambda inst=inst: inst.stop(failed=failed()))
         with open(inst.master_key_file, "wb") as f:
             f.write(master_key)
         inst.jwt_secret = jwt_secret
@@ -95,7 +98,8 @@ class GroupMetricsTest(unittest.TestCase):
     def test_roles_elections_forwarded_and_not_acknowledged(self):
         # ack_policy all: a commit needs every replica; with one gone the
         # master answers 503 replication_unavailable after ack_timeout_ms.
-        insts = make_group(self, replication={"ack_policy": "all", "ack_timeout_ms": 500})
+        insts = make_group(self.addCleanup, failed=lambda: outcome_failed(self),
+                           replication={"ack_policy": "all", "ack_timeout_ms": 500})
         master, replicas = start_group(insts)
 
         m = scrape(self, master)
