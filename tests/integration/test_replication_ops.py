@@ -141,6 +141,9 @@ class GroupMetricsTest(unittest.TestCase):
                                       headers={"X-Astromesh-After":
                                                headers["x-astromesh-commit"]}), 200)
         self.assertEqual(value(scrape(self, rep), "astromesh_replication_forwarded_total"), 2)
+        assert_error(self, rep.request("GET", base + "/fwd", token=tok,
+                                       headers={"X-Astromesh-After": "not-a-token"}), 400,
+                     "bad_request")
 
         # One replica gone: with ack_policy all no write is acknowledged.
         gone = replicas[1]
