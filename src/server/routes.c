@@ -1339,6 +1339,8 @@ static int group_before_route(struct route_ctx *c, const struct route *r)
     return 0;
 }
 
+/* How an AM_ENOTACKED answer begins (http_reply_error writes "error" first,
+ * json-c keeps the order): counted as a write the group did not acknowledge. */
 #define NOT_ACKED "{\"error\":\"replication_unavailable\""
 
 void routes_handle(void *app, const struct http_request *req, struct http_response *resp)

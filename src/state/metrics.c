@@ -407,12 +407,14 @@ static void render_extra(struct buf *out, const struct metrics_extra *x)
  * the segment; 0 without one). */
 static void render_replication(struct buf *out, const struct metrics_extra *x)
 {
-    static const char *const roles[] = { "none", "master", "replica" };
+    static const char *const roles[] = { [STORE_ROLE_NONE] = "none",
+                                         [STORE_ROLE_MASTER] = "master",
+                                         [STORE_ROLE_REPLICA] = "replica" };
     int role = x->rep_ok ? x->rep_role : STORE_ROLE_NONE, i;
 
     head(out, "astromesh_replication_role", "gauge",
          "1 for this host's role in the replication group (none: not started or unknown).");
-    for (i = 0; i < 3; i++)
+    for (i = 0; i < (int)(sizeof(roles) / sizeof(roles[0])); i++)
         putf(out, "astromesh_replication_role{role=\"%s\"} %d\n", roles[i], i == role);
     head(out, "astromesh_replication_is_master", "gauge", "1 while this host is the master.");
     putf(out, "astromesh_replication_is_master %d\n", role == STORE_ROLE_MASTER);
