@@ -1307,6 +1307,8 @@ static int group_before_route(struct route_ctx *c, const struct route *r)
             http_add_header(c->resp, "Retry-After", "1");
             http_reply_errorf(c->resp, AM_ENOMASTER, "The group has no reachable master "
                               "right now (an election may be under way); retry");
+        } else {
+            metrics_rep_forwarded();
         }
         return 1;
     }

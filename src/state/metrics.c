@@ -71,6 +71,7 @@ struct metrics_shm {
     struct metrics_hist provider[METRICS_PROVIDERS]; /* provider call latency */
     uint64_t provider_errors[METRICS_PROVIDERS];  /* failed provider calls */
     uint64_t worker_restarts;                     /* processes re-forked after dying */
+    uint64_t rep_forwarded;                       /* writes forwarded to the master */
     struct metrics_worker worker[METRICS_WORKERS];
 };
 
@@ -191,9 +192,16 @@ void metrics_provider_call(int provider, uint64_t us, int ok)
         ADD(&shm->provider_errors[provider], 1);
 }
 
+void metrics_rep_forwarded(void)
+{
+    if (shm != NULL)
+        ADD(&shm->rep_forwarded, 1);
+}
+
 void metrics_collect(const struct app *app, struct metrics_extra *out)
 {
     struct store_stats st;
+    struct store_rep_status rs;
 
     memset(out, 0, sizeof(*out));
     if (app->reg != NULL)
@@ -208,6 +216,14 @@ void metrics_collect(const struct app *app, struct metrics_extra *out)
         out->db_cache_miss = st.cache_miss;
         out->db_deadlocks = st.deadlocks;
         out->db_lock_timeouts = st.lock_timeouts;
+    }
+    out->rep_group = app->cfg != NULL && app->cfg->rep_nsites > 0;
+    if (out->rep_group && app->store != NULL && store_rep_status(app->store, &rs) == 0) {
+        out->rep_ok = 1;
+        out->rep_role = rs.role;
+        out->rep_elections = rs.elections;
+        out->rep_lag_bytes = rs.lag_bytes;
+        out->rep_not_acked = rs.not_acked;
     }
 }
 
@@ -380,6 +396,40 @@ static void render_extra(struct buf *out, const struct metrics_extra *x)
          (unsigned long long)x->db_lock_timeouts);
 }
 
+/* With a group: the role (one line per role, 1 for the current one), the
+ * elections, the lag, and the writes forwarded or not acknowledged (from
+ * the segment; 0 without one). */
+static void render_replication(struct buf *out, const struct metrics_extra *x)
+{
+    static const char *const roles[] = { [STORE_ROLE_NONE] = "none",
+                                         [STORE_ROLE_MASTER] = "master",
+                                         [STORE_ROLE_REPLICA] = "replica" };
+    int role = x->rep_ok ? x->rep_role : STORE_ROLE_NONE, i;
+
+    head(out, "astromesh_replication_role", "gauge",
+         "1 for this host's role in the replication group (none: not started or unknown).");
+    for (i = 0; i < (int)(sizeof(roles) / sizeof(roles[0])); i++)
+        putf(out, "astromesh_replication_role{role=\"%s\"} %d\n", roles[i], i == role);
+    head(out, "astromesh_replication_is_master", "gauge", "1 while this host is the master.");
+    putf(out, "astromesh_replication_is_master %d\n", role == STORE_ROLE_MASTER);
+    head(out, "astromesh_replication_elections_total", "counter",
+         "Elections this site took part in.");
+    putf(out, "astromesh_replication_elections_total %llu\n",
+         (unsigned long long)x->rep_elections);
+    head(out, "astromesh_replication_lag_bytes", "gauge",
+         "Replica: log bytes it knows the master wrote and it has not applied.");
+    putf(out, "astromesh_replication_lag_bytes %llu\n", (unsigned long long)x->rep_lag_bytes);
+    head(out, "astromesh_replication_forwarded_total", "counter",
+         "Writes this host received as a replica and forwarded to the master.");
+    putf(out, "astromesh_replication_forwarded_total %llu\n",
+         (unsigned long long)(shm != NULL ? GET(&shm->rep_forwarded) : 0));
+    head(out, "astromesh_replication_not_acknowledged_total", "counter",
+         "Commits too few hosts confirmed (Berkeley DB's own count; each was answered 503 "
+         "replication_unavailable or, a run's record, logged).");
+    putf(out, "astromesh_replication_not_acknowledged_total %llu\n",
+         (unsigned long long)x->rep_not_acked);
+}
+
 void metrics_render(struct buf *out, const char *const *route_labels, int nroutes,
                     const struct metrics_extra *extra)
 {
@@ -393,5 +443,7 @@ void metrics_render(struct buf *out, const char *const *route_labels, int nroute
     if (extra != NULL) {
         render_breakers(out, extra);
         render_extra(out, extra);
+        if (extra->rep_group)
+            render_replication(out, extra);
     }
 }

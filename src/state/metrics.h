@@ -5,7 +5,8 @@
  * Every process updates the same fixed-size arrays with atomic adds: the
  * requests by route-table row and status, latency histograms of requests
  * (by row) and of provider calls (by provider), provider errors, busy and
- * idle accept threads per process, worker restarts (the breakers are
+ * idle accept threads per process, worker restarts, the writes a replica
+ * forwarded and those not acknowledged by the group (the breakers are
  * rendered from state/breakers.c's shared table). No lock: a scrape reads each counter once, so
  * two counters can be one event apart, never torn.
  *
@@ -39,6 +40,12 @@ struct metrics_extra {
     uint64_t db_deadlocks;        /* deadlocks detected */
     uint64_t db_lock_timeouts;    /* lock waits that timed out */
     struct breakers *breakers;    /* app->breakers: every org's breakers (may be NULL) */
+    int rep_group;                /* a replication group is configured: the next four */
+    int rep_ok;                   /* store_rep_status succeeded: role..lag are valid */
+    int rep_role;                 /* enum store_role */
+    uint64_t rep_elections;       /* elections this site took part in */
+    uint64_t rep_not_acked;       /* commits too few sites acknowledged */
+    uint64_t rep_lag_bytes;       /* replica: log bytes not applied yet */
 };
 
 /* Map the segment (anonymous shared memory: processes forked afterwards
@@ -72,11 +79,16 @@ void metrics_request(int route, int status, uint64_t us);
  * ok 0 counts a provider error. */
 void metrics_provider_call(int provider, uint64_t us, int ok);
 
+/* A write that reached this host (a replica) was forwarded to the master
+ * and its answer came back. */
+void metrics_rep_forwarded(void);
+
 struct app;
 
 /* Fill *out from the modules of app: the registry's entries and capacity,
  * the quota holds, the Berkeley DB figures (store_stats; db_ok 0 if they
- * could not be read). Any of app's handles may be NULL. */
+ * could not be read), with a group the replication state (store_rep_status;
+ * rep_ok 0 if it could not be read). Any of app's handles may be NULL. */
 void metrics_collect(const struct app *app, struct metrics_extra *out);
 
 /* Append the Prometheus text exposition (version 0.0.4) of every counter

@@ -848,6 +848,7 @@ fail:
 
 int store_rep_status(struct store *s, struct store_rep_status *out)
 {
+    DB_REPMGR_STAT *ms = NULL;
     DB_REP_STAT *st = NULL;
     DB_SITE *site = NULL;
     const char *host;
@@ -861,6 +862,10 @@ int store_rep_status(struct store *s, struct store_rep_status *out)
     out->role = st->st_status == DB_REP_MASTER ? STORE_ROLE_MASTER
               : st->st_status == DB_REP_CLIENT ? STORE_ROLE_REPLICA : STORE_ROLE_NONE;
     out->elections = st->st_elections;
+    if (s->env->repmgr_stat(s->env, &ms, 0) == 0) {
+        out->not_acked = ms->st_perm_failed;
+        free(ms);
+    }
     out->startup_done = st->st_startup_complete != 0;
     if (out->role == STORE_ROLE_REPLICA && st->st_waiting_lsn.file != 0) {
         /* a gap: what arrived after it waits for what is missing */

@@ -199,6 +199,7 @@ struct store_rep_status {
     char master[80];            /* the master's "host:port", "" if none is known */
     uint64_t elections;         /* elections this site took part in (environment) */
     uint64_t lag_bytes;         /* replica: log bytes it knows it has not applied */
+    uint64_t not_acked;         /* commits too few sites acknowledged (environment) */
     int startup_done;           /* replica: has caught up with a master once */
 };
 

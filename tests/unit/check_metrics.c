@@ -2,7 +2,8 @@
  * check_metrics.c - the shared counters (state/metrics.c): each update
  * shows in the exposition, histograms are cumulative, counts made in a
  * forked child are seen by the parent, a dead worker's gauges are cleared
- * and counted as a restart, and nothing is written without a segment.
+ * and counted as a restart, nothing is written without a segment, and the
+ * replication lines appear with a group only.
  */
 #include <check.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include "state/config.h"
 #include "state/breakers.h"
 #include "state/metrics.h"
+#include "state/store.h"
 #include "lib/util.h"
 
 static const char *const labels[] = {
@@ -159,6 +161,44 @@ START_TEST(extra_figures_and_the_cache_ratio)
 }
 END_TEST
 
+START_TEST(the_replication_lines_only_with_a_group)
+{
+    struct metrics_extra x = { .rep_group = 1, .rep_ok = 1, .rep_role = STORE_ROLE_REPLICA,
+                               .rep_elections = 3, .rep_lag_bytes = 4096, .rep_not_acked = 1 };
+    char *t;
+
+    ck_assert_int_eq(metrics_create(NULL), 0);
+    metrics_rep_forwarded();
+    metrics_rep_forwarded();
+    t = render(&x);
+    assert_has(t, "astromesh_replication_role{role=\"replica\"} 1\n");
+    assert_has(t, "astromesh_replication_role{role=\"master\"} 0\n");
+    assert_has(t, "astromesh_replication_role{role=\"none\"} 0\n");
+    assert_has(t, "astromesh_replication_is_master 0\n");
+    assert_has(t, "astromesh_replication_elections_total 3\n");
+    assert_has(t, "astromesh_replication_lag_bytes 4096\n");
+    assert_has(t, "astromesh_replication_forwarded_total 2\n");
+    assert_has(t, "astromesh_replication_not_acknowledged_total 1\n");
+    free(t);
+    x.rep_role = STORE_ROLE_MASTER;
+    t = render(&x);
+    assert_has(t, "astromesh_replication_role{role=\"master\"} 1\n");
+    assert_has(t, "astromesh_replication_is_master 1\n");
+    free(t);
+    x.rep_ok = 0;                 /* the state could not be read: no role */
+    t = render(&x);
+    assert_has(t, "astromesh_replication_role{role=\"none\"} 1\n");
+    assert_has(t, "astromesh_replication_is_master 0\n");
+    free(t);
+    x.rep_group = 0;              /* no group: not one line */
+    t = render(&x);
+    ck_assert_ptr_null(strstr(t, "astromesh_replication"));
+    free(t);
+    metrics_close();
+    metrics_rep_forwarded();      /* no segment: a no-op */
+}
+END_TEST
+
 START_TEST(status_table_maps_unknowns_to_other)
 {
     ck_assert_int_eq(metrics_status_index(200), 0);
@@ -177,6 +217,7 @@ static Suite *metrics_suite(void)
     tcase_add_test(t, each_orgs_breaker_shows_open_or_closed);
     tcase_add_test(t, a_childs_counts_reach_the_parent_and_its_death_clears_its_gauges);
     tcase_add_test(t, extra_figures_and_the_cache_ratio);
+    tcase_add_test(t, the_replication_lines_only_with_a_group);
     tcase_add_test(t, status_table_maps_unknowns_to_other);
     suite_add_tcase(s, t);
     return s;
