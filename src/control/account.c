@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "control/account.h"
+#include "state/cluster.h"
 #include "control/auth.h"
 #include "control/auth_state.h"
 #include "control/members.h"
@@ -441,6 +442,11 @@ int account_token_live(struct app *app, const char *fam)
     if (f != NULL)
         live = !(json_object_object_get_ex(f, "revoked", &v) && json_object_get_boolean(v));
     json_object_put(f);
+    /* Families are revoked, never removed: on a replica a missing one is a
+     * sign-in that has not arrived yet, and a storage error (a role change
+     * locks readers out for a moment) is no proof of revocation either. */
+    if (f == NULL && (rc != AM_ENOENT || cluster_is_replica(app)))
+        return AM_EUNAVAILABLE;
     return live;
 }
 
@@ -582,7 +588,7 @@ int account_authenticate(struct app *app, const char *token,
     int64_t now = util_now();
     struct auth_claims claims;
     struct auth_memo *m;
-    int i;
+    int i, rc;
 
     for (i = 0; i < MEMO_SLOTS; i++) {
         m = &memo[i];
@@ -598,7 +604,9 @@ int account_authenticate(struct app *app, const char *token,
         return AM_EUNAUTH;
     if (claims.typ != AUTH_ACCESS)
         return error_set(err, AM_EUNAUTH, "A refresh token cannot be used as an access token");
-    if (!account_token_live(app, claims.fam))
+    if ((rc = account_token_live(app, claims.fam)) < 0)
+        return error_set(err, AM_EUNAVAILABLE, "This host cannot check the token now; retry");
+    if (rc == 0)
         return error_set(err, AM_EUNAUTH, "Token has been revoked");
     util_strlcpy(who->email, claims.sub, sizeof(who->email));
     util_strlcpy(who->fam, claims.fam, sizeof(who->fam));

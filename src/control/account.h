@@ -70,7 +70,9 @@ int account_refresh(struct app *app, struct json_object *body,
 int account_logout(struct app *app, const char *email, const char *fam,
                    struct am_error *err);
 
-/* 1 if tokens of family fam may still be used, 0 if revoked or unknown. */
+/* 1 if tokens of family fam may still be used, 0 if revoked or unknown;
+ * AM_EUNAVAILABLE when the store cannot tell now (a replica that has not
+ * yet seen the sign-in, or a storage error). */
 int account_token_live(struct app *app, const char *fam);
 
 /* The caller's role in org (ROLE_NONE if not a member or no such org). */
