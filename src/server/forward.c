@@ -28,6 +28,8 @@ struct answer {
     int too_large;
     char content_type[64];
     char headers[400];          /* the relayed "Name: value\r\n" lines */
+    int from_daemon;            /* it carries X-Request-Id: our daemon answered, not the
+                                   front server alone */
 };
 
 static size_t on_body(char *data, size_t size, size_t n, void *arg)
@@ -58,6 +60,8 @@ static size_t on_header(char *data, size_t size, size_t n, void *arg)
         return len;
     while (len > 0 && (data[len - 1] == '\n' || data[len - 1] == '\r'))
         len--;
+    if ((size_t)(colon - data) == 12 && strncasecmp(data, "X-Request-Id", 12) == 0)
+        a->from_daemon = 1;
     if ((size_t)(colon - data) == 12 && strncasecmp(data, "Content-Type", 12) == 0) {
         size_t v = len - 13;
         const char *val = colon + 1;
@@ -160,12 +164,14 @@ int forward_request(const char *base_url, const char *secret, const struct http_
     cc = curl_easy_perform(forward_curl);
     curl_easy_getinfo(forward_curl, CURLINFO_RESPONSE_CODE, &status);
     /* A 500, 502 or 504 is the master's front server failing (the master
-     * died under the request, or is restarting): the write may or may not
-     * have been made there, and the client must learn to retry, not that
-     * the server broke. Forwarded writes call no model provider, so these
-     * are never a provider's answer. */
+     * died under the request, or is restarting), and so is a 503 that our
+     * daemon did not write (no X-Request-Id: the front could not reach it):
+     * the write may or may not have been made there, and the client must
+     * learn to retry at the master the group elects, not that the server
+     * broke. Forwarded writes call no model provider, so these are never a
+     * provider's answer. */
     if (cc != CURLE_OK || a.too_large || status < 200 || status > 599 || status == 500 ||
-        status == 502 || status == 504)
+        status == 502 || status == 504 || (status == 503 && !a.from_daemon))
         goto out;
     http_reply_raw(resp, (int)status, static_type(a.content_type), a.body.z ? a.body.z : "",
                    a.body.n);

@@ -16,8 +16,8 @@
 /* Send req to base_url (the master's front server, no trailing slash) with
  * secret, wait at most timeout_ms, and fill resp with the answer. Returns
  * 0 (resp filled), or AM_ENOMASTER when the master could not be reached,
- * answered nothing usable, or its front server answered 500, 502 or 504
- * (resp untouched). */
+ * answered nothing usable, or its front server answered 500, 502 or 504,
+ * or 503 on its own (resp untouched). */
 int forward_request(const char *base_url, const char *secret, const struct http_request *req,
                     int timeout_ms, struct http_response *resp);
 
