@@ -55,6 +55,17 @@ static const struct {
     { AM_ENOTACKED, 503, "replication_unavailable" },
 };
 
+/* The codes whose meaning does not depend on the operation that met them
+ * (the replication group's): error_set uses this message, not the caller's. */
+static const struct {
+    int code;
+    const char *message;
+} fixed_messages[] = {
+    { AM_ENOMASTER, "The replication group has no reachable master at the moment; retry" },
+    { AM_ENOTACKED, "Too few hosts of the replication group confirmed this write; it may "
+                    "or may not have been kept; retry" },
+};
+
 static int error_index(int code)
 {
     size_t i;
@@ -89,10 +100,16 @@ void error_clear(struct am_error *err)
 int error_set(struct am_error *err, int code, const char *fmt, ...)
 {
     va_list ap;
+    size_t i;
 
     if (err == NULL)
         return code;
     err->code = code;
+    for (i = 0; i < sizeof(fixed_messages) / sizeof(fixed_messages[0]); i++)
+        if (fixed_messages[i].code == code) {
+            util_strlcpy(err->message, fixed_messages[i].message, sizeof(err->message));
+            return code;
+        }
     va_start(ap, fmt);
     vsnprintf(err->message, sizeof(err->message), fmt, ap);
     va_end(ap);

@@ -156,7 +156,7 @@ int cluster_call(struct app *app, const char *op, struct json_object *args,
     }
 out:
     if (rc == AM_ENOMASTER && *reply == NULL)
-        error_set(err, AM_ENOMASTER, "The group's master cannot be reached; retry");
+        error_set(err, AM_ENOMASTER, "no master");
     curl_slist_free_all(h);
     buf_free(&url);
     buf_free(&answer);

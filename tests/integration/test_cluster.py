@@ -413,16 +413,30 @@ class AckTest(GroupCase):
             for p in held:
                 os.kill(p[0], signal.SIGCONT)
         new = self.cluster.master(replicas, timeout=10)
-        resp = self.call(new, "POST", "/agents", {"name": "acked", "step1": {"model": MODEL}})
+        # the first writes at a new master may find the other replica not
+        # yet reconnected or resynchronised: answered 503
+        # replication_unavailable (a client retries); within seconds, 201
+        tries = []
+
+        def acked():
+            resp = self.call(new, "POST", "/agents", {"name": "acked-%d" % len(tries),
+                                                       "step1": {"model": MODEL}})
+            tries.append(resp)
+            if resp[0] == 201:
+                return resp
+            assert_error(self, resp, 503, "replication_unavailable")
+            return None
+        resp = poll(acked, 15, interval=0.2, what="a write acknowledged by the new master")
         assert_json(self, resp, 201)
+        name = resp[2]["name"]
         commit = self.commit_of(resp, "the first write on the new master")
         for h in replicas:
-            assert_json(self, self.call(h, "GET", "/agents/acked", after=commit), 200)
+            assert_json(self, self.call(h, "GET", "/agents/" + name, after=commit), 200)
         # the old master had committed "unacked" alone: it rejoins, gives it
         # up if the new master never had it, and serves the group's history
         self.cluster.restart(old)
         self.assertIs(self.cluster.master(timeout=30), new)
-        assert_json(self, self.call(old, "GET", "/agents/acked", after=commit), 200)
+        assert_json(self, self.call(old, "GET", "/agents/" + name, after=commit), 200)
         there = {h.name: self.call(h, "GET", "/agents/unacked", after=commit)[0]
                  for h in self.hosts}
         self.assertEqual(len(set(there.values())), 1, "hosts disagree on the unacknowledged "

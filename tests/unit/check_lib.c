@@ -1,12 +1,13 @@
 /*
  * check_lib.c - unit tests for the primitives in src/lib/ that have no
  * suite of their own: the growable buffer (buf.c), the composite key shapes
- * (key.c) and FNV-1a (hash.h).
+ * (key.c), FNV-1a (hash.h) and the error table (error.c).
  */
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
 #include "lib/buf.h"
+#include "lib/error.h"
 #include "lib/hash.h"
 #include "lib/key.h"
 
@@ -114,6 +115,30 @@ START_TEST(fnv1a_matches_the_published_test_vectors)
 }
 END_TEST
 
+/* ---- error ---------------------------------------------------------------- */
+
+START_TEST(error_set_keeps_the_callers_message_but_not_for_the_groups_codes)
+{
+    struct am_error err;
+
+    error_clear(&err);
+    ck_assert_int_eq(error_set(&err, AM_EIO, "Storage unavailable %d", 7), AM_EIO);
+    ck_assert_str_eq(err.message, "Storage unavailable 7");
+    ck_assert_int_eq(error_status(AM_EIO), 503);
+    /* a commit too few sites confirmed says so, whichever write it was */
+    ck_assert_int_eq(error_set(&err, AM_ENOTACKED, "Storage unavailable"), AM_ENOTACKED);
+    ck_assert_int_eq(err.code, AM_ENOTACKED);
+    ck_assert_str_eq(error_name(err.code), "replication_unavailable");
+    ck_assert_ptr_nonnull(strstr(err.message, "confirmed this write"));
+    error_set(&err, AM_ENOMASTER, "Storage unavailable");
+    ck_assert_str_eq(error_name(err.code), "no_master");
+    ck_assert_ptr_nonnull(strstr(err.message, "no reachable master"));
+    ck_assert_int_eq(error_status(AM_ENOMASTER), 503);
+    ck_assert_int_eq(error_status(12345), 500);
+    ck_assert_str_eq(error_name(12345), "internal_error");
+}
+END_TEST
+
 static Suite *lib_suite(void)
 {
     Suite *s = suite_create("lib");
@@ -130,6 +155,9 @@ static Suite *lib_suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("hash");
     tcase_add_test(tc, fnv1a_matches_the_published_test_vectors);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("error");
+    tcase_add_test(tc, error_set_keeps_the_callers_message_but_not_for_the_groups_codes);
     suite_add_tcase(s, tc);
     return s;
 }
