@@ -124,13 +124,14 @@ void http_reply_error(struct http_response *resp, const struct am_error *err)
 void http_reply_errorf(struct http_response *resp, int code, const char *fmt, ...)
 {
     struct am_error err;
+    char message[sizeof(err.message)];
     va_list ap;
 
     error_clear(&err);
-    err.code = code;
     va_start(ap, fmt);
-    vsnprintf(err.message, sizeof(err.message), fmt, ap);
+    vsnprintf(message, sizeof(message), fmt, ap);
     va_end(ap);
+    error_set(&err, code, "%s", message);
     http_reply_error(resp, &err);
 }
 

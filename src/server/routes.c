@@ -1305,8 +1305,7 @@ static int group_before_route(struct route_ctx *c, const struct route *r)
         if (c->req->cluster != NULL || (url = cluster_master_url(app)) == NULL ||
             forward_request(url, cfg->rep_secret, c->req, 60000, c->resp) != 0) {
             http_add_header(c->resp, "Retry-After", "1");
-            http_reply_errorf(c->resp, AM_ENOMASTER, "The group has no reachable master "
-                              "right now (an election may be under way); retry");
+            http_reply_errorf(c->resp, AM_ENOMASTER, "no master");  /* error.c's message */
         } else {
             metrics_rep_forwarded();
         }

@@ -46,7 +46,7 @@ import tempfile
 import threading
 
 from harness import (BUILDDIR, IP, HarnessError, NetnsConnection, NetnsInstance, merge_config,
-                     netns_argv, poll, _die_with_parent)
+                     group_in_step, netns_argv, poll, _die_with_parent)
 import fakeprov
 from fakeprov import FakeProvider, provider_config
 
@@ -389,3 +389,10 @@ class Cluster:
 
     def replicas(self, master):
         return [h for h in self.hosts if h is not master]
+
+    def in_step(self, master, timeout=60.0):
+        """Wait until every other live host has applied a commit made now
+        at master (harness.group_in_step)."""
+        group_in_step(master, [h for h in self.replicas(master)
+                               if h.inst.daemon is not None and h.inst.daemon.poll() is None],
+                      timeout)

@@ -334,11 +334,9 @@ def jwt_sign(secret, header, payload):
 
 # --- processes ----------------------------------------------------------------
 
-def proc_children(pid, comm=None):
-    """Live (non-zombie) child pids of pid, from /proc; with comm, only the
-    children with that process name (workers are "am-worker"; the
-    supervisor's short-lived storage tasks are "am-store-task")."""
-    kids = []
+def live_processes():
+    """(pid, name, state, ppid, pgid) of every process but the zombies,
+    from /proc."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -348,11 +346,17 @@ def proc_children(pid, comm=None):
         except OSError:
             continue
         fields = stat[stat.rfind(")") + 2:].split()
-        name = stat[stat.find("(") + 1:stat.rfind(")")]
-        if len(fields) >= 2 and fields[1] == str(pid) and fields[0] != "Z" and \
-                (comm is None or name == comm):
-            kids.append(int(entry))
-    return sorted(kids)
+        if len(fields) >= 3 and fields[0] != "Z":
+            yield (int(entry), stat[stat.find("(") + 1:stat.rfind(")")], fields[0],
+                   int(fields[1]), int(fields[2]))
+
+
+def proc_children(pid, comm=None):
+    """Live (non-zombie) child pids of pid, from /proc; with comm, only the
+    children with that process name (workers are "am-worker"; the
+    supervisor's short-lived storage tasks are "am-store-task")."""
+    return sorted(p for p, name, _, ppid, _ in live_processes()
+                  if ppid == pid and (comm is None or name == comm))
 
 
 def pid_alive(pid):
@@ -1166,21 +1170,26 @@ def netns_argv(ns, argv):
     return [IP, "netns", "exec", ns] + list(argv)
 
 
+def group_in_step(master, replicas, timeout=60.0):
+    """Wait until each of replicas (anything with .request, as master) has
+    applied a commit made now at master: a replica that has just joined may
+    still be copying the databases, and then acknowledges nothing (a slow
+    machine takes seconds). The commit is a sign-in (needs no org)."""
+    def signed_in():
+        status, headers, _ = master.request(
+            "POST", "/api/v1/auth/dev/login",
+            {"email": "in-step-%s@example.com" % secrets.token_hex(4)})
+        return headers.get("x-astromesh-commit") if status == 200 else None
+    token = poll(signed_in, timeout, interval=0.2, what="a sign-in at the master")
+    for r in replicas:
+        poll(lambda r=r: r.request("GET", "/api/v1/health",
+                                   headers={"X-Astromesh-After": token})[0] == 200,
+             timeout, interval=0.2, what="%r to apply the master's commit" % (r,))
+
+
 def process_group(pgid):
     """Live pids whose process group is pgid (from /proc)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry) as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        if len(fields) >= 3 and fields[2] == str(pgid) and fields[0] != "Z":
-            pids.append(int(entry))
-    return sorted(pids)
+    return sorted(p for p, _, _, _, g in live_processes() if g == pgid)
 
 
 class NetnsInstance(Instance):

@@ -194,6 +194,7 @@ class GroupCase(ClusterCase):
     def setUp(self):
         try:
             self.master = self.cluster.master(timeout=30)
+            self.cluster.in_step(self.master)
             self.token, self.slug = self.user(self.master)
         except BaseException:
             type(self)._failed = True           # tearDown does not run: print the logs

@@ -16,8 +16,8 @@ import signal
 import tempfile
 import unittest
 
-from harness import (BUILDDIR, Instance, assert_error, assert_json, free_port, main, poll,
-                     outcome_failed)
+from harness import (BUILDDIR, Instance, assert_error, assert_json, free_port, group_in_step,
+                     main, poll, outcome_failed)
 from test_metrics import parse, value
 
 NAMES = ("astromesh_replication_role", "astromesh_replication_is_master",
@@ -62,8 +62,8 @@ def make_group(add_cleanup, n=3, replication=None, name="rep", config=None,
 
 
 def start_group(insts, timeout=60):
-    """Start every host, then wait until one is master and every other
-    knows it; return (master, [replicas])."""
+    """Start every host, then wait until one is master, every other knows
+    it and has copied the databases; return (master, [replicas])."""
     for inst in insts:
         inst.start_daemon()
     for inst in insts:
@@ -84,7 +84,10 @@ def start_group(insts, timeout=60):
         return insts[masters[0]]
 
     m = poll(settled, timeout, interval=0.2, what="one master that every host knows")
-    return m, [inst for inst in insts if inst is not m]
+    replicas = [inst for inst in insts if inst is not m]
+
+    group_in_step(m, replicas, timeout)
+    return m, replicas
 
 
 def scrape(tc, inst):
