@@ -8,12 +8,16 @@ is_master 1, the replicas' role="replica" and is_master 0; the master has
 won an election; a write sent to a replica is answered by the
 master through it and counted as forwarded there (not on the master); with
 ack_policy all and a replica gone, a write is answered 503
-replication_unavailable and counted as not acknowledged on the master."""
+replication_unavailable and counted as not acknowledged on the master.
+And a replica stopped for longer than the master keeps its log comes back
+by itself: Berkeley DB copies it the whole databases."""
 
 import os
 import secrets
 import signal
+import sys
 import tempfile
+import time
 import unittest
 
 from harness import (BUILDDIR, Instance, assert_error, assert_json, free_port, group_in_step,
@@ -172,6 +176,94 @@ class GroupMetricsTest(unittest.TestCase):
         s = scrape(self, rep)
         self.assertEqual(value(s, "astromesh_replication_not_acknowledged_total"), 0)
         self.assertEqual(value(s, "astromesh_replication_forwarded_total"), 3)
+
+
+def log_numbers(data_dir):
+    """The numbers of the Berkeley DB log files in data_dir, sorted."""
+    return sorted(int(n[4:]) for n in os.listdir(data_dir)
+                  if n.startswith("log.") and n[4:].isdigit())
+
+
+class FarBehindTest(unittest.TestCase):
+
+    def test_a_replica_behind_the_masters_oldest_log_catches_up_from_a_full_copy(self):
+        # small log files (Berkeley DB reads DB_CONFIG in the environment's
+        # home): the master's checkpoint (every 30 s) soon removes the log
+        # a stopped replica would need, and only a full copy can bring it back
+        insts = make_group(self.addCleanup, failed=lambda: outcome_failed(self), name="far")
+        for inst in insts:
+            with open(os.path.join(inst.data_dir, "DB_CONFIG"), "w") as f:
+                f.write("set_lg_max 65536\n")
+        master, replicas = start_group(insts)
+        behind = replicas[1]
+        tok, slug = master.user("far-%s@example.com" % secrets.token_hex(4))
+        base = "/api/v1/orgs/%s/agents" % slug
+        resp = master.request("POST", base, {"name": "before", "step1": {"model": "echo/echo-1"}},
+                              token=tok)
+        assert_json(self, resp, 201)
+        group_in_step(master, [behind])
+        behind.kill_daemon(signal.SIGTERM)
+        had = log_numbers(behind.data_dir)
+        self.assertTrue(had, "log files in %s" % behind.data_dir)
+
+        # writes at the master (sign-ins: users, orgs, tokens) until its logs
+        # are four files past the replica's last, then until a checkpoint
+        # has removed the one the replica would need next
+        signins = [0]
+
+        def write():
+            signins[0] += 1
+            master.login("far-%d-%s@example.com" % (signins[0], secrets.token_hex(3)))
+        for _ in range(5000):
+            if log_numbers(master.data_dir)[-1] >= had[-1] + 4:
+                break
+            write()
+        self.assertGreaterEqual(log_numbers(master.data_dir)[-1], had[-1] + 4,
+                                "%d sign-ins did not fill four 64 KiB log files" % signins[0])
+
+        def removed():
+            write()
+            return log_numbers(master.data_dir)[0] > had[-1] + 1
+        poll(removed, 75, interval=0.5, what="the master's checkpoint to remove log file %d"
+             % (had[-1] + 1))
+        resp = master.request("POST", base, {"name": "after", "step1": {"model": "echo/echo-1"}},
+                              token=tok)
+        assert_json(self, resp, 201)
+        commit = resp[1]["x-astromesh-commit"]
+
+        # back: no operator step; the replica is copied whole and serves
+        t0 = time.monotonic()
+        behind.start_daemon()
+        behind.wait_healthy()
+
+        def caught_up():
+            status, _, body = behind.request("GET", base + "/after", token=tok,
+                                             headers={"X-Astromesh-After": commit})
+            return status == 200 and body.get("name") == "after"
+        poll(caught_up, 60, interval=0.5, what="%s to catch up with the master"
+             % behind.base_url)
+        sys.stderr.write("\nthe replica (log files %d-%d; the master's now from %d) served "
+                         "the master's last write %.1f s after its start\n"
+                         % (had[0], had[-1], log_numbers(master.data_dir)[0],
+                            time.monotonic() - t0))
+        health = behind.health()
+        self.assertEqual((health.get("role"), health.get("master")),
+                         ("replica", master.health().get("master")))
+        # its log now starts where the master's copy did: its own old log
+        # files could not have brought it there
+        self.assertGreater(log_numbers(behind.data_dir)[0], had[-1],
+                           "the replica's log files after the catch-up: %r (before: %r)"
+                           % (log_numbers(behind.data_dir), had))
+        status, _, body = behind.request("GET", base, token=tok)
+        self.assertEqual(status, 200, body)
+        self.assertEqual(sorted(a["name"] for a in body["agents"]), ["after", "before"])
+        # and it goes on following: a write through it, read there at once
+        resp = behind.request("POST", base, {"name": "later", "step1": {"model": "echo/echo-1"}},
+                              token=tok)
+        assert_json(self, resp, 201)
+        assert_json(self, behind.request("GET", base + "/later", token=tok,
+                                         headers={"X-Astromesh-After":
+                                                  resp[1]["x-astromesh-commit"]}), 200)
 
 
 class NoGroupTest(unittest.TestCase):
