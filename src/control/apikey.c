@@ -34,6 +34,7 @@
 #include <sodium.h>
 #include "control/apikey.h"
 #include "control/auth_state.h"
+#include "state/cluster.h"
 #include "state/store.h"
 #include "state/vault.h"
 #include "lib/key.h"
@@ -261,26 +262,63 @@ static int touch_txn(struct store *s, struct store_txn *t, void *arg)
     return rc;
 }
 
+/* Write the key's last use (now) if the stored one is APIKEY_TOUCH_SECONDS
+ * old; *stored gets the stored value. hex: the key's hash. */
+static int touch_stored(struct app *app, const char *hex, int64_t *stored)
+{
+    struct touch_ctx c = { hex, util_now(), 0, 0 };
+    int rc;
+
+    c.stored = c.now;
+    if ((rc = store_transact_deferred(app->store, touch_txn, &c)) == 0 && c.wrote)
+        __atomic_fetch_add(&touch_writes, 1, __ATOMIC_RELAXED);
+    *stored = c.stored;
+    return rc;
+}
+
+int apikey_touch_hash(struct app *app, const char *hex, int64_t *stored)
+{
+    size_t i, n = strlen(hex);
+
+    for (i = 0; i < n; i++)
+        if (!((hex[i] >= '0' && hex[i] <= '9') || (hex[i] >= 'a' && hex[i] <= 'f')))
+            break;
+    if (n != HASH_HEX || i != n)
+        return AM_EBADREQ;
+    return touch_stored(app, hex, stored);
+}
+
+/* On a replica the write is the master's: one internal call. */
+static int touch_at_master(struct app *app, const char *hex, int64_t *stored)
+{
+    struct json_object *a = json_object_new_object(), *r = NULL, *v;
+    struct am_error err;
+    int rc;
+
+    json_object_object_add(a, "key", json_object_new_string(hex));
+    rc = cluster_call(app, "key_touch", a, &r, &err);
+    if (rc == 0 && json_object_object_get_ex(r, "last_used_at", &v))
+        *stored = json_object_get_int64(v);
+    json_object_put(r);
+    return rc;
+}
+
 /* Update the key's last use if *last (what this thread knows of the stored
  * value) is APIKEY_TOUCH_SECONDS old; *last becomes the stored value. A
  * failure costs only the timestamp: the request goes on. */
 static void touch_if_due(struct app *app, const unsigned char h[HASH_BYTES], int64_t *last)
 {
     char hex[HASH_HEX + 1];
-    struct touch_ctx c;
+    int64_t now = util_now(), stored = now;
+    int rc;
 
-    c.now = util_now();
-    if (c.now - *last < APIKEY_TOUCH_SECONDS)
+    if (now - *last < APIKEY_TOUCH_SECONDS)
         return;
     sodium_bin2hex(hex, sizeof(hex), h, HASH_BYTES);
-    c.hex = hex;
-    c.stored = c.now;
-    c.wrote = 0;
-    if (store_transact_deferred(app->store, touch_txn, &c) != 0)
-        c.stored = c.now;       /* deleted or storage trouble: try again in a minute */
-    else if (c.wrote)
-        __atomic_fetch_add(&touch_writes, 1, __ATOMIC_RELAXED);
-    *last = c.stored;
+    rc = cluster_is_replica(app) ? touch_at_master(app, hex, &stored)
+                                 : touch_stored(app, hex, &stored);
+    /* deleted or storage trouble: try again in a minute */
+    *last = rc == 0 ? stored : now;
 }
 
 unsigned long apikey_test_touch_count(void)

@@ -34,6 +34,13 @@
 int apikey_authenticate(struct app *app, const char *secret,
                         struct account_principal *who, struct am_error *err);
 
+/* The master's side of a replica's use of a key (server/internal.c): write
+ * its last use now if the stored one is APIKEY_TOUCH_SECONDS old. hex: the
+ * key's hash, as the replica computed it. *stored gets the stored last use.
+ * Returns 0, AM_EBADREQ (not a hash), AM_ENOENT (no such key) or a storage
+ * code. */
+int apikey_touch_hash(struct app *app, const char *hex, int64_t *stored);
+
 /* GET /orgs/{org}/keys: {"keys":[{"id","name","prefix","scopes",
  * "created_at","last_used_at"}]}, oldest first; never a secret or a hash.
  * On 0, *out is a new object (caller puts), else NULL. Errors: AM_EIO. */

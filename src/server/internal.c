@@ -4,7 +4,8 @@
  *
  * Owns: the decoding of a call into the very calls the master makes for its
  * own runs: usage_acquire(_test), usage_in_flight, usage_settle,
- * memory_append, memory_delete.
+ * memory_append, memory_delete; and the last use of an API key used on a
+ * replica (apikey_touch_hash).
  *
  * Must never: be reached without the group's secret (routes.c checks);
  * trust a field's type (a missing or wrong one is a 400); run anything but
@@ -12,6 +13,7 @@
  */
 #include <string.h>
 #include <json-c/json.h>
+#include "control/apikey.h"
 #include "control/usage.h"
 #include "lib/error.h"
 #include "runtime/memory.h"
@@ -112,6 +114,19 @@ static int memory_call(struct app *app, struct json_object *b, int append)
     return memory_append(app, agent, mode, session, user, assistant, strategy, limit);
 }
 
+static int key_touch_call(struct app *app, struct json_object *b, struct json_object *out)
+{
+    const char *hex = str_field(b, "key");
+    int64_t stored = 0;
+    int rc;
+
+    if (hex == NULL)
+        return AM_EBADREQ;
+    if ((rc = apikey_touch_hash(app, hex, &stored)) == 0)
+        json_object_object_add(out, "last_used_at", json_object_new_int64(stored));
+    return rc;
+}
+
 void internal_accounting(struct app *app, const struct http_request *req,
                          struct http_response *resp)
 {
@@ -133,6 +148,8 @@ void internal_accounting(struct app *app, const struct http_request *req,
         rc = run_call(app, b, strcmp(op, "settle") == 0);
     else if (strcmp(op, "memory_append") == 0 || strcmp(op, "memory_delete") == 0)
         rc = memory_call(app, b, strcmp(op, "memory_append") == 0);
+    else if (strcmp(op, "key_touch") == 0)
+        rc = key_touch_call(app, b, out);
     else
         rc = AM_EBADREQ;
     json_object_put(b);

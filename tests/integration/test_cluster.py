@@ -39,7 +39,8 @@ import threading
 import time
 import unittest
 
-from harness import assert_error, assert_json, main, poll, proc_children, run_concurrently
+from harness import (TIME_RE, assert_error, assert_json, main, poll, proc_children,
+                     run_concurrently)
 from cluster import Cluster
 
 COMMIT_RE = re.compile(r"^[0-9a-f]{1,128}$")
@@ -285,6 +286,23 @@ class GroupTest(GroupCase):
                          "replication was held 0.3 s: %r" % (commit, reader.name, resp))
         self.assertGreaterEqual(waited, 0.2, "it did wait for the replica to catch up")
         self.assertLess(waited, 2.5, "read_wait_ms is 2000")
+
+    def test_an_api_key_used_on_a_replica_has_its_last_use_at_the_master(self):
+        resp = self.call(self.master, "POST", "/keys", {"name": "k", "scopes": ["run"]})
+        key = assert_json(self, resp, 201)
+        commit = self.commit_of(resp, "POST /keys")
+        replica = self.cluster.replicas(self.master)[0]
+        resp = replica.request("GET", "/api/v1/orgs/%s/agents" % self.slug,
+                               headers={"X-API-Key": key["secret"], "X-Astromesh-After": commit})
+        self.assertEqual(resp[0], 200, resp)
+        def last_use(h):
+            keys = assert_json(self, self.call(h, "GET", "/keys"), 200)["keys"]
+            return [k for k in keys if k["id"] == key["id"]][0]["last_used_at"]
+        # written by the master (the replica cannot), then listed on every host
+        self.assertRegex(last_use(self.master) or "", TIME_RE, "at the master")
+        for h in self.hosts:
+            poll(lambda h=h: last_use(h) == last_use(self.master), 5, interval=0.1,
+                 what="%s to list the key's last use" % h.name)
 
     def test_a_bad_after_token_is_a_client_error_never_a_500(self):
         for bad in ("zz", "-1", "x" * 300, "ffffffffffffffffffffffffffffffffffffffff"):
