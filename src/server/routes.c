@@ -1361,7 +1361,7 @@ static int internal_call(struct route_ctx *c)
     }
     if (!store_rep_is_master(c->app->store)) {
         http_add_header(c->resp, "Retry-After", "1");
-        http_reply_errorf(c->resp, AM_ENOMASTER, "This host is not the master any more");
+        http_reply_errorf(c->resp, AM_ENOMASTER, "not master");  /* error.c's message */
         return 1;
     }
     commit_token_header(NULL);
