@@ -84,7 +84,9 @@ const char *error_name(int code);
 void error_clear(struct am_error *err);
 
 /* Set code and a printf-formatted message; returns code so callers can
- * write `return error_set(err, AM_EBADREQ, "...")`. err may be NULL. */
+ * write `return error_set(err, AM_EBADREQ, "...")`. err may be NULL. The
+ * replication group's codes (AM_ENOMASTER, AM_ENOTACKED) get error.c's own
+ * message whatever fmt says: they mean the same for every operation. */
 int error_set(struct am_error *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
