@@ -55,6 +55,17 @@ static int refuse(struct am_error *err)
 
 /* ---- secrets and hashes ----------------------------------------------------- */
 
+/* 1 if the n characters of s are lower-case hex digits. */
+static int lower_hex(const char *s, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
 /* 1 if s has the shape of a secret: "ask-" and 43 base64url characters. */
 static int secret_well_formed(const char *s)
 {
@@ -278,12 +289,7 @@ static int touch_stored(struct app *app, const char *hex, int64_t *stored)
 
 int apikey_touch_hash(struct app *app, const char *hex, int64_t *stored)
 {
-    size_t i, n = strlen(hex);
-
-    for (i = 0; i < n; i++)
-        if (!((hex[i] >= '0' && hex[i] <= '9') || (hex[i] >= 'a' && hex[i] <= 'f')))
-            break;
-    if (n != HASH_HEX || i != n)
+    if (strlen(hex) != HASH_HEX || !lower_hex(hex, HASH_HEX))
         return AM_EBADREQ;
     return touch_stored(app, hex, stored);
 }
@@ -687,14 +693,8 @@ static int delete_txn(struct store *s, struct store_txn *t, void *arg)
 /* 1 if id has the shape of a key id: "key_" and 12 lower-case hex digits. */
 static int id_well_formed(const char *id)
 {
-    size_t i;
-
-    if (id == NULL || strncmp(id, "key_", 4) != 0 || strlen(id) != APIKEY_ID_LEN)
-        return 0;
-    for (i = 4; i < APIKEY_ID_LEN; i++)
-        if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
-            return 0;
-    return 1;
+    return id != NULL && strncmp(id, "key_", 4) == 0 && strlen(id) == APIKEY_ID_LEN &&
+           lower_hex(id + 4, APIKEY_ID_LEN - 4);
 }
 
 int apikey_delete(struct app *app, const char *org, const char *id,

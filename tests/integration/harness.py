@@ -335,8 +335,8 @@ def jwt_sign(secret, header, payload):
 # --- processes ----------------------------------------------------------------
 
 def live_processes():
-    """(pid, name, state, ppid, pgid) of every process but the zombies,
-    from /proc."""
+    """(pid, name, ppid, pgid) of every process but the zombies, from
+    /proc."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -347,15 +347,15 @@ def live_processes():
             continue
         fields = stat[stat.rfind(")") + 2:].split()
         if len(fields) >= 3 and fields[0] != "Z":
-            yield (int(entry), stat[stat.find("(") + 1:stat.rfind(")")], fields[0],
-                   int(fields[1]), int(fields[2]))
+            yield (int(entry), stat[stat.find("(") + 1:stat.rfind(")")], int(fields[1]),
+                   int(fields[2]))
 
 
 def proc_children(pid, comm=None):
     """Live (non-zombie) child pids of pid, from /proc; with comm, only the
     children with that process name (workers are "am-worker"; the
     supervisor's short-lived storage tasks are "am-store-task")."""
-    return sorted(p for p, name, _, ppid, _ in live_processes()
+    return sorted(p for p, name, ppid, _ in live_processes()
                   if ppid == pid and (comm is None or name == comm))
 
 
@@ -1189,7 +1189,7 @@ def group_in_step(master, replicas, timeout=60.0):
 
 def process_group(pgid):
     """Live pids whose process group is pgid (from /proc)."""
-    return sorted(p for p, _, _, _, g in live_processes() if g == pgid)
+    return sorted(p for p, _, _, g in live_processes() if g == pgid)
 
 
 class NetnsInstance(Instance):

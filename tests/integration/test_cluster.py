@@ -30,6 +30,7 @@ in count and time.
 
 import collections
 import http.client
+import itertools
 import os
 import re
 import secrets
@@ -435,12 +436,11 @@ class AckTest(GroupCase):
         # the first writes at a new master may find the other replica not
         # yet reconnected or resynchronised: answered 503
         # replication_unavailable (a client retries); within seconds, 201
-        tries = []
+        tries = itertools.count()
 
         def acked():
-            resp = self.call(new, "POST", "/agents", {"name": "acked-%d" % len(tries),
+            resp = self.call(new, "POST", "/agents", {"name": "acked-%d" % next(tries),
                                                        "step1": {"model": MODEL}})
-            tries.append(resp)
             if resp[0] == 201:
                 return resp
             assert_error(self, resp, 503, "replication_unavailable")
